@@ -1,0 +1,209 @@
+//! Peer messages: the plaintext of transport packets, encoded with postcard.
+//!
+//! The first message each side sends on a new session is `Hello`. Requests and responses are
+//! matched by id; streams are bidirectional byte pipes with per-direction credit: a sender may
+//! send bytes up to the offset the receiver last granted, so a receiver's memory per stream is
+//! bounded and a stalled stream never blocks others. `Data` carries its offset, so a frame
+//! lost on the way (a relay dropping under load) is detected, and the stream fails loudly
+//! instead of delivering a hole.
+//!
+//! New variants are added at the end of each enum only: postcard encodes the variant index.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest `Data` chunk a sender puts in one message.
+pub const MAX_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    Hello(Hello),
+    Request {
+        id: u64,
+        op: Op,
+    },
+    Response {
+        id: u64,
+        result: Result<Reply, RemoteError>,
+    },
+    Cancel {
+        id: u64,
+    },
+    Progress {
+        id: u64,
+        done: u64,
+        total: Option<u64>,
+    },
+    /// Opens stream `stream` (odd ids from the handshake initiator, even from the responder).
+    /// `window` is the credit the opener grants for data flowing to it.
+    Open {
+        stream: u64,
+        kind: StreamKind,
+        window: u64,
+    },
+    Data {
+        stream: u64,
+        offset: u64,
+        bytes: ByteBuf,
+    },
+    /// The receiver may now be sent bytes up to `max_offset` (absolute, so a lost `Credit`
+    /// is repaired by the next one).
+    Credit {
+        stream: u64,
+        max_offset: u64,
+    },
+    /// The sender's direction is finished at `final_offset`; `error` set means a reset.
+    Close {
+        stream: u64,
+        final_offset: u64,
+        error: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub os: OsInfo,
+    pub tunnel_version: String,
+    pub mode: String,
+    pub capabilities: Vec<String>,
+    pub ssh_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsInfo {
+    /// `linux`, `macos`, `windows`, ...
+    pub family: String,
+    /// e.g. `Ubuntu 24.04.1 LTS`.
+    pub distro: String,
+    pub kernel: String,
+    pub arch: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamKind {
+    /// Raw bytes for tests, benchmarks and the demo.
+    Echo,
+    Sink,
+    /// Reserved by later services (files, forwards); carries a service name.
+    Service(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Ping { payload: ByteBuf },
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ping { .. } => "ping",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Pong { payload: ByteBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct RemoteError {
+    pub kind: RemoteErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteErrorKind {
+    Unsupported,
+    Refused,
+    Failed,
+    Cancelled,
+    Busy,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("malformed peer message: {0}")]
+pub struct MessageError(#[from] postcard::Error);
+
+impl PeerMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("peer messages always serialize")
+    }
+
+    /// Decodes one whole message; trailing bytes are an error.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
+        let (msg, rest) = postcard::take_from_bytes(bytes)?;
+        if !rest.is_empty() {
+            return Err(MessageError(postcard::Error::DeserializeBadEncoding));
+        }
+        Ok(msg)
+    }
+}
+
+/// Bytes that postcard writes as one length-prefixed run instead of element by element.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ByteBuf(pub Vec<u8>);
+
+impl std::fmt::Debug for ByteBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ByteBuf({} bytes)", self.0.len())
+    }
+}
+
+impl From<Vec<u8>> for ByteBuf {
+    fn from(v: Vec<u8>) -> Self {
+        Self(v)
+    }
+}
+
+impl Serialize for ByteBuf {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
+        }
+        d.deserialize_bytes(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_is_compact() {
+        let msg = PeerMessage::Data {
+            stream: 1,
+            offset: 0,
+            bytes: vec![7u8; 1000].into(),
+        };
+        let enc = msg.encode();
+        assert!(enc.len() < 1010, "{} bytes", enc.len());
+        assert_eq!(PeerMessage::decode(&enc).unwrap(), msg);
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut enc = PeerMessage::Cancel { id: 4 }.encode();
+        enc.push(0);
+        assert!(PeerMessage::decode(&enc).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! The agentless arm (SSH inventory, client pool, known_hosts). Arrives with the SSH issue.
