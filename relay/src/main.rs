@@ -1,1 +1,82 @@
-fn main() {}
+//! `tunnel-relay`: parse flags, start the relay library, stop gracefully on SIGTERM/ctrl-c.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tunnel_relay::{Relay, RelayConfig};
+
+#[derive(Parser)]
+#[command(name = "tunnel-relay", version, about = "Self-hosted tunnel relay: routes end-to-end encrypted traffic between peers")]
+struct Args {
+    /// Address to listen on (WebSocket at /, plus /healthz and /metrics).
+    #[arg(long, env = "TUNNEL_RELAY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Require `Authorization: Bearer TOKEN` from clients (a private relay).
+    #[arg(long, env = "TUNNEL_RELAY_ACCESS_TOKEN", hide_env_values = true)]
+    access_token: Option<String>,
+    /// Most peers in one room.
+    #[arg(long, default_value_t = RelayConfig::default().max_peers_per_room)]
+    max_peers_per_room: usize,
+    /// Most simultaneous connections.
+    #[arg(long, default_value_t = RelayConfig::default().max_connections)]
+    max_connections: usize,
+    /// Outgoing queue per connection, in KiB; frames beyond it are dropped and the sender told.
+    #[arg(long, default_value_t = RelayConfig::default().mailbox_bytes / 1024)]
+    mailbox_kib: usize,
+    /// Sustained send rate allowed per connection, in KiB/s.
+    #[arg(long, default_value_t = RelayConfig::default().rate_bytes_per_sec / 1024)]
+    rate_kib: u64,
+    /// Seconds a connection has from TCP accept to a verified join.
+    #[arg(long, default_value_t = 10)]
+    handshake_timeout_secs: u64,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TUNNEL_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Args::parse()).await {
+        eprintln!("tunnel-relay: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if args.access_token.as_deref() == Some("") {
+        anyhow::bail!("--access-token is empty");
+    }
+    let defaults = RelayConfig::default();
+    let config = RelayConfig {
+        access_token: args.access_token,
+        max_peers_per_room: args.max_peers_per_room.max(1),
+        max_connections: args.max_connections.max(1),
+        mailbox_bytes: (args.mailbox_kib * 1024).max(tunnel_proto::relay::MAX_FRAME),
+        rate_bytes_per_sec: args.rate_kib.max(1) * 1024,
+        rate_burst_bytes: defaults.rate_burst_bytes.max(args.rate_kib * 1024 / 4),
+        handshake_timeout: Duration::from_secs(args.handshake_timeout_secs.max(1)),
+        ..defaults
+    };
+    let relay = Relay::bind(&args.listen, config).await.context("starting the relay")?;
+    println!("tunnel-relay listening on {}", relay.url());
+    shutdown_signal().await;
+    eprintln!("tunnel-relay: shutting down; telling peers to reconnect");
+    relay.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

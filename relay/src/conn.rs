@@ -1,0 +1,288 @@
+//! One relay connection: HTTP head, upgrade, proof of node id, then forwarding until close.
+//!
+//! `run` logs and cleans up; `run_inner` returns why the connection ended.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use rand::RngCore;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{interval, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+use tunnel_proto::relay::{self, ErrorCode, RelayFrame};
+use tunnel_proto::{join, NodeId, SecretKey};
+
+use crate::http::{self, accept_upgrade};
+use crate::limiter::TokenBucket;
+use crate::metrics::Metrics;
+use crate::rooms::{Mailbox, Outgoing, Room};
+use crate::server::Shared;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Why a connection ended, for the log.
+enum End {
+    Closed,
+    Shutdown,
+    Refused(&'static str),
+    Replaced,
+    Error(String),
+}
+
+pub(crate) async fn run(stream: TcpStream, addr: SocketAddr, conn_id: u64, shared: Arc<Shared>, shutdown: CancellationToken) {
+    match run_inner(stream, addr, conn_id, &shared, &shutdown).await {
+        End::Closed | End::Shutdown | End::Replaced => {}
+        End::Refused(why) => debug!(%addr, why, "connection refused"),
+        End::Error(e) => debug!(%addr, error = %e, "connection ended"),
+    }
+}
+
+async fn run_inner(mut stream: TcpStream, addr: SocketAddr, conn_id: u64, shared: &Shared, shutdown: &CancellationToken) -> End {
+    let cfg = &shared.config;
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    let (head, rest) = match tokio::time::timeout_at(deadline, http::read_head(&mut stream)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(why)) => {
+            Metrics::inc(&shared.metrics.rejected_connections);
+            http::respond(&mut stream, "400 Bad Request", "text/plain", &format!("{why}\n")).await;
+            return End::Refused(why);
+        }
+        Err(_) => {
+            Metrics::inc(&shared.metrics.handshake_timeouts);
+            return End::Refused("request head timed out");
+        }
+    };
+    if let Some(tap) = &cfg.intercept {
+        tap.received(head.path.as_bytes());
+        for name in ["Authorization", "Sec-WebSocket-Protocol", "Host"] {
+            tap.received(head.header(name).unwrap_or_default().as_bytes());
+        }
+    }
+    match (head.method.as_str(), head.path.as_str()) {
+        ("GET", "/healthz") => {
+            http::respond(&mut stream, "200 OK", "text/plain", "ok\n").await;
+            return End::Closed;
+        }
+        ("GET", "/metrics") => {
+            let (rooms, peers) = shared.rooms.counts();
+            http::respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &shared.metrics.render(rooms, peers)).await;
+            return End::Closed;
+        }
+        (_, "/") => {}
+        _ => {
+            http::respond(&mut stream, "404 Not Found", "text/plain", "not found: the relay serves / (WebSocket), /healthz and /metrics\n").await;
+            return End::Refused("unknown path");
+        }
+    }
+    let response = match accept_upgrade(&head, cfg.access_token.as_deref()) {
+        Ok(r) => r,
+        Err(refusal) => {
+            if refusal.auth {
+                Metrics::inc(&shared.metrics.auth_failures);
+            }
+            Metrics::inc(&shared.metrics.rejected_connections);
+            http::respond(&mut stream, refusal.status, "text/plain", &format!("{}\n", refusal.reason)).await;
+            return End::Refused(refusal.reason);
+        }
+    };
+    if let Err(e) = stream.write_all(response.as_bytes()).await {
+        return End::Error(e.to_string());
+    }
+    let _ = stream.set_nodelay(true);
+    Metrics::inc(&shared.metrics.connections_total);
+    let ws_config = WebSocketConfig {
+        max_message_size: Some(relay::MAX_FRAME),
+        max_frame_size: Some(relay::MAX_FRAME),
+        write_buffer_size: 0,
+        ..Default::default()
+    };
+    let mut ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config)).await;
+
+    let (node, room_id) = match await_join(&mut ws, shared, deadline).await {
+        Ok(joined) => joined,
+        Err(end) => return end,
+    };
+    let (mailbox, rx) = Mailbox::new(cfg.mailbox_bytes, conn_id);
+    let Some(joined) = shared.rooms.join(room_id, node, mailbox.clone(), cfg.max_peers_per_room) else {
+        let _ = send(&mut ws, &RelayFrame::Error { code: ErrorCode::RoomFull, text: format!("room is full ({} peers)", cfg.max_peers_per_room) }).await;
+        return End::Refused("room full");
+    };
+    debug!(%addr, node = %node.short(), "joined");
+    let welcome = RelayFrame::Welcome { observed_addr: addr.to_string(), peers: joined.others };
+    let end = match send(&mut ws, &welcome).await {
+        Ok(()) => forward(&mut ws, node, &joined.room, &mailbox, rx, shared, shutdown).await,
+        Err(e) => End::Error(e),
+    };
+    shared.rooms.leave(&joined.room, &node, conn_id);
+    if let End::Shutdown = end {
+        info!(node = %node.short(), "told to reconnect (relay restarting)");
+    }
+    end
+}
+
+/// Sends the challenge and checks the `Join` that answers it.
+async fn await_join(ws: &mut Ws, shared: &Shared, deadline: Instant) -> Result<(NodeId, [u8; 32]), End> {
+    let relay_key = SecretKey::generate(&mut rand::rngs::OsRng);
+    let mut nonce = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    send(ws, &RelayFrame::Challenge { nonce, relay_key: relay_key.public() }).await.map_err(End::Error)?;
+    let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+        Ok(Some(Ok(msg))) => msg,
+        Ok(_) => return Err(End::Closed),
+        Err(_) => {
+            Metrics::inc(&shared.metrics.handshake_timeouts);
+            let _ = send(ws, &RelayFrame::Error { code: ErrorCode::HandshakeTimeout, text: "no Join in time".into() }).await;
+            return Err(End::Refused("join timed out"));
+        }
+    };
+    let bytes = msg.into_data();
+    if let Some(tap) = &shared.config.intercept {
+        tap.received(&bytes);
+    }
+    match RelayFrame::decode(&bytes) {
+        Ok(RelayFrame::Join { room_id, node_id, proof }) => {
+            if join::verify(&relay_key, &nonce, &room_id, &node_id, &proof) {
+                Ok((node_id, room_id))
+            } else {
+                Metrics::inc(&shared.metrics.auth_failures);
+                let text = "join refused: the proof does not match the node id (wrong key, or a weak key)".into();
+                let _ = send(ws, &RelayFrame::Error { code: ErrorCode::AuthFailed, text }).await;
+                Err(End::Refused("bad join proof"))
+            }
+        }
+        Ok(other) => Err(bad_frame(ws, shared, format!("expected Join, got {}", other.name())).await),
+        Err(e) => Err(bad_frame(ws, shared, e.to_string()).await),
+    }
+}
+
+async fn bad_frame(ws: &mut Ws, shared: &Shared, text: String) -> End {
+    Metrics::inc(&shared.metrics.bad_frames);
+    let _ = send(ws, &RelayFrame::Error { code: ErrorCode::BadFrame, text }).await;
+    let _ = ws.close(None).await;
+    End::Refused("bad frame")
+}
+
+async fn send(ws: &mut Ws, frame: &RelayFrame) -> Result<(), String> {
+    ws.send(Message::Binary(frame.encode())).await.map_err(|e| e.to_string())
+}
+
+async fn forward(
+    ws: &mut Ws,
+    node: NodeId,
+    room: &Arc<Room>,
+    mailbox: &Mailbox,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> End {
+    let cfg = &shared.config;
+    let mut bucket = TokenBucket::new(cfg.rate_bytes_per_sec, cfg.rate_burst_bytes);
+    let mut idle_check = interval(cfg.idle_timeout / 3);
+    idle_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_rx = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                let hint = RelayFrame::Restarting { reconnect_in_ms: cfg.reconnect_hint.as_millis() as u32 };
+                let _ = send(ws, &hint).await;
+                let _ = ws.close(None).await;
+                return End::Shutdown;
+            }
+            out = rx.recv() => match out {
+                Some(Outgoing::Frame(bytes)) => {
+                    mailbox.sent(bytes.len());
+                    if let Err(e) = ws.send(Message::Binary(bytes)).await {
+                        return End::Error(e.to_string());
+                    }
+                }
+                Some(Outgoing::Close(error)) => {
+                    let _ = send(ws, &error).await;
+                    let _ = ws.close(None).await;
+                    return End::Replaced;
+                }
+                None => return End::Closed,
+            },
+            msg = ws.next() => {
+                let msg = match msg {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => return End::Error(e.to_string()),
+                    None => return End::Closed,
+                };
+                last_rx = Instant::now();
+                let bytes = match msg {
+                    Message::Binary(b) => b,
+                    Message::Close(_) => return End::Closed,
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                    Message::Text(_) | Message::Frame(_) => return bad_frame(ws, shared, "text frames are not part of tunnel-relay.v1".into()).await,
+                };
+                if let Some(tap) = &cfg.intercept {
+                    tap.received(&bytes);
+                }
+                let wait = bucket.take(bytes.len());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                if let Err(text) = on_frame(bytes, node, room, mailbox, shared) {
+                    return bad_frame(ws, shared, text).await;
+                }
+            }
+            _ = idle_check.tick() => {
+                if last_rx.elapsed() > cfg.idle_timeout {
+                    let _ = ws.close(None).await;
+                    return End::Refused("idle timeout");
+                }
+            }
+        }
+    }
+}
+
+/// Handles one frame from a joined node.
+fn on_frame(mut bytes: Vec<u8>, node: NodeId, room: &Room, mailbox: &Mailbox, shared: &Shared) -> Result<(), String> {
+    let metrics = &shared.metrics;
+    if relay::frame_type(&bytes) == Some(relay::TYPE_SEND) {
+        if bytes.len() > 1 + 32 + 4 + shared.config.max_payload {
+            Metrics::inc(&metrics.frames_dropped);
+            return Err(format!("payload over this relay's limit of {} bytes", shared.config.max_payload));
+        }
+        let to = relay::send_to_recv_in_place(&mut bytes, &node).map_err(|e| e.to_string())?;
+        let deliveries = match &shared.config.intercept {
+            None => vec![(to, bytes)],
+            Some(hook) => {
+                let payload = bytes[37..].to_vec();
+                hook.forward(node, to, payload)
+                    .into_iter()
+                    .map(|(to, from, payload)| (to, RelayFrame::Recv { from, payload }.encode()))
+                    .collect()
+            }
+        };
+        for (to, frame) in deliveries {
+            let len = frame.len() as u64 - 37;
+            if room.mailbox(&to).is_some_and(|mb| mb.push(frame)) {
+                metrics.frames_forwarded.fetch_add(1, Relaxed);
+                metrics.bytes_forwarded.fetch_add(len, Relaxed);
+            } else {
+                Metrics::inc(&metrics.frames_dropped);
+                mailbox.push_presence(&RelayFrame::Dropped { to });
+            }
+        }
+        return Ok(());
+    }
+    match RelayFrame::decode(&bytes) {
+        Ok(RelayFrame::Ping { data }) => {
+            mailbox.push_presence(&RelayFrame::Pong { data });
+            Ok(())
+        }
+        Ok(RelayFrame::Pong { .. }) => Ok(()),
+        Ok(other) => Err(format!("unexpected {} frame after Join", other.name())),
+        Err(e) => Err(e.to_string()),
+    }
+}

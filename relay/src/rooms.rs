@@ -1,0 +1,170 @@
+//! Rooms and mailboxes.
+//!
+//! A mailbox is the outgoing queue of one connection, bounded in bytes. Peer frames that do
+//! not fit are dropped (the sender hears `Dropped`). Presence frames must not be lost, so they
+//! get a little slack above the bound; a connection that cannot take even those is too far
+//! behind to be useful and is closed: it reconnects and gets a fresh `Welcome`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::mpsc;
+use tunnel_proto::relay::RelayFrame;
+use tunnel_proto::NodeId;
+
+/// Extra bytes presence frames may use beyond a full mailbox.
+const PRESENCE_SLACK: usize = 64 * 1024;
+
+pub(crate) enum Outgoing {
+    Frame(Vec<u8>),
+    /// Send this `Error` and close: replaced by a newer connection, or too far behind.
+    Close(RelayFrame),
+}
+
+pub(crate) struct Mailbox {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    queued: AtomicUsize,
+    limit: usize,
+    pub(crate) conn_id: u64,
+}
+
+impl Mailbox {
+    pub(crate) fn new(limit: usize, conn_id: u64) -> (Arc<Self>, mpsc::UnboundedReceiver<Outgoing>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Arc::new(Self { tx, queued: AtomicUsize::new(0), limit, conn_id }), rx)
+    }
+
+    fn reserve(&self, len: usize, limit: usize) -> bool {
+        let before = self.queued.fetch_add(len, Relaxed);
+        if before + len > limit {
+            self.queued.fetch_sub(len, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Queues a peer frame; false if the mailbox is full (or its connection is gone).
+    pub(crate) fn push(&self, frame: Vec<u8>) -> bool {
+        let len = frame.len();
+        if !self.reserve(len, self.limit) {
+            return false;
+        }
+        if self.tx.send(Outgoing::Frame(frame)).is_err() {
+            self.queued.fetch_sub(len, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Queues a presence or control frame, closing the connection if even the slack is used.
+    pub(crate) fn push_presence(&self, frame: &RelayFrame) {
+        let bytes = frame.encode();
+        let len = bytes.len();
+        if self.reserve(len, self.limit + PRESENCE_SLACK) {
+            if self.tx.send(Outgoing::Frame(bytes)).is_err() {
+                self.queued.fetch_sub(len, Relaxed);
+            }
+        } else {
+            self.close(RelayFrame::Error {
+                code: tunnel_proto::relay::ErrorCode::Other(100),
+                text: "too far behind: reconnect".into(),
+            });
+        }
+    }
+
+    pub(crate) fn close(&self, error: RelayFrame) {
+        let _ = self.tx.send(Outgoing::Close(error));
+    }
+
+    /// Called by the writer for each frame it takes off the queue.
+    pub(crate) fn sent(&self, len: usize) {
+        self.queued.fetch_sub(len, Relaxed);
+    }
+}
+
+pub(crate) struct Room {
+    id: [u8; 32],
+    peers: RwLock<HashMap<NodeId, Arc<Mailbox>>>,
+}
+
+impl Room {
+    pub(crate) fn mailbox(&self, id: &NodeId) -> Option<Arc<Mailbox>> {
+        self.peers.read().expect("room lock").get(id).cloned()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Rooms {
+    map: Mutex<HashMap<[u8; 32], Arc<Room>>>,
+    peers: AtomicU64,
+}
+
+pub(crate) struct Joined {
+    pub(crate) room: Arc<Room>,
+    pub(crate) others: Vec<NodeId>,
+}
+
+impl Rooms {
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (self.map.lock().expect("rooms lock").len() as u64, self.peers.load(Relaxed))
+    }
+
+    /// Adds `node` to the room; a previous connection of the same node is told it was
+    /// replaced. Everyone else hears `PeerJoined` (also on replacement: the node may have
+    /// restarted and lost its sessions). `None` if the room is full.
+    pub(crate) fn join(&self, room_id: [u8; 32], node: NodeId, mailbox: Arc<Mailbox>, max_peers: usize) -> Option<Joined> {
+        // Lock order is map then room everywhere, and the map stays locked until the node is
+        // in the room, so an emptying room cannot be removed from under a joiner.
+        let mut map = self.map.lock().expect("rooms lock");
+        let room = map.entry(room_id).or_insert_with(|| Arc::new(Room { id: room_id, peers: RwLock::default() })).clone();
+        let mut peers = room.peers.write().expect("room lock");
+        if peers.len() >= max_peers && !peers.contains_key(&node) {
+            return None;
+        }
+        match peers.insert(node, mailbox) {
+            Some(old) => old.close(RelayFrame::Error {
+                code: tunnel_proto::relay::ErrorCode::Replaced,
+                text: "replaced by a newer connection of the same node".into(),
+            }),
+            None => {
+                self.peers.fetch_add(1, Relaxed);
+            }
+        }
+        drop(map);
+        let joined = RelayFrame::PeerJoined { node_id: node };
+        let others = peers
+            .iter()
+            .filter(|(id, _)| **id != node)
+            .map(|(id, mb)| {
+                mb.push_presence(&joined);
+                *id
+            })
+            .collect();
+        drop(peers);
+        Some(Joined { room, others })
+    }
+
+    /// Removes `node` if `conn_id` still holds its slot (a replaced connection leaves quietly).
+    pub(crate) fn leave(&self, room: &Arc<Room>, node: &NodeId, conn_id: u64) {
+        let mut peers = room.peers.write().expect("room lock");
+        if peers.get(node).is_none_or(|mb| mb.conn_id != conn_id) {
+            return;
+        }
+        peers.remove(node);
+        self.peers.fetch_sub(1, Relaxed);
+        let left = RelayFrame::PeerLeft { node_id: *node };
+        for mb in peers.values() {
+            mb.push_presence(&left);
+        }
+        drop(peers);
+        self.remove_if_empty(room);
+    }
+
+    fn remove_if_empty(&self, room: &Arc<Room>) {
+        let mut map = self.map.lock().expect("rooms lock");
+        if room.peers.read().expect("room lock").is_empty() {
+            map.remove(&room.id);
+        }
+    }
+}
