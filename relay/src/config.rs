@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
-use tunnel_proto::NodeId;
 use std::time::Duration;
+use tunnel_proto::NodeId;
 
 /// Limits and options of one relay. `Default` suits a public relay on a small machine.
 #[derive(Clone)]
@@ -68,7 +68,12 @@ pub trait Intercept: Send + Sync + 'static {
 
     /// What to deliver for one `Send` from `from` to `to`: a list of (deliver to, stamped
     /// source, payload). The default delivers it unchanged.
-    fn forward(&self, from: NodeId, to: NodeId, payload: Vec<u8>) -> Vec<(NodeId, NodeId, Vec<u8>)> {
+    fn forward(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        payload: Vec<u8>,
+    ) -> Vec<(NodeId, NodeId, Vec<u8>)> {
         vec![(to, from, payload)]
     }
 }

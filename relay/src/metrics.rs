@@ -49,14 +49,54 @@ impl Metrics {
         };
         put("rooms", "gauge", "Rooms with at least one peer.", rooms);
         put("peers", "gauge", "Peers joined to a room.", peers);
-        put("connections_total", "counter", "WebSocket connections accepted.", self.connections_total.load(Relaxed));
-        put("frames_forwarded_total", "counter", "Peer frames forwarded.", self.frames_forwarded.load(Relaxed));
-        put("bytes_forwarded_total", "counter", "Peer payload bytes forwarded.", self.bytes_forwarded.load(Relaxed));
-        put("frames_dropped_total", "counter", "Frames dropped (full mailbox, unknown peer).", self.frames_dropped.load(Relaxed));
-        put("auth_failures_total", "counter", "Joins refused: bad proof, weak key, wrong access token.", self.auth_failures.load(Relaxed));
-        put("handshake_timeouts_total", "counter", "Connections closed before a Join arrived in time.", self.handshake_timeouts.load(Relaxed));
-        put("bad_frames_total", "counter", "Malformed or unexpected frames received.", self.bad_frames.load(Relaxed));
-        put("rejected_connections_total", "counter", "Connections refused (limits, bad HTTP).", self.rejected_connections.load(Relaxed));
+        put(
+            "connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            self.connections_total.load(Relaxed),
+        );
+        put(
+            "frames_forwarded_total",
+            "counter",
+            "Peer frames forwarded.",
+            self.frames_forwarded.load(Relaxed),
+        );
+        put(
+            "bytes_forwarded_total",
+            "counter",
+            "Peer payload bytes forwarded.",
+            self.bytes_forwarded.load(Relaxed),
+        );
+        put(
+            "frames_dropped_total",
+            "counter",
+            "Frames dropped (full mailbox, unknown peer).",
+            self.frames_dropped.load(Relaxed),
+        );
+        put(
+            "auth_failures_total",
+            "counter",
+            "Joins refused: bad proof, weak key, wrong access token.",
+            self.auth_failures.load(Relaxed),
+        );
+        put(
+            "handshake_timeouts_total",
+            "counter",
+            "Connections closed before a Join arrived in time.",
+            self.handshake_timeouts.load(Relaxed),
+        );
+        put(
+            "bad_frames_total",
+            "counter",
+            "Malformed or unexpected frames received.",
+            self.bad_frames.load(Relaxed),
+        );
+        put(
+            "rejected_connections_total",
+            "counter",
+            "Connections refused (limits, bad HTTP).",
+            self.rejected_connections.load(Relaxed),
+        );
         out
     }
 }

@@ -46,10 +46,12 @@ pub enum PeerMessage {
         bytes: ByteBuf,
     },
     /// The receiver may now be sent bytes up to `max_offset` (absolute, so a lost `Credit`
-    /// is repaired by the next one).
+    /// is repaired by the next one), and has received every byte below `received`: the
+    /// sender may forget them (it keeps unacknowledged bytes to resend after a relay drop).
     Credit {
         stream: u64,
         max_offset: u64,
+        received: u64,
     },
     /// The sender's direction is finished at `final_offset`; `error` set means a reset.
     Close {
@@ -62,6 +64,8 @@ pub enum PeerMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub version: u32,
+    /// Random per process: a new value means the peer restarted and lost its streams.
+    pub instance: u64,
     pub name: String,
     pub tags: Vec<String>,
     pub os: OsInfo,

@@ -347,6 +347,19 @@ pub fn send_to_recv_in_place(buf: &mut [u8], from: &NodeId) -> Result<NodeId, De
     Ok(to)
 }
 
+/// Bytes before the payload in a `Send` (and `Recv`) frame.
+pub const SEND_HEADER_LEN: usize = 1 + 32 + 4;
+
+/// Writes a `Send` header into the first [`SEND_HEADER_LEN`] bytes of `frame`, for the
+/// payload that fills the rest. Lets a sender seal straight into the frame.
+pub fn write_send_header(frame: &mut [u8], to: &NodeId) {
+    let len = frame.len() - SEND_HEADER_LEN;
+    assert!(len <= MAX_PAYLOAD, "relay payload over its limit");
+    frame[0] = TYPE_SEND;
+    frame[1..33].copy_from_slice(to.as_bytes());
+    frame[33..37].copy_from_slice(&(len as u32).to_be_bytes());
+}
+
 /// The frame type byte, if any: lets the relay route `Send` without a full decode.
 pub fn frame_type(buf: &[u8]) -> Option<u8> {
     buf.first().copied()

@@ -69,6 +69,10 @@ impl Session {
         &self.handshake_hash
     }
 
+    pub fn established(&self) -> Instant {
+        self.established
+    }
+
     pub fn is_initiator(&self) -> bool {
         self.initiator
     }
@@ -86,6 +90,17 @@ impl Session {
 
     /// Seals `plaintext` into a whole transport packet.
     pub fn seal(&mut self, plaintext: &[u8], now: Instant) -> Result<Vec<u8>, SessionError> {
+        self.seal_after(0, plaintext, now)
+    }
+
+    /// Like [`Self::seal`], but the packet starts after `headroom` zero bytes that the caller
+    /// fills in (a relay `Send` header), saving a copy of every payload.
+    pub fn seal_after(
+        &mut self,
+        headroom: usize,
+        plaintext: &[u8],
+        now: Instant,
+    ) -> Result<Vec<u8>, SessionError> {
         if self.expired(now) {
             return Err(SessionError::Expired);
         }
@@ -94,12 +109,14 @@ impl Session {
         }
         let counter = self.next_send;
         self.next_send += 1;
-        let mut out = Vec::with_capacity(TRANSPORT_HEADER_LEN + plaintext.len() + TAG_LEN);
+        let mut out =
+            Vec::with_capacity(headroom + TRANSPORT_HEADER_LEN + plaintext.len() + TAG_LEN);
+        out.resize(headroom, 0);
         out.push(TYPE_TRANSPORT);
         out.extend_from_slice(&self.remote_index.to_be_bytes());
         out.extend_from_slice(&counter.to_be_bytes());
         out.extend_from_slice(plaintext);
-        let (header, body) = out.split_at_mut(TRANSPORT_HEADER_LEN);
+        let (header, body) = out[headroom..].split_at_mut(TRANSPORT_HEADER_LEN);
         let tag = self
             .send
             .encrypt_in_place_detached(&nonce(counter), header, body)
@@ -107,6 +124,9 @@ impl Session {
         out.extend_from_slice(&tag);
         Ok(out)
     }
+
+    /// Largest plaintext that fits one relay payload once sealed.
+    pub const MAX_PLAINTEXT: usize = crate::relay::MAX_PAYLOAD - TRANSPORT_HEADER_LEN - TAG_LEN;
 
     /// Opens a transport packet's ciphertext. The counter is recorded only once the packet
     /// authenticated.

@@ -55,6 +55,7 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
             |(name, tags, distro)| {
                 PeerMessage::Hello(Hello {
                     version: 1,
+                    instance: 7,
                     name,
                     tags,
                     os: OsInfo {
@@ -98,8 +99,13 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
             offset,
             bytes
         }),
-        (any::<u64>(), any::<u64>())
-            .prop_map(|(stream, max_offset)| PeerMessage::Credit { stream, max_offset }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(stream, max_offset, received)| {
+            PeerMessage::Credit {
+                stream,
+                max_offset,
+                received,
+            }
+        }),
         (any::<u64>(), any::<u64>(), proptest::option::of(text())).prop_map(
             |(stream, final_offset, error)| PeerMessage::Close {
                 stream,
@@ -171,4 +177,20 @@ proptest! {
         let key = SecretKey::from_bytes([42; 32]);
         let _ = Responder::read(&key, PROLOGUE, &bytes);
     }
+}
+
+#[test]
+fn send_header_helper_matches_the_encoder() {
+    let to = NodeId::from_bytes([9; 32]);
+    let mut frame = vec![0u8; tunnel_proto::relay::SEND_HEADER_LEN];
+    frame.extend_from_slice(b"payload");
+    tunnel_proto::relay::write_send_header(&mut frame, &to);
+    assert_eq!(
+        frame,
+        RelayFrame::Send {
+            to,
+            payload: b"payload".to_vec()
+        }
+        .encode()
+    );
 }

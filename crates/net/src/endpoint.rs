@@ -1,0 +1,336 @@
+//! The endpoint: a node's handle on the mesh, and the router task behind it.
+//!
+//! The router turns relay events into per-peer actors (one per present peer) and into
+//! [`NetEvent`]s for the node. It never waits on the node for anything but delivering
+//! events, and the node must never wait on a peer actor from its event loop (dispatch work to
+//! tasks instead), so there is no cycle of waits.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+use tunnel_proto::message::{Hello, PeerMessage, StreamKind};
+use tunnel_proto::{NodeId, RoomKeys, SecretKey};
+use zeroize::Zeroizing;
+
+use crate::error::{ConnectError, NetError};
+use crate::peer::{self, PeerCmd, PeerHandle, PeerInput, PeerShared};
+use crate::relay_client::{self, RelayEvent, RelayTarget};
+use crate::sessions::Keys;
+use crate::stream::Stream;
+use crate::task::AbortOnDrop;
+
+pub struct EndpointConfig {
+    pub relay_url: String,
+    pub access_token: Option<String>,
+    pub room: RoomKeys,
+    pub secret: SecretKey,
+    /// Sent to every peer on every new session; `instance` is filled in by the endpoint.
+    pub hello: Hello,
+}
+
+/// What the node hears from the mesh.
+#[derive(Debug)]
+pub enum NetEvent {
+    RelayConnected {
+        observed_addr: String,
+    },
+    RelayDisconnected {
+        reason: String,
+    },
+    RelayConnectFailed(ConnectError),
+    PeerPresent(NodeId),
+    PeerAbsent(NodeId),
+    Message {
+        from: NodeId,
+        msg: PeerMessage,
+    },
+    /// A stream the peer opened.
+    Stream(Stream),
+    /// No session could be made with the peer (the reason is for the user).
+    LinkFailed {
+        peer: NodeId,
+        reason: String,
+    },
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("peer", &self.peer)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cheap, cloneable handle. The mesh stops when [`Endpoint::shutdown`] is called or the
+/// last handle is dropped.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    peers: Arc<Mutex<HashMap<NodeId, mpsc::Sender<PeerCmd>>>>,
+    hello: watch::Sender<Hello>,
+    cancel: CancellationToken,
+    _tasks: [AbortOnDrop<()>; 2],
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Endpoint {
+    /// Connects to the relay and joins the room. Returns once the first connection succeeded,
+    /// or with the error of the first attempt (bad URL, unreachable, refused, ...).
+    pub async fn start(
+        config: EndpointConfig,
+    ) -> Result<(Self, mpsc::Receiver<NetEvent>), ConnectError> {
+        relay_client::check_url(&config.relay_url)?;
+        let id = config.secret.public();
+        let mut hello = config.hello;
+        hello.instance = rand::random();
+        let (hello_tx, hello_rx) = watch::channel(hello);
+        let (relay_out_tx, relay_out_rx) = mpsc::channel(64);
+        let (relay_ev_tx, relay_ev_rx) = mpsc::channel(1024);
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let cancel = CancellationToken::new();
+        let target = RelayTarget {
+            url: config.relay_url,
+            access_token: config.access_token,
+            room_id: config.room.room_id,
+            secret: config.secret.clone(),
+        };
+        let shared = Arc::new(PeerShared {
+            keys: Keys {
+                secret: config.secret,
+                id,
+                psk: Zeroizing::new(*config.room.psk),
+            },
+            hello: hello_rx,
+            relay_out: relay_out_tx,
+            events: events_tx,
+        });
+        let peers = Arc::new(Mutex::new(HashMap::new()));
+        let (first_tx, first_rx) = oneshot::channel();
+        let relay_task = tokio::spawn(relay_client::run(
+            target,
+            relay_out_rx,
+            relay_ev_tx,
+            cancel.clone(),
+        ));
+        let router = Router {
+            shared,
+            table: peers.clone(),
+            actors: HashMap::new(),
+            tasks: JoinSet::new(),
+            cancel: cancel.clone(),
+        };
+        let router_task = tokio::spawn(router.run(relay_ev_rx, first_tx));
+        let endpoint = Self {
+            inner: Arc::new(Inner {
+                id,
+                peers,
+                hello: hello_tx,
+                cancel,
+                _tasks: [AbortOnDrop(relay_task), AbortOnDrop(router_task)],
+            }),
+        };
+        match first_rx.await {
+            Ok(Ok(())) => Ok((endpoint, events_rx)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ConnectError::Protocol {
+                url: String::new(),
+                reason: "endpoint stopped while connecting".into(),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// Peers currently in the room.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.inner
+            .peers
+            .lock()
+            .expect("peers lock")
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    fn peer(&self, peer: &NodeId) -> Result<mpsc::Sender<PeerCmd>, NetError> {
+        self.inner
+            .peers
+            .lock()
+            .expect("peers lock")
+            .get(peer)
+            .cloned()
+            .ok_or_else(|| NetError::not_present(peer))
+    }
+
+    /// Sends one message; a session is made on demand. Delivery is not confirmed: requests
+    /// carry ids and time out at the layer above.
+    pub async fn send(&self, peer: &NodeId, msg: PeerMessage) -> Result<(), NetError> {
+        self.peer(peer)?
+            .send(PeerCmd::Send(msg))
+            .await
+            .map_err(|_| NetError::not_present(peer))
+    }
+
+    /// Opens a stream to `peer`.
+    pub async fn open_stream(&self, peer: &NodeId, kind: StreamKind) -> Result<Stream, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.peer(peer)?
+            .send(PeerCmd::Open { kind, reply: tx })
+            .await
+            .map_err(|_| NetError::not_present(peer))?;
+        rx.await.map_err(|_| NetError::not_present(peer))
+    }
+
+    /// Changes what this node tells peers about itself (sent on the next sessions).
+    pub fn update_hello(&self, f: impl FnOnce(&mut Hello)) {
+        self.inner.hello.send_modify(f);
+    }
+
+    /// Leaves the room: peers see us go at once.
+    pub fn shutdown(&self) {
+        self.inner.cancel.cancel();
+    }
+}
+
+struct Router {
+    shared: Arc<PeerShared>,
+    table: Arc<Mutex<HashMap<NodeId, mpsc::Sender<PeerCmd>>>>,
+    actors: HashMap<NodeId, PeerHandle>,
+    tasks: JoinSet<()>,
+    cancel: CancellationToken,
+}
+
+impl Router {
+    async fn run(
+        mut self,
+        mut relay: mpsc::Receiver<RelayEvent>,
+        first: oneshot::Sender<Result<(), ConnectError>>,
+    ) {
+        let mut first = Some(first);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                ev = relay.recv() => match ev {
+                    Some(ev) => self.on_event(ev, &mut first).await,
+                    None => break,
+                },
+            }
+        }
+        // Dropping the handles stops the actors, which fail their streams.
+        self.actors.clear();
+        self.table.lock().expect("peers lock").clear();
+        while tokio::time::timeout(std::time::Duration::from_secs(1), self.tasks.join_next())
+            .await
+            .is_ok_and(|r| r.is_some())
+        {}
+    }
+
+    async fn emit(&self, ev: NetEvent) {
+        let _ = self.shared.events.send(ev).await;
+    }
+
+    async fn on_event(
+        &mut self,
+        ev: RelayEvent,
+        first: &mut Option<oneshot::Sender<Result<(), ConnectError>>>,
+    ) {
+        match ev {
+            RelayEvent::Connected {
+                peers,
+                observed_addr,
+            } => {
+                if let Some(f) = first.take() {
+                    let _ = f.send(Ok(()));
+                }
+                self.emit(NetEvent::RelayConnected { observed_addr }).await;
+                let now: HashSet<NodeId> = peers.into_iter().collect();
+                let gone: Vec<NodeId> = self
+                    .actors
+                    .keys()
+                    .filter(|id| !now.contains(id))
+                    .copied()
+                    .collect();
+                for id in gone {
+                    self.remove(id).await;
+                }
+                for id in now {
+                    match self.actors.get(&id) {
+                        Some(a) => {
+                            let _ = a.input.send(PeerInput::Reconnected).await;
+                        }
+                        None => self.add(id).await,
+                    }
+                }
+            }
+            RelayEvent::Disconnected { reason } => {
+                self.emit(NetEvent::RelayDisconnected { reason }).await
+            }
+            RelayEvent::ConnectFailed(e) => match first.take() {
+                Some(f) => {
+                    let _ = f.send(Err(e));
+                }
+                None => self.emit(NetEvent::RelayConnectFailed(e)).await,
+            },
+            RelayEvent::PeerJoined(id) => match self.actors.get(&id) {
+                Some(a) => {
+                    let _ = a.input.send(PeerInput::Rejoined).await;
+                }
+                None => self.add(id).await,
+            },
+            RelayEvent::PeerLeft(id) => self.remove(id).await,
+            RelayEvent::Recv { from, payload } => {
+                if let Some(a) = self.actors.get(&from) {
+                    let _ = a.input.send(PeerInput::Packet(payload)).await;
+                }
+            }
+            RelayEvent::Dropped { to } => {
+                if let Some(a) = self.actors.get(&to) {
+                    let _ = a.input.send(PeerInput::Dropped).await;
+                }
+            }
+        }
+    }
+
+    async fn add(&mut self, id: NodeId) {
+        if id == self.shared.keys.id {
+            return;
+        }
+        if self.shared.keys.secret.dh(&id).is_err() {
+            warn!(peer = %id.short(), "relay announced a peer with a weak key; ignoring it");
+            return;
+        }
+        let (handle, actor) = peer::start(self.shared.clone(), id, &self.cancel);
+        self.table
+            .lock()
+            .expect("peers lock")
+            .insert(id, handle.cmd.clone());
+        self.actors.insert(id, handle);
+        self.tasks.spawn(actor);
+        self.emit(NetEvent::PeerPresent(id)).await;
+    }
+
+    async fn remove(&mut self, id: NodeId) {
+        if self.actors.remove(&id).is_some() {
+            self.table.lock().expect("peers lock").remove(&id);
+            self.emit(NetEvent::PeerAbsent(id)).await;
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! One actor per present peer: owns the Noise sessions and streams with that peer.
+//!
+//! Inputs, in priority order: stream control (credits, resets), packets from the relay,
+//! commands from the endpoint (messages, stream opens), then stream data (only while a
+//! session is usable, so writers wait on a bounded channel instead of filling a queue).
+//! Messages sent without a session wait in a bounded outbox while a handshake runs.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+use tunnel_proto::message::{Hello, PeerMessage, StreamKind};
+use tunnel_proto::relay::{write_send_header, RelayFrame};
+use tunnel_proto::session::Session;
+use tunnel_proto::NodeId;
+
+use crate::endpoint::NetEvent;
+use crate::sessions::{Incoming, Keys, Sessions, Timer};
+use crate::stream::{Stream, StreamCmd, StreamPorts, StreamTable};
+
+const OUTBOX_MESSAGES: usize = 1024;
+const OUTBOX_BYTES: usize = 8 * 1024 * 1024;
+const RESEND_FIRST: Duration = Duration::from_millis(20);
+const RESEND_MAX: Duration = Duration::from_secs(1);
+
+/// What every peer actor of one endpoint shares.
+pub(crate) struct PeerShared {
+    pub(crate) keys: Keys,
+    pub(crate) hello: watch::Receiver<Hello>,
+    pub(crate) relay_out: mpsc::Sender<Vec<u8>>,
+    pub(crate) events: mpsc::Sender<NetEvent>,
+}
+
+/// From the router.
+pub(crate) enum PeerInput {
+    Packet(Vec<u8>),
+    /// The relay dropped a frame we sent to this peer.
+    Dropped,
+    /// The peer's relay connection was replaced: its sessions may be gone.
+    Rejoined,
+    /// Our relay connection came back: frames in flight may be lost.
+    Reconnected,
+}
+
+/// From the endpoint.
+pub(crate) enum PeerCmd {
+    Send(PeerMessage),
+    Open {
+        kind: StreamKind,
+        reply: oneshot::Sender<Stream>,
+    },
+}
+
+pub(crate) struct PeerHandle {
+    pub(crate) input: mpsc::Sender<PeerInput>,
+    pub(crate) cmd: mpsc::Sender<PeerCmd>,
+    /// Cancelling (on drop) ends the actor, which fails its streams first.
+    _stop: tokio_util::sync::DropGuard,
+}
+
+/// Creates the actor; the caller spawns the returned future in its supervisor.
+pub(crate) fn start(
+    shared: Arc<PeerShared>,
+    peer: NodeId,
+    parent: &CancellationToken,
+) -> (PeerHandle, impl std::future::Future<Output = ()>) {
+    let (input_tx, input) = mpsc::channel(256);
+    let (cmd_tx, cmd) = mpsc::channel(64);
+    let (data_tx, data) = mpsc::channel(16);
+    let (ctl_tx, ctl) = mpsc::unbounded_channel();
+    let stop = parent.child_token();
+    let actor = PeerActor {
+        streams: StreamTable::new(shared.keys.id, peer),
+        shared,
+        peer,
+        sessions: Sessions::new(peer),
+        ports: StreamPorts {
+            data: data_tx,
+            ctl: ctl_tx,
+        },
+        outbox: VecDeque::new(),
+        outbox_bytes: 0,
+        resend_at: None,
+        resend_backoff: RESEND_FIRST,
+        peer_instance: None,
+    };
+    let handle = PeerHandle {
+        input: input_tx,
+        cmd: cmd_tx,
+        _stop: stop.clone().drop_guard(),
+    };
+    (handle, actor.run(input, cmd, data, ctl, stop))
+}
+
+struct PeerActor {
+    shared: Arc<PeerShared>,
+    peer: NodeId,
+    sessions: Sessions,
+    streams: StreamTable,
+    ports: StreamPorts,
+    outbox: VecDeque<Vec<u8>>,
+    outbox_bytes: usize,
+    resend_at: Option<Instant>,
+    resend_backoff: Duration,
+    peer_instance: Option<u64>,
+}
+
+impl PeerActor {
+    async fn run(
+        mut self,
+        mut input: mpsc::Receiver<PeerInput>,
+        mut cmd: mpsc::Receiver<PeerCmd>,
+        mut data: mpsc::Receiver<StreamCmd>,
+        mut ctl: mpsc::UnboundedReceiver<StreamCmd>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let deadline = self.next_deadline();
+            let usable = self.sessions.is_usable();
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(c) = ctl.recv() => self.on_stream_cmd(c).await,
+                i = input.recv() => match i {
+                    Some(i) => self.on_input(i).await,
+                    None => break,
+                },
+                Some(c) = cmd.recv() => self.on_cmd(c).await,
+                Some(c) = data.recv(), if usable => self.on_stream_cmd(c).await,
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => self.on_timer().await,
+            }
+        }
+        self.streams.fail_all("peer left the room");
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let s = self.sessions.next_deadline().map(Instant::from_std);
+        match (s, self.resend_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    async fn on_input(&mut self, input: PeerInput) {
+        match input {
+            PeerInput::Packet(bytes) => self.on_packet(&bytes).await,
+            PeerInput::Dropped => {
+                if self.resend_at.is_none() {
+                    self.resend_at = Some(Instant::now() + self.resend_backoff);
+                }
+                self.resend_backoff = (self.resend_backoff * 2).min(RESEND_MAX);
+            }
+            PeerInput::Rejoined => {
+                self.sessions.reset();
+                self.resend_at = Some(Instant::now());
+            }
+            PeerInput::Reconnected => self.resend_at = Some(Instant::now()),
+        }
+    }
+
+    async fn on_packet(&mut self, bytes: &[u8]) {
+        let now = std::time::Instant::now();
+        match self.sessions.on_packet(&self.shared.keys, bytes, now) {
+            Incoming::Ignored => {}
+            Incoming::Reply(pkt) => self.send_packet(pkt).await,
+            Incoming::Established => self.on_new_session().await,
+            Incoming::Plain { bytes, new_session } => {
+                if new_session {
+                    self.on_new_session().await;
+                }
+                match PeerMessage::decode(&bytes) {
+                    Ok(msg) => self.on_message(msg).await,
+                    Err(e) => {
+                        warn!(peer = %self.peer.short(), error = %e, "dropping an undecodable message")
+                    }
+                }
+            }
+        }
+    }
+
+    /// A session became usable: introduce ourselves, then send what waited.
+    async fn on_new_session(&mut self) {
+        let hello = PeerMessage::Hello(self.shared.hello.borrow().clone());
+        self.send(&hello).await;
+        while let Some(plain) = self.outbox.pop_front() {
+            self.outbox_bytes -= plain.len();
+            self.send_plain(plain).await;
+        }
+    }
+
+    async fn on_message(&mut self, msg: PeerMessage) {
+        let to_send = match msg {
+            PeerMessage::Open {
+                stream,
+                kind,
+                window,
+            } => {
+                let (accepted, replies) = self.streams.on_open(stream, kind, window, &self.ports);
+                if let Some(stream) = accepted {
+                    let _ = self.shared.events.send(NetEvent::Stream(stream)).await;
+                }
+                replies
+            }
+            PeerMessage::Data {
+                stream,
+                offset,
+                bytes,
+            } => self.streams.on_data(stream, offset, bytes.0),
+            PeerMessage::Credit {
+                stream,
+                max_offset,
+                received,
+            } => {
+                self.streams.on_credit(stream, max_offset, received);
+                self.resend_backoff = RESEND_FIRST;
+                vec![]
+            }
+            PeerMessage::Close {
+                stream,
+                final_offset,
+                error,
+            } => self.streams.on_close(stream, final_offset, error),
+            PeerMessage::Hello(hello) => {
+                if self.peer_instance.is_some_and(|i| i != hello.instance) {
+                    debug!(peer = %self.peer.short(), "peer restarted; its streams are gone");
+                    self.streams.fail_all("peer restarted");
+                }
+                self.peer_instance = Some(hello.instance);
+                let _ = self
+                    .shared
+                    .events
+                    .send(NetEvent::Message {
+                        from: self.peer,
+                        msg: PeerMessage::Hello(hello),
+                    })
+                    .await;
+                vec![]
+            }
+            other => {
+                let _ = self
+                    .shared
+                    .events
+                    .send(NetEvent::Message {
+                        from: self.peer,
+                        msg: other,
+                    })
+                    .await;
+                vec![]
+            }
+        };
+        for m in to_send {
+            self.send(&m).await;
+        }
+    }
+
+    async fn on_cmd(&mut self, cmd: PeerCmd) {
+        match cmd {
+            PeerCmd::Send(msg) => self.send(&msg).await,
+            PeerCmd::Open { kind, reply } => {
+                let (stream, open) = self.streams.open(kind, &self.ports);
+                let _ = reply.send(stream);
+                self.send(&open).await;
+            }
+        }
+    }
+
+    async fn on_stream_cmd(&mut self, cmd: StreamCmd) {
+        let msgs = match cmd {
+            StreamCmd::Data {
+                stream,
+                offset,
+                bytes,
+            } => self
+                .streams
+                .local_data(stream, offset, bytes)
+                .into_iter()
+                .collect(),
+            StreamCmd::Finish {
+                stream,
+                final_offset,
+            } => self
+                .streams
+                .local_finish(stream, final_offset)
+                .into_iter()
+                .collect(),
+            StreamCmd::Consumed { stream, max_offset } => self
+                .streams
+                .local_consumed(stream, max_offset)
+                .into_iter()
+                .collect(),
+            StreamCmd::Reset { stream, reason } => self.streams.local_reset(stream, reason),
+        };
+        for m in msgs {
+            self.send(&m).await;
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.resend_at.is_some_and(|t| t <= now) {
+            self.resend_at = None;
+            for m in self.streams.resend() {
+                self.send(&m).await;
+            }
+        }
+        match self.sessions.on_timer(&self.shared.keys, now.into_std()) {
+            Timer::Nothing => {}
+            Timer::Send(pkt) => self.send_packet(pkt).await,
+            Timer::GaveUp(reason) => {
+                warn!(peer = %self.peer.short(), %reason, "no session with peer");
+                self.outbox.clear();
+                self.outbox_bytes = 0;
+                self.streams.fail_all(&reason);
+                let _ = self
+                    .shared
+                    .events
+                    .send(NetEvent::LinkFailed {
+                        peer: self.peer,
+                        reason,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    async fn send(&mut self, msg: &PeerMessage) {
+        let plain = msg.encode();
+        if plain.len() > Session::MAX_PLAINTEXT {
+            warn!(peer = %self.peer.short(), len = plain.len(), "message too large to send; dropped");
+            return;
+        }
+        self.send_plain(plain).await;
+    }
+
+    async fn send_plain(&mut self, plain: Vec<u8>) {
+        if let Some(mut frame) = self.sessions.seal(&plain, std::time::Instant::now()) {
+            write_send_header(&mut frame, &self.peer);
+            let _ = self.shared.relay_out.send(frame).await;
+            return;
+        }
+        if self.outbox.len() >= OUTBOX_MESSAGES || self.outbox_bytes + plain.len() > OUTBOX_BYTES {
+            warn!(peer = %self.peer.short(), "outbox full while the handshake runs; message dropped");
+        } else {
+            self.outbox_bytes += plain.len();
+            self.outbox.push_back(plain);
+        }
+        if let Some(pkt) = self
+            .sessions
+            .ensure_handshake(&self.shared.keys, std::time::Instant::now())
+        {
+            self.send_packet(pkt).await;
+        }
+    }
+
+    async fn send_packet(&mut self, packet: Vec<u8>) {
+        let frame = RelayFrame::Send {
+            to: self.peer,
+            payload: packet,
+        }
+        .encode();
+        let _ = self.shared.relay_out.send(frame).await;
+    }
+}

@@ -1,0 +1,395 @@
+//! The node's connection to its relay: connect, prove the node id, then pass frames both ways
+//! until the connection ends; reconnect with backoff (at once after `Restarting`).
+//!
+//! Outgoing frames come from a bounded queue of encoded `Send` frames; incoming frames become
+//! [`RelayEvent`]s on a bounded channel (a slow consumer slows this reader, and the relay then
+//! drops frames for us instead of buffering without bound).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use tunnel_proto::relay::{self, ErrorCode, RelayFrame, SUBPROTOCOL};
+use tunnel_proto::{join, NodeId, SecretKey};
+
+use crate::backoff;
+use crate::error::ConnectError;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// No frame at all from the relay for this long means the connection is dead.
+const DEAD_AFTER: Duration = Duration::from_secs(45);
+
+#[derive(Clone)]
+pub(crate) struct RelayTarget {
+    pub(crate) url: String,
+    pub(crate) access_token: Option<String>,
+    pub(crate) room_id: [u8; 32],
+    pub(crate) secret: SecretKey,
+}
+
+#[derive(Debug)]
+pub(crate) enum RelayEvent {
+    Connected {
+        peers: Vec<NodeId>,
+        observed_addr: String,
+    },
+    Disconnected {
+        reason: String,
+    },
+    /// A connection attempt failed; `permanent` ones need a configuration change.
+    ConnectFailed(ConnectError),
+    PeerJoined(NodeId),
+    PeerLeft(NodeId),
+    Recv {
+        from: NodeId,
+        payload: Vec<u8>,
+    },
+    Dropped {
+        to: NodeId,
+    },
+}
+
+/// Checks a relay URL before any connection is tried.
+pub(crate) fn check_url(url: &str) -> Result<(), ConnectError> {
+    let bad = |reason: &str| ConnectError::BadUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let rest = if let Some(rest) = url.strip_prefix("ws://") {
+        rest
+    } else if url.starts_with("wss://") {
+        return Err(bad("wss:// is not supported by this build yet; use ws:// (traffic is end-to-end encrypted either way) or a TLS-terminating proxy"));
+    } else {
+        return Err(bad("must start with ws://"));
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    url.into_client_request().map_err(|e| bad(&e.to_string()))?;
+    Ok(())
+}
+
+/// Runs until cancelled. Reports every state change on `events`.
+pub(crate) async fn run(
+    target: RelayTarget,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
+    events: mpsc::Sender<RelayEvent>,
+    cancel: CancellationToken,
+) {
+    let mut attempt: u32 = 0;
+    loop {
+        let connected = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = connect(&target) => r,
+        };
+        let wait = match connected {
+            Ok((ws, peers, observed_addr)) => {
+                attempt = 0;
+                info!(url = %target.url, peers = peers.len(), "connected to relay");
+                if events
+                    .send(RelayEvent::Connected {
+                        peers,
+                        observed_addr,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let end = pump(ws, &mut outgoing, &events, &cancel).await;
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let wait = match &end {
+                    End::Restarting(hint) => *hint,
+                    _ => backoff::delay(0),
+                };
+                warn!(reason = %end, "relay connection lost; reconnecting");
+                if events
+                    .send(RelayEvent::Disconnected {
+                        reason: end.to_string(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                wait
+            }
+            Err(e) => {
+                debug!(error = %e, "relay connect failed");
+                let wait = backoff::delay(attempt);
+                attempt = attempt.saturating_add(1);
+                if events.send(RelayEvent::ConnectFailed(e)).await.is_err() {
+                    return;
+                }
+                wait
+            }
+        };
+        // Frames queued while disconnected were sealed for sessions the relay would have
+        // dropped anyway; streams retransmit and requests retry.
+        while outgoing.try_recv().is_ok() {}
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn connect(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String), ConnectError> {
+    let url = &target.url;
+    let secs = CONNECT_TIMEOUT.as_secs();
+    timeout(CONNECT_TIMEOUT, connect_inner(target))
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            url: url.clone(),
+            secs,
+        })?
+}
+
+async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String), ConnectError> {
+    let url = target.url.clone();
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ConnectError::BadUrl {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(SUBPROTOCOL),
+    );
+    if let Some(token) = &target.access_token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            ConnectError::BadUrl {
+                url: url.clone(),
+                reason: "access token has characters not allowed in a header".into(),
+            }
+        })?;
+        request.headers_mut().insert("Authorization", value);
+    }
+    let config = WebSocketConfig {
+        max_message_size: Some(relay::MAX_FRAME),
+        max_frame_size: Some(relay::MAX_FRAME),
+        write_buffer_size: 0,
+        ..Default::default()
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .map_err(|e| match e {
+            tungstenite::Error::Http(resp) if resp.status().as_u16() == 401 => {
+                ConnectError::AccessDenied { url: url.clone() }
+            }
+            tungstenite::Error::Http(resp) => ConnectError::Http {
+                url: url.clone(),
+                status: resp.status().as_u16(),
+                body: resp
+                    .body()
+                    .as_deref()
+                    .map(|b| {
+                        String::from_utf8_lossy(b)
+                            .trim()
+                            .chars()
+                            .take(200)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            },
+            tungstenite::Error::Url(e) => ConnectError::BadUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            },
+            other => ConnectError::Unreachable {
+                url: url.clone(),
+                reason: other.to_string(),
+            },
+        })?;
+    let protocol = |reason: String| ConnectError::Protocol {
+        url: url.clone(),
+        reason,
+    };
+    let (nonce, relay_key) = match next_frame(&mut ws).await.map_err(protocol)? {
+        RelayFrame::Challenge { nonce, relay_key } => (nonce, relay_key),
+        other => {
+            return Err(protocol(format!(
+                "expected Challenge, got {}",
+                other.name()
+            )))
+        }
+    };
+    let proof = join::prove(&target.secret, &nonce, &relay_key, &target.room_id)
+        .map_err(|e| protocol(e.to_string()))?;
+    let join = RelayFrame::Join {
+        room_id: target.room_id,
+        node_id: target.secret.public(),
+        proof,
+    };
+    ws.send(Message::Binary(join.encode()))
+        .await
+        .map_err(|e| protocol(e.to_string()))?;
+    match next_frame(&mut ws).await.map_err(protocol)? {
+        RelayFrame::Welcome {
+            peers,
+            observed_addr,
+        } => Ok((ws, peers, observed_addr)),
+        RelayFrame::Error { code, text } => Err(ConnectError::Refused {
+            url,
+            reason: format!("{text} ({code:?})"),
+        }),
+        other => Err(protocol(format!("expected Welcome, got {}", other.name()))),
+    }
+}
+
+async fn next_frame(ws: &mut Ws) -> Result<RelayFrame, String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => {
+                return RelayFrame::decode(&b).map_err(|e| e.to_string())
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(other)) => return Err(format!("unexpected WebSocket message {other:?}")),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("connection closed".into()),
+        }
+    }
+}
+
+enum End {
+    Restarting(Duration),
+    Closed(String),
+    Dead,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Restarting(d) => {
+                write!(f, "relay restarting (reconnect in {} ms)", d.as_millis())
+            }
+            Self::Closed(why) => f.write_str(why),
+            Self::Dead => write!(
+                f,
+                "no traffic from the relay for {} s",
+                DEAD_AFTER.as_secs()
+            ),
+        }
+    }
+}
+
+/// Moves frames both ways until the connection ends. Reading and writing are separate
+/// loops: a reader waiting for the node to take an event must never stop the writer, or the
+/// node (waiting to send) and this task (waiting to deliver) would wait on each other.
+async fn pump(
+    ws: Ws,
+    outgoing: &mut mpsc::Receiver<Vec<u8>>,
+    events: &mpsc::Sender<RelayEvent>,
+    cancel: &CancellationToken,
+) -> End {
+    let (mut sink, mut stream) = ws.split();
+    let start = Instant::now();
+    let last_rx_ms = AtomicU64::new(0);
+    let read = async {
+        loop {
+            let msg = stream.next().await;
+            last_rx_ms.store(start.elapsed().as_millis() as u64, Relaxed);
+            let bytes = match msg {
+                Some(Ok(Message::Binary(b))) => b,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(_))) | None => {
+                    return End::Closed("relay closed the connection".into())
+                }
+                Some(Ok(_)) => return End::Closed("relay sent a text frame".into()),
+                Some(Err(e)) => return End::Closed(e.to_string()),
+            };
+            let event = match RelayFrame::decode(&bytes) {
+                Ok(RelayFrame::Recv { from, payload }) => RelayEvent::Recv { from, payload },
+                Ok(RelayFrame::PeerJoined { node_id }) => RelayEvent::PeerJoined(node_id),
+                Ok(RelayFrame::PeerLeft { node_id }) => RelayEvent::PeerLeft(node_id),
+                Ok(RelayFrame::Dropped { to }) => RelayEvent::Dropped { to },
+                Ok(RelayFrame::Pong { .. } | RelayFrame::Ping { .. }) => continue,
+                Ok(RelayFrame::Restarting { reconnect_in_ms }) => {
+                    return End::Restarting(Duration::from_millis(
+                        u64::from(reconnect_in_ms).min(30_000),
+                    ));
+                }
+                Ok(RelayFrame::Error { code, text }) => {
+                    if code == ErrorCode::Replaced {
+                        warn!("another process joined the relay with this node's key; this one was disconnected");
+                    }
+                    return End::Closed(format!("relay error {code:?}: {text}"));
+                }
+                Ok(other) => {
+                    return End::Closed(format!("unexpected {} frame from the relay", other.name()))
+                }
+                Err(e) => return End::Closed(format!("bad frame from the relay: {e}")),
+            };
+            if events.send(event).await.is_err() {
+                return End::Closed("node stopped".into());
+            }
+        }
+    };
+    let write = async {
+        let mut ping = interval(PING_EVERY);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ping_seq = 0u64;
+        loop {
+            tokio::select! {
+                frame = outgoing.recv() => {
+                    let Some(frame) = frame else { return End::Closed("node stopped".into()) };
+                    if let Err(e) = sink.send(Message::Binary(frame)).await {
+                        return End::Closed(e.to_string());
+                    }
+                }
+                _ = ping.tick() => {
+                    let idle = start.elapsed().saturating_sub(Duration::from_millis(last_rx_ms.load(Relaxed)));
+                    if idle > DEAD_AFTER {
+                        return End::Dead;
+                    }
+                    ping_seq += 1;
+                    if let Err(e) = sink.send(Message::Binary(RelayFrame::Ping { data: ping_seq }.encode())).await {
+                        return End::Closed(e.to_string());
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = cancel.cancelled() => End::Closed("node shutting down".into()),
+        end = read => end,
+        end = write => end,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_with_clear_reasons() {
+        assert!(check_url("ws://127.0.0.1:8080").is_ok());
+        for (url, needle) in [
+            ("http://x", "ws://"),
+            ("wss://relay.example", "wss://"),
+            ("ws://", "no host"),
+            ("relay:8080", "ws://"),
+        ] {
+            let err = check_url(url).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! Streams: bidirectional, flow-controlled byte pipes between two peers.
+//!
+//! Per direction the receiver grants credit (`Credit.max_offset`), so at most [`WINDOW`]
+//! bytes are ever buffered for one stream at the receiver, and a stalled stream stops only
+//! its own sender. `Credit.received` acknowledges bytes; the sender keeps unacknowledged
+//! bytes (at most one window) and resends them when the relay reports `Dropped`, so a frame
+//! the relay dropped under load costs a retransmit, never a hole. Data carries its offset:
+//! duplicates are trimmed, out-of-order data waits for the resend.
+//!
+//! [`StreamTable`] is the actor-side state; [`Stream`], [`StreamReader`], [`StreamWriter`]
+//! are what callers hold.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tunnel_proto::message::{ByteBuf, PeerMessage, StreamKind, MAX_CHUNK};
+use tunnel_proto::NodeId;
+
+use crate::error::StreamError;
+
+/// Receive window per stream direction.
+pub(crate) const WINDOW: u64 = 512 * 1024;
+/// Resets remembered so a lost one can be sent again.
+const RECENT_RESETS: usize = 64;
+
+/// Sent by stream handles to their peer actor.
+#[derive(Debug)]
+pub(crate) enum StreamCmd {
+    Data {
+        stream: u64,
+        offset: u64,
+        bytes: Bytes,
+    },
+    Finish {
+        stream: u64,
+        final_offset: u64,
+    },
+    Reset {
+        stream: u64,
+        reason: String,
+    },
+    Consumed {
+        stream: u64,
+        max_offset: u64,
+    },
+}
+
+enum Chunk {
+    Data(Bytes),
+    Fin,
+    Failed(StreamError),
+}
+
+#[derive(Clone, Default)]
+struct Credit {
+    max: u64,
+    failed: Option<StreamError>,
+}
+
+/// Both halves of a stream.
+pub struct Stream {
+    pub peer: NodeId,
+    pub kind: StreamKind,
+    pub reader: StreamReader,
+    pub writer: StreamWriter,
+}
+
+/// The receiving half. Dropping it before the end resets the stream.
+pub struct StreamReader {
+    id: u64,
+    rx: mpsc::UnboundedReceiver<Chunk>,
+    consumed: u64,
+    granted: u64,
+    ctl: mpsc::UnboundedSender<StreamCmd>,
+    done: bool,
+}
+
+impl StreamReader {
+    /// The next chunk, `None` at the end of the stream.
+    pub async fn read(&mut self) -> Result<Option<Bytes>, StreamError> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.rx.recv().await {
+            Some(Chunk::Data(bytes)) => {
+                self.consumed += bytes.len() as u64;
+                if self.granted - self.consumed <= WINDOW / 2 {
+                    self.granted = self.consumed + WINDOW;
+                    let _ = self.ctl.send(StreamCmd::Consumed {
+                        stream: self.id,
+                        max_offset: self.granted,
+                    });
+                }
+                Ok(Some(bytes))
+            }
+            Some(Chunk::Fin) => {
+                self.done = true;
+                Ok(None)
+            }
+            Some(Chunk::Failed(e)) => {
+                self.done = true;
+                Err(e)
+            }
+            None => {
+                self.done = true;
+                Err(StreamError::Closed)
+            }
+        }
+    }
+
+    /// Reads to the end.
+    pub async fn read_to_end(&mut self, limit: usize) -> Result<Vec<u8>, StreamError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.read().await? {
+            if out.len() + chunk.len() > limit {
+                return Err(StreamError::Lost(format!(
+                    "stream longer than the {limit}-byte limit"
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for StreamReader {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.ctl.send(StreamCmd::Reset {
+                stream: self.id,
+                reason: "receiver closed the stream".into(),
+            });
+        }
+    }
+}
+
+/// The sending half. Call [`StreamWriter::finish`] to end it cleanly. Dropping it after
+/// writing resets the stream; dropping it unused ends this direction cleanly.
+pub struct StreamWriter {
+    id: u64,
+    offset: u64,
+    credit: watch::Receiver<Credit>,
+    data: mpsc::Sender<StreamCmd>,
+    ctl: mpsc::UnboundedSender<StreamCmd>,
+    finished: bool,
+}
+
+impl StreamWriter {
+    /// Writes all of `data`, waiting for credit as needed.
+    pub async fn write_all(&mut self, mut data: &[u8]) -> Result<(), StreamError> {
+        while !data.is_empty() {
+            let allowed = self.wait_credit().await?;
+            let n = data
+                .len()
+                .min(MAX_CHUNK)
+                .min(usize::try_from(allowed).unwrap_or(usize::MAX));
+            let cmd = StreamCmd::Data {
+                stream: self.id,
+                offset: self.offset,
+                bytes: Bytes::copy_from_slice(&data[..n]),
+            };
+            self.data.send(cmd).await.map_err(|_| StreamError::Closed)?;
+            self.offset += n as u64;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    async fn wait_credit(&mut self) -> Result<u64, StreamError> {
+        loop {
+            {
+                let credit = self.credit.borrow_and_update();
+                if let Some(e) = &credit.failed {
+                    return Err(e.clone());
+                }
+                if credit.max > self.offset {
+                    return Ok(credit.max - self.offset);
+                }
+            }
+            self.credit
+                .changed()
+                .await
+                .map_err(|_| StreamError::Closed)?;
+        }
+    }
+
+    /// Ends this direction after everything written so far.
+    pub async fn finish(mut self) -> Result<(), StreamError> {
+        self.finished = true;
+        if let Some(e) = &self.credit.borrow().failed {
+            return Err(e.clone());
+        }
+        let cmd = StreamCmd::Finish {
+            stream: self.id,
+            final_offset: self.offset,
+        };
+        self.data.send(cmd).await.map_err(|_| StreamError::Closed)
+    }
+
+    /// Abandons the stream; the peer's reader gets `reason`.
+    pub fn reset(mut self, reason: &str) {
+        self.finished = true;
+        let _ = self.ctl.send(StreamCmd::Reset {
+            stream: self.id,
+            reason: reason.to_owned(),
+        });
+    }
+}
+
+impl Drop for StreamWriter {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // A writer that never wrote cannot truncate anything: end its direction cleanly, so
+        // one-way streams need no ceremony. One dropped mid-way must not look complete.
+        let cmd = if self.offset == 0 {
+            StreamCmd::Finish {
+                stream: self.id,
+                final_offset: 0,
+            }
+        } else {
+            StreamCmd::Reset {
+                stream: self.id,
+                reason: "sender dropped the stream before finishing".into(),
+            }
+        };
+        let _ = self.ctl.send(cmd);
+    }
+}
+
+struct Slot {
+    in_tx: mpsc::UnboundedSender<Chunk>,
+    in_expected: u64,
+    in_granted: u64,
+    in_done: bool,
+    credit: watch::Sender<Credit>,
+    out_acked: u64,
+    unacked: VecDeque<(u64, Bytes)>,
+    out_fin: Option<u64>,
+    out_done: bool,
+    /// Our `Open`, until the peer's first `Credit` shows it arrived.
+    open_unacked: Option<StreamKind>,
+}
+
+/// Handles a new stream needs to reach its actor.
+pub(crate) struct StreamPorts {
+    pub(crate) data: mpsc::Sender<StreamCmd>,
+    pub(crate) ctl: mpsc::UnboundedSender<StreamCmd>,
+}
+
+/// All streams with one peer, owned by that peer's actor.
+pub(crate) struct StreamTable {
+    peer: NodeId,
+    slots: HashMap<u64, Slot>,
+    next_local: u64,
+    /// Highest stream id the peer has opened; lower unknown ids are finished streams.
+    highest_remote: u64,
+    local_odd: bool,
+    recent_resets: VecDeque<(u64, String)>,
+}
+
+impl StreamTable {
+    /// The node with the smaller id opens odd stream ids, the other even ones.
+    pub(crate) fn new(me: NodeId, peer: NodeId) -> Self {
+        let local_odd = me < peer;
+        Self {
+            peer,
+            slots: HashMap::new(),
+            next_local: if local_odd { 1 } else { 2 },
+            highest_remote: 0,
+            local_odd,
+            recent_resets: VecDeque::new(),
+        }
+    }
+
+    fn new_slot(
+        &mut self,
+        id: u64,
+        kind: StreamKind,
+        out_credit: u64,
+        ports: &StreamPorts,
+        open_unacked: bool,
+    ) -> Stream {
+        let (in_tx, rx) = mpsc::unbounded_channel();
+        let (credit, credit_rx) = watch::channel(Credit {
+            max: out_credit,
+            failed: None,
+        });
+        let slot = Slot {
+            in_tx,
+            in_expected: 0,
+            in_granted: WINDOW,
+            in_done: false,
+            credit,
+            out_acked: 0,
+            unacked: VecDeque::new(),
+            out_fin: None,
+            out_done: false,
+            open_unacked: open_unacked.then(|| kind.clone()),
+        };
+        self.slots.insert(id, slot);
+        Stream {
+            peer: self.peer,
+            kind,
+            reader: StreamReader {
+                id,
+                rx,
+                consumed: 0,
+                granted: WINDOW,
+                ctl: ports.ctl.clone(),
+                done: false,
+            },
+            writer: StreamWriter {
+                id,
+                offset: 0,
+                credit: credit_rx,
+                data: ports.data.clone(),
+                ctl: ports.ctl.clone(),
+                finished: false,
+            },
+        }
+    }
+
+    /// Opens a stream from this side.
+    pub(crate) fn open(&mut self, kind: StreamKind, ports: &StreamPorts) -> (Stream, PeerMessage) {
+        let id = self.next_local;
+        self.next_local += 2;
+        let msg = PeerMessage::Open {
+            stream: id,
+            kind: kind.clone(),
+            window: WINDOW,
+        };
+        (self.new_slot(id, kind, 0, ports, true), msg)
+    }
+
+    fn is_remote_id(&self, id: u64) -> bool {
+        (id % 2 == 1) != self.local_odd
+    }
+
+    /// A stream the peer opened. Returns the new stream (if it is new) and what to send.
+    pub(crate) fn on_open(
+        &mut self,
+        id: u64,
+        kind: StreamKind,
+        window: u64,
+        ports: &StreamPorts,
+    ) -> (Option<Stream>, Vec<PeerMessage>) {
+        if !self.is_remote_id(id) {
+            return (None, vec![]);
+        }
+        if let Some(slot) = self.slots.get(&id) {
+            // A resent Open: our Credit was probably lost; send it again.
+            return (
+                None,
+                vec![PeerMessage::Credit {
+                    stream: id,
+                    max_offset: slot.in_granted,
+                    received: slot.in_expected,
+                }],
+            );
+        }
+        if id <= self.highest_remote {
+            return (None, vec![]);
+        }
+        self.highest_remote = id;
+        let stream = self.new_slot(id, kind, window, ports, false);
+        (
+            Some(stream),
+            vec![PeerMessage::Credit {
+                stream: id,
+                max_offset: WINDOW,
+                received: 0,
+            }],
+        )
+    }
+
+    pub(crate) fn on_data(&mut self, id: u64, offset: u64, bytes: Vec<u8>) -> Vec<PeerMessage> {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return vec![];
+        };
+        if slot.in_done {
+            return vec![];
+        }
+        let end = offset + bytes.len() as u64;
+        if end > slot.in_granted {
+            return self.fail(
+                id,
+                StreamError::Reset("peer sent past its flow-control window".into()),
+                true,
+            );
+        }
+        if offset > slot.in_expected || end <= slot.in_expected {
+            // A gap (the resend will fill it) or a duplicate.
+            return vec![];
+        }
+        let skip = (slot.in_expected - offset) as usize;
+        let mut bytes = bytes;
+        bytes.drain(..skip);
+        slot.in_expected = end;
+        if slot.in_tx.send(Chunk::Data(Bytes::from(bytes))).is_err() {
+            return self.fail(
+                id,
+                StreamError::Reset("receiver closed the stream".into()),
+                true,
+            );
+        }
+        vec![]
+    }
+
+    pub(crate) fn on_credit(&mut self, id: u64, max_offset: u64, received: u64) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        slot.open_unacked = None;
+        slot.credit.send_if_modified(|c| {
+            let grew = max_offset > c.max;
+            c.max = c.max.max(max_offset);
+            grew
+        });
+        if received > slot.out_acked {
+            slot.out_acked = received;
+            while slot
+                .unacked
+                .front()
+                .is_some_and(|(off, b)| off + b.len() as u64 <= received)
+            {
+                slot.unacked.pop_front();
+            }
+        }
+        if slot.out_fin.is_some_and(|fin| received >= fin) {
+            slot.out_done = true;
+        }
+        self.remove_if_done(id);
+    }
+
+    pub(crate) fn on_close(
+        &mut self,
+        id: u64,
+        final_offset: u64,
+        error: Option<String>,
+    ) -> Vec<PeerMessage> {
+        if let Some(reason) = error {
+            return self.fail(id, StreamError::Reset(reason), false);
+        }
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return vec![];
+        };
+        if slot.in_done || final_offset != slot.in_expected {
+            // Early FIN: some data is still missing and will be resent with the FIN.
+            return vec![];
+        }
+        slot.in_done = true;
+        let _ = slot.in_tx.send(Chunk::Fin);
+        let ack = PeerMessage::Credit {
+            stream: id,
+            max_offset: slot.in_granted,
+            received: final_offset,
+        };
+        self.remove_if_done(id);
+        vec![ack]
+    }
+
+    /// Our writer's data: remembered until acknowledged, then sent.
+    pub(crate) fn local_data(&mut self, id: u64, offset: u64, bytes: Bytes) -> Option<PeerMessage> {
+        let slot = self.slots.get_mut(&id)?;
+        if slot.out_fin.is_some() || slot.out_done {
+            return None;
+        }
+        slot.unacked.push_back((offset, bytes.clone()));
+        Some(PeerMessage::Data {
+            stream: id,
+            offset,
+            bytes: ByteBuf(bytes.to_vec()),
+        })
+    }
+
+    pub(crate) fn local_finish(&mut self, id: u64, final_offset: u64) -> Option<PeerMessage> {
+        let slot = self.slots.get_mut(&id)?;
+        slot.out_fin = Some(final_offset);
+        Some(PeerMessage::Close {
+            stream: id,
+            final_offset,
+            error: None,
+        })
+    }
+
+    pub(crate) fn local_consumed(&mut self, id: u64, max_offset: u64) -> Option<PeerMessage> {
+        let slot = self.slots.get_mut(&id)?;
+        slot.in_granted = slot.in_granted.max(max_offset);
+        Some(PeerMessage::Credit {
+            stream: id,
+            max_offset: slot.in_granted,
+            received: slot.in_expected,
+        })
+    }
+
+    /// A local reset (a handle dropped early): tells the peer.
+    pub(crate) fn local_reset(&mut self, id: u64, reason: String) -> Vec<PeerMessage> {
+        self.fail(id, StreamError::Reset(reason), true)
+    }
+
+    /// Ends a stream with `error` for both local halves; optionally tells the peer.
+    fn fail(&mut self, id: u64, error: StreamError, tell_peer: bool) -> Vec<PeerMessage> {
+        let Some(slot) = self.slots.remove(&id) else {
+            return vec![];
+        };
+        let _ = slot.in_tx.send(Chunk::Failed(error.clone()));
+        let reason = match &error {
+            StreamError::Reset(r) | StreamError::Lost(r) => r.clone(),
+            StreamError::Closed => "closed".into(),
+        };
+        slot.credit.send_modify(|c| c.failed = Some(error));
+        if !tell_peer {
+            return vec![];
+        }
+        if self.recent_resets.len() == RECENT_RESETS {
+            self.recent_resets.pop_front();
+        }
+        self.recent_resets.push_back((id, reason.clone()));
+        vec![PeerMessage::Close {
+            stream: id,
+            final_offset: 0,
+            error: Some(reason),
+        }]
+    }
+
+    /// Every stream fails with `reason` (the peer restarted or left, or our relay connection
+    /// dropped and took frames with it).
+    pub(crate) fn fail_all(&mut self, reason: &str) {
+        let ids: Vec<u64> = self.slots.keys().copied().collect();
+        for id in ids {
+            self.fail(id, StreamError::Lost(reason.to_owned()), false);
+        }
+        self.recent_resets.clear();
+    }
+
+    /// Everything the peer may not have got: called when the relay dropped a frame to it.
+    pub(crate) fn resend(&self) -> Vec<PeerMessage> {
+        let mut out = Vec::new();
+        for (&id, slot) in &self.slots {
+            if let Some(kind) = &slot.open_unacked {
+                out.push(PeerMessage::Open {
+                    stream: id,
+                    kind: kind.clone(),
+                    window: WINDOW,
+                });
+            }
+            for (offset, bytes) in &slot.unacked {
+                out.push(PeerMessage::Data {
+                    stream: id,
+                    offset: *offset,
+                    bytes: ByteBuf(bytes.to_vec()),
+                });
+            }
+            if let (Some(fin), false) = (slot.out_fin, slot.out_done) {
+                out.push(PeerMessage::Close {
+                    stream: id,
+                    final_offset: fin,
+                    error: None,
+                });
+            }
+            if !slot.in_done {
+                out.push(PeerMessage::Credit {
+                    stream: id,
+                    max_offset: slot.in_granted,
+                    received: slot.in_expected,
+                });
+            }
+        }
+        for (id, reason) in &self.recent_resets {
+            out.push(PeerMessage::Close {
+                stream: *id,
+                final_offset: 0,
+                error: Some(reason.clone()),
+            });
+        }
+        out
+    }
+
+    fn remove_if_done(&mut self, id: u64) {
+        if self.slots.get(&id).is_some_and(|s| s.in_done && s.out_done) {
+            self.slots.remove(&id);
+        }
+    }
+}
