@@ -23,6 +23,6 @@ mod metrics;
 mod rooms;
 mod server;
 
-pub use config::RelayConfig;
-pub use metrics::Metrics;
+pub use config::{Intercept, RelayConfig};
+pub use metrics::{Metrics, Snapshot};
 pub use server::{Relay, RelayError};

@@ -1,1 +1,67 @@
-fn main() {}
+//! `tunnel`: parse flags, resolve settings, call the library. Errors print as one line.
+
+mod args;
+mod demo;
+mod query;
+mod run;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TUNNEL_LOG")
+                .unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => exit_with(&anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => exit_with(&e),
+    }
+}
+
+fn exit_with(e: &anyhow::Error) -> ! {
+    // A closed pipe (`tunnel peers | head`) is not a failure.
+    if e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    }) {
+        std::process::exit(0);
+    }
+    eprintln!("tunnel: {e:#}");
+    std::process::exit(1);
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let global = cli.global;
+    match cli.command {
+        Command::Run(args) => run::run(global, args).await,
+        Command::Peers(args) => query::peers(global, args).await,
+        Command::Id => query::id(global).await,
+        Command::Ping(args) => query::ping(global, args).await,
+        Command::Token => {
+            println!(
+                "{}",
+                tunnel_proto::room::generate_token(&mut rand::rngs::OsRng)
+            );
+            Ok(0)
+        }
+        Command::Demo => demo::run().await,
+    }
+}

@@ -1,1 +1,28 @@
+//! tunnel-node: the peer runtime.
+//!
+//! ```text
+//!  CLI / MCP ──control socket──> control_server ─┐
+//!                                                ├─> Node (handle) ──> Endpoint (tunnel-net)
+//!  peers ──NetEvent──> node event loop ──────────┘        │
+//!                        │ membership (relay presence + Hello)
+//!                        │ rpc (request ids, timeouts) and request handlers
+//! ```
+//!
+//! The event loop never waits on a peer: requests are handled in tasks, so a slow peer or a
+//! slow handler cannot stall the mesh.
+#![forbid(unsafe_code)]
 
+pub mod control;
+mod identity;
+mod membership;
+mod node;
+mod os_info;
+mod rpc;
+pub mod settings;
+
+pub use identity::{load_or_create_identity, IdentityError};
+pub use membership::PeerInfo;
+pub use node::{Node, NodeConfig, NodeError};
+pub use os_info::detect as detect_os;
+pub use rpc::RpcError;
+pub use settings::{Flags, Settings, SettingsError};

@@ -1,0 +1,100 @@
+//! Raw command-line flags (step one: no I/O). `tunnel_node::Settings::resolve` does step two.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use tunnel_node::Flags;
+
+#[derive(Parser)]
+#[command(
+    name = "tunnel",
+    version,
+    about = "End-to-end encrypted peer mesh for operating fleets of machines"
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct Global {
+    /// Config file (default: $TUNNEL_CONFIG, else ~/.config/tunnel/config.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+    /// Where the node keeps its key and state (default: $TUNNEL_STATE_DIR, else ~/.local/share/tunnel).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Where the control socket lives (default: $TUNNEL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/tunnel, else the state dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) runtime_dir: Option<PathBuf>,
+}
+
+impl Global {
+    pub(crate) fn flags(&self) -> Flags {
+        Flags {
+            config: self.config.clone(),
+            state_dir: self.state_dir.clone(),
+            runtime_dir: self.runtime_dir.clone(),
+            ..Flags::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run this machine's peer: join the room and serve until SIGTERM or ctrl-c.
+    Run(RunArgs),
+    /// List the peers in the room (asks the running node).
+    Peers(PeersArgs),
+    /// Print this node's id.
+    Id,
+    /// Measure the round trip to a peer through the mesh.
+    Ping(PingArgs),
+    /// Print a new random room token.
+    Token,
+    /// Start a relay and three peers in this process and show them working together.
+    Demo,
+}
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// Relay URL, e.g. ws://relay.example:8080 (env TUNNEL_RELAY).
+    #[arg(long)]
+    pub(crate) relay: Option<String>,
+    /// Room name (env TUNNEL_ROOM).
+    #[arg(long)]
+    pub(crate) room: Option<String>,
+    /// Room token: every peer in the room shares it; the relay never sees it (env TUNNEL_TOKEN).
+    #[arg(long)]
+    pub(crate) token: Option<String>,
+    /// Access token of a private relay (env TUNNEL_ACCESS_TOKEN).
+    #[arg(long)]
+    pub(crate) access_token: Option<String>,
+    /// This peer's name (env TUNNEL_NAME; default: the host name).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Comma-separated tags, e.g. web,prod (env TUNNEL_TAGS).
+    #[arg(long)]
+    pub(crate) tags: Option<String>,
+    /// Join the room only to operate others: serve no operations to peers.
+    #[arg(long)]
+    pub(crate) no_agent: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct PeersArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct PingArgs {
+    /// Peer name or node id prefix.
+    pub(crate) peer: String,
+    /// Number of pings.
+    #[arg(short = 'c', long, default_value_t = 3)]
+    pub(crate) count: u32,
+}

@@ -1,0 +1,135 @@
+//! Commands that ask the running node over its control socket.
+
+use anyhow::bail;
+use tunnel_node::control::{ControlClient, ControlRequest, ControlResponse};
+use tunnel_node::{load_or_create_identity, PeerInfo, Settings};
+
+use crate::args::{Global, PeersArgs, PingArgs};
+
+async fn client(global: &Global) -> anyhow::Result<(ControlClient, Settings)> {
+    let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
+    Ok((
+        ControlClient::connect(&settings.socket_path()).await?,
+        settings,
+    ))
+}
+
+fn unexpected(resp: ControlResponse) -> anyhow::Error {
+    match resp {
+        ControlResponse::Error(e) => anyhow::anyhow!(e),
+        other => anyhow::anyhow!("unexpected answer from the node: {other:?}"),
+    }
+}
+
+pub(crate) async fn peers(global: Global, args: PeersArgs) -> anyhow::Result<i32> {
+    let (mut client, _) = client(&global).await?;
+    let peers = match client.request(&ControlRequest::Peers).await? {
+        ControlResponse::Peers(p) => p,
+        other => return Err(unexpected(other)),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&peers)?);
+    } else if peers.is_empty() {
+        println!("no peers in the room");
+    } else {
+        print_table(&peers);
+    }
+    Ok(0)
+}
+
+fn print_table(peers: &[PeerInfo]) {
+    let rows: Vec<[String; 7]> = peers
+        .iter()
+        .map(|p| {
+            let os = [p.os.distro.as_str(), p.os.arch.as_str()]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ");
+            [
+                if p.name.is_empty() {
+                    "?".into()
+                } else {
+                    p.name.clone()
+                },
+                p.short_id.clone(),
+                p.tags.join(","),
+                if os.is_empty() {
+                    p.os.family.clone()
+                } else {
+                    os
+                },
+                p.version.clone(),
+                p.path.clone(),
+                match (&p.rtt_ms, &p.error) {
+                    (_, Some(e)) => format!("error: {e}"),
+                    (Some(ms), None) => format!("{ms:.2} ms"),
+                    (None, None) => "-".into(),
+                },
+            ]
+        })
+        .collect();
+    let header = ["NAME", "ID", "TAGS", "OS", "VERSION", "PATH", "RTT"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+pub(crate) async fn id(global: Global) -> anyhow::Result<i32> {
+    let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
+    // The running node answers if there is one; otherwise the key on disk is the id.
+    if let Ok(mut client) = ControlClient::connect(&settings.socket_path()).await {
+        match client.request(&ControlRequest::Id).await? {
+            ControlResponse::Id { id, .. } => println!("{id}"),
+            other => return Err(unexpected(other)),
+        }
+    } else {
+        println!("{}", load_or_create_identity(&settings.state_dir)?.public());
+    }
+    Ok(0)
+}
+
+pub(crate) async fn ping(global: Global, args: PingArgs) -> anyhow::Result<i32> {
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let (mut client, _) = client(&global).await?;
+    let mut ok = 0;
+    let mut last_err = None;
+    for _ in 0..args.count {
+        match client
+            .request(&ControlRequest::Ping {
+                target: args.peer.clone(),
+            })
+            .await?
+        {
+            ControlResponse::Pong { name, id, rtt_us } => {
+                ok += 1;
+                println!(
+                    "reply from {name} ({}): time={:.3} ms",
+                    &id[..8],
+                    rtt_us as f64 / 1000.0
+                );
+            }
+            ControlResponse::Error(e) => {
+                eprintln!("tunnel: {e}");
+                last_err = Some(e);
+            }
+            other => return Err(unexpected(other)),
+        }
+    }
+    // Each failure was printed as it happened.
+    Ok(if ok == 0 && last_err.is_some() { 1 } else { 0 })
+}

@@ -1,0 +1,51 @@
+//! `tunnel run`: the long-lived peer.
+
+use anyhow::Context;
+use tunnel_node::control::BoundControl;
+use tunnel_node::{Flags, Node, NodeConfig, Settings};
+
+use crate::args::{Global, RunArgs};
+
+pub(crate) async fn run(global: Global, args: RunArgs) -> anyhow::Result<i32> {
+    let flags = Flags {
+        relay: args.relay,
+        room: args.room,
+        token: args.token,
+        access_token: args.access_token,
+        name: args.name,
+        tags: args.tags,
+        ..global.flags()
+    };
+    let settings = Settings::resolve(flags, |k| std::env::var(k).ok())?;
+    let mut config = NodeConfig::from_settings(&settings)?;
+    config.agent = !args.no_agent;
+    let room = config.room.clone();
+    let relay = config.relay_url.clone();
+    let control = BoundControl::bind(&settings.socket_path()).await?;
+    let node = Node::start(config).await.context("joining the room")?;
+    let control = control.serve(node.clone());
+    println!(
+        "tunnel: {} ({}) joined room {room:?} on {relay}",
+        node.name(),
+        node.id()
+    );
+    println!(
+        "tunnel: control socket {}",
+        settings.socket_path().display()
+    );
+    shutdown_signal().await?;
+    eprintln!("tunnel: leaving the room");
+    control.shutdown().await;
+    node.shutdown().await;
+    Ok(0)
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! The control socket: how the CLI (and `tunnel mcp`) use the local node. A Unix socket at
+//! `<runtime>/tunnel.sock`, mode 0600 inside a 0700 directory; frames are a `u32` big-endian
+//! length and a postcard body. Requests name the same operations peers send each other.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::membership::PeerInfo;
+use crate::node::Node;
+
+const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    Id,
+    Peers,
+    Ping { target: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    Id {
+        id: String,
+        name: String,
+    },
+    Peers(Vec<PeerInfo>),
+    Pong {
+        name: String,
+        id: String,
+        rtt_us: u64,
+    },
+    Error(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    #[error(
+        "no tunnel node is running here (no control socket at {path}); start one with `tunnel run`"
+    )]
+    NotRunning { path: PathBuf },
+    #[error("cannot use the control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a tunnel node is already running here (control socket {path})")]
+    AlreadyRunning { path: PathBuf },
+    #[error("control socket: {0}")]
+    Protocol(String),
+}
+
+async fn write_frame<T: Serialize>(stream: &mut UnixStream, value: &T) -> std::io::Result<()> {
+    let body = postcard::to_allocvec(value).map_err(std::io::Error::other)?;
+    stream.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    stream.write_all(&body).await
+}
+
+/// `Ok(None)` on a clean end of stream between frames.
+async fn read_frame<T: for<'de> Deserialize<'de>>(
+    stream: &mut UnixStream,
+) -> std::io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("control frame of {len} bytes is over the limit"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    postcard::from_bytes(&body)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// A connection to the local node.
+pub struct ControlClient {
+    stream: UnixStream,
+    path: PathBuf,
+}
+
+impl ControlClient {
+    pub async fn connect(path: &Path) -> Result<Self, ControlError> {
+        match UnixStream::connect(path).await {
+            Ok(stream) => Ok(Self {
+                stream,
+                path: path.to_owned(),
+            }),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Err(ControlError::NotRunning {
+                    path: path.to_owned(),
+                })
+            }
+            Err(source) => Err(ControlError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    pub async fn request(&mut self, req: &ControlRequest) -> Result<ControlResponse, ControlError> {
+        let io = |source| ControlError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        write_frame(&mut self.stream, req).await.map_err(io)?;
+        match read_frame(&mut self.stream).await {
+            Ok(Some(resp)) => Ok(resp),
+            Ok(None) => Err(ControlError::Protocol(
+                "the node closed the connection".into(),
+            )),
+            Err(e) => Err(ControlError::Io {
+                path: self.path.clone(),
+                source: e,
+            }),
+        }
+    }
+}
+
+/// A bound control socket, not yet serving. Binding first lets `tunnel run` refuse to start
+/// a second node before it joins the room (and knocks the first one off the relay).
+pub struct BoundControl {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl BoundControl {
+    pub async fn bind(path: &Path) -> Result<Self, ControlError> {
+        let io = |source| ControlError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            crate::identity::create_private_dir(dir).map_err(io)?;
+        }
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(ControlError::AlreadyRunning {
+                path: path.to_owned(),
+            });
+        }
+        // A socket file nobody answers on is left over from a node that died.
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn serve(self, node: Node) -> ControlServer {
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(accept_loop(self.listener, node, cancel.clone()));
+        ControlServer {
+            path: self.path,
+            cancel,
+            task: Some(task),
+        }
+    }
+}
+
+/// Serves the control socket until shut down; removes the socket file on the way out.
+pub struct ControlServer {
+    path: PathBuf,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ControlServer {
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn accept_loop(listener: UnixListener, node: Node, cancel: CancellationToken) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    conns.spawn(serve(stream, node.clone()));
+                }
+                Err(e) => {
+                    debug!(error = %e, "control accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn serve(mut stream: UnixStream, node: Node) {
+    loop {
+        let req: ControlRequest = match read_frame(&mut stream).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                let _ = write_frame(
+                    &mut stream,
+                    &ControlResponse::Error(format!("bad control request: {e}")),
+                )
+                .await;
+                return;
+            }
+        };
+        let resp = handle(&node, req).await;
+        if write_frame(&mut stream, &resp).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
+    match req {
+        ControlRequest::Id => ControlResponse::Id {
+            id: node.id().to_string(),
+            name: node.name().to_owned(),
+        },
+        ControlRequest::Peers => ControlResponse::Peers(node.peers()),
+        ControlRequest::Ping { target } => match node.ping(&target).await {
+            Ok((id, name, rtt)) => ControlResponse::Pong {
+                name,
+                id: id.to_string(),
+                rtt_us: rtt.as_micros() as u64,
+            },
+            Err(e) => ControlResponse::Error(e.to_string()),
+        },
+    }
+}

@@ -1,0 +1,206 @@
+//! Who is in the room: relay presence says who is there, each peer's `Hello` says what it is.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tunnel_proto::message::{Hello, OsInfo};
+use tunnel_proto::NodeId;
+
+/// One peer as `tunnel peers` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub name: String,
+    pub id: String,
+    pub short_id: String,
+    pub tags: Vec<String>,
+    pub os: OsInfo,
+    pub version: String,
+    pub mode: String,
+    /// `relay` today; `direct` once QUIC paths exist.
+    pub path: String,
+    /// Round trip of the last ping, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Why the last attempt to reach this peer failed, if it did.
+    pub error: Option<String>,
+}
+
+struct Member {
+    hello: Option<Hello>,
+    rtt: Option<Duration>,
+    error: Option<String>,
+}
+
+#[derive(Default)]
+pub(crate) struct Membership {
+    members: HashMap<NodeId, Member>,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResolveError {
+    #[error("no peer {target:?} in the room ({present})")]
+    NotFound { target: String, present: String },
+    #[error("{target:?} matches several peers: {candidates}; use more of the node id")]
+    Ambiguous { target: String, candidates: String },
+}
+
+impl Membership {
+    pub(crate) fn present(&mut self, id: NodeId) {
+        self.members.entry(id).or_insert(Member {
+            hello: None,
+            rtt: None,
+            error: None,
+        });
+    }
+
+    pub(crate) fn absent(&mut self, id: &NodeId) {
+        self.members.remove(id);
+    }
+
+    pub(crate) fn hello(&mut self, id: NodeId, hello: Hello) {
+        self.present(id);
+        if let Some(m) = self.members.get_mut(&id) {
+            m.hello = Some(hello);
+            m.error = None;
+        }
+    }
+
+    pub(crate) fn rtt(&mut self, id: &NodeId, rtt: Duration) {
+        if let Some(m) = self.members.get_mut(id) {
+            m.rtt = Some(rtt);
+            m.error = None;
+        }
+    }
+
+    pub(crate) fn link_error(&mut self, id: &NodeId, reason: String) {
+        if let Some(m) = self.members.get_mut(id) {
+            m.error = Some(reason);
+        }
+    }
+
+    pub(crate) fn error_of(&self, id: &NodeId) -> Option<String> {
+        self.members.get(id).and_then(|m| m.error.clone())
+    }
+
+    pub(crate) fn ids(&self) -> Vec<NodeId> {
+        self.members.keys().copied().collect()
+    }
+
+    pub(crate) fn name_of(&self, id: &NodeId) -> String {
+        self.members
+            .get(id)
+            .and_then(|m| m.hello.as_ref())
+            .map_or_else(|| id.short(), |h| h.name.clone())
+    }
+
+    pub(crate) fn list(&self) -> Vec<PeerInfo> {
+        let mut out: Vec<PeerInfo> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let h = m.hello.as_ref();
+                PeerInfo {
+                    name: h.map_or_else(String::new, |h| h.name.clone()),
+                    id: id.to_string(),
+                    short_id: id.short(),
+                    tags: h.map(|h| h.tags.clone()).unwrap_or_default(),
+                    os: h.map(|h| h.os.clone()).unwrap_or_default(),
+                    version: h.map_or_else(String::new, |h| h.tunnel_version.clone()),
+                    mode: h.map_or_else(String::new, |h| h.mode.clone()),
+                    path: "relay".into(),
+                    rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    error: m.error.clone(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
+
+    /// A peer by exact name, else by unique node id prefix (at least 4 characters).
+    pub(crate) fn resolve(&self, target: &str) -> Result<NodeId, ResolveError> {
+        let by_name: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.hello.as_ref().is_some_and(|h| h.name == target))
+            .map(|(id, _)| *id)
+            .collect();
+        let candidates = if by_name.is_empty() && target.len() >= 4 {
+            let lower = target.to_ascii_lowercase();
+            self.members
+                .keys()
+                .filter(|id| id.to_string().starts_with(&lower))
+                .copied()
+                .collect()
+        } else {
+            by_name
+        };
+        match candidates.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(ResolveError::NotFound {
+                target: target.to_owned(),
+                present: self.describe_present(),
+            }),
+            many => Err(ResolveError::Ambiguous {
+                target: target.to_owned(),
+                candidates: many
+                    .iter()
+                    .map(|id| format!("{} ({})", self.name_of(id), id.short()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    fn describe_present(&self) -> String {
+        if self.members.is_empty() {
+            return "no peers are present: do all nodes use the same relay, room name and room token?".into();
+        }
+        let mut names: Vec<String> = self.members.keys().map(|id| self.name_of(id)).collect();
+        names.sort();
+        format!("present: {}", names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(name: &str) -> Hello {
+        Hello {
+            version: 1,
+            instance: 0,
+            name: name.into(),
+            tags: vec![],
+            os: OsInfo::default(),
+            tunnel_version: "0".into(),
+            mode: "plan".into(),
+            capabilities: vec![],
+            ssh_hosts: vec![],
+        }
+    }
+
+    #[test]
+    fn resolves_names_and_prefixes_with_clear_errors() {
+        let mut m = Membership::default();
+        let err = m.resolve("web").unwrap_err().to_string();
+        assert!(
+            err.contains("same relay, room name and room token"),
+            "{err}"
+        );
+        let a = NodeId::from_bytes([1; 32]);
+        let b = NodeId::from_bytes([2; 32]);
+        m.hello(a, hello("web"));
+        m.hello(b, hello("db"));
+        assert_eq!(m.resolve("web").unwrap(), a);
+        assert_eq!(m.resolve(&b.to_string()[..6]).unwrap(), b);
+        let err = m.resolve("cache").unwrap_err().to_string();
+        assert!(err.contains("present: db, web"), "{err}");
+        m.hello(NodeId::from_bytes([3; 32]), hello("web"));
+        assert!(matches!(
+            m.resolve("web"),
+            Err(ResolveError::Ambiguous { .. })
+        ));
+    }
+}

@@ -1,0 +1,403 @@
+//! The node: joins the room, keeps the membership table, answers peers' requests, and offers
+//! the operations the control socket (and the demo, and tests) use.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use tunnel_net::{ConnectError, Endpoint, EndpointConfig, NetEvent, Stream};
+use tunnel_proto::message::{
+    ByteBuf, Hello, Op, PeerMessage, RemoteError, RemoteErrorKind, Reply, StreamKind,
+};
+use tunnel_proto::room::RoomError;
+use tunnel_proto::{NodeId, RoomKeys, SecretKey, PROTOCOL_VERSION};
+
+use crate::identity::{load_or_create_identity, IdentityError};
+use crate::membership::{Membership, PeerInfo};
+use crate::rpc::{Rpc, RpcError};
+use crate::settings::{Settings, SettingsError};
+
+/// How long a ping waits for its answer.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often every peer's round trip is measured again.
+const RTT_EVERY: Duration = Duration::from_secs(30);
+/// Largest echo stream the node serves back (a test and demo service).
+const ECHO_LIMIT: u64 = 1 << 40;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Room(#[from] RoomError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+}
+
+/// Everything a node needs to join its room.
+pub struct NodeConfig {
+    pub relay_url: String,
+    pub room: String,
+    pub token: String,
+    pub access_token: Option<String>,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub secret: SecretKey,
+    /// Serve operations to peers. `false` (`--no-agent`): this node only operates others.
+    pub agent: bool,
+}
+
+impl NodeConfig {
+    /// From resolved settings, loading (or creating) the persistent node key.
+    pub fn from_settings(s: &Settings) -> Result<Self, NodeError> {
+        let room = s.room_settings()?;
+        Ok(Self {
+            relay_url: room.relay.to_owned(),
+            room: room.room.to_owned(),
+            token: room.token.to_owned(),
+            access_token: s.access_token.clone(),
+            name: s.name.clone(),
+            tags: s.tags.clone(),
+            secret: load_or_create_identity(&s.state_dir)?,
+            agent: true,
+        })
+    }
+}
+
+/// A running node. Cheap to clone; stops when [`Node::shutdown`] is called.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    name: String,
+    agent: bool,
+    members: Mutex<Membership>,
+    rpc: Rpc,
+    cancel: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Node {
+    /// Joins the room. Fails with a clear error if the first relay connection fails.
+    pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        let room = RoomKeys::derive(&config.room, &config.token)?;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            instance: 0,
+            name: config.name.clone(),
+            tags: config.tags.clone(),
+            os: crate::os_info::detect(),
+            tunnel_version: env!("CARGO_PKG_VERSION").to_owned(),
+            mode: if config.agent { "plan" } else { "disabled" }.into(),
+            capabilities: if config.agent {
+                vec!["ping".into(), "echo".into()]
+            } else {
+                vec!["ping".into()]
+            },
+            ssh_hosts: vec![],
+        };
+        let (endpoint, events) = Endpoint::start(EndpointConfig {
+            relay_url: config.relay_url,
+            access_token: config.access_token,
+            room,
+            secret: config.secret,
+            hello,
+        })
+        .await?;
+        let node = Self {
+            inner: Arc::new(Inner {
+                endpoint,
+                name: config.name,
+                agent: config.agent,
+                members: Mutex::new(Membership::default()),
+                rpc: Rpc::new(),
+                cancel: CancellationToken::new(),
+                task: Mutex::new(None),
+            }),
+        };
+        let task = tokio::spawn(node.clone().event_loop(events));
+        *node.inner.task.lock().expect("task lock") = Some(task);
+        info!(id = %node.id(), name = %node.name(), "joined the room");
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.endpoint.id()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.inner.members.lock().expect("members lock").list()
+    }
+
+    /// Resolves a peer by name or node id prefix.
+    pub fn resolve(&self, target: &str) -> Result<NodeId, RpcError> {
+        Ok(self
+            .inner
+            .members
+            .lock()
+            .expect("members lock")
+            .resolve(target)?)
+    }
+
+    /// Sends a request and waits for the answer.
+    pub async fn request(
+        &self,
+        peer: NodeId,
+        op: Op,
+        timeout: Duration,
+    ) -> Result<Reply, RpcError> {
+        let name = self
+            .inner
+            .members
+            .lock()
+            .expect("members lock")
+            .name_of(&peer);
+        let cause = || {
+            self.inner
+                .members
+                .lock()
+                .expect("members lock")
+                .error_of(&peer)
+        };
+        self.inner
+            .rpc
+            .call(&self.inner.endpoint, peer, &name, op, timeout, cause)
+            .await
+    }
+
+    /// Round trip to a peer through the mesh; also recorded for `tunnel peers`.
+    pub async fn ping(&self, target: &str) -> Result<(NodeId, String, Duration), RpcError> {
+        let peer = self.resolve(target)?;
+        let rtt = self.ping_id(peer).await?;
+        let name = self
+            .inner
+            .members
+            .lock()
+            .expect("members lock")
+            .name_of(&peer);
+        Ok((peer, name, rtt))
+    }
+
+    async fn ping_id(&self, peer: NodeId) -> Result<Duration, RpcError> {
+        let payload: Vec<u8> = rand::random::<[u8; 16]>().to_vec();
+        let started = Instant::now();
+        match self
+            .request(
+                peer,
+                Op::Ping {
+                    payload: ByteBuf(payload.clone()),
+                },
+                PING_TIMEOUT,
+            )
+            .await?
+        {
+            Reply::Pong { payload: echoed } if echoed.0 == payload => {
+                let rtt = started.elapsed();
+                self.inner
+                    .members
+                    .lock()
+                    .expect("members lock")
+                    .rtt(&peer, rtt);
+                Ok(rtt)
+            }
+            _ => Err(RpcError::Remote {
+                peer: peer.short(),
+                error: RemoteError {
+                    kind: RemoteErrorKind::Failed,
+                    message: "ping answered with the wrong payload".into(),
+                },
+            }),
+        }
+    }
+
+    /// Opens a stream to a peer.
+    pub async fn open_stream(&self, peer: NodeId, kind: StreamKind) -> Result<Stream, RpcError> {
+        Ok(self.inner.endpoint.open_stream(&peer, kind).await?)
+    }
+
+    /// Leaves the room and stops the node's tasks.
+    pub async fn shutdown(&self) {
+        self.inner.endpoint.shutdown();
+        self.inner.cancel.cancel();
+        let task = self.inner.task.lock().expect("task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    async fn event_loop(self, mut events: mpsc::Receiver<NetEvent>) {
+        let mut work = JoinSet::new();
+        let mut rtt = tokio::time::interval(RTT_EVERY);
+        rtt.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.inner.cancel.cancelled() => break,
+                Some(_) = work.join_next(), if !work.is_empty() => {}
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev, &mut work),
+                    None => break,
+                },
+                _ = rtt.tick() => {
+                    let ids = self.inner.members.lock().expect("members lock").ids();
+                    for id in ids {
+                        let node = self.clone();
+                        work.spawn(async move { let _ = node.ping_id(id).await; });
+                    }
+                }
+            }
+        }
+        work.shutdown().await;
+    }
+
+    /// Handles one event without waiting on anything: work goes to tasks.
+    fn on_event(&self, ev: NetEvent, work: &mut JoinSet<()>) {
+        match ev {
+            NetEvent::PeerPresent(id) => {
+                self.inner.members.lock().expect("members lock").present(id);
+                // Talking makes a session, and every session starts with both Hellos.
+                let node = self.clone();
+                work.spawn(async move {
+                    let _ = node.ping_id(id).await;
+                });
+            }
+            NetEvent::PeerAbsent(id) => {
+                let name = {
+                    let mut members = self.inner.members.lock().expect("members lock");
+                    let name = members.name_of(&id);
+                    members.absent(&id);
+                    name
+                };
+                info!(peer = %name, id = %id.short(), "peer left");
+            }
+            NetEvent::Message { from, msg } => self.on_message(from, msg, work),
+            NetEvent::Stream(stream) => {
+                if self.inner.agent {
+                    work.spawn(serve_stream(stream));
+                } else {
+                    stream
+                        .writer
+                        .reset("this node runs with --no-agent and serves no streams");
+                }
+            }
+            NetEvent::LinkFailed { peer, reason } => {
+                self.inner
+                    .members
+                    .lock()
+                    .expect("members lock")
+                    .link_error(&peer, reason);
+            }
+            NetEvent::RelayConnected { observed_addr } => debug!(%observed_addr, "relay connected"),
+            NetEvent::RelayDisconnected { reason } => {
+                warn!(%reason, "relay connection lost; reconnecting")
+            }
+            NetEvent::RelayConnectFailed(e) => {
+                warn!(error = %e, "relay reconnect failed; retrying")
+            }
+        }
+    }
+
+    fn on_message(&self, from: NodeId, msg: PeerMessage, work: &mut JoinSet<()>) {
+        match msg {
+            PeerMessage::Hello(hello) => {
+                if hello.version != PROTOCOL_VERSION {
+                    warn!(peer = %hello.name, version = hello.version, "peer speaks another protocol version");
+                }
+                info!(peer = %hello.name, id = %from.short(), "peer ready");
+                self.inner
+                    .members
+                    .lock()
+                    .expect("members lock")
+                    .hello(from, hello);
+            }
+            PeerMessage::Request { id, op } => {
+                let endpoint = self.inner.endpoint.clone();
+                let agent = self.inner.agent;
+                work.spawn(async move {
+                    let result = handle_request(op, agent);
+                    let _ = endpoint
+                        .send(&from, PeerMessage::Response { id, result })
+                        .await;
+                });
+            }
+            PeerMessage::Response { id, result } => self.inner.rpc.complete(from, id, result),
+            PeerMessage::Cancel { .. } | PeerMessage::Progress { .. } => {}
+            // Stream frames are handled inside tunnel-net and never reach the node.
+            PeerMessage::Open { .. }
+            | PeerMessage::Data { .. }
+            | PeerMessage::Credit { .. }
+            | PeerMessage::Close { .. } => {}
+        }
+    }
+}
+
+/// Answers one peer request. Ping is part of membership and always answered; everything
+/// else needs an agent node (`--no-agent` refuses it).
+fn handle_request(op: Op, agent: bool) -> Result<Reply, RemoteError> {
+    match op {
+        Op::Ping { payload } => Ok(Reply::Pong { payload }),
+        #[allow(unreachable_patterns)]
+        other if !agent => Err(RemoteError {
+            kind: RemoteErrorKind::Refused,
+            message: format!(
+                "this node runs with --no-agent and does not serve {}",
+                other.name()
+            ),
+        }),
+    }
+}
+
+/// Built-in stream services: `Echo` sends every byte back; `Sink` reads and discards.
+async fn serve_stream(stream: Stream) {
+    let Stream {
+        kind,
+        mut reader,
+        writer,
+        ..
+    } = stream;
+    match kind {
+        StreamKind::Echo => {
+            let mut writer = writer;
+            let mut total = 0u64;
+            loop {
+                match reader.read().await {
+                    Ok(Some(chunk)) => {
+                        total += chunk.len() as u64;
+                        if total > ECHO_LIMIT || writer.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = writer.finish().await;
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+        StreamKind::Sink => {
+            drop(writer);
+            while let Ok(Some(_)) = reader.read().await {}
+        }
+        StreamKind::Service(name) => {
+            writer.reset(&format!("no stream service {name:?} on this node"));
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Requests to peers: unique ids, one pending slot per request, timeouts that tell the peer
+//! to stop (`Cancel`), and errors that say why a peer did not answer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tunnel_net::{Endpoint, NetError};
+use tunnel_proto::message::{Op, PeerMessage, RemoteError, Reply};
+use tunnel_proto::NodeId;
+
+use crate::membership::ResolveError;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RpcError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("{peer} did not answer within {secs} s{}", .cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
+    Timeout {
+        peer: String,
+        secs: u64,
+        cause: Option<String>,
+    },
+    #[error("{peer} refused: {error}")]
+    Remote { peer: String, error: RemoteError },
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("the node is shutting down")]
+    Closed,
+}
+
+type Slot = oneshot::Sender<Result<Reply, RemoteError>>;
+
+pub(crate) struct Rpc {
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<(NodeId, u64), Slot>>,
+}
+
+impl Rpc {
+    pub(crate) fn new() -> Self {
+        // Random start: ids stay unique across restarts of this node, which matters to peers
+        // that remember recent ids to run each request at most once.
+        Self {
+            next_id: AtomicU64::new(rand::random::<u64>() >> 1),
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `op` to `peer` and waits for its answer. `cause` explains a timeout (for
+    /// instance a failed handshake) when the caller knows one.
+    pub(crate) async fn call(
+        &self,
+        endpoint: &Endpoint,
+        peer: NodeId,
+        peer_name: &str,
+        op: Op,
+        timeout: Duration,
+        cause: impl FnOnce() -> Option<String>,
+    ) -> Result<Reply, RpcError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .expect("rpc lock")
+            .insert((peer, id), tx);
+        let guard = PendingGuard {
+            rpc: self,
+            key: (peer, id),
+        };
+        endpoint
+            .send(&peer, PeerMessage::Request { id, op })
+            .await?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(error))) => Err(RpcError::Remote {
+                peer: peer_name.to_owned(),
+                error,
+            }),
+            Ok(Err(_)) => Err(RpcError::Closed),
+            Err(_) => {
+                drop(guard);
+                let _ = endpoint.send(&peer, PeerMessage::Cancel { id }).await;
+                Err(RpcError::Timeout {
+                    peer: peer_name.to_owned(),
+                    secs: timeout.as_secs().max(1),
+                    cause: cause(),
+                })
+            }
+        }
+    }
+
+    /// Delivers an answer; unknown ids (late, or never ours) are ignored.
+    pub(crate) fn complete(&self, from: NodeId, id: u64, result: Result<Reply, RemoteError>) {
+        if let Some(tx) = self.pending.lock().expect("rpc lock").remove(&(from, id)) {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// Removes the pending slot however the call ends (answer, timeout, or the caller gave up).
+struct PendingGuard<'a> {
+    rpc: &'a Rpc,
+    key: (NodeId, u64),
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.rpc.pending.lock().expect("rpc lock").remove(&self.key);
+    }
+}

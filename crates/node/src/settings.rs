@@ -1,0 +1,379 @@
+//! Settings, resolved in two steps: the CLI parses raw flags without any I/O ([`Flags`]),
+//! then [`Settings::resolve`] fills each value from, in order of precedence:
+//! flag > `TUNNEL_*` environment variable > config file > default.
+//!
+//! Config file: `--config`, else `TUNNEL_CONFIG`, else `$XDG_CONFIG_HOME/tunnel/config.toml`
+//! (`~/.config/tunnel/config.toml`). Keys: `relay`, `room`, `token`, `access_token`, `name`,
+//! `tags`, `state_dir`, `runtime_dir`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Raw command-line values; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub relay: Option<String>,
+    pub room: Option<String>,
+    pub token: Option<String>,
+    pub access_token: Option<String>,
+    pub name: Option<String>,
+    pub tags: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub runtime_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    relay: Option<String>,
+    room: Option<String>,
+    token: Option<String>,
+    access_token: Option<String>,
+    name: Option<String>,
+    tags: Option<Vec<String>>,
+    state_dir: Option<PathBuf>,
+    runtime_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {reason}")]
+    BadConfig { path: PathBuf, reason: String },
+    #[error("no {what} given: pass {flag} or set {env} (or `{key}` in the config file)")]
+    Missing {
+        what: &'static str,
+        flag: &'static str,
+        env: &'static str,
+        key: &'static str,
+    },
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("cannot find a home directory for state; set TUNNEL_STATE_DIR")]
+    NoHome,
+}
+
+/// Resolved settings. Room settings stay optional: only `tunnel run` needs them.
+#[derive(Clone)]
+pub struct Settings {
+    pub relay: Option<String>,
+    pub room: Option<String>,
+    pub token: Option<String>,
+    pub access_token: Option<String>,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub state_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("relay", &self.relay)
+            .field("room", &self.room)
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .field("access_token", &self.access_token.as_ref().map(|_| ".."))
+            .field("name", &self.name)
+            .field("tags", &self.tags)
+            .field("state_dir", &self.state_dir)
+            .field("runtime_dir", &self.runtime_dir)
+            .finish()
+    }
+}
+
+/// What `tunnel run` needs to join a room.
+pub struct RoomSettings<'a> {
+    pub relay: &'a str,
+    pub room: &'a str,
+    pub token: &'a str,
+}
+
+impl Settings {
+    /// Resolves `flags` against the environment (`env`, usually `std::env::var`) and the
+    /// config file.
+    pub fn resolve(
+        flags: Flags,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        let env = |k: &str| env(k).filter(|v| !v.is_empty());
+        let home = env("HOME").map(PathBuf::from);
+        let (config_path, explicit) = match flags
+            .config
+            .clone()
+            .or_else(|| env("TUNNEL_CONFIG").map(PathBuf::from))
+        {
+            Some(p) => (Some(p), true),
+            None => (
+                env("XDG_CONFIG_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| home.as_ref().map(|h| h.join(".config")))
+                    .map(|d| d.join("tunnel/config.toml")),
+                false,
+            ),
+        };
+        let file = match &config_path {
+            Some(path) => read_config(path, explicit)?,
+            None => FileConfig::default(),
+        };
+        let pick = |flag: Option<String>, var: &str, from_file: Option<String>| {
+            flag.or_else(|| env(var)).or(from_file)
+        };
+        let pick_path = |flag: Option<PathBuf>, var: &str, from_file: Option<PathBuf>| {
+            flag.or_else(|| env(var).map(PathBuf::from)).or(from_file)
+        };
+
+        let state_dir = match pick_path(flags.state_dir, "TUNNEL_STATE_DIR", file.state_dir) {
+            Some(p) => p,
+            None => env("XDG_DATA_HOME")
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(".local/share")))
+                .ok_or(SettingsError::NoHome)?
+                .join("tunnel"),
+        };
+        let runtime_dir = pick_path(flags.runtime_dir, "TUNNEL_RUNTIME_DIR", file.runtime_dir)
+            .or_else(|| env("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("tunnel")))
+            .unwrap_or_else(|| state_dir.clone());
+        let name =
+            pick(flags.name, "TUNNEL_NAME", file.name).unwrap_or_else(crate::os_info::hostname);
+        check_name(&name)?;
+        let tags = match flags.tags.or_else(|| env("TUNNEL_TAGS")) {
+            Some(list) => split_tags(&list),
+            None => file.tags.unwrap_or_default(),
+        };
+        for tag in &tags {
+            check_tag(tag)?;
+        }
+        Ok(Self {
+            relay: pick(flags.relay, "TUNNEL_RELAY", file.relay),
+            room: pick(flags.room, "TUNNEL_ROOM", file.room),
+            token: pick(flags.token, "TUNNEL_TOKEN", file.token),
+            access_token: pick(flags.access_token, "TUNNEL_ACCESS_TOKEN", file.access_token),
+            name,
+            tags,
+            state_dir,
+            runtime_dir,
+        })
+    }
+
+    /// The control socket of the node that uses these settings.
+    pub fn socket_path(&self) -> PathBuf {
+        self.runtime_dir.join("tunnel.sock")
+    }
+
+    pub fn room_settings(&self) -> Result<RoomSettings<'_>, SettingsError> {
+        let missing = |what, flag, env, key| SettingsError::Missing {
+            what,
+            flag,
+            env,
+            key,
+        };
+        Ok(RoomSettings {
+            relay: self
+                .relay
+                .as_deref()
+                .ok_or_else(|| missing("relay", "--relay URL", "TUNNEL_RELAY", "relay"))?,
+            room: self
+                .room
+                .as_deref()
+                .ok_or_else(|| missing("room", "--room NAME", "TUNNEL_ROOM", "room"))?,
+            token: self
+                .token
+                .as_deref()
+                .ok_or_else(|| missing("room token", "--token SECRET", "TUNNEL_TOKEN", "token"))?,
+        })
+    }
+}
+
+fn read_config(path: &Path, explicit: bool) -> Result<FileConfig, SettingsError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            return Ok(FileConfig::default())
+        }
+        Err(source) => {
+            return Err(SettingsError::ReadConfig {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    toml::from_str(&text).map_err(|e| SettingsError::BadConfig {
+        path: path.to_owned(),
+        reason: e.message().to_owned(),
+    })
+}
+
+fn split_tags(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn check_name(name: &str) -> Result<(), SettingsError> {
+    let invalid = |reason| {
+        Err(SettingsError::Invalid {
+            what: "name",
+            value: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > 64 {
+        return invalid("must be 1 to 64 characters");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == ':')
+    {
+        return invalid("must not contain spaces, commas, colons or control characters");
+    }
+    Ok(())
+}
+
+fn check_tag(tag: &str) -> Result<(), SettingsError> {
+    if tag.len() > 64
+        || !tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(SettingsError::Invalid {
+            what: "tag",
+            value: tag.to_owned(),
+            reason: "use letters, digits, '-', '_' or '.' (at most 64)",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn config_file(body: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tunnel-settings-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+
+    #[test]
+    fn precedence_is_flag_then_env_then_file_then_default() {
+        let path = config_file("relay = \"ws://file\"\nroom = \"file-room\"\ntoken = \"file-token\"\nname = \"file-name\"\ntags = [\"f\"]\n");
+        let env = env_of(&[
+            ("HOME", "/home/x"),
+            ("TUNNEL_ROOM", "env-room"),
+            ("TUNNEL_NAME", "env-name"),
+        ]);
+        let flags = Flags {
+            config: Some(path),
+            name: Some("flag-name".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(flags, env).unwrap();
+        assert_eq!(s.name, "flag-name");
+        assert_eq!(s.room.as_deref(), Some("env-room"));
+        assert_eq!(s.relay.as_deref(), Some("ws://file"));
+        assert_eq!(s.token.as_deref(), Some("file-token"));
+        assert_eq!(s.tags, vec!["f"]);
+        assert_eq!(s.state_dir, PathBuf::from("/home/x/.local/share/tunnel"));
+        assert_eq!(
+            s.runtime_dir, s.state_dir,
+            "no XDG_RUNTIME_DIR: the socket lives in the state dir"
+        );
+    }
+
+    #[test]
+    fn env_tags_and_dirs() {
+        let env = env_of(&[
+            ("HOME", "/h"),
+            ("TUNNEL_TAGS", "web, prod,,db"),
+            ("XDG_RUNTIME_DIR", "/run/user/1"),
+            ("TUNNEL_CONFIG", ""),
+        ]);
+        let s = Settings::resolve(Flags::default(), env).unwrap();
+        assert_eq!(s.tags, vec!["web", "prod", "db"]);
+        assert_eq!(
+            s.socket_path(),
+            PathBuf::from("/run/user/1/tunnel/tunnel.sock")
+        );
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong() {
+        let env = env_of(&[("HOME", "/h")]);
+        let s = Settings::resolve(Flags::default(), &env).unwrap();
+        let err = s.room_settings().err().unwrap().to_string();
+        assert!(
+            err.contains("--relay") && err.contains("TUNNEL_RELAY"),
+            "{err}"
+        );
+
+        let bad = Flags {
+            tags: Some("ok,not ok".into()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(bad, &env)
+            .unwrap_err()
+            .to_string()
+            .contains("\"not ok\""));
+
+        let path = config_file("relay = 3\n");
+        let err = Settings::resolve(
+            Flags {
+                config: Some(path.clone()),
+                ..Default::default()
+            },
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+
+        let missing = Flags {
+            config: Some("/nonexistent/tunnel.toml".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Settings::resolve(missing, &env),
+            Err(SettingsError::ReadConfig { .. })
+        ));
+
+        let unknown = config_file("relya = \"ws://typo\"\n");
+        let err = Settings::resolve(
+            Flags {
+                config: Some(unknown),
+                ..Default::default()
+            },
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("relya"), "{err}");
+    }
+}
