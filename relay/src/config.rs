@@ -68,12 +68,7 @@ pub trait Intercept: Send + Sync + 'static {
 
     /// What to deliver for one `Send` from `from` to `to`: a list of (deliver to, stamped
     /// source, payload). The default delivers it unchanged.
-    fn forward(
-        &self,
-        from: NodeId,
-        to: NodeId,
-        payload: Vec<u8>,
-    ) -> Vec<(NodeId, NodeId, Vec<u8>)> {
+    fn forward(&self, from: NodeId, to: NodeId, payload: Vec<u8>) -> Vec<(NodeId, NodeId, Vec<u8>)> {
         vec![(to, from, payload)]
     }
 }

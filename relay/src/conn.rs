@@ -64,13 +64,7 @@ async fn run_inner(
         Ok(Ok(h)) => h,
         Ok(Err(why)) => {
             Metrics::inc(&shared.metrics.rejected_connections);
-            http::respond(
-                &mut stream,
-                "400 Bad Request",
-                "text/plain",
-                &format!("{why}\n"),
-            )
-            .await;
+            http::respond(&mut stream, "400 Bad Request", "text/plain", &format!("{why}\n")).await;
             return End::Refused(why);
         }
         Err(_) => {
@@ -91,13 +85,8 @@ async fn run_inner(
         }
         ("GET", "/metrics") => {
             let (rooms, peers) = shared.rooms.counts();
-            http::respond(
-                &mut stream,
-                "200 OK",
-                "text/plain; version=0.0.4",
-                &shared.metrics.render(rooms, peers),
-            )
-            .await;
+            http::respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &shared.metrics.render(rooms, peers))
+                .await;
             return End::Closed;
         }
         (_, "/") => {}
@@ -119,13 +108,7 @@ async fn run_inner(
                 Metrics::inc(&shared.metrics.auth_failures);
             }
             Metrics::inc(&shared.metrics.rejected_connections);
-            http::respond(
-                &mut stream,
-                refusal.status,
-                "text/plain",
-                &format!("{}\n", refusal.reason),
-            )
-            .await;
+            http::respond(&mut stream, refusal.status, "text/plain", &format!("{}\n", refusal.reason)).await;
             return End::Refused(refusal.reason);
         }
     };
@@ -140,18 +123,14 @@ async fn run_inner(
         write_buffer_size: 0,
         ..Default::default()
     };
-    let mut ws =
-        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config)).await;
+    let mut ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config)).await;
 
     let (node, room_id) = match await_join(&mut ws, shared, deadline).await {
         Ok(joined) => joined,
         Err(end) => return end,
     };
     let (mailbox, rx) = Mailbox::new(cfg.mailbox_bytes, conn_id);
-    let Some(joined) = shared
-        .rooms
-        .join(room_id, node, mailbox.clone(), cfg.max_peers_per_room)
-    else {
+    let Some(joined) = shared.rooms.join(room_id, node, mailbox.clone(), cfg.max_peers_per_room) else {
         let _ = send(
             &mut ws,
             &RelayFrame::Error {
@@ -163,10 +142,7 @@ async fn run_inner(
         return End::Refused("room full");
     };
     debug!(%addr, node = %node.short(), "joined");
-    let welcome = RelayFrame::Welcome {
-        observed_addr: addr.to_string(),
-        peers: joined.others,
-    };
+    let welcome = RelayFrame::Welcome { observed_addr: addr.to_string(), peers: joined.others };
     let end = match send(&mut ws, &welcome).await {
         Ok(()) => forward(&mut ws, node, &joined.room, &mailbox, rx, shared, shutdown).await,
         Err(e) => End::Error(e),
@@ -179,36 +155,18 @@ async fn run_inner(
 }
 
 /// Sends the challenge and checks the `Join` that answers it.
-async fn await_join(
-    ws: &mut Ws,
-    shared: &Shared,
-    deadline: Instant,
-) -> Result<(NodeId, [u8; 32]), End> {
+async fn await_join(ws: &mut Ws, shared: &Shared, deadline: Instant) -> Result<(NodeId, [u8; 32]), End> {
     let relay_key = SecretKey::generate(&mut rand::rngs::OsRng);
     let mut nonce = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    send(
-        ws,
-        &RelayFrame::Challenge {
-            nonce,
-            relay_key: relay_key.public(),
-        },
-    )
-    .await
-    .map_err(End::Error)?;
+    send(ws, &RelayFrame::Challenge { nonce, relay_key: relay_key.public() }).await.map_err(End::Error)?;
     let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
         Ok(Some(Ok(msg))) => msg,
         Ok(_) => return Err(End::Closed),
         Err(_) => {
             Metrics::inc(&shared.metrics.handshake_timeouts);
-            let _ = send(
-                ws,
-                &RelayFrame::Error {
-                    code: ErrorCode::HandshakeTimeout,
-                    text: "no Join in time".into(),
-                },
-            )
-            .await;
+            let _ = send(ws, &RelayFrame::Error { code: ErrorCode::HandshakeTimeout, text: "no Join in time".into() })
+                .await;
             return Err(End::Refused("join timed out"));
         }
     };
@@ -217,54 +175,30 @@ async fn await_join(
         tap.received(&bytes);
     }
     match RelayFrame::decode(&bytes) {
-        Ok(RelayFrame::Join {
-            room_id,
-            node_id,
-            proof,
-        }) => {
+        Ok(RelayFrame::Join { room_id, node_id, proof }) => {
             if join::verify(&relay_key, &nonce, &room_id, &node_id, &proof) {
                 Ok((node_id, room_id))
             } else {
                 Metrics::inc(&shared.metrics.auth_failures);
-                let text =
-                    "join refused: the proof does not match the node id (wrong key, or a weak key)"
-                        .into();
-                let _ = send(
-                    ws,
-                    &RelayFrame::Error {
-                        code: ErrorCode::AuthFailed,
-                        text,
-                    },
-                )
-                .await;
+                let text = "join refused: the proof does not match the node id (wrong key, or a weak key)".into();
+                let _ = send(ws, &RelayFrame::Error { code: ErrorCode::AuthFailed, text }).await;
                 Err(End::Refused("bad join proof"))
             }
         }
-        Ok(other) => {
-            Err(bad_frame(ws, shared, format!("expected Join, got {}", other.name())).await)
-        }
+        Ok(other) => Err(bad_frame(ws, shared, format!("expected Join, got {}", other.name())).await),
         Err(e) => Err(bad_frame(ws, shared, e.to_string()).await),
     }
 }
 
 async fn bad_frame(ws: &mut Ws, shared: &Shared, text: String) -> End {
     Metrics::inc(&shared.metrics.bad_frames);
-    let _ = send(
-        ws,
-        &RelayFrame::Error {
-            code: ErrorCode::BadFrame,
-            text,
-        },
-    )
-    .await;
+    let _ = send(ws, &RelayFrame::Error { code: ErrorCode::BadFrame, text }).await;
     let _ = ws.close(None).await;
     End::Refused("bad frame")
 }
 
 async fn send(ws: &mut Ws, frame: &RelayFrame) -> Result<(), String> {
-    ws.send(Message::Binary(frame.encode()))
-        .await
-        .map_err(|e| e.to_string())
+    ws.send(Message::Binary(frame.encode())).await.map_err(|e| e.to_string())
 }
 
 async fn forward(
@@ -339,21 +273,12 @@ async fn forward(
 }
 
 /// Handles one frame from a joined node.
-fn on_frame(
-    mut bytes: Vec<u8>,
-    node: NodeId,
-    room: &Room,
-    mailbox: &Mailbox,
-    shared: &Shared,
-) -> Result<(), String> {
+fn on_frame(mut bytes: Vec<u8>, node: NodeId, room: &Room, mailbox: &Mailbox, shared: &Shared) -> Result<(), String> {
     let metrics = &shared.metrics;
     if relay::frame_type(&bytes) == Some(relay::TYPE_SEND) {
         if bytes.len() > 1 + 32 + 4 + shared.config.max_payload {
             Metrics::inc(&metrics.frames_dropped);
-            return Err(format!(
-                "payload over this relay's limit of {} bytes",
-                shared.config.max_payload
-            ));
+            return Err(format!("payload over this relay's limit of {} bytes", shared.config.max_payload));
         }
         let to = relay::send_to_recv_in_place(&mut bytes, &node).map_err(|e| e.to_string())?;
         let deliveries = match &shared.config.intercept {

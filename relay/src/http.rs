@@ -17,10 +17,7 @@ pub(crate) struct RequestHead {
 
 impl RequestHead {
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     fn header_has_token(&self, name: &str, token: &str) -> bool {
@@ -33,9 +30,7 @@ impl RequestHead {
 }
 
 /// Reads a request head. Returns it and any bytes read past its end.
-pub(crate) async fn read_head(
-    stream: &mut TcpStream,
-) -> Result<(RequestHead, Vec<u8>), &'static str> {
+pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<(RequestHead, Vec<u8>), &'static str> {
     let mut buf = Vec::with_capacity(1024);
     let end = loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -45,10 +40,7 @@ pub(crate) async fn read_head(
             return Err("request head too large");
         }
         let mut chunk = [0u8; 1024];
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|_| "connection error")?;
+        let n = stream.read(&mut chunk).await.map_err(|_| "connection error")?;
         if n == 0 {
             return Err("connection closed before the request head ended");
         }
@@ -67,14 +59,7 @@ pub(crate) async fn read_head(
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
     let rest = buf[end..].to_vec();
-    Ok((
-        RequestHead {
-            method,
-            path,
-            headers,
-        },
-        rest,
-    ))
+    Ok((RequestHead { method, path, headers }, rest))
 }
 
 pub(crate) async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) {
@@ -95,31 +80,16 @@ pub(crate) struct Refusal {
 }
 
 /// Checks an upgrade request; on success returns the `101` response to send.
-pub(crate) fn accept_upgrade(
-    head: &RequestHead,
-    access_token: Option<&str>,
-) -> Result<String, Refusal> {
-    let refuse = |status, reason| Refusal {
-        status,
-        reason,
-        auth: false,
-    };
+pub(crate) fn accept_upgrade(head: &RequestHead, access_token: Option<&str>) -> Result<String, Refusal> {
+    let refuse = |status, reason| Refusal { status, reason, auth: false };
     if head.method != "GET" {
         return Err(refuse("405 Method Not Allowed", "use GET"));
     }
-    if !head.header_has_token("Upgrade", "websocket")
-        || !head.header_has_token("Connection", "upgrade")
-    {
-        return Err(refuse(
-            "426 Upgrade Required",
-            "this endpoint speaks WebSocket (subprotocol tunnel-relay.v1)",
-        ));
+    if !head.header_has_token("Upgrade", "websocket") || !head.header_has_token("Connection", "upgrade") {
+        return Err(refuse("426 Upgrade Required", "this endpoint speaks WebSocket (subprotocol tunnel-relay.v1)"));
     }
     if head.header("Sec-WebSocket-Version") != Some("13") {
-        return Err(refuse(
-            "400 Bad Request",
-            "Sec-WebSocket-Version must be 13",
-        ));
+        return Err(refuse("400 Bad Request", "Sec-WebSocket-Version must be 13"));
     }
     let Some(key) = head.header("Sec-WebSocket-Key") else {
         return Err(refuse("400 Bad Request", "missing Sec-WebSocket-Key"));
@@ -131,13 +101,9 @@ pub(crate) fn accept_upgrade(
         ));
     }
     if let Some(expected) = access_token {
-        let given = head
-            .header("Authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let given = head.header("Authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
         // Constant time on equal lengths; the length itself is not secret enough to matter.
-        let ok = given.len() == expected.len()
-            && bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
+        let ok = given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
         if !ok {
             return Err(Refusal {
                 status: "401 Unauthorized",

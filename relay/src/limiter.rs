@@ -14,19 +14,13 @@ pub(crate) struct TokenBucket {
 impl TokenBucket {
     pub(crate) fn new(rate_per_sec: u64, burst: u64) -> Self {
         let burst = burst.max(1) as f64;
-        Self {
-            rate: rate_per_sec.max(1) as f64,
-            burst,
-            tokens: burst,
-            last: Instant::now(),
-        }
+        Self { rate: rate_per_sec.max(1) as f64, burst, tokens: burst, last: Instant::now() }
     }
 
     /// Takes `cost` tokens; returns how long to wait before the next frame may be read.
     pub(crate) fn take(&mut self, cost: usize) -> Duration {
         let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
         self.tokens -= cost as f64;
         if self.tokens >= 0.0 {

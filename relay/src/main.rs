@@ -39,10 +39,7 @@ struct Args {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TUNNEL_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TUNNEL_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(Args::parse()).await {
@@ -66,9 +63,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         handshake_timeout: Duration::from_secs(args.handshake_timeout_secs.max(1)),
         ..defaults
     };
-    let relay = Relay::bind(&args.listen, config)
-        .await
-        .context("starting the relay")?;
+    let relay = Relay::bind(&args.listen, config).await.context("starting the relay")?;
     println!("tunnel-relay listening on {}", relay.url());
     shutdown_signal().await;
     eprintln!("tunnel-relay: shutting down; telling peers to reconnect");
@@ -80,8 +75,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -45,28 +45,16 @@ impl Metrics {
     pub(crate) fn render(&self, rooms: u64, peers: u64) -> String {
         let mut out = String::new();
         let mut put = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = write!(out, "# HELP tunnel_relay_{name} {help}\n# TYPE tunnel_relay_{name} {kind}\ntunnel_relay_{name} {value}\n");
+            let _ = write!(
+                out,
+                "# HELP tunnel_relay_{name} {help}\n# TYPE tunnel_relay_{name} {kind}\ntunnel_relay_{name} {value}\n"
+            );
         };
         put("rooms", "gauge", "Rooms with at least one peer.", rooms);
         put("peers", "gauge", "Peers joined to a room.", peers);
-        put(
-            "connections_total",
-            "counter",
-            "WebSocket connections accepted.",
-            self.connections_total.load(Relaxed),
-        );
-        put(
-            "frames_forwarded_total",
-            "counter",
-            "Peer frames forwarded.",
-            self.frames_forwarded.load(Relaxed),
-        );
-        put(
-            "bytes_forwarded_total",
-            "counter",
-            "Peer payload bytes forwarded.",
-            self.bytes_forwarded.load(Relaxed),
-        );
+        put("connections_total", "counter", "WebSocket connections accepted.", self.connections_total.load(Relaxed));
+        put("frames_forwarded_total", "counter", "Peer frames forwarded.", self.frames_forwarded.load(Relaxed));
+        put("bytes_forwarded_total", "counter", "Peer payload bytes forwarded.", self.bytes_forwarded.load(Relaxed));
         put(
             "frames_dropped_total",
             "counter",
@@ -85,12 +73,7 @@ impl Metrics {
             "Connections closed before a Join arrived in time.",
             self.handshake_timeouts.load(Relaxed),
         );
-        put(
-            "bad_frames_total",
-            "counter",
-            "Malformed or unexpected frames received.",
-            self.bad_frames.load(Relaxed),
-        );
+        put("bad_frames_total", "counter", "Malformed or unexpected frames received.", self.bad_frames.load(Relaxed));
         put(
             "rejected_connections_total",
             "counter",

@@ -30,20 +30,9 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    pub(crate) fn new(
-        limit: usize,
-        conn_id: u64,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outgoing>) {
+    pub(crate) fn new(limit: usize, conn_id: u64) -> (Arc<Self>, mpsc::UnboundedReceiver<Outgoing>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Arc::new(Self {
-                tx,
-                queued: AtomicUsize::new(0),
-                limit,
-                conn_id,
-            }),
-            rx,
-        )
+        (Arc::new(Self { tx, queued: AtomicUsize::new(0), limit, conn_id }), rx)
     }
 
     fn reserve(&self, len: usize, limit: usize) -> bool {
@@ -118,10 +107,7 @@ pub(crate) struct Joined {
 
 impl Rooms {
     pub(crate) fn counts(&self) -> (u64, u64) {
-        (
-            self.map.lock().expect("rooms lock").len() as u64,
-            self.peers.load(Relaxed),
-        )
+        (self.map.lock().expect("rooms lock").len() as u64, self.peers.load(Relaxed))
     }
 
     /// Adds `node` to the room; a previous connection of the same node is told it was
@@ -137,15 +123,8 @@ impl Rooms {
         // Lock order is map then room everywhere, and the map stays locked until the node is
         // in the room, so an emptying room cannot be removed from under a joiner.
         let mut map = self.map.lock().expect("rooms lock");
-        let room = map
-            .entry(room_id)
-            .or_insert_with(|| {
-                Arc::new(Room {
-                    id: room_id,
-                    peers: RwLock::default(),
-                })
-            })
-            .clone();
+        let room =
+            map.entry(room_id).or_insert_with(|| Arc::new(Room { id: room_id, peers: RwLock::default() })).clone();
         let mut peers = room.peers.write().expect("room lock");
         if peers.len() >= max_peers && !peers.contains_key(&node) {
             return None;

@@ -24,10 +24,7 @@ pub(crate) struct Shared {
 #[non_exhaustive]
 pub enum RelayError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
 }
 
 /// A running relay. Dropping it aborts every task; [`Relay::shutdown`] is the graceful way.
@@ -41,30 +38,14 @@ pub struct Relay {
 impl Relay {
     /// Binds `addr` (port 0 picks a free port) and starts serving.
     pub async fn bind(addr: &str, config: RelayConfig) -> Result<Self, RelayError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| RelayError::Bind {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        let local = listener.local_addr().map_err(|source| RelayError::Bind {
-            addr: addr.to_owned(),
-            source,
-        })?;
-        let shared = Arc::new(Shared {
-            config,
-            rooms: Rooms::default(),
-            metrics: Metrics::default(),
-        });
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| RelayError::Bind { addr: addr.to_owned(), source })?;
+        let local = listener.local_addr().map_err(|source| RelayError::Bind { addr: addr.to_owned(), source })?;
+        let shared = Arc::new(Shared { config, rooms: Rooms::default(), metrics: Metrics::default() });
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown.clone()));
         info!(addr = %local, "relay listening");
-        Ok(Self {
-            addr: local,
-            shared,
-            shutdown,
-            task: Some(task),
-        })
+        Ok(Self { addr: local, shared, shutdown, task: Some(task) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -85,10 +66,7 @@ impl Relay {
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
                 warn!("relay shutdown took over 5 s; aborting the rest");
             }
         }

@@ -1,1 +1,249 @@
+//! Helpers for end-to-end tests: real `tunnel-relay` and `tunnel run` processes on loopback,
+//! in-process relays and nodes, temporary directories, and process memory readings.
+//!
+//! The binaries come from the same target directory as the test executable; build them
+//! first (`cargo build --bins`, which the test command in the README does).
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// Path of a workspace binary next to the running test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// A directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "tunnel-e2e-{label}-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A random room token long enough to be accepted.
+pub fn token() -> String {
+    tunnel_proto::room::generate_token(&mut rand::rngs::OsRng)
+}
+
+/// Resident memory of a process in KiB (`VmRSS`), or its peak (`VmHWM`).
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)
+                .and_then(|r| r.trim_start_matches(':').trim().strip_suffix("kB"))
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A child process killed (SIGKILL) on drop if still running.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait up to `within` for a clean exit; returns the exit code.
+    pub fn terminate(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
+        Command::new("kill").args(["-TERM", &self.pid().to_string()]).status()?;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not exit within {within:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits for the line a server prints once it is ready and returns it; the rest of its
+/// output keeps draining in a thread so the child never blocks on a full pipe.
+fn wait_for_line(child: &mut Child, needle: &str, within: Duration) -> anyhow::Result<String> {
+    let stdout = child.stdout.take().context("child stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let needle = needle.to_owned();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && line.contains(&needle) {
+                let _ = tx.send(line);
+                sent = true;
+            }
+        }
+    });
+    rx.recv_timeout(within).context("server did not become ready")
+}
+
+/// `tunnel-relay` as a process.
+pub struct RelayProc {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl RelayProc {
+    /// Starts on `addr` (use port 0 for any free port).
+    pub fn start(addr: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(bin("tunnel-relay"))
+            .args(["--listen", addr])
+            .args(extra)
+            .env("TUNNEL_LOG", std::env::var("TUNNEL_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawn tunnel-relay")?;
+        let line = wait_for_line(&mut child, "listening on", Duration::from_secs(10))?;
+        let url = line.rsplit(' ').next().context("relay url")?.to_owned();
+        Ok(Self { proc: Proc { child, name: "tunnel-relay".into() }, url })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in relay url")
+    }
+}
+
+/// A `tunnel run` process with its own state and runtime directories.
+pub struct NodeProc {
+    pub proc: Proc,
+    pub dir: TempDir,
+    pub name: String,
+}
+
+impl NodeProc {
+    pub fn start(relay_url: &str, room: &str, token: &str, name: &str, tags: &str) -> anyhow::Result<Self> {
+        Self::start_with(relay_url, room, token, name, &[("TUNNEL_TAGS", tags)])
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub fn start_with(
+        relay_url: &str,
+        room: &str,
+        token: &str,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let dir = TempDir::new(name);
+        let mut child = Command::new(bin("tunnel"))
+            .args(["run", "--relay", relay_url, "--room", room, "--name", name])
+            .env("TUNNEL_TOKEN", token)
+            .env_remove("TUNNEL_CONFIG")
+            .envs(Self::env_of(dir.path()))
+            .envs(env.iter().copied())
+            .env("TUNNEL_LOG", std::env::var("TUNNEL_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawn tunnel run")?;
+        wait_for_line(&mut child, "control socket", Duration::from_secs(15))?;
+        Ok(Self { proc: Proc { child, name: format!("tunnel run ({name})") }, dir, name: name.into() })
+    }
+
+    fn env_of(dir: &Path) -> Vec<(String, String)> {
+        vec![
+            ("TUNNEL_STATE_DIR".into(), dir.join("state").display().to_string()),
+            ("TUNNEL_RUNTIME_DIR".into(), dir.join("run").display().to_string()),
+            ("XDG_CONFIG_HOME".into(), dir.join("config").display().to_string()),
+            ("HOME".into(), dir.display().to_string()),
+        ]
+    }
+
+    /// Runs `tunnel ARGS` against this node's control socket.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli_in(self.dir.path(), args)
+    }
+
+    /// `tunnel peers --json`, parsed.
+    pub fn peers(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let out = self.cli(&["peers", "--json"]);
+        if !out.status.success() {
+            bail!("tunnel peers failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Waits until this node lists peers with all of `names` (with their Hello received).
+    pub fn wait_for_peers(&self, names: &[&str], within: Duration) -> anyhow::Result<Vec<serde_json::Value>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let peers = self.peers()?;
+            let seen: Vec<&str> = peers.iter().filter_map(|p| p["name"].as_str()).collect();
+            if names.iter().all(|n| seen.contains(n)) {
+                return Ok(peers);
+            }
+            if Instant::now() > deadline {
+                bail!("{} sees {seen:?}, not all of {names:?}, after {within:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Runs `tunnel ARGS` with state, runtime dir and config under `dir`.
+pub fn cli_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin("tunnel"))
+        .args(args)
+        .envs(NodeProc::env_of(dir))
+        .env_remove("TUNNEL_CONFIG")
+        .env_remove("TUNNEL_TOKEN")
+        .env_remove("TUNNEL_RELAY")
+        .env_remove("TUNNEL_ROOM")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tunnel")
+}
+
+/// Runs an async test body on a fresh multi-threaded runtime with a hard time limit.
+pub fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(limit: Duration, f: F) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async { tokio::time::timeout(limit, f).await.context("test exceeded its time limit")? })
+}
+
+pub mod inproc;

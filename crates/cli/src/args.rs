@@ -6,11 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use tunnel_node::Flags;
 
 #[derive(Parser)]
-#[command(
-    name = "tunnel",
-    version,
-    about = "End-to-end encrypted peer mesh for operating fleets of machines"
-)]
+#[command(name = "tunnel", version, about = "End-to-end encrypted peer mesh for operating fleets of machines")]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: Global,

@@ -12,11 +12,7 @@ use tunnel_proto::message::StreamKind;
 use tunnel_proto::SecretKey;
 use tunnel_relay::{Intercept, Relay, RelayConfig};
 
-const NAMES: [(&str, &str); 3] = [
-    ("alpha", "web,prod"),
-    ("beta", "db,prod"),
-    ("gamma", "edge"),
-];
+const NAMES: [(&str, &str); 3] = [("alpha", "web,prod"), ("beta", "db,prod"), ("gamma", "edge")];
 const STREAM_BYTES: usize = 4 * 1024 * 1024;
 
 /// Counts what the relay receives and how often the secrets appear in it.
@@ -44,19 +40,10 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
         bytes: AtomicU64::new(0),
         hits: AtomicU64::new(0),
     });
-    let relay = Relay::bind(
-        "127.0.0.1:0",
-        RelayConfig {
-            intercept: Some(watcher.clone()),
-            ..RelayConfig::default()
-        },
-    )
-    .await?;
+    let relay =
+        Relay::bind("127.0.0.1:0", RelayConfig { intercept: Some(watcher.clone()), ..RelayConfig::default() }).await?;
     println!("tunnel demo\n");
-    println!(
-        "1. relay listening on {} (embedded; `tunnel-relay` is the same server)",
-        relay.url()
-    );
+    println!("1. relay listening on {} (embedded; `tunnel-relay` is the same server)", relay.url());
 
     let mut nodes = Vec::new();
     for (name, tags) in NAMES {
@@ -80,10 +67,7 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
     }
 
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !nodes
-        .iter()
-        .all(|n| n.peers().iter().filter(|p| !p.name.is_empty()).count() == NAMES.len() - 1)
-    {
+    while !nodes.iter().all(|n| n.peers().iter().filter(|p| !p.name.is_empty()).count() == NAMES.len() - 1) {
         if Instant::now() > deadline {
             bail!("peers did not find each other within 10 s");
         }
@@ -108,19 +92,10 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
         for _ in 0..20 {
             best = best.min(nodes[0].ping(target).await?.2);
         }
-        println!(
-            "     alpha -> {target:<5} {:>8.3} ms (best of 20)",
-            best.as_secs_f64() * 1000.0
-        );
+        println!("     alpha -> {target:<5} {:>8.3} ms (best of 20)", best.as_secs_f64() * 1000.0);
     }
 
-    let data: Vec<u8> = canary
-        .as_bytes()
-        .iter()
-        .copied()
-        .cycle()
-        .take(STREAM_BYTES)
-        .collect();
+    let data: Vec<u8> = canary.as_bytes().iter().copied().cycle().take(STREAM_BYTES).collect();
     let beta = nodes[0].resolve("beta")?;
     let stream = nodes[0].open_stream(beta, StreamKind::Echo).await?;
     let (mut reader, mut writer) = (stream.reader, stream.writer);

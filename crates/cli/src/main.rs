@@ -11,22 +11,14 @@ use crate::args::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Run(_)) {
-        "info"
-    } else {
-        "warn"
-    };
+    let default_level = if matches!(cli.command, Command::Run(_)) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TUNNEL_LOG")
-                .unwrap_or_else(|_| default_level.into()),
+            tracing_subscriber::EnvFilter::try_from_env("TUNNEL_LOG").unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => exit_with(&anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
@@ -38,14 +30,27 @@ fn main() {
 
 fn exit_with(e: &anyhow::Error) -> ! {
     // A closed pipe (`tunnel peers | head`) is not a failure.
-    if e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    }) {
+    if e.chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    {
         std::process::exit(0);
     }
-    eprintln!("tunnel: {e:#}");
+    eprintln!("tunnel: {}", one_line(e));
     std::process::exit(1);
+}
+
+/// The error and its causes on one line, each cause once: library errors often name their
+/// cause in their own message already.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
@@ -56,10 +61,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Id => query::id(global).await,
         Command::Ping(args) => query::ping(global, args).await,
         Command::Token => {
-            println!(
-                "{}",
-                tunnel_proto::room::generate_token(&mut rand::rngs::OsRng)
-            );
+            println!("{}", tunnel_proto::room::generate_token(&mut rand::rngs::OsRng));
             Ok(0)
         }
         Command::Demo => demo::run().await,

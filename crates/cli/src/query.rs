@@ -8,10 +8,7 @@ use crate::args::{Global, PeersArgs, PingArgs};
 
 async fn client(global: &Global) -> anyhow::Result<(ControlClient, Settings)> {
     let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
-    Ok((
-        ControlClient::connect(&settings.socket_path()).await?,
-        settings,
-    ))
+    Ok((ControlClient::connect(&settings.socket_path()).await?, settings))
 }
 
 fn unexpected(resp: ControlResponse) -> anyhow::Error {
@@ -48,18 +45,10 @@ fn print_table(peers: &[PeerInfo]) {
                 .collect::<Vec<_>>()
                 .join(" ");
             [
-                if p.name.is_empty() {
-                    "?".into()
-                } else {
-                    p.name.clone()
-                },
+                if p.name.is_empty() { "?".into() } else { p.name.clone() },
                 p.short_id.clone(),
                 p.tags.join(","),
-                if os.is_empty() {
-                    p.os.family.clone()
-                } else {
-                    os
-                },
+                if os.is_empty() { p.os.family.clone() } else { os },
                 p.version.clone(),
                 p.path.clone(),
                 match (&p.rtt_ms, &p.error) {
@@ -78,11 +67,7 @@ fn print_table(peers: &[PeerInfo]) {
         }
     }
     for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", line.join("  ").trim_end());
     }
 }
@@ -109,19 +94,10 @@ pub(crate) async fn ping(global: Global, args: PingArgs) -> anyhow::Result<i32> 
     let mut ok = 0;
     let mut last_err = None;
     for _ in 0..args.count {
-        match client
-            .request(&ControlRequest::Ping {
-                target: args.peer.clone(),
-            })
-            .await?
-        {
+        match client.request(&ControlRequest::Ping { target: args.peer.clone() }).await? {
             ControlResponse::Pong { name, id, rtt_us } => {
                 ok += 1;
-                println!(
-                    "reply from {name} ({}): time={:.3} ms",
-                    &id[..8],
-                    rtt_us as f64 / 1000.0
-                );
+                println!("reply from {name} ({}): time={:.3} ms", &id[..8], rtt_us as f64 / 1000.0);
             }
             ControlResponse::Error(e) => {
                 eprintln!("tunnel: {e}");

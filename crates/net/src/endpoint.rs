@@ -59,10 +59,7 @@ pub enum NetEvent {
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream")
-            .field("peer", &self.peer)
-            .field("kind", &self.kind)
-            .finish_non_exhaustive()
+        f.debug_struct("Stream").field("peer", &self.peer).field("kind", &self.kind).finish_non_exhaustive()
     }
 }
 
@@ -90,9 +87,7 @@ impl Drop for Inner {
 impl Endpoint {
     /// Connects to the relay and joins the room. Returns once the first connection succeeded,
     /// or with the error of the first attempt (bad URL, unreachable, refused, ...).
-    pub async fn start(
-        config: EndpointConfig,
-    ) -> Result<(Self, mpsc::Receiver<NetEvent>), ConnectError> {
+    pub async fn start(config: EndpointConfig) -> Result<(Self, mpsc::Receiver<NetEvent>), ConnectError> {
         relay_client::check_url(&config.relay_url)?;
         let id = config.secret.public();
         let mut hello = config.hello;
@@ -109,23 +104,14 @@ impl Endpoint {
             secret: config.secret.clone(),
         };
         let shared = Arc::new(PeerShared {
-            keys: Keys {
-                secret: config.secret,
-                id,
-                psk: Zeroizing::new(*config.room.psk),
-            },
+            keys: Keys { secret: config.secret, id, psk: Zeroizing::new(*config.room.psk) },
             hello: hello_rx,
             relay_out: relay_out_tx,
             events: events_tx,
         });
         let peers = Arc::new(Mutex::new(HashMap::new()));
         let (first_tx, first_rx) = oneshot::channel();
-        let relay_task = tokio::spawn(relay_client::run(
-            target,
-            relay_out_rx,
-            relay_ev_tx,
-            cancel.clone(),
-        ));
+        let relay_task = tokio::spawn(relay_client::run(target, relay_out_rx, relay_ev_tx, cancel.clone()));
         let router = Router {
             shared,
             table: peers.clone(),
@@ -146,10 +132,9 @@ impl Endpoint {
         match first_rx.await {
             Ok(Ok(())) => Ok((endpoint, events_rx)),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(ConnectError::Protocol {
-                url: String::new(),
-                reason: "endpoint stopped while connecting".into(),
-            }),
+            Err(_) => {
+                Err(ConnectError::Protocol { url: String::new(), reason: "endpoint stopped while connecting".into() })
+            }
         }
     }
 
@@ -159,41 +144,23 @@ impl Endpoint {
 
     /// Peers currently in the room.
     pub fn peers(&self) -> Vec<NodeId> {
-        self.inner
-            .peers
-            .lock()
-            .expect("peers lock")
-            .keys()
-            .copied()
-            .collect()
+        self.inner.peers.lock().expect("peers lock").keys().copied().collect()
     }
 
     fn peer(&self, peer: &NodeId) -> Result<mpsc::Sender<PeerCmd>, NetError> {
-        self.inner
-            .peers
-            .lock()
-            .expect("peers lock")
-            .get(peer)
-            .cloned()
-            .ok_or_else(|| NetError::not_present(peer))
+        self.inner.peers.lock().expect("peers lock").get(peer).cloned().ok_or_else(|| NetError::not_present(peer))
     }
 
     /// Sends one message; a session is made on demand. Delivery is not confirmed: requests
     /// carry ids and time out at the layer above.
     pub async fn send(&self, peer: &NodeId, msg: PeerMessage) -> Result<(), NetError> {
-        self.peer(peer)?
-            .send(PeerCmd::Send(msg))
-            .await
-            .map_err(|_| NetError::not_present(peer))
+        self.peer(peer)?.send(PeerCmd::Send(msg)).await.map_err(|_| NetError::not_present(peer))
     }
 
     /// Opens a stream to `peer`.
     pub async fn open_stream(&self, peer: &NodeId, kind: StreamKind) -> Result<Stream, NetError> {
         let (tx, rx) = oneshot::channel();
-        self.peer(peer)?
-            .send(PeerCmd::Open { kind, reply: tx })
-            .await
-            .map_err(|_| NetError::not_present(peer))?;
+        self.peer(peer)?.send(PeerCmd::Open { kind, reply: tx }).await.map_err(|_| NetError::not_present(peer))?;
         rx.await.map_err(|_| NetError::not_present(peer))
     }
 
@@ -217,11 +184,7 @@ struct Router {
 }
 
 impl Router {
-    async fn run(
-        mut self,
-        mut relay: mpsc::Receiver<RelayEvent>,
-        first: oneshot::Sender<Result<(), ConnectError>>,
-    ) {
+    async fn run(mut self, mut relay: mpsc::Receiver<RelayEvent>, first: oneshot::Sender<Result<(), ConnectError>>) {
         let mut first = Some(first);
         loop {
             tokio::select! {
@@ -247,27 +210,15 @@ impl Router {
         let _ = self.shared.events.send(ev).await;
     }
 
-    async fn on_event(
-        &mut self,
-        ev: RelayEvent,
-        first: &mut Option<oneshot::Sender<Result<(), ConnectError>>>,
-    ) {
+    async fn on_event(&mut self, ev: RelayEvent, first: &mut Option<oneshot::Sender<Result<(), ConnectError>>>) {
         match ev {
-            RelayEvent::Connected {
-                peers,
-                observed_addr,
-            } => {
+            RelayEvent::Connected { peers, observed_addr } => {
                 if let Some(f) = first.take() {
                     let _ = f.send(Ok(()));
                 }
                 self.emit(NetEvent::RelayConnected { observed_addr }).await;
                 let now: HashSet<NodeId> = peers.into_iter().collect();
-                let gone: Vec<NodeId> = self
-                    .actors
-                    .keys()
-                    .filter(|id| !now.contains(id))
-                    .copied()
-                    .collect();
+                let gone: Vec<NodeId> = self.actors.keys().filter(|id| !now.contains(id)).copied().collect();
                 for id in gone {
                     self.remove(id).await;
                 }
@@ -280,9 +231,7 @@ impl Router {
                     }
                 }
             }
-            RelayEvent::Disconnected { reason } => {
-                self.emit(NetEvent::RelayDisconnected { reason }).await
-            }
+            RelayEvent::Disconnected { reason } => self.emit(NetEvent::RelayDisconnected { reason }).await,
             RelayEvent::ConnectFailed(e) => match first.take() {
                 Some(f) => {
                     let _ = f.send(Err(e));
@@ -318,10 +267,7 @@ impl Router {
             return;
         }
         let (handle, actor) = peer::start(self.shared.clone(), id, &self.cancel);
-        self.table
-            .lock()
-            .expect("peers lock")
-            .insert(id, handle.cmd.clone());
+        self.table.lock().expect("peers lock").insert(id, handle.cmd.clone());
         self.actors.insert(id, handle);
         self.tasks.spawn(actor);
         self.emit(NetEvent::PeerPresent(id)).await;

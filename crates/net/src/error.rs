@@ -11,11 +11,7 @@ pub enum ConnectError {
     #[error("relay {url} refused the access token (HTTP 401): check --access-token / TUNNEL_ACCESS_TOKEN")]
     AccessDenied { url: String },
     #[error("relay {url} answered HTTP {status}: {body}")]
-    Http {
-        url: String,
-        status: u16,
-        body: String,
-    },
+    Http { url: String, status: u16, body: String },
     #[error("relay {url} refused to let this node join: {reason}")]
     Refused { url: String, reason: String },
     #[error("relay {url} broke the protocol: {reason}")]
@@ -27,10 +23,7 @@ pub enum ConnectError {
 impl ConnectError {
     /// Errors that retrying will not fix without a change of configuration.
     pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            Self::BadUrl { .. } | Self::AccessDenied { .. } | Self::Refused { .. }
-        )
+        matches!(self, Self::BadUrl { .. } | Self::AccessDenied { .. } | Self::Refused { .. })
     }
 }
 

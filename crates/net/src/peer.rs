@@ -26,6 +26,10 @@ const OUTBOX_MESSAGES: usize = 1024;
 const OUTBOX_BYTES: usize = 8 * 1024 * 1024;
 const RESEND_FIRST: Duration = Duration::from_millis(20);
 const RESEND_MAX: Duration = Duration::from_secs(1);
+/// With data unacknowledged and no ack for this long, resend it: frames can vanish without a
+/// `Dropped` (a relay reconnect, a hostile relay).
+const RTO_FIRST: Duration = Duration::from_millis(400);
+const RTO_MAX: Duration = Duration::from_secs(5);
 
 /// What every peer actor of one endpoint shares.
 pub(crate) struct PeerShared {
@@ -49,10 +53,7 @@ pub(crate) enum PeerInput {
 /// From the endpoint.
 pub(crate) enum PeerCmd {
     Send(PeerMessage),
-    Open {
-        kind: StreamKind,
-        reply: oneshot::Sender<Stream>,
-    },
+    Open { kind: StreamKind, reply: oneshot::Sender<Stream> },
 }
 
 pub(crate) struct PeerHandle {
@@ -78,21 +79,16 @@ pub(crate) fn start(
         shared,
         peer,
         sessions: Sessions::new(peer),
-        ports: StreamPorts {
-            data: data_tx,
-            ctl: ctl_tx,
-        },
+        ports: StreamPorts { data: data_tx, ctl: ctl_tx },
         outbox: VecDeque::new(),
         outbox_bytes: 0,
         resend_at: None,
         resend_backoff: RESEND_FIRST,
+        last_ack: Instant::now(),
+        rto: RTO_FIRST,
         peer_instance: None,
     };
-    let handle = PeerHandle {
-        input: input_tx,
-        cmd: cmd_tx,
-        _stop: stop.clone().drop_guard(),
-    };
+    let handle = PeerHandle { input: input_tx, cmd: cmd_tx, _stop: stop.clone().drop_guard() };
     (handle, actor.run(input, cmd, data, ctl, stop))
 }
 
@@ -106,6 +102,9 @@ struct PeerActor {
     outbox_bytes: usize,
     resend_at: Option<Instant>,
     resend_backoff: Duration,
+    /// When the peer last acknowledged stream data, and the current retransmission timeout.
+    last_ack: Instant,
+    rto: Duration,
     peer_instance: Option<u64>,
 }
 
@@ -138,11 +137,8 @@ impl PeerActor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let s = self.sessions.next_deadline().map(Instant::from_std);
-        match (s, self.resend_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let rto = self.streams.has_unacked().then(|| self.last_ack + self.rto);
+        [self.sessions.next_deadline().map(Instant::from_std), self.resend_at, rto].into_iter().flatten().min()
     }
 
     async fn on_input(&mut self, input: PeerInput) {
@@ -154,10 +150,9 @@ impl PeerActor {
                 }
                 self.resend_backoff = (self.resend_backoff * 2).min(RESEND_MAX);
             }
-            PeerInput::Rejoined => {
-                self.sessions.reset();
-                self.resend_at = Some(Instant::now());
-            }
+            // The peer's relay connection was replaced; if it lost its state too, our next
+            // packet is rejected as an unknown session and we recover from that.
+            PeerInput::Rejoined => self.resend_at = Some(Instant::now()),
             PeerInput::Reconnected => self.resend_at = Some(Instant::now()),
         }
     }
@@ -168,6 +163,16 @@ impl PeerActor {
             Incoming::Ignored => {}
             Incoming::Reply(pkt) => self.send_packet(pkt).await,
             Incoming::Established => self.on_new_session().await,
+            Incoming::PeerLostSession { handshake, usable } => {
+                debug!(peer = %self.peer.short(), "peer lost our session; starting over");
+                self.streams.fail_all("the peer lost its session with this node (it left and rejoined the room)");
+                if let Some(packet) = handshake {
+                    self.send_packet(packet).await;
+                }
+                if usable {
+                    self.on_new_session().await;
+                }
+            }
             Incoming::Plain { bytes, new_session } => {
                 if new_session {
                     self.on_new_session().await;
@@ -194,36 +199,22 @@ impl PeerActor {
 
     async fn on_message(&mut self, msg: PeerMessage) {
         let to_send = match msg {
-            PeerMessage::Open {
-                stream,
-                kind,
-                window,
-            } => {
+            PeerMessage::Open { stream, kind, window } => {
                 let (accepted, replies) = self.streams.on_open(stream, kind, window, &self.ports);
                 if let Some(stream) = accepted {
                     let _ = self.shared.events.send(NetEvent::Stream(stream)).await;
                 }
                 replies
             }
-            PeerMessage::Data {
-                stream,
-                offset,
-                bytes,
-            } => self.streams.on_data(stream, offset, bytes.0),
-            PeerMessage::Credit {
-                stream,
-                max_offset,
-                received,
-            } => {
+            PeerMessage::Data { stream, offset, bytes } => self.streams.on_data(stream, offset, bytes.0),
+            PeerMessage::Credit { stream, max_offset, received } => {
                 self.streams.on_credit(stream, max_offset, received);
                 self.resend_backoff = RESEND_FIRST;
+                self.last_ack = Instant::now();
+                self.rto = RTO_FIRST;
                 vec![]
             }
-            PeerMessage::Close {
-                stream,
-                final_offset,
-                error,
-            } => self.streams.on_close(stream, final_offset, error),
+            PeerMessage::Close { stream, final_offset, error } => self.streams.on_close(stream, final_offset, error),
             PeerMessage::Hello(hello) => {
                 if self.peer_instance.is_some_and(|i| i != hello.instance) {
                     debug!(peer = %self.peer.short(), "peer restarted; its streams are gone");
@@ -233,22 +224,12 @@ impl PeerActor {
                 let _ = self
                     .shared
                     .events
-                    .send(NetEvent::Message {
-                        from: self.peer,
-                        msg: PeerMessage::Hello(hello),
-                    })
+                    .send(NetEvent::Message { from: self.peer, msg: PeerMessage::Hello(hello) })
                     .await;
                 vec![]
             }
             other => {
-                let _ = self
-                    .shared
-                    .events
-                    .send(NetEvent::Message {
-                        from: self.peer,
-                        msg: other,
-                    })
-                    .await;
+                let _ = self.shared.events.send(NetEvent::Message { from: self.peer, msg: other }).await;
                 vec![]
             }
         };
@@ -261,6 +242,7 @@ impl PeerActor {
         match cmd {
             PeerCmd::Send(msg) => self.send(&msg).await,
             PeerCmd::Open { kind, reply } => {
+                self.restart_rto_if_idle();
                 let (stream, open) = self.streams.open(kind, &self.ports);
                 let _ = reply.send(stream);
                 self.send(&open).await;
@@ -269,29 +251,17 @@ impl PeerActor {
     }
 
     async fn on_stream_cmd(&mut self, cmd: StreamCmd) {
+        self.restart_rto_if_idle();
         let msgs = match cmd {
-            StreamCmd::Data {
-                stream,
-                offset,
-                bytes,
-            } => self
-                .streams
-                .local_data(stream, offset, bytes)
-                .into_iter()
-                .collect(),
-            StreamCmd::Finish {
-                stream,
-                final_offset,
-            } => self
-                .streams
-                .local_finish(stream, final_offset)
-                .into_iter()
-                .collect(),
-            StreamCmd::Consumed { stream, max_offset } => self
-                .streams
-                .local_consumed(stream, max_offset)
-                .into_iter()
-                .collect(),
+            StreamCmd::Data { stream, offset, bytes } => {
+                self.streams.local_data(stream, offset, bytes).into_iter().collect()
+            }
+            StreamCmd::Finish { stream, final_offset } => {
+                self.streams.local_finish(stream, final_offset).into_iter().collect()
+            }
+            StreamCmd::Consumed { stream, max_offset } => {
+                self.streams.local_consumed(stream, max_offset).into_iter().collect()
+            }
             StreamCmd::Reset { stream, reason } => self.streams.local_reset(stream, reason),
         };
         for m in msgs {
@@ -299,9 +269,23 @@ impl PeerActor {
         }
     }
 
+    /// The retransmission clock runs from the first unacknowledged send, not from an ack
+    /// long ago.
+    fn restart_rto_if_idle(&mut self) {
+        if !self.streams.has_unacked() {
+            self.last_ack = Instant::now();
+            self.rto = RTO_FIRST;
+        }
+    }
+
     async fn on_timer(&mut self) {
         let now = Instant::now();
-        if self.resend_at.is_some_and(|t| t <= now) {
+        let timed_out = self.streams.has_unacked() && now >= self.last_ack + self.rto;
+        if timed_out || self.resend_at.is_some_and(|t| t <= now) {
+            if timed_out {
+                self.last_ack = now;
+                self.rto = (self.rto * 2).min(RTO_MAX);
+            }
             self.resend_at = None;
             for m in self.streams.resend() {
                 self.send(&m).await;
@@ -315,14 +299,7 @@ impl PeerActor {
                 self.outbox.clear();
                 self.outbox_bytes = 0;
                 self.streams.fail_all(&reason);
-                let _ = self
-                    .shared
-                    .events
-                    .send(NetEvent::LinkFailed {
-                        peer: self.peer,
-                        reason,
-                    })
-                    .await;
+                let _ = self.shared.events.send(NetEvent::LinkFailed { peer: self.peer, reason }).await;
             }
         }
     }
@@ -348,20 +325,13 @@ impl PeerActor {
             self.outbox_bytes += plain.len();
             self.outbox.push_back(plain);
         }
-        if let Some(pkt) = self
-            .sessions
-            .ensure_handshake(&self.shared.keys, std::time::Instant::now())
-        {
+        if let Some(pkt) = self.sessions.ensure_handshake(&self.shared.keys, std::time::Instant::now()) {
             self.send_packet(pkt).await;
         }
     }
 
     async fn send_packet(&mut self, packet: Vec<u8>) {
-        let frame = RelayFrame::Send {
-            to: self.peer,
-            payload: packet,
-        }
-        .encode();
+        let frame = RelayFrame::Send { to: self.peer, payload: packet }.encode();
         let _ = self.shared.relay_out.send(frame).await;
     }
 }

@@ -64,10 +64,7 @@ pub(crate) enum RelayEvent {
 
 /// Checks a relay URL before any connection is tried.
 pub(crate) fn check_url(url: &str) -> Result<(), ConnectError> {
-    let bad = |reason: &str| ConnectError::BadUrl {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let bad = |reason: &str| ConnectError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
     let rest = if let Some(rest) = url.strip_prefix("ws://") {
         rest
     } else if url.starts_with("wss://") {
@@ -100,14 +97,7 @@ pub(crate) async fn run(
             Ok((ws, peers, observed_addr)) => {
                 attempt = 0;
                 info!(url = %target.url, peers = peers.len(), "connected to relay");
-                if events
-                    .send(RelayEvent::Connected {
-                        peers,
-                        observed_addr,
-                    })
-                    .await
-                    .is_err()
-                {
+                if events.send(RelayEvent::Connected { peers, observed_addr }).await.is_err() {
                     return;
                 }
                 let end = pump(ws, &mut outgoing, &events, &cancel).await;
@@ -119,13 +109,7 @@ pub(crate) async fn run(
                     _ => backoff::delay(0),
                 };
                 warn!(reason = %end, "relay connection lost; reconnecting");
-                if events
-                    .send(RelayEvent::Disconnected {
-                        reason: end.to_string(),
-                    })
-                    .await
-                    .is_err()
-                {
+                if events.send(RelayEvent::Disconnected { reason: end.to_string() }).await.is_err() {
                     return;
                 }
                 wait
@@ -155,10 +139,7 @@ async fn connect(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String), Conn
     let secs = CONNECT_TIMEOUT.as_secs();
     timeout(CONNECT_TIMEOUT, connect_inner(target))
         .await
-        .map_err(|_| ConnectError::Timeout {
-            url: url.clone(),
-            secs,
-        })?
+        .map_err(|_| ConnectError::Timeout { url: url.clone(), secs })?
 }
 
 async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String), ConnectError> {
@@ -166,20 +147,12 @@ async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String)
     let mut request = url
         .as_str()
         .into_client_request()
-        .map_err(|e| ConnectError::BadUrl {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
+        .map_err(|e| ConnectError::BadUrl { url: url.clone(), reason: e.to_string() })?;
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
     if let Some(token) = &target.access_token {
-        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            ConnectError::BadUrl {
-                url: url.clone(),
-                reason: "access token has characters not allowed in a header".into(),
-            }
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ConnectError::BadUrl {
+            url: url.clone(),
+            reason: "access token has characters not allowed in a header".into(),
         })?;
         request.headers_mut().insert("Authorization", value);
     }
@@ -189,9 +162,8 @@ async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String)
         write_buffer_size: 0,
         ..Default::default()
     };
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-        .await
-        .map_err(|e| match e {
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await.map_err(|e| match e {
             tungstenite::Error::Http(resp) if resp.status().as_u16() == 401 => {
                 ConnectError::AccessDenied { url: url.clone() }
             }
@@ -201,56 +173,24 @@ async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String)
                 body: resp
                     .body()
                     .as_deref()
-                    .map(|b| {
-                        String::from_utf8_lossy(b)
-                            .trim()
-                            .chars()
-                            .take(200)
-                            .collect()
-                    })
+                    .map(|b| String::from_utf8_lossy(b).trim().chars().take(200).collect())
                     .unwrap_or_default(),
             },
-            tungstenite::Error::Url(e) => ConnectError::BadUrl {
-                url: url.clone(),
-                reason: e.to_string(),
-            },
-            other => ConnectError::Unreachable {
-                url: url.clone(),
-                reason: other.to_string(),
-            },
+            tungstenite::Error::Url(e) => ConnectError::BadUrl { url: url.clone(), reason: e.to_string() },
+            other => ConnectError::Unreachable { url: url.clone(), reason: other.to_string() },
         })?;
-    let protocol = |reason: String| ConnectError::Protocol {
-        url: url.clone(),
-        reason,
-    };
+    let protocol = |reason: String| ConnectError::Protocol { url: url.clone(), reason };
     let (nonce, relay_key) = match next_frame(&mut ws).await.map_err(protocol)? {
         RelayFrame::Challenge { nonce, relay_key } => (nonce, relay_key),
-        other => {
-            return Err(protocol(format!(
-                "expected Challenge, got {}",
-                other.name()
-            )))
-        }
+        other => return Err(protocol(format!("expected Challenge, got {}", other.name()))),
     };
-    let proof = join::prove(&target.secret, &nonce, &relay_key, &target.room_id)
-        .map_err(|e| protocol(e.to_string()))?;
-    let join = RelayFrame::Join {
-        room_id: target.room_id,
-        node_id: target.secret.public(),
-        proof,
-    };
-    ws.send(Message::Binary(join.encode()))
-        .await
-        .map_err(|e| protocol(e.to_string()))?;
+    let proof =
+        join::prove(&target.secret, &nonce, &relay_key, &target.room_id).map_err(|e| protocol(e.to_string()))?;
+    let join = RelayFrame::Join { room_id: target.room_id, node_id: target.secret.public(), proof };
+    ws.send(Message::Binary(join.encode())).await.map_err(|e| protocol(e.to_string()))?;
     match next_frame(&mut ws).await.map_err(protocol)? {
-        RelayFrame::Welcome {
-            peers,
-            observed_addr,
-        } => Ok((ws, peers, observed_addr)),
-        RelayFrame::Error { code, text } => Err(ConnectError::Refused {
-            url,
-            reason: format!("{text} ({code:?})"),
-        }),
+        RelayFrame::Welcome { peers, observed_addr } => Ok((ws, peers, observed_addr)),
+        RelayFrame::Error { code, text } => Err(ConnectError::Refused { url, reason: format!("{text} ({code:?})") }),
         other => Err(protocol(format!("expected Welcome, got {}", other.name()))),
     }
 }
@@ -258,9 +198,7 @@ async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String)
 async fn next_frame(ws: &mut Ws) -> Result<RelayFrame, String> {
     loop {
         match ws.next().await {
-            Some(Ok(Message::Binary(b))) => {
-                return RelayFrame::decode(&b).map_err(|e| e.to_string())
-            }
+            Some(Ok(Message::Binary(b))) => return RelayFrame::decode(&b).map_err(|e| e.to_string()),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(other)) => return Err(format!("unexpected WebSocket message {other:?}")),
             Some(Err(e)) => return Err(e.to_string()),
@@ -282,11 +220,7 @@ impl std::fmt::Display for End {
                 write!(f, "relay restarting (reconnect in {} ms)", d.as_millis())
             }
             Self::Closed(why) => f.write_str(why),
-            Self::Dead => write!(
-                f,
-                "no traffic from the relay for {} s",
-                DEAD_AFTER.as_secs()
-            ),
+            Self::Dead => write!(f, "no traffic from the relay for {} s", DEAD_AFTER.as_secs()),
         }
     }
 }
@@ -310,9 +244,7 @@ async fn pump(
             let bytes = match msg {
                 Some(Ok(Message::Binary(b))) => b,
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Close(_))) | None => {
-                    return End::Closed("relay closed the connection".into())
-                }
+                Some(Ok(Message::Close(_))) | None => return End::Closed("relay closed the connection".into()),
                 Some(Ok(_)) => return End::Closed("relay sent a text frame".into()),
                 Some(Err(e)) => return End::Closed(e.to_string()),
             };
@@ -323,9 +255,7 @@ async fn pump(
                 Ok(RelayFrame::Dropped { to }) => RelayEvent::Dropped { to },
                 Ok(RelayFrame::Pong { .. } | RelayFrame::Ping { .. }) => continue,
                 Ok(RelayFrame::Restarting { reconnect_in_ms }) => {
-                    return End::Restarting(Duration::from_millis(
-                        u64::from(reconnect_in_ms).min(30_000),
-                    ));
+                    return End::Restarting(Duration::from_millis(u64::from(reconnect_in_ms).min(30_000)));
                 }
                 Ok(RelayFrame::Error { code, text }) => {
                     if code == ErrorCode::Replaced {
@@ -333,9 +263,7 @@ async fn pump(
                     }
                     return End::Closed(format!("relay error {code:?}: {text}"));
                 }
-                Ok(other) => {
-                    return End::Closed(format!("unexpected {} frame from the relay", other.name()))
-                }
+                Ok(other) => return End::Closed(format!("unexpected {} frame from the relay", other.name())),
                 Err(e) => return End::Closed(format!("bad frame from the relay: {e}")),
             };
             if events.send(event).await.is_err() {
@@ -382,12 +310,9 @@ mod tests {
     #[test]
     fn urls_are_checked_with_clear_reasons() {
         assert!(check_url("ws://127.0.0.1:8080").is_ok());
-        for (url, needle) in [
-            ("http://x", "ws://"),
-            ("wss://relay.example", "wss://"),
-            ("ws://", "no host"),
-            ("relay:8080", "ws://"),
-        ] {
+        for (url, needle) in
+            [("http://x", "ws://"), ("wss://relay.example", "wss://"), ("ws://", "no host"), ("relay:8080", "ws://")]
+        {
             let err = check_url(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
         }

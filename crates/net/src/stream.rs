@@ -27,23 +27,10 @@ const RECENT_RESETS: usize = 64;
 /// Sent by stream handles to their peer actor.
 #[derive(Debug)]
 pub(crate) enum StreamCmd {
-    Data {
-        stream: u64,
-        offset: u64,
-        bytes: Bytes,
-    },
-    Finish {
-        stream: u64,
-        final_offset: u64,
-    },
-    Reset {
-        stream: u64,
-        reason: String,
-    },
-    Consumed {
-        stream: u64,
-        max_offset: u64,
-    },
+    Data { stream: u64, offset: u64, bytes: Bytes },
+    Finish { stream: u64, final_offset: u64 },
+    Reset { stream: u64, reason: String },
+    Consumed { stream: u64, max_offset: u64 },
 }
 
 enum Chunk {
@@ -87,10 +74,7 @@ impl StreamReader {
                 self.consumed += bytes.len() as u64;
                 if self.granted - self.consumed <= WINDOW / 2 {
                     self.granted = self.consumed + WINDOW;
-                    let _ = self.ctl.send(StreamCmd::Consumed {
-                        stream: self.id,
-                        max_offset: self.granted,
-                    });
+                    let _ = self.ctl.send(StreamCmd::Consumed { stream: self.id, max_offset: self.granted });
                 }
                 Ok(Some(bytes))
             }
@@ -114,9 +98,7 @@ impl StreamReader {
         let mut out = Vec::new();
         while let Some(chunk) = self.read().await? {
             if out.len() + chunk.len() > limit {
-                return Err(StreamError::Lost(format!(
-                    "stream longer than the {limit}-byte limit"
-                )));
+                return Err(StreamError::Lost(format!("stream longer than the {limit}-byte limit")));
             }
             out.extend_from_slice(&chunk);
         }
@@ -127,10 +109,7 @@ impl StreamReader {
 impl Drop for StreamReader {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.ctl.send(StreamCmd::Reset {
-                stream: self.id,
-                reason: "receiver closed the stream".into(),
-            });
+            let _ = self.ctl.send(StreamCmd::Reset { stream: self.id, reason: "receiver closed the stream".into() });
         }
     }
 }
@@ -151,15 +130,9 @@ impl StreamWriter {
     pub async fn write_all(&mut self, mut data: &[u8]) -> Result<(), StreamError> {
         while !data.is_empty() {
             let allowed = self.wait_credit().await?;
-            let n = data
-                .len()
-                .min(MAX_CHUNK)
-                .min(usize::try_from(allowed).unwrap_or(usize::MAX));
-            let cmd = StreamCmd::Data {
-                stream: self.id,
-                offset: self.offset,
-                bytes: Bytes::copy_from_slice(&data[..n]),
-            };
+            let n = data.len().min(MAX_CHUNK).min(usize::try_from(allowed).unwrap_or(usize::MAX));
+            let cmd =
+                StreamCmd::Data { stream: self.id, offset: self.offset, bytes: Bytes::copy_from_slice(&data[..n]) };
             self.data.send(cmd).await.map_err(|_| StreamError::Closed)?;
             self.offset += n as u64;
             data = &data[n..];
@@ -178,10 +151,7 @@ impl StreamWriter {
                     return Ok(credit.max - self.offset);
                 }
             }
-            self.credit
-                .changed()
-                .await
-                .map_err(|_| StreamError::Closed)?;
+            self.credit.changed().await.map_err(|_| StreamError::Closed)?;
         }
     }
 
@@ -191,20 +161,14 @@ impl StreamWriter {
         if let Some(e) = &self.credit.borrow().failed {
             return Err(e.clone());
         }
-        let cmd = StreamCmd::Finish {
-            stream: self.id,
-            final_offset: self.offset,
-        };
+        let cmd = StreamCmd::Finish { stream: self.id, final_offset: self.offset };
         self.data.send(cmd).await.map_err(|_| StreamError::Closed)
     }
 
     /// Abandons the stream; the peer's reader gets `reason`.
     pub fn reset(mut self, reason: &str) {
         self.finished = true;
-        let _ = self.ctl.send(StreamCmd::Reset {
-            stream: self.id,
-            reason: reason.to_owned(),
-        });
+        let _ = self.ctl.send(StreamCmd::Reset { stream: self.id, reason: reason.to_owned() });
     }
 }
 
@@ -216,15 +180,9 @@ impl Drop for StreamWriter {
         // A writer that never wrote cannot truncate anything: end its direction cleanly, so
         // one-way streams need no ceremony. One dropped mid-way must not look complete.
         let cmd = if self.offset == 0 {
-            StreamCmd::Finish {
-                stream: self.id,
-                final_offset: 0,
-            }
+            StreamCmd::Finish { stream: self.id, final_offset: 0 }
         } else {
-            StreamCmd::Reset {
-                stream: self.id,
-                reason: "sender dropped the stream before finishing".into(),
-            }
+            StreamCmd::Reset { stream: self.id, reason: "sender dropped the stream before finishing".into() }
         };
         let _ = self.ctl.send(cmd);
     }
@@ -284,10 +242,7 @@ impl StreamTable {
         open_unacked: bool,
     ) -> Stream {
         let (in_tx, rx) = mpsc::unbounded_channel();
-        let (credit, credit_rx) = watch::channel(Credit {
-            max: out_credit,
-            failed: None,
-        });
+        let (credit, credit_rx) = watch::channel(Credit { max: out_credit, failed: None });
         let slot = Slot {
             in_tx,
             in_expected: 0,
@@ -304,14 +259,7 @@ impl StreamTable {
         Stream {
             peer: self.peer,
             kind,
-            reader: StreamReader {
-                id,
-                rx,
-                consumed: 0,
-                granted: WINDOW,
-                ctl: ports.ctl.clone(),
-                done: false,
-            },
+            reader: StreamReader { id, rx, consumed: 0, granted: WINDOW, ctl: ports.ctl.clone(), done: false },
             writer: StreamWriter {
                 id,
                 offset: 0,
@@ -327,11 +275,7 @@ impl StreamTable {
     pub(crate) fn open(&mut self, kind: StreamKind, ports: &StreamPorts) -> (Stream, PeerMessage) {
         let id = self.next_local;
         self.next_local += 2;
-        let msg = PeerMessage::Open {
-            stream: id,
-            kind: kind.clone(),
-            window: WINDOW,
-        };
+        let msg = PeerMessage::Open { stream: id, kind: kind.clone(), window: WINDOW };
         (self.new_slot(id, kind, 0, ports, true), msg)
     }
 
@@ -354,11 +298,7 @@ impl StreamTable {
             // A resent Open: our Credit was probably lost; send it again.
             return (
                 None,
-                vec![PeerMessage::Credit {
-                    stream: id,
-                    max_offset: slot.in_granted,
-                    received: slot.in_expected,
-                }],
+                vec![PeerMessage::Credit { stream: id, max_offset: slot.in_granted, received: slot.in_expected }],
             );
         }
         if id <= self.highest_remote {
@@ -366,14 +306,7 @@ impl StreamTable {
         }
         self.highest_remote = id;
         let stream = self.new_slot(id, kind, window, ports, false);
-        (
-            Some(stream),
-            vec![PeerMessage::Credit {
-                stream: id,
-                max_offset: WINDOW,
-                received: 0,
-            }],
-        )
+        (Some(stream), vec![PeerMessage::Credit { stream: id, max_offset: WINDOW, received: 0 }])
     }
 
     pub(crate) fn on_data(&mut self, id: u64, offset: u64, bytes: Vec<u8>) -> Vec<PeerMessage> {
@@ -385,26 +318,23 @@ impl StreamTable {
         }
         let end = offset + bytes.len() as u64;
         if end > slot.in_granted {
-            return self.fail(
-                id,
-                StreamError::Reset("peer sent past its flow-control window".into()),
-                true,
-            );
+            return self.fail(id, StreamError::Reset("peer sent past its flow-control window".into()), true);
         }
-        if offset > slot.in_expected || end <= slot.in_expected {
-            // A gap (the resend will fill it) or a duplicate.
+        if offset > slot.in_expected {
+            // A gap: the resend will fill it.
             return vec![];
+        }
+        if end <= slot.in_expected {
+            // A duplicate: the sender resent because it heard no ack; say what arrived so it
+            // stops resending.
+            return vec![PeerMessage::Credit { stream: id, max_offset: slot.in_granted, received: slot.in_expected }];
         }
         let skip = (slot.in_expected - offset) as usize;
         let mut bytes = bytes;
         bytes.drain(..skip);
         slot.in_expected = end;
         if slot.in_tx.send(Chunk::Data(Bytes::from(bytes))).is_err() {
-            return self.fail(
-                id,
-                StreamError::Reset("receiver closed the stream".into()),
-                true,
-            );
+            return self.fail(id, StreamError::Reset("receiver closed the stream".into()), true);
         }
         vec![]
     }
@@ -421,11 +351,7 @@ impl StreamTable {
         });
         if received > slot.out_acked {
             slot.out_acked = received;
-            while slot
-                .unacked
-                .front()
-                .is_some_and(|(off, b)| off + b.len() as u64 <= received)
-            {
+            while slot.unacked.front().is_some_and(|(off, b)| off + b.len() as u64 <= received) {
                 slot.unacked.pop_front();
             }
         }
@@ -435,12 +361,7 @@ impl StreamTable {
         self.remove_if_done(id);
     }
 
-    pub(crate) fn on_close(
-        &mut self,
-        id: u64,
-        final_offset: u64,
-        error: Option<String>,
-    ) -> Vec<PeerMessage> {
+    pub(crate) fn on_close(&mut self, id: u64, final_offset: u64, error: Option<String>) -> Vec<PeerMessage> {
         if let Some(reason) = error {
             return self.fail(id, StreamError::Reset(reason), false);
         }
@@ -453,11 +374,7 @@ impl StreamTable {
         }
         slot.in_done = true;
         let _ = slot.in_tx.send(Chunk::Fin);
-        let ack = PeerMessage::Credit {
-            stream: id,
-            max_offset: slot.in_granted,
-            received: final_offset,
-        };
+        let ack = PeerMessage::Credit { stream: id, max_offset: slot.in_granted, received: final_offset };
         self.remove_if_done(id);
         vec![ack]
     }
@@ -469,31 +386,19 @@ impl StreamTable {
             return None;
         }
         slot.unacked.push_back((offset, bytes.clone()));
-        Some(PeerMessage::Data {
-            stream: id,
-            offset,
-            bytes: ByteBuf(bytes.to_vec()),
-        })
+        Some(PeerMessage::Data { stream: id, offset, bytes: ByteBuf(bytes.to_vec()) })
     }
 
     pub(crate) fn local_finish(&mut self, id: u64, final_offset: u64) -> Option<PeerMessage> {
         let slot = self.slots.get_mut(&id)?;
         slot.out_fin = Some(final_offset);
-        Some(PeerMessage::Close {
-            stream: id,
-            final_offset,
-            error: None,
-        })
+        Some(PeerMessage::Close { stream: id, final_offset, error: None })
     }
 
     pub(crate) fn local_consumed(&mut self, id: u64, max_offset: u64) -> Option<PeerMessage> {
         let slot = self.slots.get_mut(&id)?;
         slot.in_granted = slot.in_granted.max(max_offset);
-        Some(PeerMessage::Credit {
-            stream: id,
-            max_offset: slot.in_granted,
-            received: slot.in_expected,
-        })
+        Some(PeerMessage::Credit { stream: id, max_offset: slot.in_granted, received: slot.in_expected })
     }
 
     /// A local reset (a handle dropped early): tells the peer.
@@ -519,11 +424,7 @@ impl StreamTable {
             self.recent_resets.pop_front();
         }
         self.recent_resets.push_back((id, reason.clone()));
-        vec![PeerMessage::Close {
-            stream: id,
-            final_offset: 0,
-            error: Some(reason),
-        }]
+        vec![PeerMessage::Close { stream: id, final_offset: 0, error: Some(reason) }]
     }
 
     /// Every stream fails with `reason` (the peer restarted or left, or our relay connection
@@ -536,45 +437,32 @@ impl StreamTable {
         self.recent_resets.clear();
     }
 
+    /// Whether any sent data or FIN waits for an acknowledgement.
+    pub(crate) fn has_unacked(&self) -> bool {
+        self.slots
+            .values()
+            .any(|s| !s.unacked.is_empty() || s.open_unacked.is_some() || (s.out_fin.is_some() && !s.out_done))
+    }
+
     /// Everything the peer may not have got: called when the relay dropped a frame to it.
     pub(crate) fn resend(&self) -> Vec<PeerMessage> {
         let mut out = Vec::new();
         for (&id, slot) in &self.slots {
             if let Some(kind) = &slot.open_unacked {
-                out.push(PeerMessage::Open {
-                    stream: id,
-                    kind: kind.clone(),
-                    window: WINDOW,
-                });
+                out.push(PeerMessage::Open { stream: id, kind: kind.clone(), window: WINDOW });
             }
             for (offset, bytes) in &slot.unacked {
-                out.push(PeerMessage::Data {
-                    stream: id,
-                    offset: *offset,
-                    bytes: ByteBuf(bytes.to_vec()),
-                });
+                out.push(PeerMessage::Data { stream: id, offset: *offset, bytes: ByteBuf(bytes.to_vec()) });
             }
             if let (Some(fin), false) = (slot.out_fin, slot.out_done) {
-                out.push(PeerMessage::Close {
-                    stream: id,
-                    final_offset: fin,
-                    error: None,
-                });
+                out.push(PeerMessage::Close { stream: id, final_offset: fin, error: None });
             }
             if !slot.in_done {
-                out.push(PeerMessage::Credit {
-                    stream: id,
-                    max_offset: slot.in_granted,
-                    received: slot.in_expected,
-                });
+                out.push(PeerMessage::Credit { stream: id, max_offset: slot.in_granted, received: slot.in_expected });
             }
         }
         for (id, reason) in &self.recent_resets {
-            out.push(PeerMessage::Close {
-                stream: *id,
-                final_offset: 0,
-                error: Some(reason.clone()),
-            });
+            out.push(PeerMessage::Close { stream: *id, final_offset: 0, error: Some(reason.clone()) });
         }
         out
     }

@@ -37,10 +37,7 @@ async fn endpoint(relay: &Relay, name: &str) -> (Endpoint, mpsc::Receiver<NetEve
     .unwrap()
 }
 
-async fn wait_for<T>(
-    rx: &mut mpsc::Receiver<NetEvent>,
-    mut f: impl FnMut(NetEvent) -> Option<T>,
-) -> T {
+async fn wait_for<T>(rx: &mut mpsc::Receiver<NetEvent>, mut f: impl FnMut(NetEvent) -> Option<T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if let Some(t) = f(rx.recv().await.expect("events open")) {
@@ -53,37 +50,19 @@ async fn wait_for<T>(
 }
 
 async fn present(rx: &mut mpsc::Receiver<NetEvent>, id: NodeId) {
-    wait_for(rx, |e| {
-        matches!(e, NetEvent::PeerPresent(p) if p == id).then_some(())
-    })
-    .await
+    wait_for(rx, |e| matches!(e, NetEvent::PeerPresent(p) if p == id).then_some(())).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_and_parallel_streams_cross_the_relay() {
-    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default())
-        .await
-        .unwrap();
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default()).await.unwrap();
     let (a, mut a_rx) = endpoint(&relay, "a").await;
     let (b, mut b_rx) = endpoint(&relay, "b").await;
     present(&mut a_rx, b.id()).await;
 
-    a.send(
-        &b.id(),
-        PeerMessage::Request {
-            id: 1,
-            op: Op::Ping {
-                payload: b"hi".to_vec().into(),
-            },
-        },
-    )
-    .await
-    .unwrap();
+    a.send(&b.id(), PeerMessage::Request { id: 1, op: Op::Ping { payload: b"hi".to_vec().into() } }).await.unwrap();
     let got = wait_for(&mut b_rx, |e| match e {
-        NetEvent::Message {
-            from,
-            msg: PeerMessage::Request { id, .. },
-        } => Some((from, id)),
+        NetEvent::Message { from, msg: PeerMessage::Request { id, .. } } => Some((from, id)),
         _ => None,
     })
     .await;
@@ -102,17 +81,12 @@ async fn message_and_parallel_streams_cross_the_relay() {
             .await,
         );
     }
-    let Stream {
-        writer: mut stalled_w,
-        ..
-    } = stalled;
+    let Stream { writer: mut stalled_w, .. } = stalled;
     let stall_task = tokio::spawn(async move {
         // Fills the window and then blocks: nobody reads the other end.
         let _ = stalled_w.write_all(&vec![1u8; 4 * 1024 * 1024]).await;
     });
-    let data: Vec<u8> = (0..20 * 1024 * 1024u32)
-        .map(|i| (i * 7 % 251) as u8)
-        .collect();
+    let data: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
     let want = Sha256::digest(&data);
     let Stream { writer: mut w, .. } = flowing;
     let send = tokio::spawn(async move {
@@ -120,15 +94,9 @@ async fn message_and_parallel_streams_cross_the_relay() {
         w.finish().await.unwrap();
     });
     let mut reader = accepted.pop().unwrap().reader;
-    let got = tokio::time::timeout(Duration::from_secs(60), reader.read_to_end(64 << 20))
-        .await
-        .unwrap()
-        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(60), reader.read_to_end(64 << 20)).await.unwrap().unwrap();
     assert_eq!(Sha256::digest(&got), want);
     send.await.unwrap();
-    assert!(
-        !stall_task.is_finished(),
-        "the stalled stream is still waiting for credit"
-    );
+    assert!(!stall_task.is_finished(), "the stalled stream is still waiting for credit");
     stall_task.abort();
 }

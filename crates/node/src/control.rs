@@ -25,31 +25,19 @@ pub enum ControlRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlResponse {
-    Id {
-        id: String,
-        name: String,
-    },
+    Id { id: String, name: String },
     Peers(Vec<PeerInfo>),
-    Pong {
-        name: String,
-        id: String,
-        rtt_us: u64,
-    },
+    Pong { name: String, id: String, rtt_us: u64 },
     Error(String),
 }
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlError {
-    #[error(
-        "no tunnel node is running here (no control socket at {path}); start one with `tunnel run`"
-    )]
+    #[error("no tunnel node is running here (no control socket at {path}); start one with `tunnel run`")]
     NotRunning { path: PathBuf },
     #[error("cannot use the control socket {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("a tunnel node is already running here (control socket {path})")]
     AlreadyRunning { path: PathBuf },
     #[error("control socket: {0}")]
@@ -63,9 +51,7 @@ async fn write_frame<T: Serialize>(stream: &mut UnixStream, value: &T) -> std::i
 }
 
 /// `Ok(None)` on a clean end of stream between frames.
-async fn read_frame<T: for<'de> Deserialize<'de>>(
-    stream: &mut UnixStream,
-) -> std::io::Result<Option<T>> {
+async fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut UnixStream) -> std::io::Result<Option<T>> {
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len).await {
         Ok(_) => {}
@@ -81,9 +67,7 @@ async fn read_frame<T: for<'de> Deserialize<'de>>(
     }
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await?;
-    postcard::from_bytes(&body)
-        .map(Some)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    postcard::from_bytes(&body).map(Some).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// A connection to the local node.
@@ -95,42 +79,21 @@ pub struct ControlClient {
 impl ControlClient {
     pub async fn connect(path: &Path) -> Result<Self, ControlError> {
         match UnixStream::connect(path).await {
-            Ok(stream) => Ok(Self {
-                stream,
-                path: path.to_owned(),
-            }),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                Err(ControlError::NotRunning {
-                    path: path.to_owned(),
-                })
+            Ok(stream) => Ok(Self { stream, path: path.to_owned() }),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+                Err(ControlError::NotRunning { path: path.to_owned() })
             }
-            Err(source) => Err(ControlError::Io {
-                path: path.to_owned(),
-                source,
-            }),
+            Err(source) => Err(ControlError::Io { path: path.to_owned(), source }),
         }
     }
 
     pub async fn request(&mut self, req: &ControlRequest) -> Result<ControlResponse, ControlError> {
-        let io = |source| ControlError::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let io = |source| ControlError::Io { path: self.path.clone(), source };
         write_frame(&mut self.stream, req).await.map_err(io)?;
         match read_frame(&mut self.stream).await {
             Ok(Some(resp)) => Ok(resp),
-            Ok(None) => Err(ControlError::Protocol(
-                "the node closed the connection".into(),
-            )),
-            Err(e) => Err(ControlError::Io {
-                path: self.path.clone(),
-                source: e,
-            }),
+            Ok(None) => Err(ControlError::Protocol("the node closed the connection".into())),
+            Err(e) => Err(ControlError::Io { path: self.path.clone(), source: e }),
         }
     }
 }
@@ -144,17 +107,12 @@ pub struct BoundControl {
 
 impl BoundControl {
     pub async fn bind(path: &Path) -> Result<Self, ControlError> {
-        let io = |source| ControlError::Io {
-            path: path.to_owned(),
-            source,
-        };
+        let io = |source| ControlError::Io { path: path.to_owned(), source };
         if let Some(dir) = path.parent() {
             crate::identity::create_private_dir(dir).map_err(io)?;
         }
         if UnixStream::connect(path).await.is_ok() {
-            return Err(ControlError::AlreadyRunning {
-                path: path.to_owned(),
-            });
+            return Err(ControlError::AlreadyRunning { path: path.to_owned() });
         }
         // A socket file nobody answers on is left over from a node that died.
         let _ = std::fs::remove_file(path);
@@ -164,20 +122,13 @@ impl BoundControl {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         }
-        Ok(Self {
-            listener,
-            path: path.to_owned(),
-        })
+        Ok(Self { listener, path: path.to_owned() })
     }
 
     pub fn serve(self, node: Node) -> ControlServer {
         let cancel = CancellationToken::new();
         let task = tokio::spawn(accept_loop(self.listener, node, cancel.clone()));
-        ControlServer {
-            path: self.path,
-            cancel,
-            task: Some(task),
-        }
+        ControlServer { path: self.path, cancel, task: Some(task) }
     }
 }
 
@@ -232,11 +183,7 @@ async fn serve(mut stream: UnixStream, node: Node) {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(e) => {
-                let _ = write_frame(
-                    &mut stream,
-                    &ControlResponse::Error(format!("bad control request: {e}")),
-                )
-                .await;
+                let _ = write_frame(&mut stream, &ControlResponse::Error(format!("bad control request: {e}"))).await;
                 return;
             }
         };
@@ -249,17 +196,10 @@ async fn serve(mut stream: UnixStream, node: Node) {
 
 async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
     match req {
-        ControlRequest::Id => ControlResponse::Id {
-            id: node.id().to_string(),
-            name: node.name().to_owned(),
-        },
+        ControlRequest::Id => ControlResponse::Id { id: node.id().to_string(), name: node.name().to_owned() },
         ControlRequest::Peers => ControlResponse::Peers(node.peers()),
         ControlRequest::Ping { target } => match node.ping(&target).await {
-            Ok((id, name, rtt)) => ControlResponse::Pong {
-                name,
-                id: id.to_string(),
-                rtt_us: rtt.as_micros() as u64,
-            },
+            Ok((id, name, rtt)) => ControlResponse::Pong { name, id: id.to_string(), rtt_us: rtt.as_micros() as u64 },
             Err(e) => ControlResponse::Error(e.to_string()),
         },
     }

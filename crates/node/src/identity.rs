@@ -10,29 +10,16 @@ use tunnel_proto::SecretKey;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdentityError {
-    #[error(
-        "key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
-    )]
+    #[error("key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
     Permissions { path: PathBuf, mode: u32 },
     #[error("key file {path} is damaged: expected 32 bytes, found {len}")]
     Damaged { path: PathBuf, len: usize },
     #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
 }
 
-fn io<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> IdentityError + 'a {
-    move |source| IdentityError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> IdentityError + 'a {
+    move |source| IdentityError::Io { action, path: path.to_owned(), source }
 }
 
 /// Loads `<state>/node.key`, making a new key (and the state directory, mode 0700) on first use.
@@ -42,14 +29,10 @@ pub fn load_or_create_identity(state_dir: &Path) -> Result<SecretKey, IdentityEr
         Ok(bytes) => {
             let bytes = zeroize::Zeroizing::new(bytes);
             check_private(&path)?;
-            let raw: [u8; 32] =
-                bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| IdentityError::Damaged {
-                        path: path.clone(),
-                        len: bytes.len(),
-                    })?;
+            let raw: [u8; 32] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| IdentityError::Damaged { path: path.clone(), len: bytes.len() })?;
             Ok(SecretKey::from_bytes(raw))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(state_dir, &path),
@@ -60,16 +43,9 @@ pub fn load_or_create_identity(state_dir: &Path) -> Result<SecretKey, IdentityEr
 #[cfg(unix)]
 fn check_private(path: &Path) -> Result<(), IdentityError> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(path)
-        .map_err(io("inspect", path))?
-        .permissions()
-        .mode()
-        & 0o777;
+    let mode = fs::metadata(path).map_err(io("inspect", path))?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(IdentityError::Permissions {
-            path: path.to_owned(),
-            mode,
-        });
+        return Err(IdentityError::Permissions { path: path.to_owned(), mode });
     }
     Ok(())
 }
@@ -87,8 +63,7 @@ fn create(state_dir: &Path, path: &Path) -> Result<SecretKey, IdentityError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     let mut file = opts.open(path).map_err(io("create", path))?;
-    file.write_all(key.to_bytes().as_ref())
-        .map_err(io("write", path))?;
+    file.write_all(key.to_bytes().as_ref()).map_err(io("write", path))?;
     file.sync_all().map_err(io("write", path))?;
     Ok(key)
 }
@@ -107,8 +82,7 @@ mod tests {
     use super::*;
 
     fn tempdir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("tunnel-identity-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("tunnel-identity-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }
@@ -122,14 +96,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                fs::metadata(dir.join("node.key"))
-                    .unwrap()
-                    .permissions()
-                    .mode()
-                    & 0o777,
-                0o600
-            );
+            assert_eq!(fs::metadata(dir.join("node.key")).unwrap().permissions().mode() & 0o777, 0o600);
         }
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -143,10 +110,7 @@ mod tests {
         let path = dir.join("node.key");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = load_or_create_identity(&dir).unwrap_err();
-        assert!(
-            matches!(err, IdentityError::Permissions { mode: 0o644, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, IdentityError::Permissions { mode: 0o644, .. }), "{err}");
         assert!(err.to_string().contains("chmod 600"));
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -159,14 +123,8 @@ mod tests {
         opts.write(true).create(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        opts.open(dir.join("node.key"))
-            .unwrap()
-            .write_all(b"short")
-            .unwrap();
-        assert!(matches!(
-            load_or_create_identity(&dir),
-            Err(IdentityError::Damaged { len: 5, .. })
-        ));
+        opts.open(dir.join("node.key")).unwrap().write_all(b"short").unwrap();
+        assert!(matches!(load_or_create_identity(&dir), Err(IdentityError::Damaged { len: 5, .. })));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

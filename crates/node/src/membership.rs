@@ -47,11 +47,7 @@ pub enum ResolveError {
 
 impl Membership {
     pub(crate) fn present(&mut self, id: NodeId) {
-        self.members.entry(id).or_insert(Member {
-            hello: None,
-            rtt: None,
-            error: None,
-        });
+        self.members.entry(id).or_insert(Member { hello: None, rtt: None, error: None });
     }
 
     pub(crate) fn absent(&mut self, id: &NodeId) {
@@ -88,10 +84,7 @@ impl Membership {
     }
 
     pub(crate) fn name_of(&self, id: &NodeId) -> String {
-        self.members
-            .get(id)
-            .and_then(|m| m.hello.as_ref())
-            .map_or_else(|| id.short(), |h| h.name.clone())
+        self.members.get(id).and_then(|m| m.hello.as_ref()).map_or_else(|| id.short(), |h| h.name.clone())
     }
 
     pub(crate) fn list(&self) -> Vec<PeerInfo> {
@@ -128,20 +121,13 @@ impl Membership {
             .collect();
         let candidates = if by_name.is_empty() && target.len() >= 4 {
             let lower = target.to_ascii_lowercase();
-            self.members
-                .keys()
-                .filter(|id| id.to_string().starts_with(&lower))
-                .copied()
-                .collect()
+            self.members.keys().filter(|id| id.to_string().starts_with(&lower)).copied().collect()
         } else {
             by_name
         };
         match candidates.as_slice() {
             [one] => Ok(*one),
-            [] => Err(ResolveError::NotFound {
-                target: target.to_owned(),
-                present: self.describe_present(),
-            }),
+            [] => Err(ResolveError::NotFound { target: target.to_owned(), present: self.describe_present() }),
             many => Err(ResolveError::Ambiguous {
                 target: target.to_owned(),
                 candidates: many
@@ -185,10 +171,7 @@ mod tests {
     fn resolves_names_and_prefixes_with_clear_errors() {
         let mut m = Membership::default();
         let err = m.resolve("web").unwrap_err().to_string();
-        assert!(
-            err.contains("same relay, room name and room token"),
-            "{err}"
-        );
+        assert!(err.contains("same relay, room name and room token"), "{err}");
         let a = NodeId::from_bytes([1; 32]);
         let b = NodeId::from_bytes([2; 32]);
         m.hello(a, hello("web"));
@@ -198,9 +181,6 @@ mod tests {
         let err = m.resolve("cache").unwrap_err().to_string();
         assert!(err.contains("present: db, web"), "{err}");
         m.hello(NodeId::from_bytes([3; 32]), hello("web"));
-        assert!(matches!(
-            m.resolve("web"),
-            Err(ResolveError::Ambiguous { .. })
-        ));
+        assert!(matches!(m.resolve("web"), Err(ResolveError::Ambiguous { .. })));
     }
 }

@@ -9,14 +9,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tunnel_net::{ConnectError, Endpoint, EndpointConfig, NetEvent, Stream};
-use tunnel_proto::message::{
-    ByteBuf, Hello, Op, PeerMessage, RemoteError, RemoteErrorKind, Reply, StreamKind,
-};
+use tunnel_proto::message::{ByteBuf, Hello, Op, PeerMessage, RemoteError, RemoteErrorKind, Reply, StreamKind};
 use tunnel_proto::room::RoomError;
 use tunnel_proto::{NodeId, RoomKeys, SecretKey, PROTOCOL_VERSION};
 
 use crate::identity::{load_or_create_identity, IdentityError};
 use crate::membership::{Membership, PeerInfo};
+use crate::recent::{Recent, Seen};
 use crate::rpc::{Rpc, RpcError};
 use crate::settings::{Settings, SettingsError};
 
@@ -82,6 +81,7 @@ struct Inner {
     agent: bool,
     members: Mutex<Membership>,
     rpc: Rpc,
+    recent: Mutex<Recent>,
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -98,11 +98,7 @@ impl Node {
             os: crate::os_info::detect(),
             tunnel_version: env!("CARGO_PKG_VERSION").to_owned(),
             mode: if config.agent { "plan" } else { "disabled" }.into(),
-            capabilities: if config.agent {
-                vec!["ping".into(), "echo".into()]
-            } else {
-                vec!["ping".into()]
-            },
+            capabilities: if config.agent { vec!["ping".into(), "echo".into()] } else { vec!["ping".into()] },
             ssh_hosts: vec![],
         };
         let (endpoint, events) = Endpoint::start(EndpointConfig {
@@ -120,6 +116,7 @@ impl Node {
                 agent: config.agent,
                 members: Mutex::new(Membership::default()),
                 rpc: Rpc::new(),
+                recent: Mutex::new(Recent::default()),
                 cancel: CancellationToken::new(),
                 task: Mutex::new(None),
             }),
@@ -148,73 +145,31 @@ impl Node {
 
     /// Resolves a peer by name or node id prefix.
     pub fn resolve(&self, target: &str) -> Result<NodeId, RpcError> {
-        Ok(self
-            .inner
-            .members
-            .lock()
-            .expect("members lock")
-            .resolve(target)?)
+        Ok(self.inner.members.lock().expect("members lock").resolve(target)?)
     }
 
     /// Sends a request and waits for the answer.
-    pub async fn request(
-        &self,
-        peer: NodeId,
-        op: Op,
-        timeout: Duration,
-    ) -> Result<Reply, RpcError> {
-        let name = self
-            .inner
-            .members
-            .lock()
-            .expect("members lock")
-            .name_of(&peer);
-        let cause = || {
-            self.inner
-                .members
-                .lock()
-                .expect("members lock")
-                .error_of(&peer)
-        };
-        self.inner
-            .rpc
-            .call(&self.inner.endpoint, peer, &name, op, timeout, cause)
-            .await
+    pub async fn request(&self, peer: NodeId, op: Op, timeout: Duration) -> Result<Reply, RpcError> {
+        let name = self.inner.members.lock().expect("members lock").name_of(&peer);
+        let cause = || self.inner.members.lock().expect("members lock").error_of(&peer);
+        self.inner.rpc.call(&self.inner.endpoint, peer, &name, op, timeout, cause).await
     }
 
     /// Round trip to a peer through the mesh; also recorded for `tunnel peers`.
     pub async fn ping(&self, target: &str) -> Result<(NodeId, String, Duration), RpcError> {
         let peer = self.resolve(target)?;
         let rtt = self.ping_id(peer).await?;
-        let name = self
-            .inner
-            .members
-            .lock()
-            .expect("members lock")
-            .name_of(&peer);
+        let name = self.inner.members.lock().expect("members lock").name_of(&peer);
         Ok((peer, name, rtt))
     }
 
     async fn ping_id(&self, peer: NodeId) -> Result<Duration, RpcError> {
         let payload: Vec<u8> = rand::random::<[u8; 16]>().to_vec();
         let started = Instant::now();
-        match self
-            .request(
-                peer,
-                Op::Ping {
-                    payload: ByteBuf(payload.clone()),
-                },
-                PING_TIMEOUT,
-            )
-            .await?
-        {
+        match self.request(peer, Op::Ping { payload: ByteBuf(payload.clone()) }, PING_TIMEOUT).await? {
             Reply::Pong { payload: echoed } if echoed.0 == payload => {
                 let rtt = started.elapsed();
-                self.inner
-                    .members
-                    .lock()
-                    .expect("members lock")
-                    .rtt(&peer, rtt);
+                self.inner.members.lock().expect("members lock").rtt(&peer, rtt);
                 Ok(rtt)
             }
             _ => Err(RpcError::Remote {
@@ -292,17 +247,11 @@ impl Node {
                 if self.inner.agent {
                     work.spawn(serve_stream(stream));
                 } else {
-                    stream
-                        .writer
-                        .reset("this node runs with --no-agent and serves no streams");
+                    stream.writer.reset("this node runs with --no-agent and serves no streams");
                 }
             }
             NetEvent::LinkFailed { peer, reason } => {
-                self.inner
-                    .members
-                    .lock()
-                    .expect("members lock")
-                    .link_error(&peer, reason);
+                self.inner.members.lock().expect("members lock").link_error(&peer, reason);
             }
             NetEvent::RelayConnected { observed_addr } => debug!(%observed_addr, "relay connected"),
             NetEvent::RelayDisconnected { reason } => {
@@ -321,21 +270,26 @@ impl Node {
                     warn!(peer = %hello.name, version = hello.version, "peer speaks another protocol version");
                 }
                 info!(peer = %hello.name, id = %from.short(), "peer ready");
-                self.inner
-                    .members
-                    .lock()
-                    .expect("members lock")
-                    .hello(from, hello);
+                self.inner.members.lock().expect("members lock").hello(from, hello);
             }
             PeerMessage::Request { id, op } => {
-                let endpoint = self.inner.endpoint.clone();
-                let agent = self.inner.agent;
-                work.spawn(async move {
-                    let result = handle_request(op, agent);
-                    let _ = endpoint
-                        .send(&from, PeerMessage::Response { id, result })
-                        .await;
-                });
+                let seen = self.inner.recent.lock().expect("recent lock").begin(from, id, Instant::now());
+                let node = self.clone();
+                match seen {
+                    Seen::Running => {}
+                    Seen::Done(result) => {
+                        work.spawn(async move {
+                            let _ = node.inner.endpoint.send(&from, PeerMessage::Response { id, result }).await;
+                        });
+                    }
+                    Seen::New => {
+                        work.spawn(async move {
+                            let result = handle_request(op, node.inner.agent);
+                            node.inner.recent.lock().expect("recent lock").finish(from, id, result.clone());
+                            let _ = node.inner.endpoint.send(&from, PeerMessage::Response { id, result }).await;
+                        });
+                    }
+                }
             }
             PeerMessage::Response { id, result } => self.inner.rpc.complete(from, id, result),
             PeerMessage::Cancel { .. } | PeerMessage::Progress { .. } => {}
@@ -356,22 +310,14 @@ fn handle_request(op: Op, agent: bool) -> Result<Reply, RemoteError> {
         #[allow(unreachable_patterns)]
         other if !agent => Err(RemoteError {
             kind: RemoteErrorKind::Refused,
-            message: format!(
-                "this node runs with --no-agent and does not serve {}",
-                other.name()
-            ),
+            message: format!("this node runs with --no-agent and does not serve {}", other.name()),
         }),
     }
 }
 
 /// Built-in stream services: `Echo` sends every byte back; `Sink` reads and discards.
 async fn serve_stream(stream: Stream) {
-    let Stream {
-        kind,
-        mut reader,
-        writer,
-        ..
-    } = stream;
+    let Stream { kind, mut reader, writer, .. } = stream;
     match kind {
         StreamKind::Echo => {
             let mut writer = writer;

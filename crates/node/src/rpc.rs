@@ -19,11 +19,7 @@ pub enum RpcError {
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error("{peer} did not answer within {secs} s{}", .cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
-    Timeout {
-        peer: String,
-        secs: u64,
-        cause: Option<String>,
-    },
+    Timeout { peer: String, secs: u64, cause: Option<String> },
     #[error("{peer} refused: {error}")]
     Remote { peer: String, error: RemoteError },
     #[error(transparent)]
@@ -31,6 +27,9 @@ pub enum RpcError {
     #[error("the node is shutting down")]
     Closed,
 }
+
+/// How long a request waits for its answer before it is sent again.
+const RESEND_EVERY: Duration = Duration::from_millis(1000);
 
 type Slot = oneshot::Sender<Result<Reply, RemoteError>>;
 
@@ -43,10 +42,7 @@ impl Rpc {
     pub(crate) fn new() -> Self {
         // Random start: ids stay unique across restarts of this node, which matters to peers
         // that remember recent ids to run each request at most once.
-        Self {
-            next_id: AtomicU64::new(rand::random::<u64>() >> 1),
-            pending: Mutex::new(HashMap::new()),
-        }
+        Self { next_id: AtomicU64::new(rand::random::<u64>() >> 1), pending: Mutex::new(HashMap::new()) }
     }
 
     /// Sends `op` to `peer` and waits for its answer. `cause` explains a timeout (for
@@ -62,32 +58,27 @@ impl Rpc {
     ) -> Result<Reply, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .expect("rpc lock")
-            .insert((peer, id), tx);
-        let guard = PendingGuard {
-            rpc: self,
-            key: (peer, id),
-        };
-        endpoint
-            .send(&peer, PeerMessage::Request { id, op })
-            .await?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(reply))) => Ok(reply),
-            Ok(Ok(Err(error))) => Err(RpcError::Remote {
-                peer: peer_name.to_owned(),
-                error,
-            }),
-            Ok(Err(_)) => Err(RpcError::Closed),
-            Err(_) => {
-                drop(guard);
-                let _ = endpoint.send(&peer, PeerMessage::Cancel { id }).await;
-                Err(RpcError::Timeout {
-                    peer: peer_name.to_owned(),
-                    secs: timeout.as_secs().max(1),
-                    cause: cause(),
-                })
+        self.pending.lock().expect("rpc lock").insert((peer, id), tx);
+        let guard = PendingGuard { rpc: self, key: (peer, id) };
+        let request = PeerMessage::Request { id, op };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = rx;
+        loop {
+            endpoint.send(&peer, request.clone()).await?;
+            // Resend until answered: the peer runs each id at most once and answers a resend
+            // from memory, so a request or answer lost on the way costs one interval.
+            let wake = deadline.min(tokio::time::Instant::now() + RESEND_EVERY);
+            match tokio::time::timeout_at(wake, &mut rx).await {
+                Ok(Ok(Ok(reply))) => return Ok(reply),
+                Ok(Ok(Err(error))) => return Err(RpcError::Remote { peer: peer_name.to_owned(), error }),
+                Ok(Err(_)) => return Err(RpcError::Closed),
+                Err(_) if wake < deadline => continue,
+                Err(_) => {
+                    drop(guard);
+                    let _ = endpoint.send(&peer, PeerMessage::Cancel { id }).await;
+                    let secs = timeout.as_secs().max(1);
+                    return Err(RpcError::Timeout { peer: peer_name.to_owned(), secs, cause: cause() });
+                }
             }
         }
     }

@@ -41,25 +41,13 @@ struct FileConfig {
 #[non_exhaustive]
 pub enum SettingsError {
     #[error("cannot read config file {path}: {source}")]
-    ReadConfig {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    ReadConfig { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is invalid: {reason}")]
     BadConfig { path: PathBuf, reason: String },
     #[error("no {what} given: pass {flag} or set {env} (or `{key}` in the config file)")]
-    Missing {
-        what: &'static str,
-        flag: &'static str,
-        env: &'static str,
-        key: &'static str,
-    },
+    Missing { what: &'static str, flag: &'static str, env: &'static str, key: &'static str },
     #[error("invalid {what} {value:?}: {reason}")]
-    Invalid {
-        what: &'static str,
-        value: String,
-        reason: &'static str,
-    },
+    Invalid { what: &'static str, value: String, reason: &'static str },
     #[error("cannot find a home directory for state; set TUNNEL_STATE_DIR")]
     NoHome,
 }
@@ -102,17 +90,10 @@ pub struct RoomSettings<'a> {
 impl Settings {
     /// Resolves `flags` against the environment (`env`, usually `std::env::var`) and the
     /// config file.
-    pub fn resolve(
-        flags: Flags,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, SettingsError> {
+    pub fn resolve(flags: Flags, env: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let env = |k: &str| env(k).filter(|v| !v.is_empty());
         let home = env("HOME").map(PathBuf::from);
-        let (config_path, explicit) = match flags
-            .config
-            .clone()
-            .or_else(|| env("TUNNEL_CONFIG").map(PathBuf::from))
-        {
+        let (config_path, explicit) = match flags.config.clone().or_else(|| env("TUNNEL_CONFIG").map(PathBuf::from)) {
             Some(p) => (Some(p), true),
             None => (
                 env("XDG_CONFIG_HOME")
@@ -126,9 +107,7 @@ impl Settings {
             Some(path) => read_config(path, explicit)?,
             None => FileConfig::default(),
         };
-        let pick = |flag: Option<String>, var: &str, from_file: Option<String>| {
-            flag.or_else(|| env(var)).or(from_file)
-        };
+        let pick = |flag: Option<String>, var: &str, from_file: Option<String>| flag.or_else(|| env(var)).or(from_file);
         let pick_path = |flag: Option<PathBuf>, var: &str, from_file: Option<PathBuf>| {
             flag.or_else(|| env(var).map(PathBuf::from)).or(from_file)
         };
@@ -144,8 +123,7 @@ impl Settings {
         let runtime_dir = pick_path(flags.runtime_dir, "TUNNEL_RUNTIME_DIR", file.runtime_dir)
             .or_else(|| env("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("tunnel")))
             .unwrap_or_else(|| state_dir.clone());
-        let name =
-            pick(flags.name, "TUNNEL_NAME", file.name).unwrap_or_else(crate::os_info::hostname);
+        let name = pick(flags.name, "TUNNEL_NAME", file.name).unwrap_or_else(crate::os_info::hostname);
         check_name(&name)?;
         let tags = match flags.tags.or_else(|| env("TUNNEL_TAGS")) {
             Some(list) => split_tags(&list),
@@ -172,21 +150,10 @@ impl Settings {
     }
 
     pub fn room_settings(&self) -> Result<RoomSettings<'_>, SettingsError> {
-        let missing = |what, flag, env, key| SettingsError::Missing {
-            what,
-            flag,
-            env,
-            key,
-        };
+        let missing = |what, flag, env, key| SettingsError::Missing { what, flag, env, key };
         Ok(RoomSettings {
-            relay: self
-                .relay
-                .as_deref()
-                .ok_or_else(|| missing("relay", "--relay URL", "TUNNEL_RELAY", "relay"))?,
-            room: self
-                .room
-                .as_deref()
-                .ok_or_else(|| missing("room", "--room NAME", "TUNNEL_ROOM", "room"))?,
+            relay: self.relay.as_deref().ok_or_else(|| missing("relay", "--relay URL", "TUNNEL_RELAY", "relay"))?,
+            room: self.room.as_deref().ok_or_else(|| missing("room", "--room NAME", "TUNNEL_ROOM", "room"))?,
             token: self
                 .token
                 .as_deref()
@@ -198,56 +165,30 @@ impl Settings {
 fn read_config(path: &Path, explicit: bool) -> Result<FileConfig, SettingsError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-            return Ok(FileConfig::default())
-        }
-        Err(source) => {
-            return Err(SettingsError::ReadConfig {
-                path: path.to_owned(),
-                source,
-            })
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(FileConfig::default()),
+        Err(source) => return Err(SettingsError::ReadConfig { path: path.to_owned(), source }),
     };
-    toml::from_str(&text).map_err(|e| SettingsError::BadConfig {
-        path: path.to_owned(),
-        reason: e.message().to_owned(),
-    })
+    toml::from_str(&text)
+        .map_err(|e| SettingsError::BadConfig { path: path.to_owned(), reason: e.message().to_owned() })
 }
 
 fn split_tags(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect()
+    list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
 }
 
 fn check_name(name: &str) -> Result<(), SettingsError> {
-    let invalid = |reason| {
-        Err(SettingsError::Invalid {
-            what: "name",
-            value: name.to_owned(),
-            reason,
-        })
-    };
+    let invalid = |reason| Err(SettingsError::Invalid { what: "name", value: name.to_owned(), reason });
     if name.is_empty() || name.len() > 64 {
         return invalid("must be 1 to 64 characters");
     }
-    if name
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == ':')
-    {
+    if name.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == ':') {
         return invalid("must not contain spaces, commas, colons or control characters");
     }
     Ok(())
 }
 
 fn check_tag(tag: &str) -> Result<(), SettingsError> {
-    if tag.len() > 64
-        || !tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    if tag.len() > 64 || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         return Err(SettingsError::Invalid {
             what: "tag",
             value: tag.to_owned(),
@@ -263,19 +204,13 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
     fn config_file(body: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "tunnel-settings-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("tunnel-settings-{}-{}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.toml");
         std::fs::write(&path, body).unwrap();
@@ -285,16 +220,8 @@ mod tests {
     #[test]
     fn precedence_is_flag_then_env_then_file_then_default() {
         let path = config_file("relay = \"ws://file\"\nroom = \"file-room\"\ntoken = \"file-token\"\nname = \"file-name\"\ntags = [\"f\"]\n");
-        let env = env_of(&[
-            ("HOME", "/home/x"),
-            ("TUNNEL_ROOM", "env-room"),
-            ("TUNNEL_NAME", "env-name"),
-        ]);
-        let flags = Flags {
-            config: Some(path),
-            name: Some("flag-name".into()),
-            ..Default::default()
-        };
+        let env = env_of(&[("HOME", "/home/x"), ("TUNNEL_ROOM", "env-room"), ("TUNNEL_NAME", "env-name")]);
+        let flags = Flags { config: Some(path), name: Some("flag-name".into()), ..Default::default() };
         let s = Settings::resolve(flags, env).unwrap();
         assert_eq!(s.name, "flag-name");
         assert_eq!(s.room.as_deref(), Some("env-room"));
@@ -302,10 +229,7 @@ mod tests {
         assert_eq!(s.token.as_deref(), Some("file-token"));
         assert_eq!(s.tags, vec!["f"]);
         assert_eq!(s.state_dir, PathBuf::from("/home/x/.local/share/tunnel"));
-        assert_eq!(
-            s.runtime_dir, s.state_dir,
-            "no XDG_RUNTIME_DIR: the socket lives in the state dir"
-        );
+        assert_eq!(s.runtime_dir, s.state_dir, "no XDG_RUNTIME_DIR: the socket lives in the state dir");
     }
 
     #[test]
@@ -318,10 +242,7 @@ mod tests {
         ]);
         let s = Settings::resolve(Flags::default(), env).unwrap();
         assert_eq!(s.tags, vec!["web", "prod", "db"]);
-        assert_eq!(
-            s.socket_path(),
-            PathBuf::from("/run/user/1/tunnel/tunnel.sock")
-        );
+        assert_eq!(s.socket_path(), PathBuf::from("/run/user/1/tunnel/tunnel.sock"));
     }
 
     #[test]
@@ -329,51 +250,23 @@ mod tests {
         let env = env_of(&[("HOME", "/h")]);
         let s = Settings::resolve(Flags::default(), &env).unwrap();
         let err = s.room_settings().err().unwrap().to_string();
-        assert!(
-            err.contains("--relay") && err.contains("TUNNEL_RELAY"),
-            "{err}"
-        );
+        assert!(err.contains("--relay") && err.contains("TUNNEL_RELAY"), "{err}");
 
-        let bad = Flags {
-            tags: Some("ok,not ok".into()),
-            ..Default::default()
-        };
-        assert!(Settings::resolve(bad, &env)
-            .unwrap_err()
-            .to_string()
-            .contains("\"not ok\""));
+        let bad = Flags { tags: Some("ok,not ok".into()), ..Default::default() };
+        assert!(Settings::resolve(bad, &env).unwrap_err().to_string().contains("\"not ok\""));
 
         let path = config_file("relay = 3\n");
-        let err = Settings::resolve(
-            Flags {
-                config: Some(path.clone()),
-                ..Default::default()
-            },
-            &env,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = Settings::resolve(Flags { config: Some(path.clone()), ..Default::default() }, &env)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
 
-        let missing = Flags {
-            config: Some("/nonexistent/tunnel.toml".into()),
-            ..Default::default()
-        };
-        assert!(matches!(
-            Settings::resolve(missing, &env),
-            Err(SettingsError::ReadConfig { .. })
-        ));
+        let missing = Flags { config: Some("/nonexistent/tunnel.toml".into()), ..Default::default() };
+        assert!(matches!(Settings::resolve(missing, &env), Err(SettingsError::ReadConfig { .. })));
 
         let unknown = config_file("relya = \"ws://typo\"\n");
-        let err = Settings::resolve(
-            Flags {
-                config: Some(unknown),
-                ..Default::default()
-            },
-            &env,
-        )
-        .unwrap_err()
-        .to_string();
+        let err =
+            Settings::resolve(Flags { config: Some(unknown), ..Default::default() }, &env).unwrap_err().to_string();
         assert!(err.contains("relya"), "{err}");
     }
 }

@@ -16,56 +16,26 @@ use crate::keys::{NodeId, SecretKey, WeakKey};
 const KEY_SALT: &[u8] = b"tunnel-relay.v1 join key";
 const TRANSCRIPT_LABEL: &[u8] = b"tunnel-relay.v1 join proof";
 
-fn proof_with(
-    shared: &[u8; 32],
-    nonce: &[u8; 32],
-    relay_key: &NodeId,
-    room_id: &[u8; 32],
-    node: &NodeId,
-) -> [u8; 32] {
+fn proof_with(shared: &[u8; 32], nonce: &[u8; 32], relay_key: &NodeId, room_id: &[u8; 32], node: &NodeId) -> [u8; 32] {
     let mut key = zeroize::Zeroizing::new([0u8; 32]);
     Hkdf::<Sha256>::new(Some(KEY_SALT), shared)
         .expand(b"", key.as_mut())
         .expect("32 bytes is a valid HKDF-SHA256 length");
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref()).expect("HMAC takes any key length");
-    for part in [
-        TRANSCRIPT_LABEL,
-        nonce,
-        relay_key.as_bytes(),
-        room_id,
-        node.as_bytes(),
-    ] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref()).expect("HMAC takes any key length");
+    for part in [TRANSCRIPT_LABEL, nonce, relay_key.as_bytes(), room_id, node.as_bytes()] {
         mac.update(part);
     }
     mac.finalize().into_bytes().into()
 }
 
 /// The node's answer to a `Challenge`.
-pub fn prove(
-    node: &SecretKey,
-    nonce: &[u8; 32],
-    relay_key: &NodeId,
-    room_id: &[u8; 32],
-) -> Result<[u8; 32], WeakKey> {
+pub fn prove(node: &SecretKey, nonce: &[u8; 32], relay_key: &NodeId, room_id: &[u8; 32]) -> Result<[u8; 32], WeakKey> {
     let shared = node.dh(relay_key)?;
-    Ok(proof_with(
-        &shared,
-        nonce,
-        relay_key,
-        room_id,
-        &node.public(),
-    ))
+    Ok(proof_with(&shared, nonce, relay_key, room_id, &node.public()))
 }
 
 /// The relay's check of a `Join`. Constant time in the proof.
-pub fn verify(
-    relay_secret: &SecretKey,
-    nonce: &[u8; 32],
-    room_id: &[u8; 32],
-    node: &NodeId,
-    proof: &[u8; 32],
-) -> bool {
+pub fn verify(relay_secret: &SecretKey, nonce: &[u8; 32], room_id: &[u8; 32], node: &NodeId, proof: &[u8; 32]) -> bool {
     let Ok(shared) = relay_secret.dh(node) else {
         return false;
     };
@@ -97,17 +67,8 @@ mod tests {
     #[test]
     fn weak_ids_never_verify() {
         let relay = SecretKey::generate(&mut OsRng);
-        assert!(!verify(
-            &relay,
-            &[0; 32],
-            &[0; 32],
-            &NodeId::from_bytes([0; 32]),
-            &[0; 32]
-        ));
+        assert!(!verify(&relay, &[0; 32], &[0; 32], &NodeId::from_bytes([0; 32]), &[0; 32]));
         let node = SecretKey::generate(&mut OsRng);
-        assert_eq!(
-            prove(&node, &[0; 32], &NodeId::from_bytes([0; 32]), &[0; 32]),
-            Err(WeakKey)
-        );
+        assert_eq!(prove(&node, &[0; 32], &NodeId::from_bytes([0; 32]), &[0; 32]), Err(WeakKey));
     }
 }

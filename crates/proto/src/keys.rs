@@ -56,11 +56,7 @@ impl FromStr for NodeId {
     type Err = ParseNodeIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        base32::decode::<32>(s)
-            .map(NodeId)
-            .ok_or_else(|| ParseNodeIdError {
-                got: s.chars().take(64).collect(),
-            })
+        base32::decode::<32>(s).map(NodeId).ok_or_else(|| ParseNodeIdError { got: s.chars().take(64).collect() })
     }
 }
 
@@ -122,9 +118,7 @@ mod tests {
         let id = key.public();
         let text = id.to_string();
         assert_eq!(text.len(), 52);
-        assert!(text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+        assert!(text.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
         assert_eq!(text.parse::<NodeId>().unwrap(), id);
         assert_eq!(id.short(), text[..8]);
     }
@@ -151,9 +145,8 @@ mod tests {
         assert_eq!(key.dh(&NodeId::from_bytes(one)), Err(WeakKey));
         // A low-order point of order 8 from the x25519 literature.
         let order8 = [
-            0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f,
-            0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16,
-            0x5f, 0x49, 0xb8, 0x00,
+            0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda, 0x09,
+            0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00,
         ];
         assert_eq!(key.dh(&NodeId::from_bytes(order8)), Err(WeakKey));
     }

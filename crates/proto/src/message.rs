@@ -194,11 +194,7 @@ mod tests {
 
     #[test]
     fn data_is_compact() {
-        let msg = PeerMessage::Data {
-            stream: 1,
-            offset: 0,
-            bytes: vec![7u8; 1000].into(),
-        };
+        let msg = PeerMessage::Data { stream: 1, offset: 0, bytes: vec![7u8; 1000].into() };
         let enc = msg.encode();
         assert!(enc.len() < 1010, "{} bytes", enc.len());
         assert_eq!(PeerMessage::decode(&enc).unwrap(), msg);

@@ -35,7 +35,9 @@ pub const MSG2_LEN: usize = KEY_LEN + TAG_LEN;
 pub enum HandshakeError {
     #[error("handshake message too short ({len} bytes)")]
     TooShort { len: usize },
-    #[error("handshake message failed authentication: the peer holds a different room token, or the message was altered")]
+    #[error(
+        "handshake message failed authentication: the peer holds a different room token, or the message was altered"
+    )]
     Decrypt,
     #[error(transparent)]
     WeakKey(#[from] WeakKey),
@@ -60,22 +62,13 @@ struct Symmetric {
 impl Symmetric {
     fn new(prologue: &[u8]) -> Self {
         // The protocol name is exactly HASHLEN bytes, so it is used as is, unhashed.
-        let mut s = Self {
-            ck: Zeroizing::new(*PROTOCOL_NAME),
-            h: *PROTOCOL_NAME,
-            k: None,
-            n: 0,
-        };
+        let mut s = Self { ck: Zeroizing::new(*PROTOCOL_NAME), h: *PROTOCOL_NAME, k: None, n: 0 };
         s.mix_hash(prologue);
         s
     }
 
     fn mix_hash(&mut self, data: &[u8]) {
-        self.h = Sha256::new()
-            .chain_update(self.h)
-            .chain_update(data)
-            .finalize()
-            .into();
+        self.h = Sha256::new().chain_update(self.h).chain_update(data).finalize().into();
     }
 
     /// Noise's HKDF is HKDF-SHA256 with `ck` as salt and empty info; three outputs.
@@ -107,13 +100,7 @@ impl Symmetric {
         match &self.k {
             Some(k) => {
                 let ct = Aes256Gcm::new(k.as_ref().into())
-                    .encrypt(
-                        &nonce(self.n),
-                        Payload {
-                            msg: plaintext,
-                            aad: &self.h,
-                        },
-                    )
+                    .encrypt(&nonce(self.n), Payload { msg: plaintext, aad: &self.h })
                     .expect("AES-GCM encryption of a bounded message cannot fail");
                 self.n += 1;
                 out.extend_from_slice(&ct);
@@ -127,13 +114,7 @@ impl Symmetric {
         let plaintext = match &self.k {
             Some(k) => {
                 let pt = Aes256Gcm::new(k.as_ref().into())
-                    .decrypt(
-                        &nonce(self.n),
-                        Payload {
-                            msg: ciphertext,
-                            aad: &self.h,
-                        },
-                    )
+                    .decrypt(&nonce(self.n), Payload { msg: ciphertext, aad: &self.h })
                     .map_err(|_| HandshakeError::Decrypt)?;
                 self.n += 1;
                 pt
@@ -149,11 +130,7 @@ impl Symmetric {
         let k1 = Zeroizing::new(out[..32].try_into().expect("32 bytes"));
         let k2 = Zeroizing::new(out[32..64].try_into().expect("32 bytes"));
         let (send, recv) = if initiator { (k1, k2) } else { (k2, k1) };
-        TransportKeys {
-            send,
-            recv,
-            handshake_hash: self.h,
-        }
+        TransportKeys { send, recv, handshake_hash: self.h }
     }
 }
 
@@ -199,15 +176,7 @@ impl Initiator {
         sym.encrypt_and_hash(s.public().as_bytes(), &mut msg); // s
         sym.mix_key(s.dh(rs)?.as_ref()); // ss
         sym.encrypt_and_hash(payload, &mut msg);
-        Ok((
-            Self {
-                sym,
-                e,
-                s: s.clone(),
-                psk: Zeroizing::new(*psk),
-            },
-            msg,
-        ))
+        Ok((Self { sym, e, s: s.clone(), psk: Zeroizing::new(*psk) }, msg))
     }
 
     /// Reads message 2; returns the transport keys and the responder's payload.
@@ -250,12 +219,7 @@ impl Responder {
         let rs = NodeId::from_bytes(rs_bytes.try_into().map_err(|_| HandshakeError::Decrypt)?);
         sym.mix_key(s.dh(&rs)?.as_ref()); // ss
         let payload = sym.decrypt_and_hash(&msg[32 + KEY_LEN + TAG_LEN..])?;
-        Ok(Self {
-            sym,
-            re,
-            rs,
-            payload,
-        })
+        Ok(Self { sym, re, rs, payload })
     }
 
     /// The initiator's static key (its node id), authenticated by message 1.
@@ -316,22 +280,15 @@ mod tests {
     fn wrong_psk_fails_at_the_initiator() {
         let (a, b) = (key(), key());
         let (init, m1) = Initiator::start(&a, &b.public(), &[1; 32], PROLOGUE, key(), b"").unwrap();
-        let (_, m2) = Responder::read(&b, PROLOGUE, &m1)
-            .unwrap()
-            .reply(&[2; 32], key(), b"")
-            .unwrap();
+        let (_, m2) = Responder::read(&b, PROLOGUE, &m1).unwrap().reply(&[2; 32], key(), b"").unwrap();
         assert!(matches!(init.finish(&m2), Err(HandshakeError::Decrypt)));
     }
 
     #[test]
     fn low_order_ephemeral_is_refused() {
         let (a, b) = (key(), key());
-        let (_, mut m1) =
-            Initiator::start(&a, &b.public(), &[1; 32], PROLOGUE, key(), b"").unwrap();
+        let (_, mut m1) = Initiator::start(&a, &b.public(), &[1; 32], PROLOGUE, key(), b"").unwrap();
         m1[..32].fill(0);
-        assert!(matches!(
-            Responder::read(&b, PROLOGUE, &m1),
-            Err(HandshakeError::WeakKey(_))
-        ));
+        assert!(matches!(Responder::read(&b, PROLOGUE, &m1), Err(HandshakeError::WeakKey(_))));
     }
 }

@@ -29,6 +29,10 @@ pub enum RejectReason {
     NotAllowed,
     /// The source the relay stamped differs from the key in the handshake.
     IdentityMismatch,
+    /// A transport packet named a session the receiver does not have (it lost its state,
+    /// for instance by leaving and rejoining the room). `receiver` then carries the unknown
+    /// index, which is the sender's remote index for that session.
+    UnknownSession,
     Unknown(u8),
 }
 
@@ -38,6 +42,7 @@ impl RejectReason {
             Self::HandshakeFailed => 1,
             Self::NotAllowed => 2,
             Self::IdentityMismatch => 3,
+            Self::UnknownSession => 4,
             Self::Unknown(v) => v,
         }
     }
@@ -47,6 +52,7 @@ impl RejectReason {
             1 => Self::HandshakeFailed,
             2 => Self::NotAllowed,
             3 => Self::IdentityMismatch,
+            4 => Self::UnknownSession,
             v => Self::Unknown(v),
         }
     }
@@ -107,15 +113,8 @@ impl<'a> Packet<'a> {
             return Err(PacketError::Truncated { ty, len: b.len() });
         }
         Ok(match ty {
-            TYPE_HANDSHAKE_INIT => Self::HandshakeInit {
-                sender: u32_at(b, 1),
-                noise: &b[5..],
-            },
-            TYPE_HANDSHAKE_RESP => Self::HandshakeResp {
-                sender: u32_at(b, 1),
-                receiver: u32_at(b, 5),
-                noise: &b[9..],
-            },
+            TYPE_HANDSHAKE_INIT => Self::HandshakeInit { sender: u32_at(b, 1), noise: &b[5..] },
+            TYPE_HANDSHAKE_RESP => Self::HandshakeResp { sender: u32_at(b, 1), receiver: u32_at(b, 5), noise: &b[9..] },
             TYPE_TRANSPORT => Self::Transport {
                 receiver: u32_at(b, 1),
                 counter: u64::from_be_bytes(b[5..13].try_into().expect("8 bytes")),
@@ -126,10 +125,7 @@ impl<'a> Packet<'a> {
                 if b.len() != 6 {
                     return Err(PacketError::Trailing);
                 }
-                Self::Reject {
-                    receiver: u32_at(b, 1),
-                    reason: RejectReason::from_u8(b[5]),
-                }
+                Self::Reject { receiver: u32_at(b, 1), reason: RejectReason::from_u8(b[5]) }
             }
         })
     }

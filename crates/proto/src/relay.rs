@@ -82,49 +82,18 @@ impl ErrorCode {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayFrame {
-    Challenge {
-        nonce: [u8; 32],
-        relay_key: NodeId,
-    },
-    Join {
-        room_id: [u8; 32],
-        node_id: NodeId,
-        proof: [u8; 32],
-    },
-    Welcome {
-        observed_addr: String,
-        peers: Vec<NodeId>,
-    },
-    PeerJoined {
-        node_id: NodeId,
-    },
-    PeerLeft {
-        node_id: NodeId,
-    },
-    Send {
-        to: NodeId,
-        payload: Vec<u8>,
-    },
-    Recv {
-        from: NodeId,
-        payload: Vec<u8>,
-    },
-    Dropped {
-        to: NodeId,
-    },
-    Ping {
-        data: u64,
-    },
-    Pong {
-        data: u64,
-    },
-    Restarting {
-        reconnect_in_ms: u32,
-    },
-    Error {
-        code: ErrorCode,
-        text: String,
-    },
+    Challenge { nonce: [u8; 32], relay_key: NodeId },
+    Join { room_id: [u8; 32], node_id: NodeId, proof: [u8; 32] },
+    Welcome { observed_addr: String, peers: Vec<NodeId> },
+    PeerJoined { node_id: NodeId },
+    PeerLeft { node_id: NodeId },
+    Send { to: NodeId, payload: Vec<u8> },
+    Recv { from: NodeId, payload: Vec<u8> },
+    Dropped { to: NodeId },
+    Ping { data: u64 },
+    Pong { data: u64 },
+    Restarting { reconnect_in_ms: u32 },
+    Error { code: ErrorCode, text: String },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -139,17 +108,9 @@ pub enum DecodeError {
     #[error("relay frame {frame} has {extra} trailing bytes")]
     Trailing { frame: &'static str, extra: usize },
     #[error("relay frame {frame}: {field} length {len} exceeds the limit {max}")]
-    TooLong {
-        frame: &'static str,
-        field: &'static str,
-        len: usize,
-        max: usize,
-    },
+    TooLong { frame: &'static str, field: &'static str, len: usize, max: usize },
     #[error("relay frame {frame}: {field} is not UTF-8")]
-    NotUtf8 {
-        frame: &'static str,
-        field: &'static str,
-    },
+    NotUtf8 { frame: &'static str, field: &'static str },
 }
 
 impl RelayFrame {
@@ -180,26 +141,16 @@ impl RelayFrame {
                 out.extend_from_slice(nonce);
                 out.extend_from_slice(relay_key.as_bytes());
             }
-            Self::Join {
-                room_id,
-                node_id,
-                proof,
-            } => {
+            Self::Join { room_id, node_id, proof } => {
                 out.push(0x02);
                 out.extend_from_slice(room_id);
                 out.extend_from_slice(node_id.as_bytes());
                 out.extend_from_slice(proof);
             }
-            Self::Welcome {
-                observed_addr,
-                peers,
-            } => {
+            Self::Welcome { observed_addr, peers } => {
                 out.push(0x03);
                 put_var(&mut out, observed_addr.as_bytes(), MAX_TEXT);
-                assert!(
-                    peers.len() <= MAX_WELCOME_PEERS,
-                    "too many peers for a Welcome"
-                );
+                assert!(peers.len() <= MAX_WELCOME_PEERS, "too many peers for a Welcome");
                 out.extend_from_slice(&(peers.len() as u32).to_be_bytes());
                 for p in peers {
                     out.extend_from_slice(p.as_bytes());
@@ -242,10 +193,7 @@ impl RelayFrame {
         1 + match self {
             Self::Challenge { .. } => 64,
             Self::Join { .. } => 96,
-            Self::Welcome {
-                observed_addr,
-                peers,
-            } => 4 + observed_addr.len() + 4 + 32 * peers.len(),
+            Self::Welcome { observed_addr, peers } => 4 + observed_addr.len() + 4 + 32 * peers.len(),
             Self::PeerJoined { .. } | Self::PeerLeft { .. } | Self::Dropped { .. } => 32,
             Self::Send { payload, .. } | Self::Recv { payload, .. } => 36 + payload.len(),
             Self::Ping { .. } | Self::Pong { .. } => 8,
@@ -275,53 +223,27 @@ impl RelayFrame {
         };
         let mut r = Reader { buf: rest, frame };
         let out = match ty {
-            0x01 => Self::Challenge {
-                nonce: r.array()?,
-                relay_key: r.id()?,
-            },
-            0x02 => Self::Join {
-                room_id: r.array()?,
-                node_id: r.id()?,
-                proof: r.array()?,
-            },
+            0x01 => Self::Challenge { nonce: r.array()?, relay_key: r.id()? },
+            0x02 => Self::Join { room_id: r.array()?, node_id: r.id()?, proof: r.array()? },
             0x03 => {
                 let observed_addr = r.text("observed_addr")?;
                 let count = r.u32()? as usize;
                 if count > MAX_WELCOME_PEERS {
-                    return Err(DecodeError::TooLong {
-                        frame,
-                        field: "peers",
-                        len: count,
-                        max: MAX_WELCOME_PEERS,
-                    });
+                    return Err(DecodeError::TooLong { frame, field: "peers", len: count, max: MAX_WELCOME_PEERS });
                 }
                 r.need(count * 32)?;
                 let peers = (0..count).map(|_| r.id()).collect::<Result<_, _>>()?;
-                Self::Welcome {
-                    observed_addr,
-                    peers,
-                }
+                Self::Welcome { observed_addr, peers }
             }
             0x04 => Self::PeerJoined { node_id: r.id()? },
             0x05 => Self::PeerLeft { node_id: r.id()? },
-            0x06 => Self::Send {
-                to: r.id()?,
-                payload: r.var("payload", MAX_PAYLOAD)?.to_vec(),
-            },
-            0x07 => Self::Recv {
-                from: r.id()?,
-                payload: r.var("payload", MAX_PAYLOAD)?.to_vec(),
-            },
+            0x06 => Self::Send { to: r.id()?, payload: r.var("payload", MAX_PAYLOAD)?.to_vec() },
+            0x07 => Self::Recv { from: r.id()?, payload: r.var("payload", MAX_PAYLOAD)?.to_vec() },
             0x08 => Self::Dropped { to: r.id()? },
             0x09 => Self::Ping { data: r.u64()? },
             0x0a => Self::Pong { data: r.u64()? },
-            0x0b => Self::Restarting {
-                reconnect_in_ms: r.u32()?,
-            },
-            _ => Self::Error {
-                code: ErrorCode::from_u16(r.u16()?),
-                text: r.text("text")?,
-            },
+            0x0b => Self::Restarting { reconnect_in_ms: r.u32()? },
+            _ => Self::Error { code: ErrorCode::from_u16(r.u16()?), text: r.text("text")? },
         };
         r.finish()?;
         Ok(out)
@@ -332,10 +254,7 @@ impl RelayFrame {
 /// forwards, in place: same length, type byte and address rewritten. Returns the destination.
 pub fn send_to_recv_in_place(buf: &mut [u8], from: &NodeId) -> Result<NodeId, DecodeError> {
     let frame = "Send";
-    let mut r = Reader {
-        buf: buf.get(1..).ok_or(DecodeError::Empty)?,
-        frame,
-    };
+    let mut r = Reader { buf: buf.get(1..).ok_or(DecodeError::Empty)?, frame };
     if buf[0] != 0x06 {
         return Err(DecodeError::UnknownType(buf[0]));
     }
@@ -398,10 +317,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn need(&self, n: usize) -> Result<(), DecodeError> {
         if self.buf.len() < n {
-            return Err(DecodeError::Truncated {
-                frame: self.frame,
-                needed: n - self.buf.len(),
-            });
+            return Err(DecodeError::Truncated { frame: self.frame, needed: n - self.buf.len() });
         }
         Ok(())
     }
@@ -436,30 +352,19 @@ impl<'a> Reader<'a> {
     fn var(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], DecodeError> {
         let len = self.u32()? as usize;
         if len > max {
-            return Err(DecodeError::TooLong {
-                frame: self.frame,
-                field,
-                len,
-                max,
-            });
+            return Err(DecodeError::TooLong { frame: self.frame, field, len, max });
         }
         self.take(len)
     }
 
     fn text(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let bytes = self.var(field, MAX_TEXT)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::NotUtf8 {
-            frame: self.frame,
-            field,
-        })
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::NotUtf8 { frame: self.frame, field })
     }
 
     fn finish(self) -> Result<(), DecodeError> {
         if !self.buf.is_empty() {
-            return Err(DecodeError::Trailing {
-                frame: self.frame,
-                extra: self.buf.len(),
-            });
+            return Err(DecodeError::Trailing { frame: self.frame, extra: self.buf.len() });
         }
         Ok(())
     }

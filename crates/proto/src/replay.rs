@@ -20,10 +20,7 @@ pub struct ReplayWindow {
 
 impl Default for ReplayWindow {
     fn default() -> Self {
-        Self {
-            next: 0,
-            bits: [0; WORDS],
-        }
+        Self { next: 0, bits: [0; WORDS] }
     }
 }
 
@@ -50,11 +47,7 @@ impl ReplayWindow {
         }
         if n >= self.next {
             let new_top = n / WORD_BITS;
-            let first_clear = if self.next == 0 {
-                0
-            } else {
-                (self.next - 1) / WORD_BITS + 1
-            };
+            let first_clear = if self.next == 0 { 0 } else { (self.next - 1) / WORD_BITS + 1 };
             // Advancing past the whole ring clears it all; bound the loop by the ring size.
             let span = (new_top + 1).saturating_sub(first_clear).min(WORDS as u64);
             for w in (new_top + 1 - span)..=new_top {

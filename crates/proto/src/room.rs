@@ -43,17 +43,14 @@ impl RoomKeys {
             return Err(RoomError::EmptyName);
         }
         if token.chars().count() < MIN_TOKEN_LEN {
-            return Err(RoomError::TokenTooShort {
-                len: token.chars().count(),
-            });
+            return Err(RoomError::TokenTooShort { len: token.chars().count() });
         }
         let hk = Hkdf::<Sha256>::new(Some(SALT), token.as_bytes());
         let mut room_id = [0u8; 32];
         let mut psk = Zeroizing::new([0u8; 32]);
         let expand = |label: &[u8], out: &mut [u8; 32]| {
             let info = [label, b"\0", room_name.as_bytes()].concat();
-            hk.expand(&info, out)
-                .expect("32 bytes is a valid HKDF-SHA256 length");
+            hk.expand(&info, out).expect("32 bytes is a valid HKDF-SHA256 length");
         };
         expand(ROOM_ID_LABEL, &mut room_id);
         expand(PSK_LABEL, &mut psk);
@@ -63,10 +60,7 @@ impl RoomKeys {
 
 impl std::fmt::Debug for RoomKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoomKeys")
-            .field("room_id", &"..")
-            .field("psk", &"..")
-            .finish()
+        f.debug_struct("RoomKeys").field("room_id", &"..").field("psk", &"..").finish()
     }
 }
 
@@ -91,10 +85,7 @@ mod tests {
     fn token_is_not_in_room_id() {
         let token = "0123456789abcdef0123";
         let keys = RoomKeys::derive("ops", token).unwrap();
-        assert!(!keys
-            .room_id
-            .windows(4)
-            .any(|w| token.as_bytes().windows(4).any(|t| t == w)));
+        assert!(!keys.room_id.windows(4).any(|w| token.as_bytes().windows(4).any(|t| t == w)));
         assert!(!format!("{keys:?}").contains(token));
     }
 

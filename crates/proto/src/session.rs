@@ -73,6 +73,11 @@ impl Session {
         self.established
     }
 
+    /// The index the peer chose for this session.
+    pub fn remote_index(&self) -> u32 {
+        self.remote_index
+    }
+
     pub fn is_initiator(&self) -> bool {
         self.initiator
     }
@@ -80,8 +85,7 @@ impl Session {
     /// Whether the owner should start a new handshake (only the initiator does, so both
     /// sides do not rekey at once; the responder's session expires if the initiator is gone).
     pub fn needs_rekey(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.established) >= REKEY_AFTER_TIME
-            || self.next_send >= REKEY_AFTER_MESSAGES
+        now.saturating_duration_since(self.established) >= REKEY_AFTER_TIME || self.next_send >= REKEY_AFTER_MESSAGES
     }
 
     pub fn expired(&self, now: Instant) -> bool {
@@ -95,12 +99,7 @@ impl Session {
 
     /// Like [`Self::seal`], but the packet starts after `headroom` zero bytes that the caller
     /// fills in (a relay `Send` header), saving a copy of every payload.
-    pub fn seal_after(
-        &mut self,
-        headroom: usize,
-        plaintext: &[u8],
-        now: Instant,
-    ) -> Result<Vec<u8>, SessionError> {
+    pub fn seal_after(&mut self, headroom: usize, plaintext: &[u8], now: Instant) -> Result<Vec<u8>, SessionError> {
         if self.expired(now) {
             return Err(SessionError::Expired);
         }
@@ -109,8 +108,7 @@ impl Session {
         }
         let counter = self.next_send;
         self.next_send += 1;
-        let mut out =
-            Vec::with_capacity(headroom + TRANSPORT_HEADER_LEN + plaintext.len() + TAG_LEN);
+        let mut out = Vec::with_capacity(headroom + TRANSPORT_HEADER_LEN + plaintext.len() + TAG_LEN);
         out.resize(headroom, 0);
         out.push(TYPE_TRANSPORT);
         out.extend_from_slice(&self.remote_index.to_be_bytes());
@@ -143,10 +141,7 @@ impl Session {
         if !self.replay.check(counter) {
             return Err(SessionError::Replay(counter));
         }
-        let split = ciphertext
-            .len()
-            .checked_sub(TAG_LEN)
-            .ok_or(SessionError::Decrypt)?;
+        let split = ciphertext.len().checked_sub(TAG_LEN).ok_or(SessionError::Decrypt)?;
         let (body, tag) = ciphertext.split_at(split);
         let mut plaintext = body.to_vec();
         self.recv
@@ -171,27 +166,13 @@ mod tests {
         let key = || SecretKey::generate(&mut OsRng);
         let (a, b, psk) = (key(), key(), [3u8; 32]);
         let (init, m1) = Initiator::start(&a, &b.public(), &psk, PROLOGUE, key(), b"").unwrap();
-        let (kb, m2) = Responder::read(&b, PROLOGUE, &m1)
-            .unwrap()
-            .reply(&psk, key(), b"")
-            .unwrap();
+        let (kb, m2) = Responder::read(&b, PROLOGUE, &m1).unwrap().reply(&psk, key(), b"").unwrap();
         let (ka, _) = init.finish(&m2).unwrap();
-        (
-            Session::new(ka, 2, true, now),
-            Session::new(kb, 1, false, now),
-        )
+        (Session::new(ka, 2, true, now), Session::new(kb, 1, false, now))
     }
 
     fn open(s: &mut Session, pkt: &[u8], now: Instant) -> Result<Vec<u8>, SessionError> {
-        let Packet::Transport {
-            counter,
-            header,
-            ciphertext,
-            ..
-        } = Packet::parse(pkt).unwrap()
-        else {
-            panic!()
-        };
+        let Packet::Transport { counter, header, ciphertext, .. } = Packet::parse(pkt).unwrap() else { panic!() };
         s.open(counter, header, ciphertext, now)
     }
 
@@ -202,11 +183,7 @@ mod tests {
         let p1 = a.seal(b"one", now).unwrap();
         let p2 = a.seal(b"two", now).unwrap();
         assert_eq!(open(&mut b, &p2, now).unwrap(), b"two");
-        assert_eq!(
-            open(&mut b, &p1, now).unwrap(),
-            b"one",
-            "reordering is fine"
-        );
+        assert_eq!(open(&mut b, &p1, now).unwrap(), b"one", "reordering is fine");
         assert_eq!(open(&mut b, &p1, now), Err(SessionError::Replay(0)));
         // Reflection: a's own packet back to a fails (keys differ per direction).
         let p3 = a.seal(b"three", now).unwrap();
@@ -215,21 +192,11 @@ mod tests {
         for i in 0..p3.len() * 8 {
             let mut bad = p3.clone();
             bad[i / 8] ^= 1 << (i % 8);
-            if let Ok(Packet::Transport {
-                counter,
-                header,
-                ciphertext,
-                ..
-            }) = Packet::parse(&bad)
-            {
+            if let Ok(Packet::Transport { counter, header, ciphertext, .. }) = Packet::parse(&bad) {
                 assert!(b.open(counter, header, ciphertext, now).is_err(), "bit {i}");
             }
         }
-        assert_eq!(
-            open(&mut b, &p3, now).unwrap(),
-            b"three",
-            "forgeries did not burn the counter"
-        );
+        assert_eq!(open(&mut b, &p3, now).unwrap(), b"three", "forgeries did not burn the counter");
     }
 
     #[test]
@@ -239,10 +206,7 @@ mod tests {
         assert!(!a.needs_rekey(now));
         assert!(a.needs_rekey(now + REKEY_AFTER_TIME));
         assert!(a.seal(b"x", now + REKEY_AFTER_TIME).is_ok());
-        assert_eq!(
-            a.seal(b"x", now + REJECT_AFTER_TIME),
-            Err(SessionError::Expired)
-        );
+        assert_eq!(a.seal(b"x", now + REJECT_AFTER_TIME), Err(SessionError::Expired));
         a.next_send = REKEY_AFTER_MESSAGES;
         assert!(a.needs_rekey(now));
         a.next_send = REJECT_AFTER_MESSAGES;

@@ -2,9 +2,7 @@
 //! bit-flipped input.
 
 use proptest::prelude::*;
-use tunnel_proto::message::{
-    ByteBuf, Hello, Op, OsInfo, PeerMessage, RemoteError, RemoteErrorKind, Reply, StreamKind,
-};
+use tunnel_proto::message::{ByteBuf, Hello, Op, OsInfo, PeerMessage, RemoteError, RemoteErrorKind, Reply, StreamKind};
 use tunnel_proto::noise::{Responder, PROLOGUE};
 use tunnel_proto::packet::Packet;
 use tunnel_proto::relay::{send_to_recv_in_place, ErrorCode, RelayFrame};
@@ -17,21 +15,11 @@ fn node_id() -> impl Strategy<Value = NodeId> {
 fn relay_frame() -> impl Strategy<Value = RelayFrame> {
     let bytes = || proptest::collection::vec(any::<u8>(), 0..2048);
     prop_oneof![
-        (any::<[u8; 32]>(), node_id())
-            .prop_map(|(nonce, relay_key)| RelayFrame::Challenge { nonce, relay_key }),
-        (any::<[u8; 32]>(), node_id(), any::<[u8; 32]>()).prop_map(|(room_id, node_id, proof)| {
-            RelayFrame::Join {
-                room_id,
-                node_id,
-                proof,
-            }
-        }),
-        (".{0,64}", proptest::collection::vec(node_id(), 0..20)).prop_map(
-            |(observed_addr, peers)| RelayFrame::Welcome {
-                observed_addr,
-                peers
-            }
-        ),
+        (any::<[u8; 32]>(), node_id()).prop_map(|(nonce, relay_key)| RelayFrame::Challenge { nonce, relay_key }),
+        (any::<[u8; 32]>(), node_id(), any::<[u8; 32]>())
+            .prop_map(|(room_id, node_id, proof)| { RelayFrame::Join { room_id, node_id, proof } }),
+        (".{0,64}", proptest::collection::vec(node_id(), 0..20))
+            .prop_map(|(observed_addr, peers)| RelayFrame::Welcome { observed_addr, peers }),
         node_id().prop_map(|node_id| RelayFrame::PeerJoined { node_id }),
         node_id().prop_map(|node_id| RelayFrame::PeerLeft { node_id }),
         (node_id(), bytes()).prop_map(|(to, payload)| RelayFrame::Send { to, payload }),
@@ -40,10 +28,7 @@ fn relay_frame() -> impl Strategy<Value = RelayFrame> {
         any::<u64>().prop_map(|data| RelayFrame::Ping { data }),
         any::<u64>().prop_map(|data| RelayFrame::Pong { data }),
         any::<u32>().prop_map(|reconnect_in_ms| RelayFrame::Restarting { reconnect_in_ms }),
-        (any::<u16>(), ".{0,64}").prop_map(|(c, text)| RelayFrame::Error {
-            code: ErrorCode::from_u16(c),
-            text
-        }),
+        (any::<u16>(), ".{0,64}").prop_map(|(c, text)| RelayFrame::Error { code: ErrorCode::from_u16(c), text }),
     ]
 }
 
@@ -51,44 +36,32 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
     let text = || ".{0,24}";
     let buf = || proptest::collection::vec(any::<u8>(), 0..512).prop_map(ByteBuf);
     prop_oneof![
-        (text(), proptest::collection::vec(text(), 0..4), text()).prop_map(
-            |(name, tags, distro)| {
-                PeerMessage::Hello(Hello {
-                    version: 1,
-                    instance: 7,
-                    name,
-                    tags,
-                    os: OsInfo {
-                        family: "linux".into(),
-                        distro,
-                        kernel: "6.1".into(),
-                        arch: "x86_64".into(),
-                    },
-                    tunnel_version: "0.1.0".into(),
-                    mode: "plan".into(),
-                    capabilities: vec![],
-                    ssh_hosts: vec![],
-                })
-            }
-        ),
-        (any::<u64>(), buf()).prop_map(|(id, payload)| PeerMessage::Request {
-            id,
-            op: Op::Ping { payload }
+        (text(), proptest::collection::vec(text(), 0..4), text()).prop_map(|(name, tags, distro)| {
+            PeerMessage::Hello(Hello {
+                version: 1,
+                instance: 7,
+                name,
+                tags,
+                os: OsInfo { family: "linux".into(), distro, kernel: "6.1".into(), arch: "x86_64".into() },
+                tunnel_version: "0.1.0".into(),
+                mode: "plan".into(),
+                capabilities: vec![],
+                ssh_hosts: vec![],
+            })
         }),
-        (any::<u64>(), buf()).prop_map(|(id, payload)| PeerMessage::Response {
-            id,
-            result: Ok(Reply::Pong { payload })
-        }),
+        (any::<u64>(), buf()).prop_map(|(id, payload)| PeerMessage::Request { id, op: Op::Ping { payload } }),
+        (any::<u64>(), buf())
+            .prop_map(|(id, payload)| PeerMessage::Response { id, result: Ok(Reply::Pong { payload }) }),
         (any::<u64>(), text()).prop_map(|(id, message)| PeerMessage::Response {
             id,
-            result: Err(RemoteError {
-                kind: RemoteErrorKind::Refused,
-                message
-            }),
+            result: Err(RemoteError { kind: RemoteErrorKind::Refused, message }),
         }),
         any::<u64>().prop_map(|id| PeerMessage::Cancel { id }),
-        (any::<u64>(), any::<u64>(), any::<Option<u64>>())
-            .prop_map(|(id, done, total)| PeerMessage::Progress { id, done, total }),
+        (any::<u64>(), any::<u64>(), any::<Option<u64>>()).prop_map(|(id, done, total)| PeerMessage::Progress {
+            id,
+            done,
+            total
+        }),
         (any::<u64>(), any::<u64>(), text()).prop_map(|(stream, window, s)| PeerMessage::Open {
             stream,
             kind: StreamKind::Service(s),
@@ -99,20 +72,10 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
             offset,
             bytes
         }),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(stream, max_offset, received)| {
-            PeerMessage::Credit {
-                stream,
-                max_offset,
-                received,
-            }
-        }),
-        (any::<u64>(), any::<u64>(), proptest::option::of(text())).prop_map(
-            |(stream, final_offset, error)| PeerMessage::Close {
-                stream,
-                final_offset,
-                error
-            }
-        ),
+        (any::<u64>(), any::<u64>(), any::<u64>())
+            .prop_map(|(stream, max_offset, received)| { PeerMessage::Credit { stream, max_offset, received } }),
+        (any::<u64>(), any::<u64>(), proptest::option::of(text()))
+            .prop_map(|(stream, final_offset, error)| { PeerMessage::Close { stream, final_offset, error } }),
     ]
 }
 
@@ -185,12 +148,5 @@ fn send_header_helper_matches_the_encoder() {
     let mut frame = vec![0u8; tunnel_proto::relay::SEND_HEADER_LEN];
     frame.extend_from_slice(b"payload");
     tunnel_proto::relay::write_send_header(&mut frame, &to);
-    assert_eq!(
-        frame,
-        RelayFrame::Send {
-            to,
-            payload: b"payload".to_vec()
-        }
-        .encode()
-    );
+    assert_eq!(frame, RelayFrame::Send { to, payload: b"payload".to_vec() }.encode());
 }

@@ -11,8 +11,7 @@ fn fixed(seed: u8) -> [u8; 32] {
 fn run(prologue: &[u8], psk: &[u8; 32], p1: &[u8], p2: &[u8]) {
     let (si, sr, ei, er) = (fixed(1), fixed(2), fixed(3), fixed(4));
     let (s_i, s_r) = (SecretKey::from_bytes(si), SecretKey::from_bytes(sr));
-    let params: snow::params::NoiseParams =
-        std::str::from_utf8(PROTOCOL_NAME).unwrap().parse().unwrap();
+    let params: snow::params::NoiseParams = std::str::from_utf8(PROTOCOL_NAME).unwrap().parse().unwrap();
     let rs = s_r.public();
 
     let mut snow_i = snow::Builder::new(params.clone())
@@ -32,8 +31,7 @@ fn run(prologue: &[u8], psk: &[u8; 32], p1: &[u8], p2: &[u8]) {
         .unwrap();
 
     // Message 1.
-    let (ours_i, m1) =
-        Initiator::start(&s_i, &rs, psk, prologue, SecretKey::from_bytes(ei), p1).unwrap();
+    let (ours_i, m1) = Initiator::start(&s_i, &rs, psk, prologue, SecretKey::from_bytes(ei), p1).unwrap();
     let mut buf = vec![0u8; 65535];
     let n = snow_i.write_message(p1, &mut buf).unwrap();
     assert_eq!(m1, buf[..n], "message 1 differs from snow");
@@ -70,10 +68,5 @@ fn handshake_matches_snow_with_empty_payloads() {
 
 #[test]
 fn handshake_matches_snow_with_payloads_and_other_prologue() {
-    run(
-        b"another prologue",
-        &fixed(10),
-        b"first payload",
-        &[0xab; 300],
-    );
+    run(b"another prologue", &fixed(10), b"first payload", &[0xab; 300]);
 }

@@ -1,0 +1,37 @@
+//! In-process relays and nodes: real servers and real nodes on loopback, in the test's own
+//! process, for tests that need to look inside (relay hooks) or move a lot of data.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use tunnel_node::{Node, NodeConfig};
+use tunnel_proto::SecretKey;
+
+pub fn node_config(relay_url: &str, room: &str, token: &str, name: &str) -> NodeConfig {
+    NodeConfig {
+        relay_url: relay_url.into(),
+        room: room.into(),
+        token: token.into(),
+        access_token: None,
+        name: name.into(),
+        tags: vec![],
+        secret: SecretKey::generate(&mut rand::rngs::OsRng),
+        agent: true,
+    }
+}
+
+pub async fn start_node(relay_url: &str, room: &str, token: &str, name: &str) -> anyhow::Result<Node> {
+    Ok(Node::start(node_config(relay_url, room, token, name)).await?)
+}
+
+/// Waits until `node` has a Hello from a peer named `name`.
+pub async fn wait_named(node: &Node, name: &str, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while !node.peers().iter().any(|p| p.name == name) {
+        if Instant::now() > deadline {
+            bail!("{} did not see {name} within {within:?}", node.name());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
