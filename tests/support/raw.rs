@@ -1,0 +1,53 @@
+//! A bare relay client that speaks tunnel-relay.v1 frame by frame: for tests that need to
+//! misbehave (claim another id, stall, flood) where a real node never would.
+
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tunnel_proto::relay::{RelayFrame, SUBPROTOCOL};
+use tunnel_proto::{join, NodeId, SecretKey};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub async fn connect(url: &str) -> anyhow::Result<Ws> {
+    let mut req = url.into_client_request()?;
+    req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
+    Ok(tokio_tungstenite::connect_async(req).await?.0)
+}
+
+pub async fn next_frame(ws: &mut Ws) -> anyhow::Result<RelayFrame> {
+    loop {
+        match ws.next().await.context("connection closed")?? {
+            Message::Binary(b) => return Ok(RelayFrame::decode(&b)?),
+            Message::Close(_) => bail!("closed by the relay"),
+            _ => continue,
+        }
+    }
+}
+
+pub async fn send(ws: &mut Ws, frame: &RelayFrame) -> anyhow::Result<()> {
+    Ok(ws.send(Message::Binary(frame.encode())).await?)
+}
+
+/// Reads the challenge and answers it claiming `claimed`, proving with `key` (which holds
+/// `claimed` only if the client is honest). Returns the relay's answer.
+pub async fn join_as(ws: &mut Ws, room_id: [u8; 32], key: &SecretKey, claimed: NodeId) -> anyhow::Result<RelayFrame> {
+    let RelayFrame::Challenge { nonce, relay_key } = next_frame(ws).await? else { bail!("expected a challenge") };
+    let proof = join::prove(key, &nonce, &relay_key, &room_id).unwrap_or([0; 32]);
+    send(ws, &RelayFrame::Join { room_id, node_id: claimed, proof }).await?;
+    next_frame(ws).await
+}
+
+/// An honest join; returns the connection and this client's id.
+pub async fn joined(url: &str, room_id: [u8; 32]) -> anyhow::Result<(Ws, SecretKey)> {
+    let mut ws = connect(url).await?;
+    let key = SecretKey::generate(&mut rand::rngs::OsRng);
+    match join_as(&mut ws, room_id, &key, key.public()).await? {
+        RelayFrame::Welcome { .. } => Ok((ws, key)),
+        other => bail!("join refused: {other:?}"),
+    }
+}
