@@ -10,7 +10,6 @@ use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -129,7 +128,7 @@ async fn run_inner(
         Ok(joined) => joined,
         Err(end) => return end,
     };
-    let (mailbox, rx) = Mailbox::new(cfg.mailbox_bytes, conn_id);
+    let mailbox = Mailbox::new(cfg.mailbox_bytes, conn_id);
     let Some(joined) = shared.rooms.join(room_id, node, mailbox.clone(), cfg.max_peers_per_room) else {
         let _ = send(
             &mut ws,
@@ -144,7 +143,7 @@ async fn run_inner(
     debug!(%addr, node = %node.short(), "joined");
     let welcome = RelayFrame::Welcome { observed_addr: addr.to_string(), peers: joined.others };
     let end = match send(&mut ws, &welcome).await {
-        Ok(()) => forward(&mut ws, node, &joined.room, &mailbox, rx, shared, shutdown).await,
+        Ok(()) => forward(&mut ws, node, &joined.room, &mailbox, shared, shutdown).await,
         Err(e) => End::Error(e),
     };
     shared.rooms.leave(&joined.room, &node, conn_id);
@@ -206,7 +205,6 @@ async fn forward(
     node: NodeId,
     room: &Arc<Room>,
     mailbox: &Mailbox,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> End {
@@ -224,19 +222,17 @@ async fn forward(
                 let _ = ws.close(None).await;
                 return End::Shutdown;
             }
-            out = rx.recv() => match out {
-                Some(Outgoing::Frame(bytes)) => {
-                    mailbox.sent(bytes.len());
+            out = mailbox.next() => match out {
+                Outgoing::Frame(bytes) => {
                     if let Err(e) = ws.send(Message::Binary(bytes)).await {
                         return End::Error(e.to_string());
                     }
                 }
-                Some(Outgoing::Close(error)) => {
-                    let _ = send(ws, &error).await;
+                Outgoing::Close(error) => {
+                    let _ = ws.send(Message::Binary(error)).await;
                     let _ = ws.close(None).await;
                     return End::Replaced;
                 }
-                None => return End::Closed,
             },
             msg = ws.next() => {
                 let msg = match msg {

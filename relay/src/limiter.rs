@@ -36,7 +36,7 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    fn bucket_throttles_past_the_burst() {
+    async fn bucket_throttles_past_the_burst() {
         let mut b = TokenBucket::new(1000, 500);
         assert_eq!(b.take(500), Duration::ZERO);
         let wait = b.take(250);

@@ -5,11 +5,11 @@
 //! get a little slack above the bound; a connection that cannot take even those is too far
 //! behind to be useful and is closed: it reconnects and gets a fresh `Welcome`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tunnel_proto::relay::RelayFrame;
 use tunnel_proto::NodeId;
 
@@ -18,21 +18,31 @@ const PRESENCE_SLACK: usize = 64 * 1024;
 
 pub(crate) enum Outgoing {
     Frame(Vec<u8>),
-    /// Send this `Error` and close: replaced by a newer connection, or too far behind.
-    Close(RelayFrame),
+    /// Send this encoded `Error` frame and close: replaced by a newer connection, or too
+    /// far behind. Encoded up front so every queue slot stays small.
+    Close(Vec<u8>),
 }
 
+/// The outgoing queue of one connection. A plain deque that allocates on first use and
+/// shrinks back after a burst: idle peers are most peers, and they should cost almost
+/// nothing here (a channel would reserve a block of slots per connection up front).
 pub(crate) struct Mailbox {
-    tx: mpsc::UnboundedSender<Outgoing>,
+    queue: Mutex<VecDeque<Outgoing>>,
+    ready: Notify,
     queued: AtomicUsize,
     limit: usize,
     pub(crate) conn_id: u64,
 }
 
 impl Mailbox {
-    pub(crate) fn new(limit: usize, conn_id: u64) -> (Arc<Self>, mpsc::UnboundedReceiver<Outgoing>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Arc::new(Self { tx, queued: AtomicUsize::new(0), limit, conn_id }), rx)
+    pub(crate) fn new(limit: usize, conn_id: u64) -> Arc<Self> {
+        Arc::new(Self {
+            queue: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            queued: AtomicUsize::new(0),
+            limit,
+            conn_id,
+        })
     }
 
     fn reserve(&self, len: usize, limit: usize) -> bool {
@@ -44,27 +54,44 @@ impl Mailbox {
         true
     }
 
-    /// Queues a peer frame; false if the mailbox is full (or its connection is gone).
+    fn enqueue(&self, item: Outgoing) {
+        self.queue.lock().expect("mailbox lock").push_back(item);
+        self.ready.notify_one();
+    }
+
+    /// The next item to send. Cancel-safe: an item is taken only when returned.
+    pub(crate) async fn next(&self) -> Outgoing {
+        loop {
+            {
+                let mut queue = self.queue.lock().expect("mailbox lock");
+                if let Some(item) = queue.pop_front() {
+                    if let Outgoing::Frame(bytes) = &item {
+                        self.queued.fetch_sub(bytes.len(), Relaxed);
+                    }
+                    if queue.is_empty() && queue.capacity() > 16 {
+                        queue.shrink_to_fit();
+                    }
+                    return item;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Queues a peer frame; false if the mailbox is full.
     pub(crate) fn push(&self, frame: Vec<u8>) -> bool {
-        let len = frame.len();
-        if !self.reserve(len, self.limit) {
+        if !self.reserve(frame.len(), self.limit) {
             return false;
         }
-        if self.tx.send(Outgoing::Frame(frame)).is_err() {
-            self.queued.fetch_sub(len, Relaxed);
-            return false;
-        }
+        self.enqueue(Outgoing::Frame(frame));
         true
     }
 
     /// Queues a presence or control frame, closing the connection if even the slack is used.
     pub(crate) fn push_presence(&self, frame: &RelayFrame) {
         let bytes = frame.encode();
-        let len = bytes.len();
-        if self.reserve(len, self.limit + PRESENCE_SLACK) {
-            if self.tx.send(Outgoing::Frame(bytes)).is_err() {
-                self.queued.fetch_sub(len, Relaxed);
-            }
+        if self.reserve(bytes.len(), self.limit + PRESENCE_SLACK) {
+            self.enqueue(Outgoing::Frame(bytes));
         } else {
             self.close(RelayFrame::Error {
                 code: tunnel_proto::relay::ErrorCode::Other(100),
@@ -74,12 +101,7 @@ impl Mailbox {
     }
 
     pub(crate) fn close(&self, error: RelayFrame) {
-        let _ = self.tx.send(Outgoing::Close(error));
-    }
-
-    /// Called by the writer for each frame it takes off the queue.
-    pub(crate) fn sent(&self, len: usize) {
-        self.queued.fetch_sub(len, Relaxed);
+        self.enqueue(Outgoing::Close(error.encode()));
     }
 }
 
