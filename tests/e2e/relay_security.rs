@@ -145,7 +145,7 @@ fn hostile_relay_cannot_get_altered_data_delivered() -> anyhow::Result<()> {
         hostile.on.store(true, Relaxed);
         // Requests: every answer that arrives carries exactly the payload sent.
         let mut answered = 0;
-        for i in 0..30u8 {
+        for i in 0..12u8 {
             let payload = vec![i; 200];
             if let Ok(reply) =
                 a.request(peer, Op::Ping { payload: ByteBuf(payload.clone()) }, Duration::from_secs(3)).await
@@ -172,7 +172,7 @@ fn hostile_relay_cannot_get_altered_data_delivered() -> anyhow::Result<()> {
         }
         hostile.on.store(false, Relaxed);
         let attacks: Vec<u64> = hostile.done.iter().map(|c| c.load(Relaxed)).collect();
-        eprintln!("attacks (flip, replay, reorder, reflect, splice): {attacks:?}; {answered}/30 requests answered");
+        eprintln!("attacks (flip, replay, reorder, reflect, splice): {attacks:?}; {answered}/12 requests answered");
         assert!(attacks.iter().all(|&c| c > 0), "every attack ran: {attacks:?}");
         assert!(answered > 0, "requests get through a relay that tampers with a third of the frames");
 

@@ -208,11 +208,11 @@ impl PeerActor {
             }
             PeerMessage::Data { stream, offset, bytes } => self.streams.on_data(stream, offset, bytes.0),
             PeerMessage::Credit { stream, max_offset, received } => {
-                self.streams.on_credit(stream, max_offset, received);
+                let resend = self.streams.on_credit(stream, max_offset, received);
                 self.resend_backoff = RESEND_FIRST;
                 self.last_ack = Instant::now();
                 self.rto = RTO_FIRST;
-                vec![]
+                resend.into_iter().collect()
             }
             PeerMessage::Close { stream, final_offset, error } => self.streams.on_close(stream, final_offset, error),
             PeerMessage::Hello(hello) => {

@@ -200,6 +200,8 @@ struct Slot {
     out_done: bool,
     /// Our `Open`, until the peer's first `Credit` shows it arrived.
     open_unacked: Option<StreamKind>,
+    /// The acknowledged position at which we last fast-resent the next chunk.
+    fast_resent: Option<u64>,
 }
 
 /// Handles a new stream needs to reach its actor.
@@ -254,6 +256,7 @@ impl StreamTable {
             out_fin: None,
             out_done: false,
             open_unacked: open_unacked.then(|| kind.clone()),
+            fast_resent: None,
         };
         self.slots.insert(id, slot);
         Stream {
@@ -321,8 +324,9 @@ impl StreamTable {
             return self.fail(id, StreamError::Reset("peer sent past its flow-control window".into()), true);
         }
         if offset > slot.in_expected {
-            // A gap: the resend will fill it.
-            return vec![];
+            // A gap: data was lost on the way (the relay path keeps order). Say at once what
+            // arrived, so the sender resends the missing piece without waiting for its timer.
+            return vec![PeerMessage::Credit { stream: id, max_offset: slot.in_granted, received: slot.in_expected }];
         }
         if end <= slot.in_expected {
             // A duplicate: the sender resent because it heard no ack; say what arrived so it
@@ -339,10 +343,11 @@ impl StreamTable {
         vec![]
     }
 
-    pub(crate) fn on_credit(&mut self, id: u64, max_offset: u64, received: u64) {
-        let Some(slot) = self.slots.get_mut(&id) else {
-            return;
-        };
+    /// Returns the first unacknowledged chunk when the peer reports a gap there (fast
+    /// retransmit), at most once per acknowledged position.
+    pub(crate) fn on_credit(&mut self, id: u64, max_offset: u64, received: u64) -> Option<PeerMessage> {
+        let slot = self.slots.get_mut(&id)?;
+        let advanced = received > slot.out_acked;
         slot.open_unacked = None;
         slot.credit.send_if_modified(|c| {
             let grew = max_offset > c.max;
@@ -358,7 +363,15 @@ impl StreamTable {
         if slot.out_fin.is_some_and(|fin| received >= fin) {
             slot.out_done = true;
         }
+        let resend = match slot.unacked.front() {
+            Some((offset, bytes)) if !advanced && received == slot.out_acked && slot.fast_resent != Some(received) => {
+                slot.fast_resent = Some(received);
+                Some(PeerMessage::Data { stream: id, offset: *offset, bytes: ByteBuf(bytes.to_vec()) })
+            }
+            _ => None,
+        };
         self.remove_if_done(id);
+        resend
     }
 
     pub(crate) fn on_close(&mut self, id: u64, final_offset: u64, error: Option<String>) -> Vec<PeerMessage> {
