@@ -96,7 +96,7 @@ impl Intercept for Hostile {
         if let Some(held) = self.held.lock().unwrap().take() {
             out.push(held);
         }
-        if n % 3 != 0 {
+        if !n.is_multiple_of(3) {
             out.push((to, from, payload));
             return out;
         }

@@ -80,7 +80,8 @@ impl Proc {
 
     /// SIGTERM, then wait up to `within` for a clean exit; returns the exit code.
     pub fn terminate(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
-        Command::new("kill").args(["-TERM", &self.pid().to_string()]).status()?;
+        // The shell's own `kill`: no dependency on procps.
+        Command::new("sh").args(["-c", &format!("kill -TERM {}", self.pid())]).status()?;
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait()? {

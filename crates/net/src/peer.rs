@@ -189,7 +189,7 @@ impl PeerActor {
 
     /// A session became usable: introduce ourselves, then send what waited.
     async fn on_new_session(&mut self) {
-        let hello = PeerMessage::Hello(self.shared.hello.borrow().clone());
+        let hello = PeerMessage::Hello(Box::new(self.shared.hello.borrow().clone()));
         self.send(&hello).await;
         while let Some(plain) = self.outbox.pop_front() {
             self.outbox_bytes -= plain.len();

@@ -269,7 +269,7 @@ impl Sessions {
     /// sessions down forever. (Rejects are unauthenticated; a forger gains a new handshake,
     /// which a relay could force by dropping frames anyway.)
     fn on_unknown_session(&mut self, keys: &Keys, remote_index: u32, now: Instant) -> Incoming {
-        if !self.current.as_ref().is_some_and(|l| l.session.remote_index() == remote_index) {
+        if self.current.as_ref().is_none_or(|l| l.session.remote_index() != remote_index) {
             return Incoming::Ignored;
         }
         self.current = self.next.take();
@@ -299,7 +299,6 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
 
     fn keys() -> Keys {
         let secret = SecretKey::generate(&mut rand::rngs::OsRng);

@@ -270,7 +270,7 @@ impl Node {
                     warn!(peer = %hello.name, version = hello.version, "peer speaks another protocol version");
                 }
                 info!(peer = %hello.name, id = %from.short(), "peer ready");
-                self.inner.members.lock().expect("members lock").hello(from, hello);
+                self.inner.members.lock().expect("members lock").hello(from, *hello);
             }
             PeerMessage::Request { id, op } => {
                 let seen = self.inner.recent.lock().expect("recent lock").begin(from, id, Instant::now());

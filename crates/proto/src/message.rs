@@ -16,7 +16,7 @@ pub const MAX_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMessage {
-    Hello(Hello),
+    Hello(Box<Hello>),
     Request {
         id: u64,
         op: Op,

@@ -37,7 +37,7 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
     let buf = || proptest::collection::vec(any::<u8>(), 0..512).prop_map(ByteBuf);
     prop_oneof![
         (text(), proptest::collection::vec(text(), 0..4), text()).prop_map(|(name, tags, distro)| {
-            PeerMessage::Hello(Hello {
+            PeerMessage::Hello(Box::new(Hello {
                 version: 1,
                 instance: 7,
                 name,
@@ -47,7 +47,7 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
                 mode: "plan".into(),
                 capabilities: vec![],
                 ssh_hosts: vec![],
-            })
+            }))
         }),
         (any::<u64>(), buf()).prop_map(|(id, payload)| PeerMessage::Request { id, op: Op::Ping { payload } }),
         (any::<u64>(), buf())
