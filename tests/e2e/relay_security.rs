@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tunnel_net::{Endpoint, EndpointConfig, NetEvent};
-use tunnel_proto::message::{ByteBuf, Hello, Op, OsInfo, PeerMessage, Reply, StreamKind};
+use tunnel_proto::message::{ByteBuf, Hello, Op, PeerMessage, Reply, StreamKind};
 use tunnel_proto::relay::{ErrorCode, RelayFrame};
 use tunnel_proto::{NodeId, RoomKeys, SecretKey};
 use tunnel_relay::{Intercept, Relay, RelayConfig};
@@ -235,20 +235,6 @@ fn nobody_joins_as_a_node_id_they_do_not_hold() -> anyhow::Result<()> {
     })
 }
 
-fn hello() -> Hello {
-    Hello {
-        version: tunnel_proto::PROTOCOL_VERSION,
-        instance: 0,
-        name: "n".into(),
-        tags: vec![],
-        os: OsInfo::default(),
-        tunnel_version: "test".into(),
-        mode: "plan".into(),
-        capabilities: vec![],
-        ssh_hosts: vec![],
-    }
-}
-
 /// Two nodes a relay put in one room although their tokens differ (a relay can do that: it
 /// only sees room ids). No session forms, and the error says why.
 #[test]
@@ -264,7 +250,7 @@ fn mismatched_room_secrets_make_no_session_and_say_why() -> anyhow::Result<()> {
                     access_token: None,
                     room: RoomKeys { room_id, psk: Zeroizing::new([psk; 32]) },
                     secret: SecretKey::generate(&mut rand::rngs::OsRng),
-                    hello: hello(),
+                    hello: Hello::new("n"),
                 })
                 .await
             }

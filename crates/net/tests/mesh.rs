@@ -5,25 +5,11 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tunnel_net::{Endpoint, EndpointConfig, NetEvent, Stream};
-use tunnel_proto::message::{Hello, Op, OsInfo, PeerMessage, StreamKind};
+use tunnel_proto::message::{Hello, Op, PeerMessage, StreamKind};
 use tunnel_proto::{NodeId, RoomKeys, SecretKey};
 use tunnel_relay::{Relay, RelayConfig};
 
 const TOKEN: &str = "mesh-test-token-0123456789";
-
-fn hello(name: &str) -> Hello {
-    Hello {
-        version: tunnel_proto::PROTOCOL_VERSION,
-        instance: 0,
-        name: name.into(),
-        tags: vec![],
-        os: OsInfo::default(),
-        tunnel_version: "test".into(),
-        mode: "plan".into(),
-        capabilities: vec![],
-        ssh_hosts: vec![],
-    }
-}
 
 async fn endpoint(relay: &Relay, name: &str) -> (Endpoint, mpsc::Receiver<NetEvent>) {
     Endpoint::start(EndpointConfig {
@@ -31,7 +17,7 @@ async fn endpoint(relay: &Relay, name: &str) -> (Endpoint, mpsc::Receiver<NetEve
         access_token: None,
         room: RoomKeys::derive("mesh", TOKEN).unwrap(),
         secret: SecretKey::generate(&mut rand::rngs::OsRng),
-        hello: hello(name),
+        hello: Hello::new(name),
     })
     .await
     .unwrap()

@@ -153,20 +153,6 @@ impl Membership {
 mod tests {
     use super::*;
 
-    fn hello(name: &str) -> Hello {
-        Hello {
-            version: 1,
-            instance: 0,
-            name: name.into(),
-            tags: vec![],
-            os: OsInfo::default(),
-            tunnel_version: "0".into(),
-            mode: "plan".into(),
-            capabilities: vec![],
-            ssh_hosts: vec![],
-        }
-    }
-
     #[test]
     fn resolves_names_and_prefixes_with_clear_errors() {
         let mut m = Membership::default();
@@ -174,13 +160,13 @@ mod tests {
         assert!(err.contains("same relay, room name and room token"), "{err}");
         let a = NodeId::from_bytes([1; 32]);
         let b = NodeId::from_bytes([2; 32]);
-        m.hello(a, hello("web"));
-        m.hello(b, hello("db"));
+        m.hello(a, Hello::new("web"));
+        m.hello(b, Hello::new("db"));
         assert_eq!(m.resolve("web").unwrap(), a);
         assert_eq!(m.resolve(&b.to_string()[..6]).unwrap(), b);
         let err = m.resolve("cache").unwrap_err().to_string();
         assert!(err.contains("present: db, web"), "{err}");
-        m.hello(NodeId::from_bytes([3; 32]), hello("web"));
+        m.hello(NodeId::from_bytes([3; 32]), Hello::new("web"));
         assert!(matches!(m.resolve("web"), Err(ResolveError::Ambiguous { .. })));
     }
 }

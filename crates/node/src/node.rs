@@ -91,15 +91,12 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
         let room = RoomKeys::derive(&config.room, &config.token)?;
         let hello = Hello {
-            version: PROTOCOL_VERSION,
-            instance: 0,
-            name: config.name.clone(),
             tags: config.tags.clone(),
             os: crate::os_info::detect(),
             tunnel_version: env!("CARGO_PKG_VERSION").to_owned(),
             mode: if config.agent { "plan" } else { "disabled" }.into(),
             capabilities: if config.agent { vec!["ping".into(), "echo".into()] } else { vec!["ping".into()] },
-            ssh_hosts: vec![],
+            ..Hello::new(config.name.clone())
         };
         let (endpoint, events) = Endpoint::start(EndpointConfig {
             relay_url: config.relay_url,

@@ -75,6 +75,23 @@ pub struct Hello {
     pub ssh_hosts: Vec<String>,
 }
 
+impl Hello {
+    /// A Hello for this protocol version with nothing but a name; callers fill in the rest.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            version: crate::PROTOCOL_VERSION,
+            instance: 0,
+            name: name.into(),
+            tags: vec![],
+            os: OsInfo::default(),
+            tunnel_version: String::new(),
+            mode: String::new(),
+            capabilities: vec![],
+            ssh_hosts: vec![],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OsInfo {
     /// `linux`, `macos`, `windows`, ...
