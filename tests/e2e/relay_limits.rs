@@ -106,3 +106,33 @@ fn oversized_payloads_are_refused() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn newest_connection_of_a_node_wins() -> anyhow::Result<()> {
+    run_async(Duration::from_secs(30), async {
+        let relay = Relay::bind("127.0.0.1:0", RelayConfig::default()).await?;
+        let room = RoomKeys::derive("r", &token())?.room_id;
+        let (mut watcher, _) = raw::joined(&relay.url(), room).await?;
+        let key = tunnel_proto::SecretKey::generate(&mut rand::rngs::OsRng);
+        let mut old = raw::connect(&relay.url()).await?;
+        assert!(matches!(raw::join_as(&mut old, room, &key, key.public()).await?, RelayFrame::Welcome { .. }));
+        let mut new = raw::connect(&relay.url()).await?;
+        assert!(matches!(raw::join_as(&mut new, room, &key, key.public()).await?, RelayFrame::Welcome { .. }));
+        let told = raw::next_frame(&mut old).await?;
+        assert!(matches!(told, RelayFrame::Error { code: ErrorCode::Replaced, .. }), "{told:?}");
+        // Traffic for the node now reaches the new connection.
+        raw::send(&mut watcher, &RelayFrame::Send { to: key.public(), payload: b"to the newest".to_vec() }).await?;
+        loop {
+            match raw::next_frame(&mut new).await? {
+                RelayFrame::Recv { payload, .. } => {
+                    assert_eq!(payload, b"to the newest");
+                    break;
+                }
+                RelayFrame::PeerJoined { .. } => continue,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(relay.metrics().peers, 2);
+        Ok(())
+    })
+}

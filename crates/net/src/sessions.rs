@@ -132,6 +132,9 @@ impl Sessions {
     }
 
     pub(crate) fn on_timer(&mut self, keys: &Keys, now: Instant) -> Timer {
+        if self.previous.as_ref().is_some_and(|l| l.session.expired(now)) {
+            self.previous = None;
+        }
         if let Some(p) = &self.pending {
             if now.duration_since(p.started) >= GIVE_UP_AFTER {
                 let reason = p
@@ -152,9 +155,6 @@ impl Sessions {
             if due && (live.session.is_initiator() || age >= REKEY_AFTER_TIME + RESPONDER_REKEY_GRACE) {
                 return Timer::Send(self.start(keys, now));
             }
-        }
-        if self.previous.as_ref().is_some_and(|l| l.session.expired(now)) {
-            self.previous = None;
         }
         Timer::Nothing
     }
@@ -425,5 +425,74 @@ mod tests {
         assert!(total < 300 * 3, "{total} lost-session events over 300 recoveries");
         // Recovering from one lost peer takes a few rejects, not an endless exchange of them.
         assert!(worst <= 12, "as many as {worst} lost-session events in one recovery");
+    }
+
+    #[test]
+    fn initiator_rekeys_on_time_and_packets_in_flight_still_open() {
+        let mut p = Pair::new(7);
+        while p.got[0] < 1 || p.got[1] < 1 {
+            p.talk(0);
+            p.talk(1);
+            while !p.wire.is_empty() {
+                p.deliver_one();
+            }
+        }
+        let initiator = if p.s[0].current.as_ref().unwrap().session.is_initiator() { 0 } else { 1 };
+        let responder = 1 - initiator;
+        let old_hash = *p.s[0].current.as_ref().unwrap().session.handshake_hash();
+        // A packet sealed on the old session, still in flight during the rekey.
+        let in_flight = p.s[responder].seal(b"hello", p.now).unwrap().split_off(SEND_HEADER_LEN);
+
+        p.now += REKEY_AFTER_TIME;
+        assert!(
+            matches!(p.s[responder].on_timer(&p.keys[responder], p.now), Timer::Nothing),
+            "only the initiator rekeys"
+        );
+        let Timer::Send(init) = p.s[initiator].on_timer(&p.keys[initiator], p.now) else { panic!("initiator rekeys") };
+        let Incoming::Reply(resp) = p.s[responder].on_packet(&p.keys[responder], &init, p.now) else { panic!() };
+        assert!(matches!(p.s[initiator].on_packet(&p.keys[initiator], &resp, p.now), Incoming::Established));
+        let confirm = p.s[initiator].seal(b"hello", p.now).unwrap().split_off(SEND_HEADER_LEN);
+        assert!(matches!(
+            p.s[responder].on_packet(&p.keys[responder], &confirm, p.now),
+            Incoming::Plain { new_session: true, .. }
+        ));
+        for side in [0, 1] {
+            assert_ne!(*p.s[side].current.as_ref().unwrap().session.handshake_hash(), old_hash, "new keys");
+        }
+        assert!(
+            matches!(p.s[initiator].on_packet(&p.keys[initiator], &in_flight, p.now), Incoming::Plain { .. }),
+            "a packet sealed before the rekey still opens"
+        );
+        // The old session is gone once it expires.
+        p.now += tunnel_proto::session::REJECT_AFTER_TIME;
+        p.s[initiator].on_timer(&p.keys[initiator], p.now);
+        assert!(p.s[initiator].previous.is_none());
+    }
+
+    #[test]
+    fn a_handshake_nobody_answers_gives_up_with_a_reason() {
+        let mut p = Pair::new(9);
+        let first = p.s[0].ensure_handshake(&p.keys[0], p.now).unwrap();
+        assert!(p.s[0].ensure_handshake(&p.keys[0], p.now).is_none(), "one handshake at a time");
+        // The peer answers with a response that fails to authenticate (wrong room token).
+        let mut wrong = Keys { psk: Zeroizing::new([8; 32]), ..keys() };
+        wrong.secret = p.keys[1].secret.clone();
+        wrong.id = p.keys[1].id;
+        let Incoming::Reply(resp) = p.s[1].on_packet(&wrong, &first, p.now) else { panic!() };
+        assert!(matches!(p.s[0].on_packet(&p.keys[0], &resp, p.now), Incoming::Ignored));
+        let mut retries = 0;
+        loop {
+            p.now += Duration::from_millis(500);
+            match p.s[0].on_timer(&p.keys[0], p.now) {
+                Timer::Send(_) => retries += 1,
+                Timer::Nothing => {}
+                Timer::GaveUp(reason) => {
+                    assert!(reason.contains("different room token"), "{reason}");
+                    break;
+                }
+            }
+            assert!(p.now.duration_since(Instant::now()) < GIVE_UP_AFTER * 2, "gave up in time");
+        }
+        assert!(retries >= 3, "retried {retries} times");
     }
 }

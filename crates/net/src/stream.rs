@@ -486,3 +486,82 @@ impl StreamTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> (StreamTable, StreamPorts, mpsc::Receiver<StreamCmd>, mpsc::UnboundedReceiver<StreamCmd>) {
+        let (data, data_rx) = mpsc::channel(16);
+        let (ctl, ctl_rx) = mpsc::unbounded_channel();
+        let me = NodeId::from_bytes([2; 32]);
+        (StreamTable::new(me, NodeId::from_bytes([1; 32])), StreamPorts { data, ctl }, data_rx, ctl_rx)
+    }
+
+    fn data(id: u64, offset: u64, bytes: &[u8]) -> (u64, u64, Vec<u8>) {
+        (id, offset, bytes.to_vec())
+    }
+
+    /// A stream the peer (smaller id: odd ids) opened to us.
+    fn accepted(t: &mut StreamTable, ports: &StreamPorts) -> Stream {
+        let (stream, replies) = t.on_open(1, StreamKind::Sink, WINDOW, ports);
+        assert!(matches!(replies.as_slice(), [PeerMessage::Credit { stream: 1, max_offset: WINDOW, received: 0 }]));
+        stream.expect("new stream")
+    }
+
+    #[tokio::test]
+    async fn in_order_duplicates_and_gaps() {
+        let (mut t, ports, _d, _c) = table();
+        let mut s = accepted(&mut t, &ports);
+        let (id, off, b) = data(1, 0, b"hello ");
+        assert!(t.on_data(id, off, b).is_empty());
+        // A resend overlapping what arrived: only the new tail is delivered.
+        let (id, off, b) = data(1, 3, b"lo world");
+        assert!(t.on_data(id, off, b).is_empty());
+        // A pure duplicate is acknowledged so the sender stops resending.
+        let (id, off, b) = data(1, 0, b"hel");
+        assert!(matches!(t.on_data(id, off, b).as_slice(), [PeerMessage::Credit { received: 11, .. }]));
+        // A gap is reported at once and nothing past it is delivered.
+        let (id, off, b) = data(1, 20, b"later");
+        assert!(matches!(t.on_data(id, off, b).as_slice(), [PeerMessage::Credit { received: 11, .. }]));
+        // An early FIN waits for the missing bytes; the right one ends the stream.
+        assert!(t.on_close(1, 25, None).is_empty());
+        assert!(matches!(t.on_close(1, 11, None).as_slice(), [PeerMessage::Credit { received: 11, .. }]));
+        let mut got = Vec::new();
+        while let Some(chunk) = s.reader.read().await.unwrap() {
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, b"hello world");
+    }
+
+    #[tokio::test]
+    async fn sending_past_the_window_resets_the_stream() {
+        let (mut t, ports, _d, _c) = table();
+        let mut s = accepted(&mut t, &ports);
+        let out = t.on_data(1, WINDOW - 2, vec![0; 4]);
+        assert!(matches!(out.as_slice(), [PeerMessage::Close { error: Some(_), .. }]));
+        assert!(matches!(s.reader.read().await, Err(StreamError::Reset(r)) if r.contains("flow-control")));
+    }
+
+    #[tokio::test]
+    async fn unacknowledged_data_is_resent_until_acknowledged() {
+        let (mut t, ports, _d, _c) = table();
+        let (_stream, open) = t.open(StreamKind::Sink, &ports);
+        let PeerMessage::Open { stream: id, .. } = open else { panic!() };
+        assert_eq!(id % 2, 0, "the larger id opens even streams");
+        t.local_data(id, 0, Bytes::from_static(b"abc"));
+        t.local_data(id, 3, Bytes::from_static(b"def"));
+        let resend = t.resend();
+        assert!(matches!(resend[0], PeerMessage::Open { .. }), "the Open until the peer acknowledges it");
+        assert_eq!(resend.iter().filter(|m| matches!(m, PeerMessage::Data { .. })).count(), 2);
+        // The peer has the first chunk; it reports the gap after it twice: one fast resend.
+        assert!(t.on_credit(id, WINDOW, 3).is_none(), "progress is not a gap");
+        assert!(matches!(t.on_credit(id, WINDOW, 3), Some(PeerMessage::Data { offset: 3, .. })));
+        assert!(t.on_credit(id, WINDOW, 3).is_none(), "once per position");
+        let resend = t.resend();
+        assert!(!resend.iter().any(|m| matches!(m, PeerMessage::Open { .. })));
+        assert!(matches!(resend.as_slice(), [PeerMessage::Data { offset: 3, .. }, PeerMessage::Credit { .. }]));
+        t.on_credit(id, WINDOW, 6);
+        assert!(!t.has_unacked());
+    }
+}
