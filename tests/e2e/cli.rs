@@ -27,6 +27,11 @@ fn two_peers_see_each_other_and_ping() -> anyhow::Result<()> {
     assert_eq!(db["os"]["family"], std::env::consts::OS);
     assert_eq!(seen_by_b[0]["tags"], serde_json::json!(["web", "prod"]));
 
+    // The control socket is private to the node's user.
+    let socket = a.dir.path().join("run/tunnel.sock");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket)?.permissions()) & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode");
+
     // Ids agree: what b's id command prints is what a lists.
     let b_id = String::from_utf8(b.cli(&["id"]).stdout)?.trim().to_owned();
     assert_eq!(db["id"], b_id.as_str());
