@@ -6,5 +6,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # End-to-end tests start the real binaries; build them first.
 cargo build --workspace --bins
-cargo test --workspace
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
 fuzz/run.sh "${TUNNEL_FUZZ_RUNS:-20000}"
+# One closing line with the totals of every test binary above.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
