@@ -17,6 +17,7 @@ mod identity;
 mod membership;
 mod node;
 mod os_info;
+pub mod policy;
 mod recent;
 mod rpc;
 pub mod settings;

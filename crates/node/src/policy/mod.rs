@@ -1,0 +1,303 @@
+//! Policy: what this node lets callers do. Enforced here, by the node that executes, never
+//! only by the caller.
+//!
+//! Modes: `plan` (read-only: list/read/stat and allow-listed read-only commands run as argv,
+//! no shell; the default), `edit` (writes and exec allowed; overwritten files are backed up),
+//! `bypass` (everything but the hard deny list), `disabled` (nothing). The hard deny list
+//! applies in every mode. Every refusal names the rule that refused.
+
+mod commands;
+mod paths;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tunnel_proto::NodeId;
+
+pub use commands::{resolve_program, CommandLine};
+pub use paths::{canonical_target, PathAccess};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Plan,
+    Edit,
+    Bypass,
+    Disabled,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Plan => "plan",
+            Self::Edit => "edit",
+            Self::Bypass => "bypass",
+            Self::Disabled => "disabled",
+        })
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "plan" => Ok(Self::Plan),
+            "edit" => Ok(Self::Edit),
+            "bypass" => Ok(Self::Bypass),
+            "disabled" => Ok(Self::Disabled),
+            other => Err(format!("unknown mode {other:?}: use plan, edit, bypass or disabled")),
+        }
+    }
+}
+
+/// A refusal: which rule said no, and about what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused by policy: {rule}")]
+pub struct Refusal {
+    pub rule: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(rule: impl Into<String>) -> Self {
+        Self { rule: rule.into() }
+    }
+}
+
+/// The rules of one node, from its config.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub mode: Mode,
+    /// When non-empty, paths must be under one of these (after canonicalization).
+    pub allow_paths: Vec<PathBuf>,
+    pub deny_paths: Vec<PathBuf>,
+    /// When non-empty, only these programs (by resolved name) may run, in any mode.
+    pub allow_commands: Vec<String>,
+    pub deny_commands: Vec<String>,
+    /// Node ids that may operate here; `None` means every room member.
+    pub allow: Option<Vec<NodeId>>,
+    /// Node ids that may change this node's mode remotely.
+    pub admins: Vec<NodeId>,
+}
+
+impl Policy {
+    pub fn check_caller(&self, caller: &NodeId) -> Result<(), Refusal> {
+        match &self.allow {
+            Some(ids) if !ids.contains(caller) => {
+                Err(Refusal::new(format!("node {} is not in this node's allow list", caller.short())))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn check_set_mode(&self, caller: Option<&NodeId>) -> Result<(), Refusal> {
+        match caller {
+            None => Ok(()), // the local operator, through the control socket
+            Some(id) if self.admins.contains(id) => Ok(()),
+            Some(id) => Err(Refusal::new(format!(
+                "node {} is not an admin of this node; only admins change its mode",
+                id.short()
+            ))),
+        }
+    }
+
+    /// Whether a command may run, and how: the resolved program for argv commands.
+    pub fn check_command(&self, cmd: &CommandLine) -> Result<(), Refusal> {
+        commands::hard_deny(cmd)?;
+        match self.mode {
+            Mode::Disabled => return Err(Refusal::new("mode disabled refuses everything")),
+            Mode::Plan => commands::plan_allows(cmd)?,
+            Mode::Edit | Mode::Bypass => {}
+        }
+        let names = commands::program_names(cmd);
+        if let Some(denied) = names.iter().find(|n| self.deny_commands.iter().any(|d| d == *n)) {
+            return Err(Refusal::new(format!("deny_commands lists {denied}")));
+        }
+        if !self.allow_commands.is_empty() {
+            if let Some(other) = names.iter().find(|n| !self.allow_commands.iter().any(|a| a == *n)) {
+                return Err(Refusal::new(format!("allow_commands does not list {other}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `path` may be accessed as `access`; returns the canonical path to use.
+    pub fn check_path(&self, path: &str, access: PathAccess) -> Result<PathBuf, Refusal> {
+        match (self.mode, access) {
+            (Mode::Disabled, _) => return Err(Refusal::new("mode disabled refuses everything")),
+            (Mode::Plan, PathAccess::Write) => {
+                return Err(Refusal::new(format!("mode plan does not allow writes (path {path})")))
+            }
+            _ => {}
+        }
+        let canonical = canonical_target(path).map_err(|e| Refusal::new(format!("path {path:?}: {e}")))?;
+        if let Some(denied) = self.deny_paths.iter().find(|d| canonical.starts_with(d)) {
+            return Err(Refusal::new(format!(
+                "deny_paths contains {} (path {})",
+                denied.display(),
+                canonical.display()
+            )));
+        }
+        if !self.allow_paths.is_empty() && !self.allow_paths.iter().any(|a| canonical.starts_with(a)) {
+            return Err(Refusal::new(format!("path {} is outside allow_paths", canonical.display())));
+        }
+        Ok(canonical)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> CommandLine {
+        CommandLine::Argv(words.iter().map(|w| w.to_string()).collect())
+    }
+
+    fn plan() -> Policy {
+        Policy::default()
+    }
+
+    fn mode(mode: Mode) -> Policy {
+        Policy { mode, ..Policy::default() }
+    }
+
+    #[track_caller]
+    fn refused(p: &Policy, cmd: CommandLine, needle: &str) {
+        let err = p.check_command(&cmd).expect_err(&format!("{cmd:?} must be refused"));
+        assert!(err.to_string().contains(needle), "{cmd:?}: {err} (wanted {needle:?})");
+        assert!(err.to_string().starts_with("refused by policy: "), "{err}");
+    }
+
+    #[test]
+    fn plan_allows_read_only_commands() {
+        for cmd in [
+            vec!["uname", "-a"],
+            vec!["ls", "-la", "/"],
+            vec!["cat", "/etc/hostname"],
+            vec!["df", "-h"],
+            vec!["ps", "aux"],
+            vec!["grep", "-r", "root", "/etc/passwd"],
+            vec!["find", "/etc", "-name", "hosts"],
+            vec!["sed", "-n", "1,3p", "/etc/passwd"],
+            vec!["sed", "s/root/ROOT/g", "/etc/passwd"],
+            vec!["awk", "-F:", "{print $1}", "/etc/passwd"],
+            vec!["date", "+%s"],
+            vec!["env"],
+            vec!["true"],
+        ] {
+            assert_eq!(plan().check_command(&argv(&cmd)), Ok(()), "{cmd:?}");
+        }
+    }
+
+    #[test]
+    fn plan_refuses_shells_wrappers_and_writing_flags() {
+        let p = plan();
+        refused(&p, CommandLine::Shell("uname -a".into()), "does not allow shell");
+        refused(&p, argv(&["/bin/../bin/sh", "-c", "id"]), "only read-only system programs");
+        refused(&p, argv(&["env", "sh", "-c", "id"]), "runs it");
+        refused(&p, argv(&["busybox", "sh"]), "mode plan");
+        refused(&p, argv(&["bash", "-c", "id"]), "only read-only system programs");
+        refused(&p, argv(&["find", "/", "-exec", "rm", "{}", ";"]), "-exec");
+        refused(&p, argv(&["find", "/tmp", "-delete"]), "-delete");
+        refused(&p, argv(&["git", "-c", "core.pager=sh", "log"]), "-c");
+        refused(&p, argv(&["git", "push"]), "not a read-only subcommand");
+        refused(&p, argv(&["git", "diff", "--output=/tmp/x"]), "--output");
+        refused(&p, argv(&["sed", "-i", "s/a/b/", "/etc/hosts"]), "-i");
+        refused(&p, argv(&["sed", "-n", "1w /tmp/out", "/etc/hosts"]), "write");
+        refused(&p, argv(&["sed", "s/a/b/w /tmp/out", "/etc/hosts"]), "s///w");
+        refused(&p, argv(&["sed", "1e id", "/etc/hosts"]), "run commands");
+        refused(&p, argv(&["awk", "BEGIN{system(\"id\")}"]), "system()");
+        refused(&p, argv(&["awk", "{print > \"/tmp/x\"}"]), "redirection");
+        refused(&p, argv(&["tee", "/etc/hosts"]), "only read-only system programs");
+        refused(&p, argv(&["date", "-s", "2020-01-01"]), "-s");
+        refused(&p, argv(&["hostname", "evil"]), "sets the host name");
+        refused(&p, argv(&["sort", "-o", "/etc/passwd", "/etc/passwd"]), "-o");
+        refused(&p, argv(&["no-such-program-xyz"]), "not found");
+    }
+
+    #[test]
+    fn a_symlink_cannot_pass_for_an_allowed_program() {
+        let dir = std::env::temp_dir().join(format!("tunnel-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("cat");
+        let _ = std::fs::remove_file(&fake);
+        std::os::unix::fs::symlink(resolve_program("sh").unwrap(), &fake).unwrap();
+        refused(&plan(), argv(&[fake.to_str().unwrap(), "-c", "id"]), "only read-only system programs");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn hard_deny_applies_in_every_mode() {
+        for m in [Mode::Plan, Mode::Edit, Mode::Bypass] {
+            let p = mode(m);
+            refused(&p, argv(&["mkfs.ext4", "/dev/sdb1"]), "hard deny");
+            refused(&p, argv(&["rm", "-rf", "/"]), "hard deny");
+            refused(&p, argv(&["rm", "-r", "-f", "--no-preserve-root", "/"]), "hard deny");
+            refused(&p, argv(&["sudo", "rm", "-fr", "/"]), "hard deny");
+            refused(&p, argv(&["env", "FOO=1", "dd", "if=/dev/zero", "of=/dev/sda"]), "hard deny");
+            refused(&p, argv(&["sh", "-c", "rm -rf /"]), "hard deny");
+            refused(&p, CommandLine::Shell(":(){ :|:& };:".into()), "fork bomb");
+            refused(&p, CommandLine::Shell("echo hi; mkfs.xfs /dev/nvme0n1".into()), "hard deny");
+        }
+        assert_eq!(mode(Mode::Bypass).check_command(&argv(&["rm", "-rf", "/tmp/some-dir"])), Ok(()));
+        assert_eq!(mode(Mode::Bypass).check_command(&argv(&["dd", "if=/dev/zero", "of=/tmp/x", "count=1"])), Ok(()));
+    }
+
+    #[test]
+    fn deny_commands_see_through_paths_wrappers_and_shells() {
+        let p = Policy {
+            mode: Mode::Bypass,
+            deny_commands: vec!["sh".into(), "bash".into(), "dash".into()],
+            ..Policy::default()
+        };
+        refused(&p, argv(&["/bin/../bin/sh", "-c", "id"]), "deny_commands");
+        refused(&p, argv(&["env", "sh", "-c", "id"]), "deny_commands");
+        refused(&p, argv(&["busybox", "sh"]), "deny_commands");
+        refused(&p, argv(&["bash", "-c", "id"]), "deny_commands");
+        refused(&p, argv(&["nice", "-n", "5", "sh"]), "deny_commands");
+        refused(&p, CommandLine::Shell("id".into()), "deny_commands");
+        assert_eq!(p.check_command(&argv(&["id"])), Ok(()));
+        let only = Policy { mode: Mode::Edit, allow_commands: vec!["id".into()], ..Policy::default() };
+        assert_eq!(only.check_command(&argv(&["id"])), Ok(()));
+        refused(&only, argv(&["env", "id"]), "allow_commands");
+        refused(&mode(Mode::Disabled), argv(&["id"]), "disabled");
+    }
+
+    #[test]
+    fn paths_are_judged_where_they_lead() {
+        let root = std::env::temp_dir().join(format!("tunnel-policy-paths-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for d in ["app", "app-evil", "secret"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let root = std::fs::canonicalize(&root).unwrap();
+        std::os::unix::fs::symlink(root.join("secret"), root.join("app/link")).unwrap();
+        let p = Policy { mode: Mode::Edit, allow_paths: vec![root.join("app")], ..Policy::default() };
+        let s = |rel: &str| root.join(rel).to_str().unwrap().to_owned();
+        assert_eq!(p.check_path(&s("app/new.txt"), PathAccess::Write), Ok(root.join("app/new.txt")));
+        for escape in ["app-evil/x", "app/../secret/x", "app/link/x"] {
+            let err = p.check_path(&s(escape), PathAccess::Write).unwrap_err().to_string();
+            assert!(err.contains("outside allow_paths"), "{escape}: {err}");
+        }
+        let denied = Policy { mode: Mode::Edit, deny_paths: vec![root.join("secret")], ..Policy::default() };
+        assert!(denied.check_path(&s("app/link/x"), PathAccess::Read).unwrap_err().to_string().contains("deny_paths"));
+        let err = plan().check_path("/etc/hosts", PathAccess::Write).unwrap_err().to_string();
+        assert_eq!(err, "refused by policy: mode plan does not allow writes (path /etc/hosts)");
+        assert!(plan().check_path("etc/hosts", PathAccess::Read).unwrap_err().to_string().contains("absolute"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn callers_and_admins() {
+        let a = NodeId::from_bytes([1; 32]);
+        let b = NodeId::from_bytes([2; 32]);
+        let p = Policy { allow: Some(vec![a]), admins: vec![a], ..Policy::default() };
+        assert_eq!(p.check_caller(&a), Ok(()));
+        assert!(p.check_caller(&b).unwrap_err().to_string().contains("allow list"));
+        assert_eq!(p.check_set_mode(None), Ok(()));
+        assert_eq!(p.check_set_mode(Some(&a)), Ok(()));
+        assert!(p.check_set_mode(Some(&b)).unwrap_err().to_string().contains("not an admin"));
+    }
+}
