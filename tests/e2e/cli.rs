@@ -216,3 +216,36 @@ fn installer_copies_binaries_and_writes_a_private_config() -> anyhow::Result<()>
     assert!(stderr(&run).contains("ws://127.0.0.1:9") && stderr(&run).contains("unreachable"), "{}", stderr(&run));
     Ok(())
 }
+
+#[test]
+fn audit_log_records_membership_and_detects_edits() -> anyhow::Result<()> {
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let t = token();
+    let mut a = NodeProc::start(&relay.url, "r", &t, "a", "")?;
+    let b = NodeProc::start(&relay.url, "r", &t, "b", "")?;
+    a.wait_for_peers(&["b"], Duration::from_secs(10))?;
+    assert_eq!(a.proc.terminate(Duration::from_secs(10))?, Some(0));
+    drop(b);
+
+    let verify = a.cli(&["audit", "verify"]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    let tail = String::from_utf8(a.cli(&["audit", "tail", "-n", "50", "--json"]).stdout)?;
+    let events: Vec<String> = tail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].as_str().unwrap().to_owned())
+        .collect();
+    for e in ["node.start", "path.relay_up", "peer.present", "peer.hello", "node.stop"] {
+        assert!(events.iter().any(|x| x == e), "no {e} in {events:?}");
+    }
+
+    // Edit one record: verify fails and names it.
+    let path = a.dir.path().join("state/audit.jsonl");
+    let text = std::fs::read_to_string(&path)?;
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[1] = lines[1].replace("\"decision\":\"info\"", "\"decision\":\"allowed\"");
+    std::fs::write(&path, lines.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+    let verify = a.cli(&["audit", "verify"]);
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(stderr(&verify).contains("record 3"), "{}", stderr(&verify));
+    Ok(())
+}

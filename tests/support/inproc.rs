@@ -17,6 +17,7 @@ pub fn node_config(relay_url: &str, room: &str, token: &str, name: &str) -> Node
         tags: vec![],
         secret: SecretKey::generate(&mut rand::rngs::OsRng),
         agent: true,
+        state_dir: None,
     }
 }
 

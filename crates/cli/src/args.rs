@@ -52,6 +52,24 @@ pub(crate) enum Command {
     Token,
     /// Start a relay and three peers in this process and show them working together.
     Demo,
+    /// Read or check this node's audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Print the last records.
+    Tail {
+        /// How many records.
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+        /// One JSON object per line instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the hash chain; names the first broken record and exits non-zero.
+    Verify,
 }
 
 #[derive(Args)]

@@ -56,6 +56,7 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
             tags: tags.split(',').map(str::to_owned).collect(),
             secret: SecretKey::generate(&mut rand::rngs::OsRng),
             agent: true,
+            state_dir: None,
         })
         .await
         .with_context(|| format!("starting peer {name}"))?;

@@ -1,6 +1,7 @@
 //! `tunnel`: parse flags, resolve settings, call the library. Errors print as one line.
 
 mod args;
+mod audit;
 mod demo;
 mod query;
 mod run;
@@ -65,5 +66,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Demo => demo::run().await,
+        Command::Audit(cmd) => audit::run(global, cmd),
     }
 }

@@ -12,6 +12,7 @@
 //! slow handler cannot stall the mesh.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod control;
 mod identity;
 mod membership;

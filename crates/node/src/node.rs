@@ -13,6 +13,7 @@ use tunnel_proto::message::{ByteBuf, Hello, Op, PeerMessage, RemoteError, Remote
 use tunnel_proto::room::RoomError;
 use tunnel_proto::{NodeId, RoomKeys, SecretKey, PROTOCOL_VERSION};
 
+use crate::audit::{AuditError, AuditLog, Entry};
 use crate::identity::{load_or_create_identity, IdentityError};
 use crate::membership::{Membership, PeerInfo};
 use crate::recent::{Recent, Seen};
@@ -23,6 +24,8 @@ use crate::settings::{Settings, SettingsError};
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often every peer's round trip is measured again.
 const RTT_EVERY: Duration = Duration::from_secs(30);
+/// How often audit records are forced to disk.
+const AUDIT_SYNC_EVERY: Duration = Duration::from_secs(5);
 /// Largest echo stream the node serves back (a test and demo service).
 const ECHO_LIMIT: u64 = 1 << 40;
 
@@ -37,6 +40,8 @@ pub enum NodeError {
     Room(#[from] RoomError),
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 /// Everything a node needs to join its room.
@@ -50,6 +55,8 @@ pub struct NodeConfig {
     pub secret: SecretKey,
     /// Serve operations to peers. `false` (`--no-agent`): this node only operates others.
     pub agent: bool,
+    /// Where the audit log lives; `None` for ephemeral nodes (the demo, in-process tests).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeConfig {
@@ -65,6 +72,7 @@ impl NodeConfig {
             tags: s.tags.clone(),
             secret: load_or_create_identity(&s.state_dir)?,
             agent: true,
+            state_dir: Some(s.state_dir.clone()),
         })
     }
 }
@@ -82,6 +90,7 @@ struct Inner {
     members: Mutex<Membership>,
     rpc: Rpc,
     recent: Mutex<Recent>,
+    audit: Option<AuditLog>,
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -90,6 +99,7 @@ impl Node {
     /// Joins the room. Fails with a clear error if the first relay connection fails.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
         let room = RoomKeys::derive(&config.room, &config.token)?;
+        let audit = config.state_dir.as_deref().map(AuditLog::open).transpose()?;
         let hello = Hello {
             tags: config.tags.clone(),
             os: crate::os_info::detect(),
@@ -114,6 +124,7 @@ impl Node {
                 members: Mutex::new(Membership::default()),
                 rpc: Rpc::new(),
                 recent: Mutex::new(Recent::default()),
+                audit,
                 cancel: CancellationToken::new(),
                 task: Mutex::new(None),
             }),
@@ -121,6 +132,7 @@ impl Node {
         let task = tokio::spawn(node.clone().event_loop(events));
         *node.inner.task.lock().expect("task lock") = Some(task);
         info!(id = %node.id(), name = %node.name(), "joined the room");
+        node.audit(Entry { event: "node.start".into(), decision: "info".into(), ..Default::default() });
         Ok(node)
     }
 
@@ -192,12 +204,29 @@ impl Node {
         if let Some(task) = task {
             let _ = task.await;
         }
+        self.audit(Entry { event: "node.stop".into(), decision: "info".into(), ..Default::default() });
+        if let Some(log) = &self.inner.audit {
+            if let Err(e) = log.sync() {
+                warn!(error = %e, "audit log sync failed");
+            }
+        }
+    }
+
+    /// Records an event in the audit log. A record that cannot be written is logged loudly:
+    /// the operation already happened, and hiding the failure would be worse.
+    pub(crate) fn audit(&self, entry: Entry) {
+        if let Some(log) = &self.inner.audit {
+            if let Err(e) = log.append(entry) {
+                warn!(error = %e, "AUDIT RECORD LOST");
+            }
+        }
     }
 
     async fn event_loop(self, mut events: mpsc::Receiver<NetEvent>) {
         let mut work = JoinSet::new();
         let mut rtt = tokio::time::interval(RTT_EVERY);
         rtt.tick().await;
+        let mut audit_sync = tokio::time::interval(AUDIT_SYNC_EVERY);
         loop {
             tokio::select! {
                 biased;
@@ -207,6 +236,13 @@ impl Node {
                     Some(ev) => self.on_event(ev, &mut work),
                     None => break,
                 },
+                _ = audit_sync.tick() => {
+                    if let Some(log) = &self.inner.audit {
+                        if let Err(e) = log.sync() {
+                            warn!(error = %e, "audit log sync failed");
+                        }
+                    }
+                }
                 _ = rtt.tick() => {
                     let ids = self.inner.members.lock().expect("members lock").ids();
                     for id in ids {
@@ -224,6 +260,7 @@ impl Node {
         match ev {
             NetEvent::PeerPresent(id) => {
                 self.inner.members.lock().expect("members lock").present(id);
+                self.audit(peer_event("peer.present", &id, None));
                 // Talking makes a session, and every session starts with both Hellos.
                 let node = self.clone();
                 work.spawn(async move {
@@ -238,6 +275,7 @@ impl Node {
                     name
                 };
                 info!(peer = %name, id = %id.short(), "peer left");
+                self.audit(peer_event("peer.absent", &id, Some(name)));
             }
             NetEvent::Message { from, msg } => self.on_message(from, msg, work),
             NetEvent::Stream(stream) => {
@@ -248,11 +286,28 @@ impl Node {
                 }
             }
             NetEvent::LinkFailed { peer, reason } => {
+                self.audit(Entry { rule: Some(reason.clone()), ..peer_event("peer.link_failed", &peer, None) });
                 self.inner.members.lock().expect("members lock").link_error(&peer, reason);
             }
-            NetEvent::RelayConnected { observed_addr } => debug!(%observed_addr, "relay connected"),
+            NetEvent::RelayConnected { observed_addr } => {
+                debug!(%observed_addr, "relay connected");
+                let detail = serde_json::json!({ "observed_addr": observed_addr });
+                self.audit(Entry {
+                    event: "path.relay_up".into(),
+                    decision: "info".into(),
+                    detail,
+                    ..Default::default()
+                });
+            }
             NetEvent::RelayDisconnected { reason } => {
-                warn!(%reason, "relay connection lost; reconnecting")
+                warn!(%reason, "relay connection lost; reconnecting");
+                let detail = serde_json::json!({ "reason": reason });
+                self.audit(Entry {
+                    event: "path.relay_down".into(),
+                    decision: "info".into(),
+                    detail,
+                    ..Default::default()
+                });
             }
             NetEvent::RelayConnectFailed(e) => {
                 warn!(error = %e, "relay reconnect failed; retrying")
@@ -267,6 +322,7 @@ impl Node {
                     warn!(peer = %hello.name, version = hello.version, "peer speaks another protocol version");
                 }
                 info!(peer = %hello.name, id = %from.short(), "peer ready");
+                self.audit(peer_event("peer.hello", &from, Some(hello.name.clone())));
                 self.inner.members.lock().expect("members lock").hello(from, *hello);
             }
             PeerMessage::Request { id, op } => {
@@ -296,6 +352,16 @@ impl Node {
             | PeerMessage::Credit { .. }
             | PeerMessage::Close { .. } => {}
         }
+    }
+}
+
+fn peer_event(event: &str, id: &NodeId, name: Option<String>) -> Entry {
+    Entry {
+        event: event.into(),
+        caller: Some(id.to_string()),
+        caller_name: name,
+        decision: "info".into(),
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,37 @@
+//! `tunnel audit tail` and `tunnel audit verify`: read the audit log in the state directory
+//! directly, so they work whether or not the node is running.
+
+use tunnel_node::audit;
+use tunnel_node::Settings;
+
+use crate::args::{AuditCommand, Global};
+
+pub(crate) fn run(global: Global, cmd: AuditCommand) -> anyhow::Result<i32> {
+    let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
+    match cmd {
+        AuditCommand::Verify => {
+            let n = audit::verify(&settings.state_dir)?;
+            println!("audit log intact: {n} records");
+            Ok(0)
+        }
+        AuditCommand::Tail { n, json } => {
+            for r in audit::tail(&settings.state_dir, n)? {
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    let who = r
+                        .caller_name
+                        .as_deref()
+                        .or(r.caller.as_deref().map(|c| &c[..8.min(c.len())]))
+                        .unwrap_or("local");
+                    let rule = r.rule.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+                    println!(
+                        "{:>6}  {}  {:<18} {:<8} {}{rule}  {}",
+                        r.seq, r.time_ms, r.event, r.decision, who, r.detail
+                    );
+                }
+            }
+            Ok(0)
+        }
+    }
+}
