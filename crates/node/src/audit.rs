@@ -167,7 +167,6 @@ pub fn verify(state_dir: &Path) -> Result<u64, AuditError> {
         |line: u64, seq: Option<u64>, reason: String| AuditError::Broken { path: path.clone(), line, seq, reason };
     let file = File::open(&path).map_err(|source| AuditError::Io { path: path.clone(), source })?;
     let mut prev = GENESIS.to_owned();
-    let mut expected_seq = 1;
     let mut n = 0;
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|source| AuditError::Io { path: path.clone(), source })?;
