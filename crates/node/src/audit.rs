@@ -180,16 +180,15 @@ pub fn verify(state_dir: &Path) -> Result<u64, AuditError> {
                 "does not follow the record before it (edited, deleted or reordered)".into(),
             ));
         }
-        if record.seq != expected_seq {
+        if record.seq != lineno {
             return Err(broken(
                 lineno,
                 Some(record.seq),
-                format!("sequence number {} where {expected_seq} was due", record.seq),
+                format!("sequence number {} where {lineno} was due", record.seq),
             ));
         }
         prev = hash_line(&line);
-        expected_seq += 1;
-        n += 1;
+        n = lineno;
     }
     if let Ok(head) = std::fs::read_to_string(state_dir.join("audit.head")) {
         let mut parts = head.split_whitespace();
