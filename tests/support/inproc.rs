@@ -18,6 +18,7 @@ pub fn node_config(relay_url: &str, room: &str, token: &str, name: &str) -> Node
         secret: SecretKey::generate(&mut rand::rngs::OsRng),
         agent: true,
         state_dir: None,
+        policy: Default::default(),
     }
 }
 

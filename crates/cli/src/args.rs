@@ -48,6 +48,8 @@ pub(crate) enum Command {
     Id,
     /// Measure the round trip to a peer through the mesh.
     Ping(PingArgs),
+    /// Run a command on a peer; its output streams here and its exit code becomes ours.
+    Exec(ExecArgs),
     /// Print a new random room token.
     Token,
     /// Start a relay and three peers in this process and show them working together.
@@ -95,6 +97,9 @@ pub(crate) struct RunArgs {
     /// Join the room only to operate others: serve no operations to peers.
     #[arg(long)]
     pub(crate) no_agent: bool,
+    /// Safety mode: plan (read-only, the default), edit, bypass or disabled (env TUNNEL_MODE).
+    #[arg(long)]
+    pub(crate) mode: Option<String>,
 }
 
 #[derive(Args)]
@@ -102,6 +107,30 @@ pub(crate) struct PeersArgs {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ExecArgs {
+    /// Peer name or node id prefix.
+    pub(crate) peer: String,
+    /// Run this string with `sh -c` (refused in plan mode) instead of an argv after `--`.
+    #[arg(long, value_name = "STRING")]
+    pub(crate) shell: Option<String>,
+    /// Kill the command (and everything it started) after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) timeout: Option<f64>,
+    /// Extra environment variable for the command (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Working directory on the peer (absolute).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cwd: Option<String>,
+    /// Cut stdout and stderr after this many bytes each.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_output: Option<u64>,
+    /// The command and its arguments, run directly (never through a shell).
+    #[arg(last = true, value_name = "ARGV")]
+    pub(crate) argv: Vec<String>,
 }
 
 #[derive(Args)]

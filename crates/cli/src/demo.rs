@@ -57,6 +57,7 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
             secret: SecretKey::generate(&mut rand::rngs::OsRng),
             agent: true,
             state_dir: None,
+            policy: Default::default(),
         })
         .await
         .with_context(|| format!("starting peer {name}"))?;

@@ -3,6 +3,7 @@
 mod args;
 mod audit;
 mod demo;
+mod exec;
 mod query;
 mod run;
 
@@ -61,6 +62,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Peers(args) => query::peers(global, args).await,
         Command::Id => query::id(global).await,
         Command::Ping(args) => query::ping(global, args).await,
+        Command::Exec(args) => exec::run(global, args).await,
         Command::Token => {
             println!("{}", tunnel_proto::room::generate_token(&mut rand::rngs::OsRng));
             Ok(0)

@@ -14,6 +14,7 @@ pub(crate) async fn run(global: Global, args: RunArgs) -> anyhow::Result<i32> {
         access_token: args.access_token,
         name: args.name,
         tags: args.tags,
+        mode: args.mode,
         ..global.flags()
     };
     let settings = Settings::resolve(flags, |k| std::env::var(k).ok())?;

@@ -123,7 +123,16 @@ impl PeerActor {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                Some(c) = ctl.recv() => self.on_stream_cmd(c).await,
+                Some(c) = ctl.recv() => {
+                    if matches!(c, StreamCmd::Reset { .. }) {
+                        // A reset must not overtake data its stream queued before it (a
+                        // service that writes its answer and returns drops its reader).
+                        while let Ok(queued) = data.try_recv() {
+                            self.on_stream_cmd(queued).await;
+                        }
+                    }
+                    self.on_stream_cmd(c).await
+                }
                 i = input.recv() => match i {
                     Some(i) => self.on_input(i).await,
                     None => break,

@@ -5,11 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
+use tunnel_proto::message::{ByteBuf, ExecEvent, ExecSpec};
 
 use crate::membership::PeerInfo;
 use crate::node::Node;
@@ -20,7 +22,18 @@ const MAX_FRAME: usize = 16 * 1024 * 1024;
 pub enum ControlRequest {
     Id,
     Peers,
-    Ping { target: String },
+    Ping {
+        target: String,
+    },
+    /// Runs a command on a peer. The connection then carries `ExecStdin`/`ExecStdinEnd` from
+    /// the client and `Exec` events back, and closes after the last event. Closing it early
+    /// cancels the command.
+    Exec {
+        target: String,
+        spec: ExecSpec,
+    },
+    ExecStdin(ByteBuf),
+    ExecStdinEnd,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +41,7 @@ pub enum ControlResponse {
     Id { id: String, name: String },
     Peers(Vec<PeerInfo>),
     Pong { name: String, id: String, rtt_us: u64 },
+    Exec(ExecEvent),
     Error(String),
 }
 
@@ -44,14 +58,16 @@ pub enum ControlError {
     Protocol(String),
 }
 
-async fn write_frame<T: Serialize>(stream: &mut UnixStream, value: &T) -> std::io::Result<()> {
+pub async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(stream: &mut W, value: &T) -> std::io::Result<()> {
     let body = postcard::to_allocvec(value).map_err(std::io::Error::other)?;
     stream.write_all(&(body.len() as u32).to_be_bytes()).await?;
     stream.write_all(&body).await
 }
 
 /// `Ok(None)` on a clean end of stream between frames.
-async fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut UnixStream) -> std::io::Result<Option<T>> {
+pub async fn read_frame<T: for<'de> Deserialize<'de>, R: AsyncRead + Unpin>(
+    stream: &mut R,
+) -> std::io::Result<Option<T>> {
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len).await {
         Ok(_) => {}
@@ -85,6 +101,11 @@ impl ControlClient {
             }
             Err(source) => Err(ControlError::Io { path: path.to_owned(), source }),
         }
+    }
+
+    /// Hands over the connection, for exchanges longer than one answer (exec).
+    pub fn into_split(self) -> (tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf) {
+        self.stream.into_split()
     }
 
     pub async fn request(&mut self, req: &ControlRequest) -> Result<ControlResponse, ControlError> {
@@ -187,6 +208,9 @@ async fn serve(mut stream: UnixStream, node: Node) {
                 return;
             }
         };
+        if let ControlRequest::Exec { target, spec } = req {
+            return serve_exec(stream, node, target, spec).await;
+        }
         let resp = handle(&node, req).await;
         if write_frame(&mut stream, &resp).await.is_err() {
             return;
@@ -202,5 +226,61 @@ async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
             Ok((id, name, rtt)) => ControlResponse::Pong { name, id: id.to_string(), rtt_us: rtt.as_micros() as u64 },
             Err(e) => ControlResponse::Error(e.to_string()),
         },
+        ControlRequest::Exec { .. } | ControlRequest::ExecStdin(_) | ControlRequest::ExecStdinEnd => {
+            ControlResponse::Error("exec input without an exec".into())
+        }
+    }
+}
+
+/// Relays one exec between the control client and the peer. The client going away (its
+/// end closing before the command finished) cancels the command.
+async fn serve_exec(stream: UnixStream, node: Node, target: String, spec: ExecSpec) {
+    let (mut rd, mut wr) = stream.into_split();
+    let peer = match node.resolve(&target) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = write_frame(&mut wr, &ControlResponse::Error(e.to_string())).await;
+            return;
+        }
+    };
+    let (stdin_tx, stdin_rx) = if spec.stdin {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let (events_tx, mut events) = mpsc::channel(64);
+    let runner = node.clone();
+    let run = tokio::spawn(async move { runner.exec(peer, spec, stdin_rx, events_tx).await });
+    let _run = tokio_util::task::AbortOnDropHandle::new(run);
+    let client = tokio::spawn(async move {
+        let mut stdin_tx = stdin_tx;
+        loop {
+            match read_frame::<ControlRequest, _>(&mut rd).await {
+                Ok(Some(ControlRequest::ExecStdin(bytes))) => {
+                    if let Some(tx) = &stdin_tx {
+                        let _ = tx.send(bytes.0).await;
+                    }
+                }
+                Ok(Some(ControlRequest::ExecStdinEnd)) => stdin_tx = None,
+                // The client closed its end: it is gone.
+                Ok(None) | Err(_) => return,
+                Ok(Some(_)) => {}
+            }
+        }
+    });
+    let mut client = tokio_util::task::AbortOnDropHandle::new(client);
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { return };
+                let last = matches!(event, ExecEvent::Exit(_) | ExecEvent::Refused(_) | ExecEvent::Failed(_));
+                if write_frame(&mut wr, &ControlResponse::Exec(event)).await.is_err() || last {
+                    return;
+                }
+            }
+            // Returning drops `events`, which cancels the command on the peer.
+            _ = &mut client => return,
+        }
     }
 }

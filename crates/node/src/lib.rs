@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod control;
+mod exec;
 mod identity;
 mod membership;
 mod node;

@@ -1,7 +1,7 @@
 //! The node: joins the room, keeps the membership table, answers peers' requests, and offers
 //! the operations the control socket (and the demo, and tests) use.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -9,13 +9,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tunnel_net::{ConnectError, Endpoint, EndpointConfig, NetEvent, Stream};
-use tunnel_proto::message::{ByteBuf, Hello, Op, PeerMessage, RemoteError, RemoteErrorKind, Reply, StreamKind};
+use tunnel_proto::framing::FrameDecoder;
+use tunnel_proto::message::{
+    ByteBuf, ExecEvent, ExecSpec, Hello, Op, PeerMessage, RemoteError, RemoteErrorKind, Reply, StreamKind,
+};
 use tunnel_proto::room::RoomError;
 use tunnel_proto::{NodeId, RoomKeys, SecretKey, PROTOCOL_VERSION};
 
 use crate::audit::{AuditError, AuditLog, Entry};
 use crate::identity::{load_or_create_identity, IdentityError};
 use crate::membership::{Membership, PeerInfo};
+use crate::policy::{Mode, Policy, Refusal};
 use crate::recent::{Recent, Seen};
 use crate::rpc::{Rpc, RpcError};
 use crate::settings::{Settings, SettingsError};
@@ -24,6 +28,8 @@ use crate::settings::{Settings, SettingsError};
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often every peer's round trip is measured again.
 const RTT_EVERY: Duration = Duration::from_secs(30);
+/// Largest exec event frame accepted from a peer.
+const EXEC_FRAME_MAX: usize = 1 << 20;
 /// How often audit records are forced to disk.
 const AUDIT_SYNC_EVERY: Duration = Duration::from_secs(5);
 /// Largest echo stream the node serves back (a test and demo service).
@@ -57,6 +63,8 @@ pub struct NodeConfig {
     pub agent: bool,
     /// Where the audit log lives; `None` for ephemeral nodes (the demo, in-process tests).
     pub state_dir: Option<std::path::PathBuf>,
+    /// What peers may do here. `agent: false` overrides it with mode `disabled`.
+    pub policy: Policy,
 }
 
 impl NodeConfig {
@@ -73,6 +81,7 @@ impl NodeConfig {
             secret: load_or_create_identity(&s.state_dir)?,
             agent: true,
             state_dir: Some(s.state_dir.clone()),
+            policy: s.policy.clone(),
         })
     }
 }
@@ -91,6 +100,7 @@ struct Inner {
     rpc: Rpc,
     recent: Mutex<Recent>,
     audit: Option<AuditLog>,
+    policy: RwLock<Policy>,
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -104,8 +114,12 @@ impl Node {
             tags: config.tags.clone(),
             os: crate::os_info::detect(),
             tunnel_version: env!("CARGO_PKG_VERSION").to_owned(),
-            mode: if config.agent { "plan" } else { "disabled" }.into(),
-            capabilities: if config.agent { vec!["ping".into(), "echo".into()] } else { vec!["ping".into()] },
+            mode: if config.agent { config.policy.mode } else { Mode::Disabled }.to_string(),
+            capabilities: if config.agent {
+                vec!["ping".into(), "echo".into(), "exec".into()]
+            } else {
+                vec!["ping".into()]
+            },
             ..Hello::new(config.name.clone())
         };
         let (endpoint, events) = Endpoint::start(EndpointConfig {
@@ -125,6 +139,11 @@ impl Node {
                 rpc: Rpc::new(),
                 recent: Mutex::new(Recent::default()),
                 audit,
+                policy: RwLock::new(if config.agent {
+                    config.policy
+                } else {
+                    Policy { mode: Mode::Disabled, ..config.policy }
+                }),
                 cancel: CancellationToken::new(),
                 task: Mutex::new(None),
             }),
@@ -196,6 +215,64 @@ impl Node {
         Ok(self.inner.endpoint.open_stream(&peer, kind).await?)
     }
 
+    /// Runs a command on `peer`. Output and the outcome arrive on `events`, ending with an
+    /// `Exit`, `Refused` or `Failed` event. `stdin` chunks are forwarded as they come; the
+    /// channel closing ends the command's input. Dropping the `events` receiver cancels the
+    /// command (the peer kills its process group).
+    pub async fn exec(
+        &self,
+        peer: NodeId,
+        spec: ExecSpec,
+        stdin: Option<mpsc::Receiver<Vec<u8>>>,
+        events: mpsc::Sender<ExecEvent>,
+    ) -> Result<(), RpcError> {
+        let stream = self.open_stream(peer, StreamKind::Exec(spec)).await?;
+        let Stream { mut reader, mut writer, .. } = stream;
+        let feeder = tokio::spawn(async move {
+            if let Some(mut stdin) = stdin {
+                while let Some(chunk) = stdin.recv().await {
+                    if writer.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = writer.finish().await;
+            }
+        });
+        let _feeder = tokio_util::task::AbortOnDropHandle::new(feeder);
+        let mut decoder = FrameDecoder::new(EXEC_FRAME_MAX);
+        loop {
+            tokio::select! {
+                chunk = reader.read() => {
+                    let chunk = match chunk {
+                        Ok(Some(c)) => c,
+                        Ok(None) | Err(_) => {
+                            let why = "the exec stream ended before the command's exit status arrived";
+                            let _ = events.send(ExecEvent::Failed(why.into())).await;
+                            return Ok(());
+                        }
+                    };
+                    let batch: Vec<ExecEvent> = match decoder.push(&chunk) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let _ = events.send(ExecEvent::Failed(format!("bad exec frame from the peer: {e}"))).await;
+                            return Ok(());
+                        }
+                    };
+                    for event in batch {
+                        let last = matches!(event, ExecEvent::Exit(_) | ExecEvent::Refused(_) | ExecEvent::Failed(_));
+                        if events.send(event).await.is_err() {
+                            return Ok(()); // the caller went away: dropping the reader cancels
+                        }
+                        if last {
+                            return Ok(());
+                        }
+                    }
+                }
+                _ = events.closed() => return Ok(()),
+            }
+        }
+    }
+
     /// Leaves the room and stops the node's tasks.
     pub async fn shutdown(&self) {
         self.inner.endpoint.shutdown();
@@ -210,6 +287,50 @@ impl Node {
                 warn!(error = %e, "audit log sync failed");
             }
         }
+    }
+
+    /// This node's current safety mode.
+    pub fn mode(&self) -> Mode {
+        self.inner.policy.read().expect("policy lock").mode
+    }
+
+    /// Runs a check against the current policy.
+    pub(crate) fn policy_check<T>(&self, f: impl FnOnce(&Policy) -> Result<T, Refusal>) -> Result<T, Refusal> {
+        f(&self.inner.policy.read().expect("policy lock"))
+    }
+
+    /// Claims a request id for running once; false if this peer already sent it.
+    pub(crate) fn begin_request(&self, from: NodeId, id: u64) -> bool {
+        let mut recent = self.inner.recent.lock().expect("recent lock");
+        let new = matches!(recent.begin(from, id, Instant::now()), Seen::New);
+        if new {
+            // Streams carry their own answers; remember only that the id was used.
+            let used = RemoteError { kind: RemoteErrorKind::Refused, message: format!("request {id} already ran") };
+            recent.finish(from, id, Err(used));
+        }
+        new
+    }
+
+    /// Audits an operation a peer asked for.
+    pub(crate) fn audit_op(
+        &self,
+        caller: NodeId,
+        event: &str,
+        decision: &str,
+        rule: Option<String>,
+        detail: serde_json::Value,
+        outcome: Option<Entry>,
+    ) {
+        let name = self.inner.members.lock().expect("members lock").name_of(&caller);
+        self.audit(Entry {
+            event: event.into(),
+            caller: Some(caller.to_string()),
+            caller_name: Some(name),
+            decision: decision.into(),
+            rule,
+            detail,
+            ..outcome.unwrap_or_default()
+        });
     }
 
     /// Records an event in the audit log. A record that cannot be written is logged loudly:
@@ -278,13 +399,15 @@ impl Node {
                 self.audit(peer_event("peer.absent", &id, Some(name)));
             }
             NetEvent::Message { from, msg } => self.on_message(from, msg, work),
-            NetEvent::Stream(stream) => {
-                if self.inner.agent {
-                    work.spawn(serve_stream(stream));
-                } else {
-                    stream.writer.reset("this node runs with --no-agent and serves no streams");
+            NetEvent::Stream(stream) => match stream.kind.clone() {
+                StreamKind::Exec(spec) => {
+                    work.spawn(crate::exec::serve(self.clone(), stream, spec));
                 }
-            }
+                _ if !self.inner.agent => stream.writer.reset("this node runs with --no-agent and serves no streams"),
+                _ => {
+                    work.spawn(serve_stream(stream));
+                }
+            },
             NetEvent::LinkFailed { peer, reason } => {
                 self.audit(Entry { rule: Some(reason.clone()), ..peer_event("peer.link_failed", &peer, None) });
                 self.inner.members.lock().expect("members lock").link_error(&peer, reason);
@@ -408,5 +531,6 @@ async fn serve_stream(stream: Stream) {
         StreamKind::Service(name) => {
             writer.reset(&format!("no stream service {name:?} on this node"));
         }
+        StreamKind::Exec(_) => writer.reset("exec streams are served by the exec service"),
     }
 }

@@ -9,6 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tunnel_proto::NodeId;
+
+use crate::policy::Policy;
 
 /// Raw command-line values; `None` means "not given".
 #[derive(Debug, Default, Clone)]
@@ -22,6 +25,7 @@ pub struct Flags {
     pub tags: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub runtime_dir: Option<PathBuf>,
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +39,18 @@ struct FileConfig {
     tags: Option<Vec<String>>,
     state_dir: Option<PathBuf>,
     runtime_dir: Option<PathBuf>,
+    mode: Option<String>,
+    #[serde(default)]
+    allow_paths: Vec<PathBuf>,
+    #[serde(default)]
+    deny_paths: Vec<PathBuf>,
+    #[serde(default)]
+    allow_commands: Vec<String>,
+    #[serde(default)]
+    deny_commands: Vec<String>,
+    allow: Option<Vec<String>>,
+    #[serde(default)]
+    admins: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +79,7 @@ pub struct Settings {
     pub tags: Vec<String>,
     pub state_dir: PathBuf,
     pub runtime_dir: PathBuf,
+    pub policy: Policy,
 }
 
 impl std::fmt::Debug for Settings {
@@ -76,6 +93,7 @@ impl std::fmt::Debug for Settings {
             .field("tags", &self.tags)
             .field("state_dir", &self.state_dir)
             .field("runtime_dir", &self.runtime_dir)
+            .field("policy", &self.policy)
             .finish()
     }
 }
@@ -132,6 +150,20 @@ impl Settings {
         for tag in &tags {
             check_tag(tag)?;
         }
+        let mode = pick(flags.mode, "TUNNEL_MODE", file.mode.clone()).unwrap_or_else(|| "plan".into());
+        let policy = Policy {
+            mode: mode.parse().map_err(|_| SettingsError::Invalid {
+                what: "mode",
+                value: mode.clone(),
+                reason: "use plan, edit, bypass or disabled",
+            })?,
+            allow_paths: canonical_dirs(&file.allow_paths, "allow_paths")?,
+            deny_paths: canonical_dirs(&file.deny_paths, "deny_paths")?,
+            allow_commands: file.allow_commands,
+            deny_commands: file.deny_commands,
+            allow: file.allow.as_deref().map(|ids| node_ids(ids, "allow")).transpose()?,
+            admins: node_ids(&file.admins, "admins")?,
+        };
         Ok(Self {
             relay: pick(flags.relay, "TUNNEL_RELAY", file.relay),
             room: pick(flags.room, "TUNNEL_ROOM", file.room),
@@ -141,6 +173,7 @@ impl Settings {
             tags,
             state_dir,
             runtime_dir,
+            policy,
         })
     }
 
@@ -170,6 +203,35 @@ fn read_config(path: &Path, explicit: bool) -> Result<FileConfig, SettingsError>
     };
     toml::from_str(&text)
         .map_err(|e| SettingsError::BadConfig { path: path.to_owned(), reason: e.message().to_owned() })
+}
+
+/// Policy roots, canonicalized once so later checks compare like with like. A root that does
+/// not exist stays as written (nothing can be under it yet).
+fn canonical_dirs(dirs: &[PathBuf], what: &'static str) -> Result<Vec<PathBuf>, SettingsError> {
+    dirs.iter()
+        .map(|d| {
+            if !d.is_absolute() {
+                return Err(SettingsError::Invalid {
+                    what,
+                    value: d.display().to_string(),
+                    reason: "paths must be absolute",
+                });
+            }
+            Ok(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()))
+        })
+        .collect()
+}
+
+fn node_ids(ids: &[String], what: &'static str) -> Result<Vec<NodeId>, SettingsError> {
+    ids.iter()
+        .map(|s| {
+            s.parse().map_err(|_| SettingsError::Invalid {
+                what,
+                value: s.clone(),
+                reason: "not a node id (52 base32 characters)",
+            })
+        })
+        .collect()
 }
 
 fn split_tags(list: &str) -> Vec<String> {

@@ -109,6 +109,54 @@ pub enum StreamKind {
     Sink,
     /// Reserved by later services (files, forwards); carries a service name.
     Service(String),
+    /// Run a command: stdin flows to the executor, [`ExecEvent`] frames flow back.
+    Exec(ExecSpec),
+}
+
+/// A command to run, as the caller sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecCommand {
+    /// Run directly, never through a shell.
+    Argv(Vec<String>),
+    /// Run as `sh -c STRING` (refused in plan mode).
+    Shell(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// Unique per request; a resend with the same id never runs the command twice.
+    pub request_id: u64,
+    pub command: ExecCommand,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub timeout_ms: Option<u64>,
+    /// Bytes of stdout, and separately of stderr, sent back before output is cut.
+    pub output_cap: u64,
+    /// Whether the caller sends stdin; otherwise the command's stdin is empty.
+    pub stdin: bool,
+}
+
+/// What the executor sends back on an exec stream, each as one frame (see [`crate::framing`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecEvent {
+    Stdout(ByteBuf),
+    Stderr(ByteBuf),
+    /// Policy said no; nothing ran.
+    Refused(String),
+    /// It could not run (program missing, spawn failed) or was already run for this id.
+    Failed(String),
+    Exit(ExecExit),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecExit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub cancelled: bool,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub duration_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

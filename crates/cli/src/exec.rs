@@ -1,0 +1,107 @@
+//! `tunnel exec PEER -- PROG ARGS...` and `tunnel exec PEER --shell 'STRING'`.
+//!
+//! Output streams as it is produced; stdin is forwarded when it is not a terminal; the exit
+//! code is the remote command's (128 + signal if it was killed, 124 on timeout, 126 when
+//! policy refused it, 127 when it could not run). Interrupting tunnel cancels the command.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::bail;
+use tokio::io::AsyncReadExt;
+use tunnel_node::control::{read_frame, write_frame, ControlClient, ControlRequest, ControlResponse};
+use tunnel_node::Settings;
+use tunnel_proto::message::{ByteBuf, ExecCommand, ExecEvent, ExecSpec};
+
+use crate::args::{ExecArgs, Global};
+
+pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
+    let command = match (args.shell, args.argv.is_empty()) {
+        (Some(script), true) => ExecCommand::Shell(script),
+        (None, false) => ExecCommand::Argv(args.argv),
+        (Some(_), false) => bail!("give either --shell 'STRING' or an argv after --, not both"),
+        (None, true) => bail!("no command: use `tunnel exec PEER -- PROG ARGS...` or `--shell 'STRING'`"),
+    };
+    let env = args
+        .env
+        .iter()
+        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| anyhow::anyhow!("--env takes KEY=VALUE"))?;
+    let timeout_ms = match args.timeout {
+        Some(t) if !(t > 0.0 && t.is_finite()) => bail!("--timeout must be a positive number of seconds"),
+        Some(t) => Some((t * 1000.0) as u64),
+        None => None,
+    };
+    let forward_stdin = !std::io::stdin().is_terminal();
+    let spec = ExecSpec {
+        request_id: rand::random(),
+        command,
+        env,
+        cwd: args.cwd,
+        timeout_ms,
+        output_cap: args.max_output.unwrap_or(u64::MAX),
+        stdin: forward_stdin,
+    };
+    let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
+    let client = ControlClient::connect(&settings.socket_path()).await?;
+    let (mut rd, mut wr) = client.into_split();
+    write_frame(&mut wr, &ControlRequest::Exec { target: args.peer, spec }).await?;
+    let _stdin = forward_stdin.then(|| {
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut input = tokio::io::stdin();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match input.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if write_frame(&mut wr, &ControlRequest::ExecStdin(ByteBuf(buf[..n].to_vec()))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = write_frame(&mut wr, &ControlRequest::ExecStdinEnd).await;
+            // Keep the connection open: closing it would cancel the command.
+            std::future::pending::<()>().await;
+        }))
+    });
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
+    loop {
+        let Some(resp) = read_frame::<ControlResponse, _>(&mut rd).await? else {
+            bail!("the node closed the connection before the command finished");
+        };
+        match resp {
+            ControlResponse::Exec(ExecEvent::Stdout(b)) => {
+                out.write_all(&b.0)?;
+                out.flush()?;
+            }
+            ControlResponse::Exec(ExecEvent::Stderr(b)) => {
+                err.write_all(&b.0)?;
+            }
+            ControlResponse::Exec(ExecEvent::Refused(why)) => {
+                eprintln!("tunnel: {why}");
+                return Ok(126);
+            }
+            ControlResponse::Exec(ExecEvent::Failed(why)) => {
+                eprintln!("tunnel: {why}");
+                return Ok(127);
+            }
+            ControlResponse::Exec(ExecEvent::Exit(exit)) => {
+                if exit.stdout_truncated || exit.stderr_truncated {
+                    eprintln!("tunnel: output truncated at --max-output");
+                }
+                if exit.timed_out {
+                    eprintln!("tunnel: timed out; the command and everything it started were killed");
+                    return Ok(124);
+                }
+                return Ok(match (exit.code, exit.signal) {
+                    (Some(code), _) => code,
+                    (None, Some(sig)) => 128 + sig,
+                    (None, None) => 1,
+                });
+            }
+            ControlResponse::Error(e) => bail!(e),
+            other => bail!("unexpected answer from the node: {other:?}"),
+        }
+    }
+}

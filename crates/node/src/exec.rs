@@ -1,0 +1,252 @@
+//! The exec service: runs a command a peer asked for, if policy allows, and streams its
+//! output back.
+//!
+//! The command runs in its own process group. A timeout, or the caller cancelling (it resets
+//! the stream), kills the whole group, so nothing it started is left behind. Output is
+//! capped per stream with an explicit `truncated` flag; past the cap it is still drained so
+//! the command never blocks on a full pipe. The child never sees `TUNNEL_*` variables (the
+//! room token must not leak into commands).
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tunnel_net::{Stream, StreamReader, StreamWriter};
+use tunnel_proto::framing;
+use tunnel_proto::message::{ByteBuf, ExecCommand, ExecEvent, ExecExit, ExecSpec};
+
+use crate::policy::{resolve_program, CommandLine, PathAccess};
+
+/// After the command exits, how long output from anything still holding its pipes is read.
+const DRAIN_GRACE: Duration = Duration::from_millis(200);
+const READ_CHUNK: usize = 16 * 1024;
+
+pub(crate) fn command_line(cmd: &ExecCommand) -> CommandLine {
+    match cmd {
+        ExecCommand::Argv(a) => CommandLine::Argv(a.clone()),
+        ExecCommand::Shell(s) => CommandLine::Shell(s.clone()),
+    }
+}
+
+async fn send(writer: &mut StreamWriter, event: &ExecEvent) -> bool {
+    writer.write_all(&framing::encode(event)).await.is_ok()
+}
+
+/// Serves one exec stream from a peer: policy, at-most-once, run, audit.
+pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
+    let Stream { peer, mut reader, mut writer, .. } = stream;
+    let cmd = command_line(&spec.command);
+    let detail = serde_json::json!({
+        "request_id": spec.request_id,
+        "command": match &spec.command {
+            ExecCommand::Argv(a) => serde_json::json!(a.iter().map(|s| crate::audit::redact(s)).collect::<Vec<_>>()),
+            ExecCommand::Shell(s) => serde_json::json!({ "shell": crate::audit::redact(s) }),
+        },
+        "cwd": spec.cwd,
+        "env": spec.env.iter().map(|(k, _)| format!("{k}=<redacted>")).collect::<Vec<_>>(),
+        "timeout_ms": spec.timeout_ms,
+    });
+    if !node.begin_request(peer, spec.request_id) {
+        let _ = send(
+            &mut writer,
+            &ExecEvent::Failed(format!("request {} already ran; not running it twice", spec.request_id)),
+        )
+        .await;
+        let _ = writer.finish().await;
+        return;
+    }
+    let decision = node.policy_check(|p| {
+        p.check_caller(&peer)?;
+        p.check_command(&cmd)?;
+        if let Some(cwd) = &spec.cwd {
+            p.check_path(cwd, PathAccess::Read)?;
+        }
+        Ok(())
+    });
+    if let Err(refusal) = decision {
+        node.audit_op(peer, "exec", "refused", Some(refusal.rule.clone()), detail, None);
+        let _ = send(&mut writer, &ExecEvent::Refused(refusal.to_string())).await;
+        let _ = writer.finish().await;
+        return;
+    }
+    let started = Instant::now();
+    let result = run(&spec, &cmd, &mut reader, &mut writer).await;
+    let (event, outcome) = match result {
+        Ok((exit, bytes)) => {
+            let decision = if exit.cancelled {
+                "cancelled"
+            } else if exit.timed_out {
+                "timed_out"
+            } else {
+                "allowed"
+            };
+            let record = crate::audit::Entry {
+                exit_code: exit.code,
+                bytes: Some(bytes),
+                duration_ms: Some(started.elapsed().as_millis() as u64),
+                ..Default::default()
+            };
+            (ExecEvent::Exit(exit), (decision, record))
+        }
+        Err(e) => (ExecEvent::Failed(e), ("failed", crate::audit::Entry::default())),
+    };
+    let (decision, record) = outcome;
+    node.audit_op(peer, "exec", decision, None, detail, Some(record));
+    if send(&mut writer, &event).await {
+        let _ = writer.finish().await;
+    }
+}
+
+/// Spawns and supervises the command. Returns its exit and the output bytes it produced.
+async fn run(
+    spec: &ExecSpec,
+    cmd: &CommandLine,
+    reader: &mut StreamReader,
+    writer: &mut StreamWriter,
+) -> Result<(ExecExit, u64), String> {
+    let mut command = match cmd {
+        CommandLine::Argv(argv) => {
+            let first = argv.first().ok_or("empty command")?;
+            // Run the very file policy judged, not whatever PATH finds a moment later.
+            let program = resolve_program(first).ok_or_else(|| format!("program {first:?} not found"))?;
+            let mut c = tokio::process::Command::new(program);
+            c.arg0(first).args(&argv[1..]);
+            c
+        }
+        CommandLine::Shell(script) => {
+            let mut c = tokio::process::Command::new("/bin/sh");
+            c.arg("-c").arg(script);
+            c
+        }
+    };
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("TUNNEL_")) {
+            command.env_remove(key);
+        }
+    }
+    command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    if let Some(cwd) = &spec.cwd {
+        command.current_dir(cwd);
+    }
+    command
+        .stdin(if spec.stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|e| format!("cannot start the command: {e}"))?;
+    let group = child.id().map(|id| Pid::from_raw(id as i32));
+    let kill_group = || {
+        if let Some(pgid) = group {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    };
+    let mut stdin = child.stdin.take();
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let (mut out_buf, mut err_buf) = (vec![0u8; READ_CHUNK], vec![0u8; READ_CHUNK]);
+    let (mut out_sent, mut err_sent, mut total) = (0u64, 0u64, 0u64);
+    let mut exit = ExecExit::default();
+    let deadline = spec.timeout_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+    let mut status = None;
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut input_open = true;
+    loop {
+        if status.is_some()
+            && (stdout.is_none() && stderr.is_none() || drain_until.is_some_and(|t| tokio::time::Instant::now() >= t))
+        {
+            break;
+        }
+        tokio::select! {
+            n = read_some(&mut stdout, &mut out_buf) => match n {
+                Some(n) => {
+                    total += n as u64;
+                    let keep = cap(&mut out_sent, n, spec.output_cap, &mut exit.stdout_truncated);
+                    if keep > 0 && !send(writer, &ExecEvent::Stdout(ByteBuf(out_buf[..keep].to_vec()))).await {
+                        exit.cancelled = true;
+                        kill_group();
+                    }
+                }
+                None => stdout = None,
+            },
+            n = read_some(&mut stderr, &mut err_buf) => match n {
+                Some(n) => {
+                    total += n as u64;
+                    let keep = cap(&mut err_sent, n, spec.output_cap, &mut exit.stderr_truncated);
+                    if keep > 0 && !send(writer, &ExecEvent::Stderr(ByteBuf(err_buf[..keep].to_vec()))).await {
+                        exit.cancelled = true;
+                        kill_group();
+                    }
+                }
+                None => stderr = None,
+            },
+            input = reader.read(), if input_open => match input {
+                Ok(Some(bytes)) => {
+                    if let Some(pipe) = stdin.as_mut() {
+                        if pipe.write_all(&bytes).await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    input_open = false;
+                    stdin = None; // end of input: close the command's stdin
+                }
+                Err(_) => {
+                    // The caller reset the stream: cancel.
+                    input_open = false;
+                    exit.cancelled = true;
+                    kill_group();
+                }
+            },
+            s = child.wait(), if status.is_none() => {
+                status = Some(s.map_err(|e| format!("waiting for the command: {e}"))?);
+                drain_until = Some(tokio::time::Instant::now() + DRAIN_GRACE);
+            }
+            _ = sleep_until(deadline), if status.is_none() && !exit.timed_out => {
+                exit.timed_out = true;
+                kill_group();
+            }
+            _ = sleep_until(drain_until), if drain_until.is_some() => {}
+        }
+    }
+    if exit.timed_out || exit.cancelled {
+        // Whatever the command started dies with it.
+        kill_group();
+    }
+    let status = status.expect("loop ends after the command exited");
+    exit.code = status.code();
+    exit.signal = std::os::unix::process::ExitStatusExt::signal(&status);
+    exit.duration_ms = started.elapsed().as_millis() as u64;
+    Ok((exit, total))
+}
+
+/// How much of `n` new bytes fit under `limit`; sets `truncated` when some do not.
+fn cap(sent: &mut u64, n: usize, limit: u64, truncated: &mut bool) -> usize {
+    let room = limit.saturating_sub(*sent).min(n as u64) as usize;
+    if room < n {
+        *truncated = true;
+    }
+    *sent += room as u64;
+    room
+}
+
+async fn read_some<R: tokio::io::AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -> Option<usize> {
+    match pipe {
+        Some(p) => match p.read(buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(n),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
