@@ -155,6 +155,18 @@ impl StreamWriter {
         }
     }
 
+    /// Resolves when the stream fails (the peer reset it, the peer left): how a sender that
+    /// has nothing to write learns that nobody is listening any more.
+    pub fn stopped(&self) -> impl std::future::Future<Output = StreamError> + 'static {
+        let mut credit = self.credit.clone();
+        async move {
+            match credit.wait_for(|c| c.failed.is_some()).await {
+                Ok(c) => c.failed.clone().unwrap_or(StreamError::Closed),
+                Err(_) => StreamError::Closed,
+            }
+        }
+    }
+
     /// Ends this direction after everything written so far.
     pub async fn finish(mut self) -> Result<(), StreamError> {
         self.finished = true;

@@ -154,6 +154,8 @@ async fn run(
     let mut status = None;
     let mut drain_until: Option<tokio::time::Instant> = None;
     let mut input_open = true;
+    let caller_gone = writer.stopped();
+    tokio::pin!(caller_gone);
     loop {
         if status.is_some()
             && (stdout.is_none() && stderr.is_none() || drain_until.is_some_and(|t| tokio::time::Instant::now() >= t))
@@ -211,6 +213,11 @@ async fn run(
                 kill_group();
             }
             _ = sleep_until(drain_until), if drain_until.is_some() => {}
+            _ = &mut caller_gone, if !exit.cancelled => {
+                // The caller reset the stream after its input ended: cancel.
+                exit.cancelled = true;
+                kill_group();
+            }
         }
     }
     if exit.timed_out || exit.cancelled {
