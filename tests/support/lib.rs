@@ -171,7 +171,25 @@ impl NodeProc {
         name: &str,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_configured(relay_url, room, token, name, env, None)
+    }
+
+    /// Like `start_with`, plus a config file (written mode 0600 where the node looks for it).
+    pub fn start_configured(
+        relay_url: &str,
+        room: &str,
+        token: &str,
+        name: &str,
+        env: &[(&str, &str)],
+        config: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let dir = TempDir::new(name);
+        if let Some(text) = config {
+            let path = dir.path().join("config/tunnel/config.toml");
+            std::fs::create_dir_all(path.parent().unwrap())?;
+            std::fs::write(&path, text)?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        }
         let mut child = Command::new(bin("tunnel"))
             .args(["run", "--relay", relay_url, "--room", room, "--name", name])
             .env("TUNNEL_TOKEN", token)

@@ -50,6 +50,14 @@ pub(crate) enum Command {
     Ping(PingArgs),
     /// Run a command on a peer; its output streams here and its exit code becomes ours.
     Exec(ExecArgs),
+    /// Copy a file to or from a peer: `tunnel cp PEER:PATH LOCAL` or `tunnel cp LOCAL PEER:PATH`.
+    Cp(CpArgs),
+    /// List a directory on a peer: `tunnel ls PEER:PATH`.
+    Ls(LsArgs),
+    /// Show what a peer is: host, OS, uptime, version, safety mode and policy.
+    Info(InfoArgs),
+    /// Change a peer's safety mode (`tunnel mode PEER MODE`), or this node's (`tunnel mode local MODE`).
+    Mode(ModeArgs),
     /// Print a new random room token.
     Token,
     /// Start a relay and three peers in this process and show them working together.
@@ -131,6 +139,40 @@ pub(crate) struct ExecArgs {
     /// The command and its arguments, run directly (never through a shell).
     #[arg(last = true, value_name = "ARGV")]
     pub(crate) argv: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct CpArgs {
+    pub(crate) src: String,
+    pub(crate) dst: String,
+    /// Copy directories recursively.
+    #[arg(short = 'r', long)]
+    pub(crate) recursive: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct LsArgs {
+    /// PEER:PATH (absolute path).
+    pub(crate) target: String,
+    /// Most entries to list.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) limit: u32,
+}
+
+#[derive(Args)]
+pub(crate) struct InfoArgs {
+    pub(crate) peer: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ModeArgs {
+    /// Peer name or id prefix, or `local` for this node.
+    pub(crate) peer: String,
+    /// plan, edit, bypass or disabled.
+    pub(crate) mode: String,
 }
 
 #[derive(Args)]

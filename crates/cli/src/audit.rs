@@ -11,13 +11,13 @@ pub(crate) fn run(global: Global, cmd: AuditCommand) -> anyhow::Result<i32> {
     match cmd {
         AuditCommand::Verify => {
             let n = audit::verify(&settings.state_dir)?;
-            println!("audit log intact: {n} records");
+            outln!("audit log intact: {n} records");
             Ok(0)
         }
         AuditCommand::Tail { n, json } => {
             for r in audit::tail(&settings.state_dir, n)? {
                 if json {
-                    println!("{}", serde_json::to_string(&r)?);
+                    outln!("{}", serde_json::to_string(&r)?);
                 } else {
                     let who = r
                         .caller_name
@@ -25,9 +25,14 @@ pub(crate) fn run(global: Global, cmd: AuditCommand) -> anyhow::Result<i32> {
                         .or(r.caller.as_deref().map(|c| &c[..8.min(c.len())]))
                         .unwrap_or("local");
                     let rule = r.rule.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-                    println!(
+                    outln!(
                         "{:>6}  {}  {:<18} {:<8} {}{rule}  {}",
-                        r.seq, r.time_ms, r.event, r.decision, who, r.detail
+                        r.seq,
+                        r.time_ms,
+                        r.event,
+                        r.decision,
+                        who,
+                        r.detail
                     );
                 }
             }

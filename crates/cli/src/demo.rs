@@ -42,8 +42,8 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
     });
     let relay =
         Relay::bind("127.0.0.1:0", RelayConfig { intercept: Some(watcher.clone()), ..RelayConfig::default() }).await?;
-    println!("tunnel demo\n");
-    println!("1. relay listening on {} (embedded; `tunnel-relay` is the same server)", relay.url());
+    outln!("tunnel demo\n");
+    outln!("1. relay listening on {} (embedded; `tunnel-relay` is the same server)", relay.url());
 
     let mut nodes = Vec::new();
     for (name, tags) in NAMES {
@@ -63,9 +63,9 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
         .with_context(|| format!("starting peer {name}"))?;
         nodes.push(node);
     }
-    println!("2. three peers joined room \"demo\":");
+    outln!("2. three peers joined room \"demo\":");
     for n in &nodes {
-        println!("     {:<6} {}", n.name(), n.id());
+        outln!("     {:<6} {}", n.name(), n.id());
     }
 
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -75,9 +75,9 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("3. each found the others (Noise IKpsk2 sessions, Hello exchanged). alpha sees:");
+    outln!("3. each found the others (Noise IKpsk2 sessions, Hello exchanged). alpha sees:");
     for p in nodes[0].peers() {
-        println!(
+        outln!(
             "     {:<6} {}  tags={:<8} os={} {}  path={}",
             p.name,
             p.short_id,
@@ -88,13 +88,13 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
         );
     }
 
-    println!("4. round trips through the relay:");
+    outln!("4. round trips through the relay:");
     for target in ["beta", "gamma"] {
         let mut best = Duration::MAX;
         for _ in 0..20 {
             best = best.min(nodes[0].ping(target).await?.2);
         }
-        println!("     alpha -> {target:<5} {:>8.3} ms (best of 20)", best.as_secs_f64() * 1000.0);
+        outln!("     alpha -> {target:<5} {:>8.3} ms (best of 20)", best.as_secs_f64() * 1000.0);
     }
 
     let data: Vec<u8> = canary.as_bytes().iter().copied().cycle().take(STREAM_BYTES).collect();
@@ -113,7 +113,7 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
     if echoed != data {
         bail!("the echo stream came back different");
     }
-    println!(
+    outln!(
         "5. alpha streamed {} MiB to beta and back, intact, in {:.0} ms ({:.0} MiB/s each way)",
         STREAM_BYTES >> 20,
         secs * 1000.0,
@@ -122,13 +122,13 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
 
     let m = relay.metrics();
     let hits = watcher.hits.load(Relaxed);
-    println!(
+    outln!(
         "6. the relay forwarded {} frames ({:.1} MiB) and read {:.1} MiB in all;",
         m.frames_forwarded,
         m.bytes_forwarded as f64 / 1048576.0,
         watcher.bytes.load(Relaxed) as f64 / 1048576.0
     );
-    println!("   occurrences of the data's canary or the room token among them: {hits}");
+    outln!("   occurrences of the data's canary or the room token among them: {hits}");
     for n in &nodes {
         n.shutdown().await;
     }
@@ -136,6 +136,6 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
     if hits > 0 {
         bail!("the relay saw plaintext: this is a bug");
     }
-    println!("\nAll good. Next: run `tunnel-relay`, then `tunnel run --relay ws://HOST:8080 --room NAME --token $(tunnel token)` on each machine.");
+    outln!("\nAll good. Next: run `tunnel-relay`, then `tunnel run --relay ws://HOST:8080 --room NAME --token $(tunnel token)` on each machine.");
     Ok(0)
 }

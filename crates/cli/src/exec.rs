@@ -54,13 +54,13 @@ pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
                 match input.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if write_frame(&mut wr, &ControlRequest::ExecStdin(ByteBuf(buf[..n].to_vec()))).await.is_err() {
+                        if write_frame(&mut wr, &ControlRequest::Input(ByteBuf(buf[..n].to_vec()))).await.is_err() {
                             return;
                         }
                     }
                 }
             }
-            let _ = write_frame(&mut wr, &ControlRequest::ExecStdinEnd).await;
+            let _ = write_frame(&mut wr, &ControlRequest::InputEnd).await;
             // Keep the connection open: closing it would cancel the command.
             std::future::pending::<()>().await;
         }))
@@ -72,8 +72,7 @@ pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
         };
         match resp {
             ControlResponse::Exec(ExecEvent::Stdout(b)) => {
-                out.write_all(&b.0)?;
-                out.flush()?;
+                out.write_all(&b.0).and_then(|()| out.flush()).map_err(|_| crate::StdoutClosed)?;
             }
             ControlResponse::Exec(ExecEvent::Stderr(b)) => {
                 err.write_all(&b.0)?;

@@ -1,10 +1,33 @@
 //! `tunnel`: parse flags, resolve settings, call the library. Errors print as one line.
 
+/// `println!` that returns an error instead of panicking when stdout is closed
+/// (`tunnel peers | head`); only that error is treated as success.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err(|_| crate::StdoutClosed)?;
+    }};
+}
+
+/// Stdout went away (the reader of a pipe exited). Not a failure of ours.
+#[derive(Debug)]
+pub(crate) struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
 mod args;
 mod audit;
+mod cp;
 mod demo;
 mod exec;
 mod query;
+mod remote;
 mod run;
 
 use clap::Parser;
@@ -31,10 +54,8 @@ fn main() {
 }
 
 fn exit_with(e: &anyhow::Error) -> ! {
-    // A closed pipe (`tunnel peers | head`) is not a failure.
-    if e.chain()
-        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
-    {
+    // A closed stdout (`tunnel peers | head`) is not a failure. Any other broken pipe is.
+    if e.downcast_ref::<StdoutClosed>().is_some() {
         std::process::exit(0);
     }
     eprintln!("tunnel: {}", one_line(e));
@@ -63,8 +84,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Id => query::id(global).await,
         Command::Ping(args) => query::ping(global, args).await,
         Command::Exec(args) => exec::run(global, args).await,
+        Command::Cp(args) => cp::run(global, args).await,
+        Command::Ls(args) => remote::ls(global, args).await,
+        Command::Info(args) => remote::info(global, args).await,
+        Command::Mode(args) => remote::mode(global, args).await,
         Command::Token => {
-            println!("{}", tunnel_proto::room::generate_token(&mut rand::rngs::OsRng));
+            outln!("{}", tunnel_proto::room::generate_token(&mut rand::rngs::OsRng));
             Ok(0)
         }
         Command::Demo => demo::run().await,

@@ -25,16 +25,16 @@ pub(crate) async fn peers(global: Global, args: PeersArgs) -> anyhow::Result<i32
         other => return Err(unexpected(other)),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&peers)?);
+        outln!("{}", serde_json::to_string_pretty(&peers)?);
     } else if peers.is_empty() {
-        println!("no peers in the room");
+        outln!("no peers in the room");
     } else {
-        print_table(&peers);
+        print_table(&peers)?;
     }
     Ok(0)
 }
 
-fn print_table(peers: &[PeerInfo]) {
+fn print_table(peers: &[PeerInfo]) -> anyhow::Result<()> {
     let rows: Vec<[String; 7]> = peers
         .iter()
         .map(|p| {
@@ -68,8 +68,9 @@ fn print_table(peers: &[PeerInfo]) {
     }
     for row in std::iter::once(&header).chain(&rows) {
         let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end());
     }
+    Ok(())
 }
 
 pub(crate) async fn id(global: Global) -> anyhow::Result<i32> {
@@ -77,11 +78,11 @@ pub(crate) async fn id(global: Global) -> anyhow::Result<i32> {
     // The running node answers if there is one; otherwise the key on disk is the id.
     if let Ok(mut client) = ControlClient::connect(&settings.socket_path()).await {
         match client.request(&ControlRequest::Id).await? {
-            ControlResponse::Id { id, .. } => println!("{id}"),
+            ControlResponse::Id { id, .. } => outln!("{id}"),
             other => return Err(unexpected(other)),
         }
     } else {
-        println!("{}", load_or_create_identity(&settings.state_dir)?.public());
+        outln!("{}", load_or_create_identity(&settings.state_dir)?.public());
     }
     Ok(0)
 }
@@ -97,7 +98,7 @@ pub(crate) async fn ping(global: Global, args: PingArgs) -> anyhow::Result<i32> 
         match client.request(&ControlRequest::Ping { target: args.peer.clone() }).await? {
             ControlResponse::Pong { name, id, rtt_us } => {
                 ok += 1;
-                println!("reply from {name} ({}): time={:.3} ms", &id[..8], rtt_us as f64 / 1000.0);
+                outln!("reply from {name} ({}): time={:.3} ms", &id[..8], rtt_us as f64 / 1000.0);
             }
             ControlResponse::Error(e) => {
                 eprintln!("tunnel: {e}");

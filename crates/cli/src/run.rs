@@ -25,8 +25,8 @@ pub(crate) async fn run(global: Global, args: RunArgs) -> anyhow::Result<i32> {
     let control = BoundControl::bind(&settings.socket_path()).await?;
     let node = Node::start(config).await.context("joining the room")?;
     let control = control.serve(node.clone());
-    println!("tunnel: {} ({}) joined room {room:?} on {relay}", node.name(), node.id());
-    println!("tunnel: control socket {}", settings.socket_path().display());
+    outln!("tunnel: {} ({}) joined room {room:?} on {relay}", node.name(), node.id());
+    outln!("tunnel: control socket {}", settings.socket_path().display());
     shutdown_signal().await?;
     eprintln!("tunnel: leaving the room");
     control.shutdown().await;

@@ -11,12 +11,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
-use tunnel_proto::message::{ByteBuf, ExecEvent, ExecSpec};
+use tunnel_proto::message::{ByteBuf, ExecEvent, ExecSpec, FileEvent, Op, ReadSpec, Reply, WriteSpec};
 
 use crate::membership::PeerInfo;
 use crate::node::Node;
 
 const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// How long a request/response operation on a peer may take.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlRequest {
@@ -25,15 +27,35 @@ pub enum ControlRequest {
     Ping {
         target: String,
     },
-    /// Runs a command on a peer. The connection then carries `ExecStdin`/`ExecStdinEnd` from
+    /// Runs a command on a peer. The connection then carries `Input`/`InputEnd` (stdin) from
     /// the client and `Exec` events back, and closes after the last event. Closing it early
     /// cancels the command.
     Exec {
         target: String,
         spec: ExecSpec,
     },
-    ExecStdin(ByteBuf),
-    ExecStdinEnd,
+    /// Bytes for the operation under way (exec stdin, an upload).
+    Input(ByteBuf),
+    InputEnd,
+    /// Any request/response operation on a peer (info, stat, list, set_mode).
+    Request {
+        target: String,
+        op: Op,
+    },
+    /// Changes this node's own mode (the local operator may always).
+    LocalMode {
+        mode: String,
+    },
+    /// Reads a file from a peer: `File` events follow, ending with `Done`/`Refused`/`Failed`.
+    Read {
+        target: String,
+        spec: ReadSpec,
+    },
+    /// Writes a file on a peer: the client sends `Input` then `InputEnd`, one `File` event answers.
+    Write {
+        target: String,
+        spec: WriteSpec,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +64,9 @@ pub enum ControlResponse {
     Peers(Vec<PeerInfo>),
     Pong { name: String, id: String, rtt_us: u64 },
     Exec(ExecEvent),
+    Reply(Reply),
+    File(FileEvent),
+    Done,
     Error(String),
 }
 
@@ -208,8 +233,15 @@ async fn serve(mut stream: UnixStream, node: Node) {
                 return;
             }
         };
-        if let ControlRequest::Exec { target, spec } = req {
-            return serve_exec(stream, node, target, spec).await;
+        match req {
+            ControlRequest::Exec { target, spec } => return serve_exec(stream, node, target, spec).await,
+            ControlRequest::Read { target, spec } => {
+                return crate::control_files::serve_read(stream, node, target, spec).await
+            }
+            ControlRequest::Write { target, spec } => {
+                return crate::control_files::serve_write(stream, node, target, spec).await
+            }
+            _ => {}
         }
         let resp = handle(&node, req).await;
         if write_frame(&mut stream, &resp).await.is_err() {
@@ -226,9 +258,25 @@ async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
             Ok((id, name, rtt)) => ControlResponse::Pong { name, id: id.to_string(), rtt_us: rtt.as_micros() as u64 },
             Err(e) => ControlResponse::Error(e.to_string()),
         },
-        ControlRequest::Exec { .. } | ControlRequest::ExecStdin(_) | ControlRequest::ExecStdinEnd => {
-            ControlResponse::Error("exec input without an exec".into())
-        }
+        ControlRequest::Request { target, op } => match node.resolve(&target) {
+            Ok(peer) => match node.request(peer, op, REQUEST_TIMEOUT).await {
+                Ok(reply) => ControlResponse::Reply(reply),
+                Err(e) => ControlResponse::Error(e.to_string()),
+            },
+            Err(e) => ControlResponse::Error(e.to_string()),
+        },
+        ControlRequest::LocalMode { mode } => match mode.parse::<crate::policy::Mode>() {
+            Ok(mode) => match node.set_mode(mode, None) {
+                Ok(()) => ControlResponse::Done,
+                Err(e) => ControlResponse::Error(e.to_string()),
+            },
+            Err(e) => ControlResponse::Error(e),
+        },
+        ControlRequest::Exec { .. }
+        | ControlRequest::Read { .. }
+        | ControlRequest::Write { .. }
+        | ControlRequest::Input(_)
+        | ControlRequest::InputEnd => ControlResponse::Error("input without an operation under way".into()),
     }
 }
 
@@ -257,12 +305,12 @@ async fn serve_exec(stream: UnixStream, node: Node, target: String, spec: ExecSp
         let mut stdin_tx = stdin_tx;
         loop {
             match read_frame::<ControlRequest, _>(&mut rd).await {
-                Ok(Some(ControlRequest::ExecStdin(bytes))) => {
+                Ok(Some(ControlRequest::Input(bytes))) => {
                     if let Some(tx) = &stdin_tx {
                         let _ = tx.send(bytes.0).await;
                     }
                 }
-                Ok(Some(ControlRequest::ExecStdinEnd)) => stdin_tx = None,
+                Ok(Some(ControlRequest::InputEnd)) => stdin_tx = None,
                 // The client closed its end: it is gone.
                 Ok(None) | Err(_) => return,
                 Ok(Some(_)) => {}

@@ -10,8 +10,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use rustix::process::{kill_process_group, Pid, Signal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnel_net::{Stream, StreamReader, StreamWriter};
 use tunnel_proto::framing;
@@ -138,10 +137,10 @@ async fn run(
         .kill_on_drop(true);
     let started = Instant::now();
     let mut child = command.spawn().map_err(|e| format!("cannot start the command: {e}"))?;
-    let group = child.id().map(|id| Pid::from_raw(id as i32));
+    let group = child.id().and_then(|id| Pid::from_raw(id as i32));
     let kill_group = || {
         if let Some(pgid) = group {
-            let _ = killpg(pgid, Signal::SIGKILL);
+            let _ = kill_process_group(pgid, Signal::Kill);
         }
     };
     let mut stdin = child.stdin.take();

@@ -14,7 +14,9 @@
 
 pub mod audit;
 pub mod control;
+mod control_files;
 mod exec;
+mod fs;
 mod identity;
 mod membership;
 mod node;

@@ -30,3 +30,9 @@ pub(crate) fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "tunnel-node".into())
 }
+
+/// Seconds since boot, where the system says.
+pub(crate) fn uptime_secs() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    text.split_whitespace().next()?.parse::<f64>().ok().map(|s| s as u64)
+}

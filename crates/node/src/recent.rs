@@ -16,7 +16,7 @@ pub(crate) type Outcome = Result<Reply, RemoteError>;
 
 enum Entry {
     Running,
-    Done(Outcome),
+    Done(Box<Outcome>),
 }
 
 /// What to do with an incoming request.
@@ -26,7 +26,7 @@ pub(crate) enum Seen {
     /// Already running: its answer will be sent when it finishes.
     Running,
     /// Already done: send this answer again.
-    Done(Outcome),
+    Done(Box<Outcome>),
 }
 
 #[derive(Default)]
@@ -51,7 +51,7 @@ impl Recent {
 
     pub(crate) fn finish(&mut self, from: NodeId, id: u64, outcome: Outcome) {
         if let Some(entry) = self.entries.get_mut(&(from, id)) {
-            *entry = Entry::Done(outcome);
+            *entry = Entry::Done(Box::new(outcome));
         }
     }
 
@@ -83,7 +83,7 @@ mod tests {
         assert!(matches!(r.begin(peer, 7, now), Seen::Running));
         let reply = Reply::Pong { payload: ByteBuf(vec![1]) };
         r.finish(peer, 7, Ok(reply.clone()));
-        assert!(matches!(r.begin(peer, 7, now), Seen::Done(Ok(ref got)) if *got == reply));
+        assert!(matches!(r.begin(peer, 7, now), Seen::Done(ref got) if **got == Ok(reply.clone())));
         // Same id from another peer is another request.
         assert!(matches!(r.begin(NodeId::from_bytes([2; 32]), 7, now), Seen::New));
         // Forgotten after the retention time.

@@ -20,7 +20,7 @@ pub enum RpcError {
     Resolve(#[from] ResolveError),
     #[error("{peer} did not answer within {secs} s{}", .cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
     Timeout { peer: String, secs: u64, cause: Option<String> },
-    #[error("{peer} refused: {error}")]
+    #[error("{peer}: {error}")]
     Remote { peer: String, error: RemoteError },
     #[error(transparent)]
     Net(#[from] NetError),

@@ -51,6 +51,7 @@ struct FileConfig {
     allow: Option<Vec<String>>,
     #[serde(default)]
     admins: Vec<String>,
+    max_file_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +164,7 @@ impl Settings {
             deny_commands: file.deny_commands,
             allow: file.allow.as_deref().map(|ids| node_ids(ids, "allow")).transpose()?,
             admins: node_ids(&file.admins, "admins")?,
+            max_file_bytes: file.max_file_bytes.unwrap_or(Policy::default().max_file_bytes),
         };
         Ok(Self {
             relay: pick(flags.relay, "TUNNEL_RELAY", file.relay),

@@ -111,6 +111,10 @@ pub enum StreamKind {
     Service(String),
     /// Run a command: stdin flows to the executor, [`ExecEvent`] frames flow back.
     Exec(ExecSpec),
+    /// Read a file: [`FileEvent`] frames flow back.
+    ReadFile(ReadSpec),
+    /// Write a file: its bytes flow to the node, one [`FileEvent`] comes back.
+    WriteFile(WriteSpec),
 }
 
 /// A command to run, as the caller sends it.
@@ -162,12 +166,20 @@ pub struct ExecExit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     Ping { payload: ByteBuf },
+    Info,
+    SetMode { mode: String },
+    Stat { path: String },
+    List { path: String, limit: u32 },
 }
 
 impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Ping { .. } => "ping",
+            Self::Info => "info",
+            Self::SetMode { .. } => "set_mode",
+            Self::Stat { .. } => "stat",
+            Self::List { .. } => "list",
         }
     }
 }
@@ -175,10 +187,80 @@ impl Op {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     Pong { payload: ByteBuf },
+    Info(NodeInfo),
+    Done,
+    Stat(FileStat),
+    List { entries: Vec<FileStat>, truncated: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub hostname: String,
+    pub os: OsInfo,
+    pub shell: String,
+    pub uptime_secs: u64,
+    pub version: String,
+    pub mode: String,
+    /// One line per policy rule in force.
+    pub policy: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    /// The canonical path for `stat`; the entry name for `list`.
+    pub name: String,
+    pub kind: FileKind,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadSpec {
+    pub request_id: u64,
+    pub path: String,
+    pub offset: u64,
+    /// `None` reads to the end.
+    pub length: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteSpec {
+    pub request_id: u64,
+    pub path: String,
+    /// The file's size: the write fails unless exactly this many bytes arrive.
+    pub size: u64,
+    /// Permission bits; `None` keeps an existing file's, or 0644 for a new one.
+    pub mode: Option<u32>,
+    /// Fail if the file exists.
+    pub create_only: bool,
+}
+
+/// What the serving side sends back on a file stream, each as one frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileEvent {
+    /// Before the data of a read: what is being read.
+    Meta(FileStat),
+    Data(ByteBuf),
+    /// The end: bytes moved, and where an overwritten file was backed up.
+    Done {
+        bytes: u64,
+        backup: Option<String>,
+    },
+    Refused(String),
+    Failed(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{kind:?}: {message}")]
+#[error("{message}")]
 pub struct RemoteError {
     pub kind: RemoteErrorKind,
     pub message: String,

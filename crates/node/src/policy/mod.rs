@@ -67,7 +67,7 @@ impl Refusal {
 }
 
 /// The rules of one node, from its config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     pub mode: Mode,
     /// When non-empty, paths must be under one of these (after canonicalization).
@@ -80,6 +80,50 @@ pub struct Policy {
     pub allow: Option<Vec<NodeId>>,
     /// Node ids that may change this node's mode remotely.
     pub admins: Vec<NodeId>,
+    /// Largest file a peer may write here.
+    pub max_file_bytes: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Plan,
+            allow_paths: vec![],
+            deny_paths: vec![],
+            allow_commands: vec![],
+            deny_commands: vec![],
+            allow: None,
+            admins: vec![],
+            max_file_bytes: 64 << 30,
+        }
+    }
+}
+
+impl Policy {
+    /// One line per rule in force, for `tunnel info`.
+    pub fn summary(&self) -> Vec<String> {
+        let list = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        let mut out = vec![format!("mode {}", self.mode)];
+        if !self.allow_paths.is_empty() {
+            out.push(format!("allow_paths {}", list(&self.allow_paths)));
+        }
+        if !self.deny_paths.is_empty() {
+            out.push(format!("deny_paths {}", list(&self.deny_paths)));
+        }
+        if !self.allow_commands.is_empty() {
+            out.push(format!("allow_commands {}", self.allow_commands.join(", ")));
+        }
+        if !self.deny_commands.is_empty() {
+            out.push(format!("deny_commands {}", self.deny_commands.join(", ")));
+        }
+        match &self.allow {
+            Some(ids) => out.push(format!("allow {} node ids", ids.len())),
+            None => out.push("allow every room member".into()),
+        }
+        out.push(format!("admins {}", self.admins.len()));
+        out.push(format!("max_file_bytes {}", self.max_file_bytes));
+        out
+    }
 }
 
 impl Policy {

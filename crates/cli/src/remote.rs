@@ -1,0 +1,87 @@
+//! `tunnel info`, `tunnel ls` and `tunnel mode`: request/response operations on a peer.
+
+use anyhow::bail;
+use tunnel_node::control::{ControlClient, ControlRequest, ControlResponse};
+use tunnel_node::Settings;
+use tunnel_proto::message::{FileKind, Op, Reply};
+
+use crate::args::{Global, InfoArgs, LsArgs, ModeArgs};
+
+pub(crate) async fn client(global: &Global) -> anyhow::Result<ControlClient> {
+    let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
+    Ok(ControlClient::connect(&settings.socket_path()).await?)
+}
+
+/// `PEER:PATH` into its parts; `None` for a local path.
+pub(crate) fn split_remote(arg: &str) -> Option<(&str, &str)> {
+    let (peer, path) = arg.split_once(':')?;
+    (!peer.is_empty() && !peer.contains('/')).then_some((peer, path))
+}
+
+pub(crate) async fn request(global: &Global, target: &str, op: Op) -> anyhow::Result<Reply> {
+    match client(global).await?.request(&ControlRequest::Request { target: target.to_owned(), op }).await? {
+        ControlResponse::Reply(r) => Ok(r),
+        ControlResponse::Error(e) => bail!(e),
+        other => bail!("unexpected answer from the node: {other:?}"),
+    }
+}
+
+pub(crate) async fn info(global: Global, args: InfoArgs) -> anyhow::Result<i32> {
+    let Reply::Info(info) = request(&global, &args.peer, Op::Info).await? else { bail!("unexpected answer") };
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "hostname": info.hostname, "os": info.os, "shell": info.shell, "uptime_secs": info.uptime_secs,
+                "version": info.version, "mode": info.mode, "policy": info.policy,
+            }))?
+        );
+        return Ok(0);
+    }
+    outln!("host     {}", info.hostname);
+    outln!("os       {} ({} {}, kernel {})", info.os.distro, info.os.family, info.os.arch, info.os.kernel);
+    outln!("shell    {}", info.shell);
+    outln!("uptime   {} h {} min", info.uptime_secs / 3600, info.uptime_secs / 60 % 60);
+    outln!("tunnel   {}", info.version);
+    outln!("mode     {}", info.mode);
+    for rule in info.policy {
+        outln!("policy   {rule}");
+    }
+    Ok(0)
+}
+
+pub(crate) async fn ls(global: Global, args: LsArgs) -> anyhow::Result<i32> {
+    let Some((peer, path)) = split_remote(&args.target) else { bail!("give the directory as PEER:PATH") };
+    let Reply::List { entries, truncated } =
+        request(&global, peer, Op::List { path: path.to_owned(), limit: args.limit }).await?
+    else {
+        bail!("unexpected answer")
+    };
+    for e in entries {
+        let kind = match e.kind {
+            FileKind::Dir => 'd',
+            FileKind::Symlink => 'l',
+            FileKind::File => '-',
+            FileKind::Other => '?',
+        };
+        outln!("{kind}{:04o} {:>12} {}", e.mode, e.size, e.name);
+    }
+    if truncated {
+        eprintln!("tunnel: listing cut at {} entries (--limit)", args.limit);
+    }
+    Ok(0)
+}
+
+pub(crate) async fn mode(global: Global, args: ModeArgs) -> anyhow::Result<i32> {
+    if args.peer == "local" {
+        match client(&global).await?.request(&ControlRequest::LocalMode { mode: args.mode.clone() }).await? {
+            ControlResponse::Done => outln!("this node is now in mode {}", args.mode),
+            ControlResponse::Error(e) => bail!(e),
+            other => bail!("unexpected answer from the node: {other:?}"),
+        }
+        return Ok(0);
+    }
+    request(&global, &args.peer, Op::SetMode { mode: args.mode.clone() }).await?;
+    outln!("{} is now in mode {}", args.peer, args.mode);
+    Ok(0)
+}

@@ -1,0 +1,93 @@
+//! File transfers over the control socket: the CLI's side of `tunnel cp`. Each takes over
+//! its control connection; the client closing it early abandons the transfer (the peer
+//! discards a partial upload, a download stops).
+
+use tokio::net::UnixStream;
+use tunnel_net::Stream;
+use tunnel_proto::framing::FrameDecoder;
+use tunnel_proto::message::{FileEvent, ReadSpec, StreamKind, WriteSpec};
+
+use crate::control::{read_frame, write_frame, ControlRequest, ControlResponse};
+use crate::Node;
+
+const FILE_FRAME_MAX: usize = 1 << 20;
+
+async fn open(node: &Node, target: &str, kind: StreamKind) -> Result<Stream, String> {
+    let peer = node.resolve(target).map_err(|e| e.to_string())?;
+    node.open_stream(peer, kind).await.map_err(|e| e.to_string())
+}
+
+/// Relays `FileEvent`s from the peer's stream to the client until the last one.
+async fn relay_events(reader: &mut tunnel_net::StreamReader, wr: &mut tokio::net::unix::OwnedWriteHalf) {
+    let mut decoder = FrameDecoder::new(FILE_FRAME_MAX);
+    loop {
+        let chunk = match reader.read().await {
+            Ok(Some(c)) => c,
+            Ok(None) | Err(_) => {
+                let why = "the transfer ended before the peer said it was done";
+                let _ = write_frame(wr, &ControlResponse::File(FileEvent::Failed(why.into()))).await;
+                return;
+            }
+        };
+        let events: Vec<FileEvent> = match decoder.push(&chunk) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ =
+                    write_frame(wr, &ControlResponse::File(FileEvent::Failed(format!("bad frame from the peer: {e}"))))
+                        .await;
+                return;
+            }
+        };
+        for event in events {
+            let last = matches!(event, FileEvent::Done { .. } | FileEvent::Refused(_) | FileEvent::Failed(_));
+            if write_frame(wr, &ControlResponse::File(event)).await.is_err() || last {
+                return;
+            }
+        }
+    }
+}
+
+pub(crate) async fn serve_read(stream: UnixStream, node: Node, target: String, spec: ReadSpec) {
+    let (_rd, mut wr) = stream.into_split();
+    match open(&node, &target, StreamKind::ReadFile(spec)).await {
+        Ok(Stream { mut reader, .. }) => relay_events(&mut reader, &mut wr).await,
+        Err(e) => {
+            let _ = write_frame(&mut wr, &ControlResponse::Error(e)).await;
+        }
+    }
+}
+
+pub(crate) async fn serve_write(stream: UnixStream, node: Node, target: String, spec: WriteSpec) {
+    let (mut rd, mut wr) = stream.into_split();
+    let Stream { mut reader, mut writer, .. } = match open(&node, &target, StreamKind::WriteFile(spec)).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = write_frame(&mut wr, &ControlResponse::Error(e)).await;
+            return;
+        }
+    };
+    // The upload runs on its own, so that relaying the peer's answer is never cut short: the
+    // answer may come early (a refusal), and then the client must hear it.
+    let upload = tokio::spawn(async move {
+        loop {
+            match read_frame::<ControlRequest, _>(&mut rd).await {
+                Ok(Some(ControlRequest::Input(bytes))) => {
+                    if writer.write_all(&bytes.0).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(ControlRequest::InputEnd)) => {
+                    let _ = writer.finish().await;
+                    // Keep reading: the client closing now means it gave up waiting.
+                    while let Ok(Some(_)) = read_frame::<ControlRequest, _>(&mut rd).await {}
+                    return;
+                }
+                // The client went away mid-upload: dropping the writer resets the stream and
+                // the peer discards what it got.
+                _ => return,
+            }
+        }
+    });
+    let _upload = tokio_util::task::AbortOnDropHandle::new(upload);
+    relay_events(&mut reader, &mut wr).await;
+}

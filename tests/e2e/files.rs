@@ -1,0 +1,172 @@
+//! Files through the mesh with real node processes: ls, info, cp both ways (1 GiB with bounded
+//! memory), path rules on canonical paths, plan-mode refusals, backups, and who may change
+//! a node's mode.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tunnel_tests::{memory_kib, token, NodeProc, RelayProc, TempDir};
+
+fn out(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn sha_file(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(h.finalize().to_vec())
+}
+
+/// A file of `mib` MiB of varied bytes, written in chunks.
+fn make_file(path: &std::path::Path, mib: usize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut chunk = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for b in chunk.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&chunk)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn one_gib_each_way_with_bounded_memory() -> anyhow::Result<()> {
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let t = token();
+    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
+    let target = NodeProc::start_with(&relay.url, "r", &t, "target", &[("TUNNEL_MODE", "edit")])?;
+    op.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    let work = TempDir::new("gib");
+    let src = work.path().join("src.bin");
+    make_file(&src, 1024)?;
+    let want = sha_file(&src)?;
+
+    let remote = work.path().join("remote.bin");
+    let o = op.cli(&["cp", src.to_str().unwrap(), &format!("target:{}", remote.display())]);
+    assert!(o.status.success(), "upload: {}", err(&o));
+    assert_eq!(sha_file(&remote)?, want, "upload SHA-256");
+    std::fs::remove_file(&src)?;
+
+    let back = work.path().join("back.bin");
+    let o = op.cli(&["cp", &format!("target:{}", remote.display()), back.to_str().unwrap()]);
+    assert!(o.status.success(), "download: {}", err(&o));
+    assert_eq!(sha_file(&back)?, want, "download SHA-256");
+
+    for node in [&op, &target] {
+        let peak = memory_kib(node.proc.pid(), "VmHWM");
+        eprintln!("{} peak RSS {} MiB after 1 GiB each way", node.name, peak / 1024);
+        assert!(peak < 160 * 1024, "{} peaked at {peak} KiB", node.name);
+    }
+    Ok(())
+}
+
+#[test]
+fn paths_are_checked_where_they_lead() -> anyhow::Result<()> {
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let t = token();
+    let root = TempDir::new("roots");
+    let r = std::fs::canonicalize(root.path())?;
+    for d in ["app", "app-evil", "secret"] {
+        std::fs::create_dir_all(r.join(d))?;
+    }
+    std::fs::write(r.join("secret/keep.txt"), b"untouched")?;
+    std::fs::write(r.join("app-evil/keep.txt"), b"untouched too")?;
+    std::os::unix::fs::symlink(r.join("secret"), r.join("app/link"))?;
+    let config = format!("mode = \"edit\"\nallow_paths = [\"{}\"]\n", r.join("app").display());
+    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
+    let _target = NodeProc::start_configured(&relay.url, "r", &t, "target", &[], Some(&config))?;
+    op.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    let local = root.path().join("payload.txt");
+    std::fs::write(&local, b"evil")?;
+
+    let o = op.cli(&["cp", local.to_str().unwrap(), &format!("target:{}", r.join("app/ok.txt").display())]);
+    assert!(o.status.success(), "inside the root: {}", err(&o));
+    assert_eq!(std::fs::read(r.join("app/ok.txt"))?, b"evil");
+    for escape in ["app/../secret/keep.txt", "app/link/keep.txt", "app-evil/keep.txt", "secret/keep.txt"] {
+        let dest = format!("target:{}/{escape}", r.display());
+        let o = op.cli(&["cp", local.to_str().unwrap(), &dest]);
+        assert_eq!(
+            o.status.code(),
+            Some(126),
+            "{escape} must be refused: stdout {:?} stderr {:?}; secret now {:?}; target log {:?}",
+            out(&o),
+            err(&o),
+            std::fs::read_to_string(r.join("secret/keep.txt")),
+            std::fs::read_dir(r.join("app")).map(|d| d.map(|e| e.unwrap().file_name()).collect::<Vec<_>>())
+        );
+        assert!(err(&o).contains("outside allow_paths"), "{escape}: {}", err(&o));
+        let o = op.cli(&["cp", &dest, root.path().join("stolen").to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(126), "reading {escape} must be refused too");
+    }
+    let o = op.cli(&["ls", &format!("target:{}", r.join("app/link").display())]);
+    assert!(!o.status.success() && err(&o).contains("outside allow_paths"), "{}", err(&o));
+    assert_eq!(std::fs::read(r.join("secret/keep.txt"))?, b"untouched");
+    assert_eq!(std::fs::read(r.join("app-evil/keep.txt"))?, b"untouched too");
+    assert!(!root.path().join("stolen").exists());
+    Ok(())
+}
+
+#[test]
+fn plan_refuses_writes_edit_backs_up_and_only_admins_change_modes() -> anyhow::Result<()> {
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let t = token();
+    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
+    let admin = NodeProc::start(&relay.url, "r", &t, "admin", "")?;
+    let admin_id = out(&admin.cli(&["id"])).trim().to_owned();
+    let target =
+        NodeProc::start_configured(&relay.url, "r", &t, "target", &[], Some(&format!("admins = [\"{admin_id}\"]\n")))?;
+    op.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    admin.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    let work = TempDir::new("modes");
+    let file = work.path().join("config.txt");
+    std::fs::write(&file, b"version 1")?;
+    let local = work.path().join("new.txt");
+    std::fs::write(&local, b"version 2")?;
+    let dest = format!("target:{}", file.display());
+
+    // plan (the default): reading is fine, writing is refused with the rule named.
+    let o = op.cli(&["info", "target"]);
+    assert!(out(&o).contains("mode     plan"), "{}", out(&o));
+    let o = op.cli(&["cp", local.to_str().unwrap(), &dest]);
+    assert_eq!(o.status.code(), Some(126));
+    assert!(err(&o).contains("refused by policy: mode plan does not allow writes"), "{}", err(&o));
+    assert_eq!(std::fs::read(&file)?, b"version 1");
+
+    // A non-admin cannot change the mode; the refusal is audited. The admin can.
+    let o = op.cli(&["mode", "target", "edit"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("not an admin"), "{}", err(&o));
+    let o = admin.cli(&["mode", "target", "edit"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let tail = out(&target.cli(&["audit", "tail", "-n", "100", "--json"]));
+    let modes: Vec<serde_json::Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "mode.set")
+        .collect();
+    assert_eq!(modes.len(), 2, "{tail}");
+    assert_eq!(modes[0]["decision"], "refused");
+    assert_eq!(modes[1]["decision"], "allowed");
+
+    // edit: the write goes through and the old file is backed up with a manifest entry.
+    let o = op.cli(&["cp", local.to_str().unwrap(), &dest]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(std::fs::read(&file)?, b"version 2");
+    let manifest = std::fs::read_to_string(target.dir.path().join("state/backups/manifest.jsonl"))?;
+    let entry: serde_json::Value = serde_json::from_str(manifest.lines().next().unwrap())?;
+    assert_eq!(entry["original"], file.display().to_string());
+    assert_eq!(std::fs::read(entry["backup"].as_str().unwrap())?, b"version 1");
+    assert!(target.cli(&["audit", "verify"]).status.success());
+    Ok(())
+}
