@@ -41,7 +41,10 @@ impl Drop for Sshd {
 }
 
 fn start_sshd(dir: &Path) -> anyhow::Result<Sshd> {
-    let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"].into_iter().find(|p| Path::new(p).exists()).context("no sshd: install openssh-server")?;
+    let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .context("no sshd: install openssh-server")?;
     std::fs::create_dir_all("/run/sshd").ok(); // privilege separation directory
     keygen(&dir.join("host_key"))?;
     keygen(&dir.join("client_key"))?;
@@ -55,7 +58,8 @@ fn start_sshd(dir: &Path) -> anyhow::Result<Sshd> {
     std::fs::write(dir.join("sshd_config"), config)?;
     let host_pub = std::fs::read_to_string(dir.join("host_key.pub"))?;
     std::fs::write(dir.join("known_hosts"), format!("[127.0.0.1]:{port} {host_pub}"))?;
-    let child = Command::new(sshd).args(["-D", "-e", "-f"]).arg(dir.join("sshd_config")).stderr(Stdio::null()).spawn()?;
+    let child =
+        Command::new(sshd).args(["-D", "-e", "-f"]).arg(dir.join("sshd_config")).stderr(Stdio::null()).spawn()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
@@ -69,16 +73,25 @@ fn start_sshd(dir: &Path) -> anyhow::Result<Sshd> {
 fn ssh_command(dir: &Path, port: u16) -> Command {
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
     let mut c = Command::new("ssh");
-    c.args(["-o", "ControlMaster=auto", "-o", "ControlPersist=60", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-        .arg("-o")
-        .arg(format!("ControlPath={}/cm-%C", dir.display()))
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}/known_hosts", dir.display()))
-        .arg("-i")
-        .arg(dir.join("client_key"))
-        .args(["-p", &port.to_string(), &format!("{user}@127.0.0.1"), "true"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    c.args([
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        "ControlPersist=60",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+    ])
+    .arg("-o")
+    .arg(format!("ControlPath={}/cm-%C", dir.display()))
+    .arg("-o")
+    .arg(format!("UserKnownHostsFile={}/known_hosts", dir.display()))
+    .arg("-i")
+    .arg(dir.join("client_key"))
+    .args(["-p", &port.to_string(), &format!("{user}@127.0.0.1"), "true"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
     c
 }
 

@@ -19,20 +19,21 @@ pub(crate) fn run(global: Global, cmd: AuditCommand) -> anyhow::Result<i32> {
                 if json {
                     outln!("{}", serde_json::to_string(&r)?);
                 } else {
-                    let who = r
+                    let e = &r.entry;
+                    let who = e
                         .caller_name
                         .as_deref()
-                        .or(r.caller.as_deref().map(|c| &c[..8.min(c.len())]))
+                        .or(e.caller.as_deref().map(|c| &c[..8.min(c.len())]))
                         .unwrap_or("local");
-                    let rule = r.rule.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+                    let rule = e.rule.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
                     outln!(
                         "{:>6}  {}  {:<18} {:<8} {}{rule}  {}",
                         r.seq,
                         r.time_ms,
-                        r.event,
-                        r.decision,
+                        e.event,
+                        e.decision,
                         who,
-                        r.detail
+                        e.detail
                     );
                 }
             }

@@ -18,27 +18,20 @@ use sha2::{Digest, Sha256};
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// One audited event. `detail` holds the operation's arguments with secrets redacted.
+/// One audited event: what the caller filled in, plus the chain fields the log adds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub seq: u64,
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
-    pub event: String,
-    pub caller: Option<String>,
-    pub caller_name: Option<String>,
-    pub decision: String,
-    pub rule: Option<String>,
-    pub detail: serde_json::Value,
-    pub exit_code: Option<i32>,
-    pub bytes: Option<u64>,
-    pub duration_ms: Option<u64>,
+    #[serde(flatten)]
+    pub entry: Entry,
     /// SHA-256 (hex) of the previous line.
     pub prev: String,
 }
 
-/// What a caller fills in; the log adds `seq`, `time_ms` and `prev`.
-#[derive(Debug, Clone, Default)]
+/// What a caller records. `detail` holds the operation's arguments with secrets redacted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub event: String,
     pub caller: Option<String>,
@@ -112,20 +105,7 @@ impl AuditLog {
     pub fn append(&self, entry: Entry) -> Result<AuditRecord, AuditError> {
         let io = |source| AuditError::Io { path: self.path.clone(), source };
         let mut tail = self.tail.lock().expect("audit lock");
-        let record = AuditRecord {
-            seq: tail.seq + 1,
-            time_ms: now_ms(),
-            event: entry.event,
-            caller: entry.caller,
-            caller_name: entry.caller_name,
-            decision: entry.decision,
-            rule: entry.rule,
-            detail: entry.detail,
-            exit_code: entry.exit_code,
-            bytes: entry.bytes,
-            duration_ms: entry.duration_ms,
-            prev: tail.last_hash.clone(),
-        };
+        let record = AuditRecord { seq: tail.seq + 1, time_ms: now_ms(), entry, prev: tail.last_hash.clone() };
         let line = serde_json::to_string(&record).expect("audit records serialize");
         tail.file.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
         tail.seq = record.seq;

@@ -77,6 +77,21 @@ async fn send(writer: &mut StreamWriter, event: &FileEvent) -> bool {
     writer.write_all(&framing::encode(event)).await.is_ok()
 }
 
+/// Audits a refusal and tells the caller.
+async fn refuse(
+    node: &crate::Node,
+    peer: tunnel_proto::NodeId,
+    event: &str,
+    refusal: crate::policy::Refusal,
+    detail: serde_json::Value,
+    mut writer: StreamWriter,
+) {
+    node.audit_op(peer, event, "refused", Some(refusal.rule.clone()), detail, None);
+    if send(&mut writer, &FileEvent::Refused(refusal.to_string())).await {
+        let _ = writer.finish().await;
+    }
+}
+
 /// Serves a read stream.
 pub(crate) async fn serve_read(node: crate::Node, stream: Stream, spec: ReadSpec) {
     let Stream { peer, mut writer, .. } = stream;
@@ -87,13 +102,7 @@ pub(crate) async fn serve_read(node: crate::Node, stream: Stream, spec: ReadSpec
     });
     let path = match checked {
         Ok(p) => p,
-        Err(refusal) => {
-            node.audit_op(peer, "fs.read", "refused", Some(refusal.rule.clone()), detail, None);
-            if send(&mut writer, &FileEvent::Refused(refusal.to_string())).await {
-                let _ = writer.finish().await;
-            }
-            return;
-        }
+        Err(refusal) => return refuse(&node, peer, "fs.read", refusal, detail, writer).await,
     };
     let started = Instant::now();
     let result = read_to(&path, &spec, &mut writer).await;
@@ -167,13 +176,7 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, spec: WriteSp
     });
     let (target, mode) = match checked {
         Ok(t) => t,
-        Err(refusal) => {
-            node.audit_op(peer, "fs.write", "refused", Some(refusal.rule.clone()), detail, None);
-            if send(&mut writer, &FileEvent::Refused(refusal.to_string())).await {
-                let _ = writer.finish().await;
-            }
-            return;
-        }
+        Err(refusal) => return refuse(&node, peer, "fs.write", refusal, detail, writer).await,
     };
     let started = Instant::now();
     let backups = (mode == Mode::Edit).then(|| node.state_dir().map(|d| d.join("backups"))).flatten();
