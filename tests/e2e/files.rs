@@ -170,3 +170,37 @@ fn plan_refuses_writes_edit_backs_up_and_only_admins_change_modes() -> anyhow::R
     assert!(target.cli(&["audit", "verify"]).status.success());
     Ok(())
 }
+
+#[test]
+fn directories_copy_recursively_both_ways() -> anyhow::Result<()> {
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let t = token();
+    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
+    let _target = NodeProc::start_with(&relay.url, "r", &t, "target", &[("TUNNEL_MODE", "edit")])?;
+    op.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    let work = TempDir::new("tree");
+    let src = work.path().join("site");
+    std::fs::create_dir_all(src.join("css/deep"))?;
+    std::fs::write(src.join("index.html"), b"<h1>hi</h1>")?;
+    std::fs::write(src.join("css/main.css"), b"body{}")?;
+    make_file(&src.join("css/deep/blob.bin"), 3)?;
+    std::fs::create_dir(work.path().join("remote"))?;
+
+    let o = op.cli(&["cp", src.to_str().unwrap(), &format!("target:{}", work.path().join("remote").display())]);
+    assert_eq!(o.status.code(), Some(1), "a directory without -r is refused");
+    assert!(err(&o).contains("use -r"), "{}", err(&o));
+    let o = op.cli(&["cp", "-r", src.to_str().unwrap(), &format!("target:{}", work.path().join("remote").display())]);
+    assert!(o.status.success(), "upload: {}", err(&o));
+    let up = work.path().join("remote/site");
+    for f in ["index.html", "css/main.css", "css/deep/blob.bin"] {
+        assert_eq!(sha_file(&up.join(f))?, sha_file(&src.join(f))?, "{f}");
+    }
+
+    let back = work.path().join("back");
+    let o = op.cli(&["cp", "-r", &format!("target:{}", up.display()), back.to_str().unwrap()]);
+    assert!(o.status.success(), "download: {}", err(&o));
+    for f in ["index.html", "css/main.css", "css/deep/blob.bin"] {
+        assert_eq!(sha_file(&back.join(f))?, sha_file(&src.join(f))?, "{f}");
+    }
+    Ok(())
+}

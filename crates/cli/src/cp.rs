@@ -16,16 +16,107 @@ use crate::remote::{client, request, split_remote};
 
 const CHUNK: usize = 64 * 1024;
 
+/// Most entries one remote directory may have in a recursive copy.
+const LIST_LIMIT: u32 = 10_000;
+
 pub(crate) async fn run(global: Global, args: CpArgs) -> anyhow::Result<i32> {
-    if args.recursive {
-        bail!("copying directories (-r) is not available yet; copy files one by one");
-    }
     match (split_remote(&args.src), split_remote(&args.dst)) {
-        (Some((peer, path)), None) => download(&global, peer, path, Path::new(&args.dst)).await,
-        (None, Some((peer, path))) => upload(&global, Path::new(&args.src), peer, path).await,
+        (Some((peer, path)), None) => {
+            let is_dir = matches!(request(&global, peer, Op::Stat { path: path.to_owned() }).await, Ok(Reply::Stat(s)) if s.kind == FileKind::Dir);
+            match (is_dir, args.recursive) {
+                (true, true) => download_tree(&global, peer, path, Path::new(&args.dst)).await,
+                (true, false) => bail!("{peer}:{path} is a directory: use -r"),
+                (false, _) => download(&global, peer, path, Path::new(&args.dst)).await,
+            }
+        }
+        (None, Some((peer, path))) => {
+            let src = Path::new(&args.src);
+            match (src.is_dir(), args.recursive) {
+                (true, true) => upload_tree(&global, src, peer, path).await,
+                (true, false) => bail!("{} is a directory: use -r", src.display()),
+                (false, _) => upload(&global, src, peer, path).await,
+            }
+        }
         (Some(_), Some(_)) => bail!("copying between two peers is not available yet; copy through this machine"),
         (None, None) => bail!("one side must be PEER:PATH"),
     }
+}
+
+/// A name from a remote listing, checked before it becomes part of a local path: a peer must
+/// not be able to write outside the destination (`..`, `/`).
+fn safe_name(name: &str) -> anyhow::Result<&str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        bail!("refusing the remote entry name {name:?}");
+    }
+    Ok(name)
+}
+
+async fn download_tree(global: &Global, peer: &str, dir: &str, dst: &Path) -> anyhow::Result<i32> {
+    let dir = dir.trim_end_matches('/');
+    let base = Path::new(dir).file_name().context("the remote path names no directory")?;
+    let root = if dst.is_dir() { dst.join(base) } else { dst.to_owned() };
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let mut pending = vec![(dir.to_owned(), root)];
+    while let Some((remote, local)) = pending.pop() {
+        let Reply::List { entries, truncated } =
+            request(global, peer, Op::List { path: remote.clone(), limit: LIST_LIMIT }).await?
+        else {
+            bail!("unexpected answer listing {remote}")
+        };
+        if truncated {
+            bail!("{peer}:{remote} has more than {LIST_LIMIT} entries; copy it in parts");
+        }
+        for e in entries {
+            let name = safe_name(&e.name)?;
+            let (r, l) = (format!("{remote}/{name}"), local.join(name));
+            match e.kind {
+                FileKind::Dir => {
+                    std::fs::create_dir_all(&l).with_context(|| format!("creating {}", l.display()))?;
+                    pending.push((r, l));
+                }
+                FileKind::File => {
+                    let code = download(global, peer, &r, &l).await?;
+                    if code != 0 {
+                        return Ok(code);
+                    }
+                }
+                FileKind::Symlink | FileKind::Other => {
+                    eprintln!("tunnel: skipping {peer}:{r} (not a regular file or directory)")
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn upload_tree(global: &Global, src: &Path, peer: &str, dest: &str) -> anyhow::Result<i32> {
+    let dest = dest.trim_end_matches('/');
+    let dest_is_dir = matches!(request(global, peer, Op::Stat { path: dest.to_owned() }).await, Ok(Reply::Stat(s)) if s.kind == FileKind::Dir);
+    let base = src.file_name().context("the local path names no directory")?.to_string_lossy().into_owned();
+    let root = if dest_is_dir { format!("{dest}/{base}") } else { dest.to_owned() };
+    let mut pending = vec![(src.to_owned(), root)];
+    while let Some((local, remote)) = pending.pop() {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&local)?.permissions()) & 0o7777;
+        request(global, peer, Op::Mkdir { path: remote.clone(), mode: Some(mode) }).await?;
+        let mut entries: Vec<_> = std::fs::read_dir(&local)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (l, r) = (e.path(), format!("{remote}/{name}"));
+            let kind = e.file_type()?;
+            if kind.is_dir() {
+                pending.push((l, r));
+            } else if kind.is_file() {
+                let code = send_file(global, &l, peer, &r).await?;
+                if code != 0 {
+                    return Ok(code);
+                }
+            } else {
+                eprintln!("tunnel: skipping {} (not a regular file or directory)", l.display());
+            }
+        }
+    }
+    Ok(0)
 }
 
 struct Progress {
@@ -128,10 +219,6 @@ async fn download(global: &Global, peer: &str, path: &str, dst: &Path) -> anyhow
 }
 
 async fn upload(global: &Global, src: &Path, peer: &str, path: &str) -> anyhow::Result<i32> {
-    let meta = std::fs::metadata(src).with_context(|| format!("reading {}", src.display()))?;
-    if meta.is_dir() {
-        bail!("{} is a directory; copying directories (-r) is not available yet", src.display());
-    }
     let name = src.file_name().context("the local path names no file")?.to_string_lossy().into_owned();
     // A remote directory (or a path ending in '/') receives the file under its own name.
     let mut target = path.to_owned();
@@ -143,9 +230,16 @@ async fn upload(global: &Global, src: &Path, peer: &str, path: &str) -> anyhow::
     if is_dir {
         target = format!("{}/{name}", path.trim_end_matches('/'));
     }
+    send_file(global, src, peer, &target).await
+}
+
+/// Uploads one local file to exactly `target` on the peer.
+async fn send_file(global: &Global, src: &Path, peer: &str, target: &str) -> anyhow::Result<i32> {
+    let meta = std::fs::metadata(src).with_context(|| format!("reading {}", src.display()))?;
+    let name = src.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let spec = WriteSpec {
         request_id: rand::random(),
-        path: target,
+        path: target.to_owned(),
         size: meta.len(),
         mode: Some(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777),
         create_only: false,
@@ -196,5 +290,19 @@ async fn upload(global: &Global, src: &Path, peer: &str, path: &str) -> anyhow::
         Some(ControlResponse::File(FileEvent::Failed(why)) | ControlResponse::Error(why)) => bail!(why),
         Some(other) => bail!("unexpected answer from the node: {other:?}"),
         None => bail!("the node closed the connection"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_name;
+
+    #[test]
+    fn remote_names_cannot_climb_out_of_the_destination() {
+        assert_eq!(safe_name("notes.txt").unwrap(), "notes.txt");
+        assert_eq!(safe_name("..hidden").unwrap(), "..hidden");
+        for bad in ["", ".", "..", "../etc", "a/b", "/etc", "a\0b"] {
+            assert!(safe_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -154,6 +154,21 @@ async fn read_to(path: &Path, spec: &ReadSpec, writer: &mut StreamWriter) -> Res
     Ok(sent)
 }
 
+/// Creates directory `target` (canonical, approved for writing) relative to its checked parent.
+pub(crate) fn mkdir(target: &Path, mode: Option<u32>) -> Result<(), String> {
+    let parent = target.parent().ok_or("no parent directory")?;
+    let name = target.file_name().ok_or("no directory name")?;
+    let dir = open_dir_checked(parent)?;
+    match rustix::fs::mkdirat(&dir, name, FileMode::from_raw_mode(mode.unwrap_or(0o755))) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => match statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => Ok(()),
+            _ => Err(format!("{} exists and is not a directory", target.display())),
+        },
+        Err(e) => Err(format!("{}: {e}", target.display())),
+    }
+}
+
 /// Serves a write stream.
 pub(crate) async fn serve_write(node: crate::Node, stream: Stream, spec: WriteSpec) {
     let Stream { peer, mut reader, mut writer, .. } = stream;

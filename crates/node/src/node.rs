@@ -362,6 +362,23 @@ impl Node {
                 self.audit_op(from, "fs.stat", outcome(&result), None, serde_json::json!({ "path": path }), None);
                 result.map_err(failed)
             }
+            Op::Mkdir { path, mode } => {
+                let detail = serde_json::json!({ "path": path, "mode": mode });
+                let checked = self.policy_check(|p| {
+                    p.check_caller(&from)?;
+                    p.check_path(&path, PathAccess::Write)
+                });
+                let canonical = match checked {
+                    Ok(c) => c,
+                    Err(r) => {
+                        self.audit_op(from, "fs.mkdir", "refused", Some(r.rule.clone()), detail, None);
+                        return Err(refused(r));
+                    }
+                };
+                let result = crate::fs::mkdir(&canonical, mode).map(|()| Reply::Done);
+                self.audit_op(from, "fs.mkdir", outcome(&result), None, detail, None);
+                result.map_err(failed)
+            }
             Op::List { path, limit } => {
                 let canonical = self.checked_read(from, "fs.list", &path).map_err(refused)?;
                 let result = crate::fs::list(&canonical, (limit as usize).clamp(1, LIST_MAX))

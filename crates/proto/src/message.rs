@@ -165,11 +165,25 @@ pub struct ExecExit {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    Ping { payload: ByteBuf },
+    Ping {
+        payload: ByteBuf,
+    },
     Info,
-    SetMode { mode: String },
-    Stat { path: String },
-    List { path: String, limit: u32 },
+    SetMode {
+        mode: String,
+    },
+    Stat {
+        path: String,
+    },
+    List {
+        path: String,
+        limit: u32,
+    },
+    /// Creates one directory (its parent must exist); an existing directory is fine.
+    Mkdir {
+        path: String,
+        mode: Option<u32>,
+    },
 }
 
 impl Op {
@@ -180,6 +194,7 @@ impl Op {
             Self::SetMode { .. } => "set_mode",
             Self::Stat { .. } => "stat",
             Self::List { .. } => "list",
+            Self::Mkdir { .. } => "mkdir",
         }
     }
 }
