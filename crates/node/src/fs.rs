@@ -332,3 +332,47 @@ fn back_up(
     std::io::Write::write_all(&mut manifest, format!("{line}\n").as_bytes()).map_err(|e| e.to_string())?;
     Ok(copy)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tunnel-fs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::canonicalize(&d).unwrap()
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_the_check_is_refused() {
+        let root = scratch("swap");
+        std::fs::create_dir_all(root.join("approved")).unwrap();
+        std::fs::create_dir_all(root.join("elsewhere/inner")).unwrap();
+        let approved = root.join("approved");
+        assert!(open_dir_checked(&approved).is_ok());
+        // The approved directory itself becomes a symlink.
+        std::fs::rename(&approved, root.join("approved.old")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), &approved).unwrap();
+        assert!(open_dir_checked(&approved).is_err(), "the last component must not be followed");
+        // A parent of the approved directory becomes a symlink to a look-alike tree.
+        std::fs::create_dir_all(root.join("p/inner")).unwrap();
+        let nested = root.join("p/inner");
+        assert!(open_dir_checked(&nested).is_ok());
+        std::fs::rename(root.join("p"), root.join("p.old")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("p")).unwrap();
+        let err = open_dir_checked(&nested).unwrap_err();
+        assert!(err.contains("changed while being written"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn mkdir_is_idempotent_and_refuses_files() {
+        let root = scratch("mkdir");
+        mkdir(&root.join("d"), None).unwrap();
+        mkdir(&root.join("d"), None).unwrap();
+        std::fs::write(root.join("f"), b"x").unwrap();
+        assert!(mkdir(&root.join("f"), None).unwrap_err().contains("not a directory"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
