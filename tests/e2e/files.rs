@@ -149,6 +149,12 @@ fn plan_refuses_writes_edit_backs_up_and_only_admins_change_modes() -> anyhow::R
     assert!(err(&o).contains("not an admin"), "{}", err(&o));
     let o = admin.cli(&["mode", "target", "edit"]);
     assert!(o.status.success(), "{}", err(&o));
+    // Peers see the new mode at once (a fresh Hello), not at the next rekey.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while op.peers()?.iter().find(|p| p["name"] == "target").map(|p| p["mode"].clone()) != Some("edit".into()) {
+        assert!(std::time::Instant::now() < deadline, "op still shows the old mode: {:?}", op.peers()?);
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let tail = out(&target.cli(&["audit", "tail", "-n", "100", "--json"]));
     let modes: Vec<serde_json::Value> = tail
         .lines()

@@ -88,8 +88,9 @@ pub(crate) fn start(
         rto: RTO_FIRST,
         peer_instance: None,
     };
+    let hello = actor.shared.hello.clone();
     let handle = PeerHandle { input: input_tx, cmd: cmd_tx, _stop: stop.clone().drop_guard() };
-    (handle, actor.run(input, cmd, data, ctl, stop))
+    (handle, actor.run(input, cmd, data, ctl, hello, stop))
 }
 
 struct PeerActor {
@@ -115,8 +116,10 @@ impl PeerActor {
         mut cmd: mpsc::Receiver<PeerCmd>,
         mut data: mpsc::Receiver<StreamCmd>,
         mut ctl: mpsc::UnboundedReceiver<StreamCmd>,
+        mut hello: watch::Receiver<Hello>,
         stop: CancellationToken,
     ) {
+        hello.mark_unchanged();
         loop {
             let deadline = self.next_deadline();
             let usable = self.sessions.is_usable();
@@ -140,6 +143,12 @@ impl PeerActor {
                 Some(c) = cmd.recv() => self.on_cmd(c).await,
                 Some(c) = data.recv(), if usable => self.on_stream_cmd(c).await,
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => self.on_timer().await,
+                // What this node says about itself changed (its mode): tell the peer now,
+                // not at the next rekey.
+                Ok(()) = hello.changed(), if usable => {
+                    let msg = PeerMessage::Hello(Box::new(hello.borrow_and_update().clone()));
+                    self.send(&msg).await;
+                }
             }
         }
         self.streams.fail_all("peer left the room");
