@@ -174,6 +174,13 @@ fn plan_refuses_writes_edit_backs_up_and_only_admins_change_modes() -> anyhow::R
     assert_eq!(entry["original"], file.display().to_string());
     assert_eq!(std::fs::read(entry["backup"].as_str().unwrap())?, b"version 1");
     assert!(target.cli(&["audit", "verify"]).status.success());
+
+    // The operator on the target can put the old file back.
+    let listed = out(&target.cli(&["backups", "list"]));
+    assert!(listed.contains(&file.display().to_string()), "{listed}");
+    let o = target.cli(&["backups", "restore", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(std::fs::read(&file)?, b"version 1");
     Ok(())
 }
 

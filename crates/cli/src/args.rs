@@ -65,6 +65,20 @@ pub(crate) enum Command {
     /// Read or check this node's audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Files this node saved before peers overwrote them (edit mode).
+    #[command(subcommand)]
+    Backups(BackupsCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BackupsCommand {
+    /// List the saved files, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a saved file back: give the original path (its newest backup) or a backup's path.
+    Restore { path: String },
 }
 
 #[derive(Subcommand)]

@@ -4,7 +4,7 @@
 use tunnel_node::audit;
 use tunnel_node::Settings;
 
-use crate::args::{AuditCommand, Global};
+use crate::args::{AuditCommand, BackupsCommand, Global};
 
 pub(crate) fn run(global: Global, cmd: AuditCommand) -> anyhow::Result<i32> {
     let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
@@ -40,4 +40,25 @@ pub(crate) fn run(global: Global, cmd: AuditCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `tunnel backups list` and `tunnel backups restore`, on this machine's state directory.
+pub(crate) fn backups(global: Global, cmd: BackupsCommand) -> anyhow::Result<i32> {
+    let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
+    match cmd {
+        BackupsCommand::List { json } => {
+            for b in tunnel_node::backups::list(&settings.state_dir)? {
+                if json {
+                    outln!("{}", serde_json::to_string(&b)?);
+                } else {
+                    outln!("{}  {:>10}  {}  <-  {}", b.time_ms, b.bytes, b.original, b.backup);
+                }
+            }
+        }
+        BackupsCommand::Restore { path } => {
+            let b = tunnel_node::backups::restore(&settings.state_dir, &path)?;
+            outln!("restored {} from {}", b.original, b.backup);
+        }
+    }
+    Ok(0)
 }

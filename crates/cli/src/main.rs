@@ -94,5 +94,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Demo => demo::run().await,
         Command::Audit(cmd) => audit::run(global, cmd),
+        Command::Backups(cmd) => audit::backups(global, cmd),
     }
 }

@@ -308,28 +308,20 @@ fn back_up(
     let fd = openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, FileMode::empty())
         .map_err(|e| e.to_string())?;
     let mut original = File::from(fd);
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    let slot = root.join(format!("{stamp}-{:08x}", rand::random::<u32>()));
-    crate::identity::create_private_dir(&slot).map_err(|e| e.to_string())?;
+    let (slot, time_ms) = crate::backups::new_slot(root).map_err(|e| e.to_string())?;
     let copy = slot.join(name);
     let mut out =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&copy).map_err(|e| e.to_string())?;
     let bytes = std::io::copy(&mut original, &mut out).map_err(|e| e.to_string())?;
     out.sync_all().map_err(|e| e.to_string())?;
-    let line = serde_json::json!({
-        "time_ms": stamp as u64,
-        "original": target.display().to_string(),
-        "backup": copy.display().to_string(),
-        "bytes": bytes,
-        "caller": caller.to_string(),
-    });
-    let mut manifest = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(root.join("manifest.jsonl"))
-        .map_err(|e| e.to_string())?;
-    std::io::Write::write_all(&mut manifest, format!("{line}\n").as_bytes()).map_err(|e| e.to_string())?;
+    let entry = crate::backups::BackupEntry {
+        time_ms,
+        original: target.display().to_string(),
+        backup: copy.display().to_string(),
+        bytes,
+        caller: caller.to_string(),
+    };
+    crate::backups::record(root, &entry).map_err(|e| e.to_string())?;
     Ok(copy)
 }
 

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod backups;
 pub mod control;
 mod control_files;
 mod exec;
