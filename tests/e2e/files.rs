@@ -217,3 +217,69 @@ fn directories_copy_recursively_both_ways() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The control-socket operations behind the CLI, with the options the CLI does not expose:
+/// partial reads, create-only writes, bounded listings.
+#[test]
+fn partial_reads_create_only_writes_and_bounded_lists() -> anyhow::Result<()> {
+    use tunnel_node::control::{read_frame, write_frame, ControlClient, ControlRequest, ControlResponse};
+    use tunnel_proto::message::{ByteBuf, FileEvent, Op, ReadSpec, Reply, WriteSpec};
+
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let t = token();
+    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
+    let _target = NodeProc::start_with(&relay.url, "r", &t, "target", &[("TUNNEL_MODE", "edit")])?;
+    op.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    let work = TempDir::new("ops");
+    let file = work.path().join("alphabet.txt");
+    std::fs::write(&file, b"abcdefghijklmnopqrstuvwxyz")?;
+    for i in 0..5 {
+        std::fs::write(work.path().join(format!("f{i}")), b"x")?;
+    }
+    let socket = op.dir.path().join("run/tunnel.sock");
+    tunnel_tests::run_async(Duration::from_secs(30), async move {
+        // Read 10 bytes from offset 5.
+        let (mut rd, mut wr) = ControlClient::connect(&socket).await?.into_split();
+        let spec = ReadSpec { request_id: 1, path: file.display().to_string(), offset: 5, length: Some(10) };
+        write_frame(&mut wr, &ControlRequest::Read { target: "target".into(), spec }).await?;
+        let mut got = Vec::new();
+        loop {
+            match read_frame::<ControlResponse, _>(&mut rd).await?.expect("an answer") {
+                ControlResponse::File(FileEvent::Meta(m)) => assert_eq!(m.size, 26),
+                ControlResponse::File(FileEvent::Data(b)) => got.extend_from_slice(&b.0),
+                ControlResponse::File(FileEvent::Done { bytes, .. }) => {
+                    assert_eq!(bytes, 10);
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, b"fghijklmno");
+
+        // create_only refuses to replace an existing file, and leaves it alone.
+        let (mut rd, mut wr) = ControlClient::connect(&socket).await?.into_split();
+        let spec =
+            WriteSpec { request_id: 2, path: file.display().to_string(), size: 3, mode: None, create_only: true };
+        write_frame(&mut wr, &ControlRequest::Write { target: "target".into(), spec }).await?;
+        // The node may answer (and close) before all input is sent; the answer is what counts.
+        let _ = write_frame(&mut wr, &ControlRequest::Input(ByteBuf(b"new".to_vec()))).await;
+        let _ = write_frame(&mut wr, &ControlRequest::InputEnd).await;
+        match read_frame::<ControlResponse, _>(&mut rd).await?.expect("an answer") {
+            ControlResponse::File(FileEvent::Failed(why)) => assert!(why.contains("create_only"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(std::fs::read(&file)?, b"abcdefghijklmnopqrstuvwxyz");
+
+        // A listing stops at its limit and says so.
+        let mut c = ControlClient::connect(&socket).await?;
+        let op_list = Op::List { path: work.path().display().to_string(), limit: 2 };
+        match c.request(&ControlRequest::Request { target: "target".into(), op: op_list }).await? {
+            ControlResponse::Reply(Reply::List { entries, truncated }) => {
+                assert_eq!(entries.len(), 2);
+                assert!(truncated);
+            }
+            other => panic!("{other:?}"),
+        }
+        Ok(())
+    })
+}

@@ -349,9 +349,9 @@ impl StreamTable {
         let mut bytes = bytes;
         bytes.drain(..skip);
         slot.in_expected = end;
-        if slot.in_tx.send(Chunk::Data(Bytes::from(bytes))).is_err() {
-            return self.fail(id, StreamError::Reset("receiver closed the stream".into()), true);
-        }
+        // A reader that is gone has queued its own reset, behind whatever its stream still
+        // had to send; resetting from here would overtake that. Just discard the data.
+        let _ = slot.in_tx.send(Chunk::Data(Bytes::from(bytes)));
         vec![]
     }
 
@@ -544,6 +544,17 @@ mod tests {
             got.extend_from_slice(&chunk);
         }
         assert_eq!(got, b"hello world");
+    }
+
+    #[tokio::test]
+    async fn regression_data_for_a_dropped_reader_does_not_reset_from_the_packet_path() {
+        // The reader's own reset is queued behind the stream's answer; a reset sent from here
+        // would overtake that answer (a write refused with create_only arrived as "ended").
+        let (mut t, ports, _d, _c) = table();
+        let s = accepted(&mut t, &ports);
+        drop(s.reader);
+        let (id, off, b) = data(1, 0, b"late");
+        assert!(t.on_data(id, off, b).is_empty());
     }
 
     #[tokio::test]
