@@ -232,3 +232,39 @@ fn a_resent_exec_runs_once() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn plan_mode_git_does_not_run_what_a_repository_configures() -> anyhow::Result<()> {
+    let (_relay, op, _target) = setup("plan")?;
+    let work = TempDir::new("gitrepo");
+    let git = |args: &[&str], dir: &std::path::Path| {
+        Command::new("git").args(args).current_dir(dir).output().map(|o| o.status.success())
+    };
+    let clean = work.path().join("clean");
+    let hostile = work.path().join("hostile");
+    for repo in [&clean, &hostile] {
+        std::fs::create_dir_all(repo)?;
+        assert!(git(&["init", "-q"], repo)?, "git init");
+        std::fs::write(repo.join("f.txt"), b"x")?;
+    }
+    let marker = work.path().join("PWNED");
+    assert!(git(&["config", "core.fsmonitor", &format!("touch {}", marker.display())], &hostile)?);
+
+    let o = op.cli(&["exec", "target", "--cwd", clean.to_str().unwrap(), "--", "git", "status", "--short"]);
+    assert!(o.status.success(), "git status in a clean repo runs in plan mode: {}", err(&o));
+    assert!(out(&o).contains("f.txt"), "{}", out(&o));
+
+    let o = op.cli(&["exec", "target", "--cwd", hostile.to_str().unwrap(), "--", "git", "status"]);
+    assert_eq!(o.status.code(), Some(126), "{}", err(&o));
+    assert!(err(&o).contains("core.fsmonitor"), "{}", err(&o));
+    // Also through -C from somewhere else.
+    let o = op.cli(&["exec", "target", "--cwd", "/", "--", "git", "-C", hostile.to_str().unwrap(), "status"]);
+    assert_eq!(o.status.code(), Some(126), "{}", err(&o));
+    // A filter that would run on status is refused too.
+    std::fs::write(clean.join(".gitattributes"), b"* filter=evil\n")?;
+    assert!(git(&["config", "filter.evil.clean", &format!("touch {}", marker.display())], &clean)?);
+    let o = op.cli(&["exec", "target", "--cwd", clean.to_str().unwrap(), "--", "git", "status"]);
+    assert_eq!(o.status.code(), Some(126), "{}", err(&o));
+    assert!(!marker.exists(), "a repository made plan-mode git run a program");
+    Ok(())
+}

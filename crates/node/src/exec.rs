@@ -56,14 +56,16 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
         let _ = writer.finish().await;
         return;
     }
-    let decision = node.policy_check(|p| {
-        p.check_caller(&peer)?;
-        p.check_command(&cmd)?;
-        if let Some(cwd) = &spec.cwd {
-            p.check_path(cwd, PathAccess::Read)?;
-        }
-        Ok(())
-    });
+    let decision = node
+        .policy_check(|p| {
+            p.check_caller(&peer)?;
+            p.check_command(&cmd)?;
+            if let Some(cwd) = &spec.cwd {
+                p.check_path(cwd, PathAccess::Read)?;
+            }
+            Ok(p.mode)
+        })
+        .and_then(|mode| plan_git_check(mode, &cmd, spec.cwd.as_deref()));
     if let Err(refusal) = decision {
         node.audit_op(peer, "exec", "refused", Some(refusal.rule.clone()), detail, None);
         let _ = send(&mut writer, &ExecEvent::Refused(refusal.to_string())).await;
@@ -71,7 +73,8 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
         return;
     }
     let started = Instant::now();
-    let result = run(&spec, &cmd, &mut reader, &mut writer).await;
+    let plan = node.mode() == crate::policy::Mode::Plan;
+    let result = run(&spec, &cmd, plan, &mut reader, &mut writer).await;
     let (event, outcome) = match result {
         Ok((exit, bytes)) => {
             let decision = if exit.cancelled {
@@ -98,10 +101,26 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
     }
 }
 
+/// In plan mode, git in a repository whose config runs programs is refused.
+fn plan_git_check(
+    mode: crate::policy::Mode,
+    cmd: &CommandLine,
+    cwd: Option<&str>,
+) -> Result<(), crate::policy::Refusal> {
+    let CommandLine::Argv(argv) = cmd else { return Ok(()) };
+    let Some(program) = argv.first().and_then(|a| resolve_program(a)) else { return Ok(()) };
+    if mode != crate::policy::Mode::Plan || program.file_name().and_then(|n| n.to_str()) != Some("git") {
+        return Ok(());
+    }
+    let cwd = cwd.map(std::path::PathBuf::from).or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| "/".into());
+    crate::git_guard::check(&program, &crate::git_guard::effective_dir(argv, &cwd))
+}
+
 /// Spawns and supervises the command. Returns its exit and the output bytes it produced.
 async fn run(
     spec: &ExecSpec,
     cmd: &CommandLine,
+    plan: bool,
     reader: &mut StreamReader,
     writer: &mut StreamWriter,
 ) -> Result<(ExecExit, u64), String> {
@@ -126,6 +145,10 @@ async fn run(
         }
     }
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    if plan {
+        // Repository config cannot switch these back on (command-line scope wins).
+        command.envs(crate::git_guard::GIT_ENV.iter().copied());
+    }
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }

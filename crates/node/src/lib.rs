@@ -18,6 +18,7 @@ pub mod control;
 mod control_files;
 mod exec;
 mod fs;
+mod git_guard;
 mod identity;
 mod membership;
 mod node;
