@@ -11,15 +11,17 @@ use tracing::{debug, info, warn};
 use tunnel_net::{ConnectError, Endpoint, EndpointConfig, NetEvent, Stream};
 use tunnel_proto::framing::FrameDecoder;
 use tunnel_proto::message::{
-    ByteBuf, ExecEvent, ExecSpec, Hello, NodeInfo, Op, PeerMessage, RemoteError, RemoteErrorKind, Reply, StreamKind,
+    ByteBuf, ExecEvent, ExecSpec, Hello, Op, PeerMessage, RemoteError, RemoteErrorKind, Reply, StreamKind,
 };
 use tunnel_proto::room::RoomError;
 use tunnel_proto::{NodeId, RoomKeys, SecretKey, PROTOCOL_VERSION};
 
 use crate::audit::{AuditError, AuditLog, Entry};
+
+mod requests;
 use crate::identity::{load_or_create_identity, IdentityError};
 use crate::membership::{Membership, PeerInfo};
-use crate::policy::{Mode, PathAccess, Policy, Refusal};
+use crate::policy::{Mode, Policy, Refusal};
 use crate::recent::{Recent, Seen};
 use crate::rpc::{Rpc, RpcError};
 use crate::settings::{Settings, SettingsError};
@@ -28,8 +30,6 @@ use crate::settings::{Settings, SettingsError};
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often every peer's round trip is measured again.
 const RTT_EVERY: Duration = Duration::from_secs(30);
-/// Most entries one `list` returns.
-const LIST_MAX: usize = 10_000;
 /// Largest exec event frame accepted from a peer.
 const EXEC_FRAME_MAX: usize = 1 << 20;
 /// How often audit records are forced to disk.
@@ -297,110 +297,6 @@ impl Node {
         self.inner.state_dir.as_deref()
     }
 
-    /// Changes this node's mode. `by` is the peer asking, `None` for the local operator.
-    pub fn set_mode(&self, mode: Mode, by: Option<NodeId>) -> Result<(), Refusal> {
-        let allowed = self.policy_check(|p| {
-            if let Some(peer) = &by {
-                p.check_caller(peer)?;
-            }
-            p.check_set_mode(by.as_ref())
-        });
-        let detail = serde_json::json!({ "mode": mode.to_string() });
-        let (decision, rule) = match &allowed {
-            Ok(()) => ("allowed", None),
-            Err(r) => ("refused", Some(r.rule.clone())),
-        };
-        match by {
-            Some(peer) => self.audit_op(peer, "mode.set", decision, rule, detail, None),
-            None => self.audit(Entry {
-                event: "mode.set".into(),
-                decision: decision.into(),
-                rule,
-                detail,
-                ..Default::default()
-            }),
-        }
-        allowed?;
-        self.inner.policy.write().expect("policy lock").mode = mode;
-        self.inner.endpoint.update_hello(|h| h.mode = mode.to_string());
-        info!(%mode, "safety mode changed");
-        Ok(())
-    }
-
-    fn info(&self) -> NodeInfo {
-        let policy = self.inner.policy.read().expect("policy lock");
-        NodeInfo {
-            hostname: crate::os_info::hostname(),
-            os: crate::os_info::detect(),
-            shell: std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into()),
-            uptime_secs: crate::os_info::uptime_secs().unwrap_or(0),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            mode: policy.mode.to_string(),
-            policy: policy.summary(),
-        }
-    }
-
-    /// Answers one peer request. Ping is part of membership and always answered; the rest is
-    /// checked by policy and audited.
-    fn handle_request(&self, from: NodeId, op: Op) -> Result<Reply, RemoteError> {
-        let refused = |r: Refusal| RemoteError { kind: RemoteErrorKind::Refused, message: r.to_string() };
-        let failed = |m: String| RemoteError { kind: RemoteErrorKind::Failed, message: m };
-        match op {
-            Op::Ping { payload } => Ok(Reply::Pong { payload }),
-            Op::SetMode { mode } => {
-                let mode: Mode = mode.parse().map_err(|e: String| failed(e))?;
-                self.set_mode(mode, Some(from)).map_err(refused)?;
-                Ok(Reply::Done)
-            }
-            Op::Info => {
-                self.policy_check(|p| p.check_caller(&from)).map_err(refused)?;
-                Ok(Reply::Info(self.info()))
-            }
-            Op::Stat { path } => {
-                let canonical = self.checked_read(from, "fs.stat", &path).map_err(refused)?;
-                let result = crate::fs::stat(&canonical).map(Reply::Stat);
-                self.audit_op(from, "fs.stat", outcome(&result), None, serde_json::json!({ "path": path }), None);
-                result.map_err(failed)
-            }
-            Op::Mkdir { path, mode } => {
-                let detail = serde_json::json!({ "path": path, "mode": mode });
-                let checked = self.policy_check(|p| {
-                    p.check_caller(&from)?;
-                    p.check_path(&path, PathAccess::Write)
-                });
-                let canonical = match checked {
-                    Ok(c) => c,
-                    Err(r) => {
-                        self.audit_op(from, "fs.mkdir", "refused", Some(r.rule.clone()), detail, None);
-                        return Err(refused(r));
-                    }
-                };
-                let result = crate::fs::mkdir(&canonical, mode).map(|()| Reply::Done);
-                self.audit_op(from, "fs.mkdir", outcome(&result), None, detail, None);
-                result.map_err(failed)
-            }
-            Op::List { path, limit } => {
-                let canonical = self.checked_read(from, "fs.list", &path).map_err(refused)?;
-                let result = crate::fs::list(&canonical, (limit as usize).clamp(1, LIST_MAX))
-                    .map(|(entries, truncated)| Reply::List { entries, truncated });
-                self.audit_op(from, "fs.list", outcome(&result), None, serde_json::json!({ "path": path }), None);
-                result.map_err(failed)
-            }
-        }
-    }
-
-    /// Policy for a read-only path operation; a refusal is audited here.
-    fn checked_read(&self, from: NodeId, event: &str, path: &str) -> Result<std::path::PathBuf, Refusal> {
-        let checked = self.policy_check(|p| {
-            p.check_caller(&from)?;
-            p.check_path(path, PathAccess::Read)
-        });
-        if let Err(r) = &checked {
-            self.audit_op(from, event, "refused", Some(r.rule.clone()), serde_json::json!({ "path": path }), None);
-        }
-        checked
-    }
-
     /// This node's current safety mode.
     pub fn mode(&self) -> Mode {
         self.inner.policy.read().expect("policy lock").mode
@@ -594,14 +490,6 @@ impl Node {
             | PeerMessage::Credit { .. }
             | PeerMessage::Close { .. } => {}
         }
-    }
-}
-
-fn outcome<T, E>(result: &Result<T, E>) -> &'static str {
-    if result.is_ok() {
-        "allowed"
-    } else {
-        "failed"
     }
 }
 

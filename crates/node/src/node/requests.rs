@@ -1,0 +1,128 @@
+//! Request/response operations a peer asks of this node: info, mode changes, stat, list,
+//! mkdir. Each is checked by policy and audited here; streams (exec, files) have services of
+//! their own.
+
+use tracing::info;
+use tunnel_proto::message::{NodeInfo, Op, RemoteError, RemoteErrorKind, Reply};
+use tunnel_proto::NodeId;
+
+use super::Node;
+use crate::audit::Entry;
+use crate::policy::{Mode, PathAccess, Refusal};
+
+/// Most entries one `list` returns.
+const LIST_MAX: usize = 10_000;
+
+impl Node {
+    /// Changes this node's mode. `by` is the peer asking, `None` for the local operator.
+    pub fn set_mode(&self, mode: Mode, by: Option<NodeId>) -> Result<(), Refusal> {
+        let allowed = self.policy_check(|p| {
+            if let Some(peer) = &by {
+                p.check_caller(peer)?;
+            }
+            p.check_set_mode(by.as_ref())
+        });
+        let detail = serde_json::json!({ "mode": mode.to_string() });
+        let (decision, rule) = match &allowed {
+            Ok(()) => ("allowed", None),
+            Err(r) => ("refused", Some(r.rule.clone())),
+        };
+        match by {
+            Some(peer) => self.audit_op(peer, "mode.set", decision, rule, detail, None),
+            None => self.audit(Entry {
+                event: "mode.set".into(),
+                decision: decision.into(),
+                rule,
+                detail,
+                ..Default::default()
+            }),
+        }
+        allowed?;
+        self.inner.policy.write().expect("policy lock").mode = mode;
+        self.inner.endpoint.update_hello(|h| h.mode = mode.to_string());
+        info!(%mode, "safety mode changed");
+        Ok(())
+    }
+
+    fn info(&self) -> NodeInfo {
+        let policy = self.inner.policy.read().expect("policy lock");
+        NodeInfo {
+            hostname: crate::os_info::hostname(),
+            os: crate::os_info::detect(),
+            shell: std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into()),
+            uptime_secs: crate::os_info::uptime_secs().unwrap_or(0),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            mode: policy.mode.to_string(),
+            policy: policy.summary(),
+        }
+    }
+
+    /// Answers one peer request. Ping is part of membership and always answered; the rest is
+    /// checked by policy and audited.
+    pub(super) fn handle_request(&self, from: NodeId, op: Op) -> Result<Reply, RemoteError> {
+        let refused = |r: Refusal| RemoteError { kind: RemoteErrorKind::Refused, message: r.to_string() };
+        let failed = |m: String| RemoteError { kind: RemoteErrorKind::Failed, message: m };
+        match op {
+            Op::Ping { payload } => Ok(Reply::Pong { payload }),
+            Op::SetMode { mode } => {
+                let mode: Mode = mode.parse().map_err(|e: String| failed(e))?;
+                self.set_mode(mode, Some(from)).map_err(refused)?;
+                Ok(Reply::Done)
+            }
+            Op::Info => {
+                self.policy_check(|p| p.check_caller(&from)).map_err(refused)?;
+                Ok(Reply::Info(self.info()))
+            }
+            Op::Stat { path } => {
+                let canonical = self.checked_read(from, "fs.stat", &path).map_err(refused)?;
+                let result = crate::fs::stat(&canonical).map(Reply::Stat);
+                self.audit_op(from, "fs.stat", outcome(&result), None, serde_json::json!({ "path": path }), None);
+                result.map_err(failed)
+            }
+            Op::Mkdir { path, mode } => {
+                let detail = serde_json::json!({ "path": path, "mode": mode });
+                let checked = self.policy_check(|p| {
+                    p.check_caller(&from)?;
+                    p.check_path(&path, PathAccess::Write)
+                });
+                let canonical = match checked {
+                    Ok(c) => c,
+                    Err(r) => {
+                        self.audit_op(from, "fs.mkdir", "refused", Some(r.rule.clone()), detail, None);
+                        return Err(refused(r));
+                    }
+                };
+                let result = crate::fs::mkdir(&canonical, mode).map(|()| Reply::Done);
+                self.audit_op(from, "fs.mkdir", outcome(&result), None, detail, None);
+                result.map_err(failed)
+            }
+            Op::List { path, limit } => {
+                let canonical = self.checked_read(from, "fs.list", &path).map_err(refused)?;
+                let result = crate::fs::list(&canonical, (limit as usize).clamp(1, LIST_MAX))
+                    .map(|(entries, truncated)| Reply::List { entries, truncated });
+                self.audit_op(from, "fs.list", outcome(&result), None, serde_json::json!({ "path": path }), None);
+                result.map_err(failed)
+            }
+        }
+    }
+
+    /// Policy for a read-only path operation; a refusal is audited here.
+    fn checked_read(&self, from: NodeId, event: &str, path: &str) -> Result<std::path::PathBuf, Refusal> {
+        let checked = self.policy_check(|p| {
+            p.check_caller(&from)?;
+            p.check_path(path, PathAccess::Read)
+        });
+        if let Err(r) = &checked {
+            self.audit_op(from, event, "refused", Some(r.rule.clone()), serde_json::json!({ "path": path }), None);
+        }
+        checked
+    }
+}
+
+fn outcome<T, E>(result: &Result<T, E>) -> &'static str {
+    if result.is_ok() {
+        "allowed"
+    } else {
+        "failed"
+    }
+}
