@@ -189,7 +189,7 @@ async fn run(
                 Some(n) => {
                     total += n as u64;
                     let keep = cap(&mut out_sent, n, spec.output_cap, &mut exit.stdout_truncated);
-                    if keep > 0 && !send(writer, &ExecEvent::Stdout(ByteBuf(out_buf[..keep].to_vec()))).await {
+                    if !forward(writer, ExecEvent::Stdout, &out_buf[..keep]).await {
                         exit.cancelled = true;
                         kill_group();
                     }
@@ -200,7 +200,7 @@ async fn run(
                 Some(n) => {
                     total += n as u64;
                     let keep = cap(&mut err_sent, n, spec.output_cap, &mut exit.stderr_truncated);
-                    if keep > 0 && !send(writer, &ExecEvent::Stderr(ByteBuf(err_buf[..keep].to_vec()))).await {
+                    if !forward(writer, ExecEvent::Stderr, &err_buf[..keep]).await {
                         exit.cancelled = true;
                         kill_group();
                     }
@@ -251,6 +251,11 @@ async fn run(
     exit.signal = std::os::unix::process::ExitStatusExt::signal(&status);
     exit.duration_ms = started.elapsed().as_millis() as u64;
     Ok((exit, total))
+}
+
+/// Sends output to the caller; false if the caller is gone. Nothing to send is a success.
+async fn forward(writer: &mut StreamWriter, event: fn(ByteBuf) -> ExecEvent, bytes: &[u8]) -> bool {
+    bytes.is_empty() || send(writer, &event(ByteBuf(bytes.to_vec()))).await
 }
 
 /// How much of `n` new bytes fit under `limit`; sets `truncated` when some do not.

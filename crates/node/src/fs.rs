@@ -105,9 +105,25 @@ pub(crate) async fn serve_read(node: crate::Node, stream: Stream, spec: ReadSpec
         Err(refusal) => return refuse(&node, peer, "fs.read", refusal, detail, writer).await,
     };
     let started = Instant::now();
-    let result = read_to(&path, &spec, &mut writer).await;
-    let (decision, event, bytes) = match result {
-        Ok(bytes) => ("allowed", FileEvent::Done { bytes, backup: None }, bytes),
+    let result = read_to(&path, &spec, &mut writer).await.map(|bytes| (bytes, None));
+    conclude(&node, peer, "fs.read", detail, started, result, writer).await;
+}
+
+/// Audits how a transfer ended and tells the caller: `Done` with the bytes moved (and where
+/// an overwritten file was saved), or `Failed`.
+async fn conclude(
+    node: &crate::Node,
+    peer: tunnel_proto::NodeId,
+    event: &str,
+    detail: serde_json::Value,
+    started: Instant,
+    result: Result<(u64, Option<PathBuf>), String>,
+    mut writer: StreamWriter,
+) {
+    let (decision, answer, bytes) = match result {
+        Ok((bytes, backup)) => {
+            ("allowed", FileEvent::Done { bytes, backup: backup.map(|b| b.display().to_string()) }, bytes)
+        }
         Err(e) => ("failed", FileEvent::Failed(e), 0),
     };
     let outcome = crate::audit::Entry {
@@ -115,8 +131,8 @@ pub(crate) async fn serve_read(node: crate::Node, stream: Stream, spec: ReadSpec
         duration_ms: Some(started.elapsed().as_millis() as u64),
         ..Default::default()
     };
-    node.audit_op(peer, "fs.read", decision, None, detail, Some(outcome));
-    if send(&mut writer, &event).await {
+    node.audit_op(peer, event, decision, None, detail, Some(outcome));
+    if send(&mut writer, &answer).await {
         let _ = writer.finish().await;
     }
 }
@@ -196,21 +212,7 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, spec: WriteSp
     let started = Instant::now();
     let backups = (mode == Mode::Edit).then(|| node.state_dir().map(|d| d.join("backups"))).flatten();
     let result = write_from(&target, &spec, &mut reader, backups.as_deref(), &peer).await;
-    let (decision, event, bytes) = match result {
-        Ok((bytes, backup)) => {
-            ("allowed", FileEvent::Done { bytes, backup: backup.map(|b| b.display().to_string()) }, bytes)
-        }
-        Err(e) => ("failed", FileEvent::Failed(e), 0),
-    };
-    let outcome = crate::audit::Entry {
-        bytes: Some(bytes),
-        duration_ms: Some(started.elapsed().as_millis() as u64),
-        ..Default::default()
-    };
-    node.audit_op(peer, "fs.write", decision, None, detail, Some(outcome));
-    if send(&mut writer, &event).await {
-        let _ = writer.finish().await;
-    }
+    conclude(&node, peer, "fs.write", detail, started, result, writer).await;
 }
 
 /// Opens `dir` without following symlinks and checks it is still the directory `expected`.
