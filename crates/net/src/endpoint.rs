@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::warn;
 use tunnel_proto::message::{Hello, PeerMessage, StreamKind};
 use tunnel_proto::{NodeId, RoomKeys, SecretKey};
@@ -21,7 +22,6 @@ use crate::peer::{self, PeerCmd, PeerHandle, PeerInput, PeerShared};
 use crate::relay_client::{self, RelayEvent, RelayTarget};
 use crate::sessions::Keys;
 use crate::stream::Stream;
-use crate::task::AbortOnDrop;
 
 pub struct EndpointConfig {
     pub relay_url: String,
@@ -75,7 +75,7 @@ struct Inner {
     peers: Arc<Mutex<HashMap<NodeId, mpsc::Sender<PeerCmd>>>>,
     hello: watch::Sender<Hello>,
     cancel: CancellationToken,
-    _tasks: [AbortOnDrop<()>; 2],
+    _tasks: [AbortOnDropHandle<()>; 2],
 }
 
 impl Drop for Inner {
@@ -126,7 +126,7 @@ impl Endpoint {
                 peers,
                 hello: hello_tx,
                 cancel,
-                _tasks: [AbortOnDrop(relay_task), AbortOnDrop(router_task)],
+                _tasks: [AbortOnDropHandle::new(relay_task), AbortOnDropHandle::new(router_task)],
             }),
         };
         match first_rx.await {

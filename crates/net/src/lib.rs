@@ -19,7 +19,6 @@ mod peer;
 mod relay_client;
 mod sessions;
 mod stream;
-mod task;
 
 pub use endpoint::{Endpoint, EndpointConfig, NetEvent};
 pub use error::{ConnectError, NetError, StreamError};
