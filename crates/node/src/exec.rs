@@ -147,7 +147,7 @@ async fn run(
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
     if plan {
         // Repository config cannot switch these back on (command-line scope wins).
-        command.envs(crate::git_guard::GIT_ENV.iter().copied());
+        command.envs(crate::git_guard::git_env());
     }
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);

@@ -10,18 +10,23 @@ use std::process::{Command, Stdio};
 
 use crate::policy::Refusal;
 
-/// Environment that overrides repository config for the riskiest keys.
-pub(crate) const GIT_ENV: &[(&str, &str)] = &[
-    ("GIT_CONFIG_COUNT", "3"),
-    ("GIT_CONFIG_KEY_0", "core.fsmonitor"),
-    ("GIT_CONFIG_VALUE_0", "false"),
-    ("GIT_CONFIG_KEY_1", "core.hooksPath"),
-    ("GIT_CONFIG_VALUE_1", "/dev/null"),
-    ("GIT_CONFIG_KEY_2", "core.pager"),
-    ("GIT_CONFIG_VALUE_2", "cat"),
-    ("GIT_PAGER", "cat"),
-    ("GIT_TERMINAL_PROMPT", "0"),
-];
+/// The riskiest keys, forced to safe values at command-line scope (which beats repository
+/// config). They also show up in `git config --list`, where these values are accepted.
+const OVERRIDES: &[(&str, &str)] =
+    &[("core.fsmonitor", "false"), ("core.hooksPath", "/dev/null"), ("core.pager", "cat")];
+
+/// The environment git runs with in plan mode: [`OVERRIDES`] as `GIT_CONFIG_*`, no pager, no
+/// prompts.
+pub(crate) fn git_env() -> Vec<(String, String)> {
+    let mut env = vec![("GIT_CONFIG_COUNT".to_owned(), OVERRIDES.len().to_string())];
+    for (i, (key, value)) in OVERRIDES.iter().enumerate() {
+        env.push((format!("GIT_CONFIG_KEY_{i}"), (*key).to_owned()));
+        env.push((format!("GIT_CONFIG_VALUE_{i}"), (*value).to_owned()));
+    }
+    env.push(("GIT_PAGER".into(), "cat".into()));
+    env.push(("GIT_TERMINAL_PROMPT".into(), "0".into()));
+    env
+}
 
 /// Whether a config key makes git run a program.
 fn runs_a_program(key: &str) -> bool {
@@ -53,21 +58,18 @@ pub(crate) fn check(git: &Path, dir: &Path) -> Result<(), Refusal> {
         .arg("-C")
         .arg(dir)
         .args(["config", "--list", "--includes", "--null"])
-        .envs(GIT_ENV.iter().copied())
+        .envs(git_env())
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
         .map_err(|e| Refusal::new(format!("mode plan: cannot read git config: {e}")))?;
-    // Our own overrides show up in the list with their safe values.
-    const OURS: &[(&str, &str)] =
-        &[("core.fsmonitor", "false"), ("core.hookspath", "/dev/null"), ("core.pager", "cat")];
     for entry in out.stdout.split(|b| *b == 0) {
         let text = String::from_utf8_lossy(entry);
         let (key, value) = text.split_once('\n').unwrap_or((&text, ""));
         if key.is_empty() || !runs_a_program(key) {
             continue;
         }
-        let ours = OURS.iter().any(|(k, v)| key.eq_ignore_ascii_case(k) && value == *v);
+        let ours = OVERRIDES.iter().any(|(k, v)| key.eq_ignore_ascii_case(k) && value == *v);
         if !ours {
             return Err(Refusal::new(format!(
                 "mode plan: this repository's git config sets {key}, which runs a program; git is not run here in plan mode"
