@@ -65,15 +65,19 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
             }
             Ok(p.mode)
         })
-        .and_then(|mode| plan_git_check(mode, &cmd, spec.cwd.as_deref()));
-    if let Err(refusal) = decision {
-        node.audit_op(peer, "exec", "refused", Some(refusal.rule.clone()), detail, None);
-        let _ = send(&mut writer, &ExecEvent::Refused(refusal.to_string())).await;
-        let _ = writer.finish().await;
-        return;
-    }
+        .and_then(|mode| plan_git_check(mode, &cmd, spec.cwd.as_deref()).map(|()| mode));
+    // The command runs under the mode it was checked against, even if the mode changes now.
+    let mode = match decision {
+        Ok(mode) => mode,
+        Err(refusal) => {
+            node.audit_op(peer, "exec", "refused", Some(refusal.rule.clone()), detail, None);
+            let _ = send(&mut writer, &ExecEvent::Refused(refusal.to_string())).await;
+            let _ = writer.finish().await;
+            return;
+        }
+    };
     let started = Instant::now();
-    let plan = node.mode() == crate::policy::Mode::Plan;
+    let plan = mode == crate::policy::Mode::Plan;
     let result = run(&spec, &cmd, plan, &mut reader, &mut writer).await;
     let (event, outcome) = match result {
         Ok((exit, bytes)) => {
