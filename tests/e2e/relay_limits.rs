@@ -93,15 +93,9 @@ fn oversized_payloads_are_refused() -> anyhow::Result<()> {
         let (mut a, _) = raw::joined(&relay.url(), room).await?;
         let (_b, b_key) = raw::joined(&relay.url(), room).await?;
         raw::send(&mut a, &RelayFrame::Send { to: b_key.public(), payload: vec![0; 2048] }).await?;
-        loop {
-            match raw::next_frame(&mut a).await? {
-                RelayFrame::PeerJoined { .. } => continue,
-                RelayFrame::Error { code: ErrorCode::BadFrame, text } => {
-                    assert!(text.contains("1024"), "{text}");
-                    break;
-                }
-                other => panic!("expected a refusal, got {other:?}"),
-            }
+        match raw::next_non_presence(&mut a).await? {
+            RelayFrame::Error { code: ErrorCode::BadFrame, text } => assert!(text.contains("1024"), "{text}"),
+            other => panic!("expected a refusal, got {other:?}"),
         }
         Ok(())
     })
@@ -122,15 +116,9 @@ fn newest_connection_of_a_node_wins() -> anyhow::Result<()> {
         assert!(matches!(told, RelayFrame::Error { code: ErrorCode::Replaced, .. }), "{told:?}");
         // Traffic for the node now reaches the new connection.
         raw::send(&mut watcher, &RelayFrame::Send { to: key.public(), payload: b"to the newest".to_vec() }).await?;
-        loop {
-            match raw::next_frame(&mut new).await? {
-                RelayFrame::Recv { payload, .. } => {
-                    assert_eq!(payload, b"to the newest");
-                    break;
-                }
-                RelayFrame::PeerJoined { .. } => continue,
-                other => panic!("{other:?}"),
-            }
+        match raw::next_non_presence(&mut new).await? {
+            RelayFrame::Recv { payload, .. } => assert_eq!(payload, b"to the newest"),
+            other => panic!("{other:?}"),
         }
         assert_eq!(relay.metrics().peers, 2);
         Ok(())

@@ -29,6 +29,16 @@ pub async fn next_frame(ws: &mut Ws) -> anyhow::Result<RelayFrame> {
     }
 }
 
+/// The next frame that is not presence (`PeerJoined`/`PeerLeft`).
+pub async fn next_non_presence(ws: &mut Ws) -> anyhow::Result<RelayFrame> {
+    loop {
+        match next_frame(ws).await? {
+            RelayFrame::PeerJoined { .. } | RelayFrame::PeerLeft { .. } => continue,
+            other => return Ok(other),
+        }
+    }
+}
+
 pub async fn send(ws: &mut Ws, frame: &RelayFrame) -> anyhow::Result<()> {
     Ok(ws.send(Message::Binary(frame.encode())).await?)
 }

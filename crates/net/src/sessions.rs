@@ -330,6 +330,17 @@ mod tests {
             (self.rng % n as u64) as usize
         }
 
+        /// Talks both ways until each side has received a message.
+        fn establish(&mut self) {
+            while self.got[0] < 1 || self.got[1] < 1 {
+                self.talk(0);
+                self.talk(1);
+                while !self.wire.is_empty() {
+                    self.deliver_one();
+                }
+            }
+        }
+
         /// Side `i` sends a message, or starts a handshake to be able to.
         fn talk(&mut self, i: usize) {
             match self.s[i].seal(b"hello", self.now) {
@@ -371,13 +382,7 @@ mod tests {
     #[test]
     fn regression_reject_after_answering_keeps_the_new_session() {
         let mut p = Pair::new(1);
-        while p.got[0] < 1 || p.got[1] < 1 {
-            p.talk(0);
-            p.talk(1);
-            while !p.wire.is_empty() {
-                p.deliver_one();
-            }
-        }
+        p.establish();
         p.s[1] = Sessions::new(p.keys[0].id); // B forgets; A still sends on the old session.
         let (a, b) = (0, 1);
         let stale = p.s[a].seal(b"hello", p.now).unwrap().split_off(SEND_HEADER_LEN);
@@ -430,13 +435,7 @@ mod tests {
     #[test]
     fn initiator_rekeys_on_time_and_packets_in_flight_still_open() {
         let mut p = Pair::new(7);
-        while p.got[0] < 1 || p.got[1] < 1 {
-            p.talk(0);
-            p.talk(1);
-            while !p.wire.is_empty() {
-                p.deliver_one();
-            }
-        }
+        p.establish();
         let initiator = if p.s[0].current.as_ref().unwrap().session.is_initiator() { 0 } else { 1 };
         let responder = 1 - initiator;
         let old_hash = *p.s[0].current.as_ref().unwrap().session.handshake_hash();

@@ -155,7 +155,7 @@ impl Node {
         let task = tokio::spawn(node.clone().event_loop(events));
         *node.inner.task.lock().expect("task lock") = Some(task);
         info!(id = %node.id(), name = %node.name(), "joined the room");
-        node.audit(Entry { event: "node.start".into(), decision: "info".into(), ..Default::default() });
+        node.audit(info_event("node.start", serde_json::Value::Null));
         Ok(node)
     }
 
@@ -285,7 +285,7 @@ impl Node {
         if let Some(task) = task {
             let _ = task.await;
         }
-        self.audit(Entry { event: "node.stop".into(), decision: "info".into(), ..Default::default() });
+        self.audit(info_event("node.stop", serde_json::Value::Null));
         if let Some(log) = &self.inner.audit {
             if let Err(e) = log.sync() {
                 warn!(error = %e, "audit log sync failed");
@@ -428,23 +428,11 @@ impl Node {
             }
             NetEvent::RelayConnected { observed_addr } => {
                 debug!(%observed_addr, "relay connected");
-                let detail = serde_json::json!({ "observed_addr": observed_addr });
-                self.audit(Entry {
-                    event: "path.relay_up".into(),
-                    decision: "info".into(),
-                    detail,
-                    ..Default::default()
-                });
+                self.audit(info_event("path.relay_up", serde_json::json!({ "observed_addr": observed_addr })));
             }
             NetEvent::RelayDisconnected { reason } => {
                 warn!(%reason, "relay connection lost; reconnecting");
-                let detail = serde_json::json!({ "reason": reason });
-                self.audit(Entry {
-                    event: "path.relay_down".into(),
-                    decision: "info".into(),
-                    detail,
-                    ..Default::default()
-                });
+                self.audit(info_event("path.relay_down", serde_json::json!({ "reason": reason })));
             }
             NetEvent::RelayConnectFailed(e) => {
                 warn!(error = %e, "relay reconnect failed; retrying")
@@ -493,14 +481,13 @@ impl Node {
     }
 }
 
+/// A record of something that happened to this node (not an operation anyone asked for).
+fn info_event(event: &str, detail: serde_json::Value) -> Entry {
+    Entry { event: event.into(), decision: "info".into(), detail, ..Default::default() }
+}
+
 fn peer_event(event: &str, id: &NodeId, name: Option<String>) -> Entry {
-    Entry {
-        event: event.into(),
-        caller: Some(id.to_string()),
-        caller_name: name,
-        decision: "info".into(),
-        ..Default::default()
-    }
+    Entry { caller: Some(id.to_string()), caller_name: name, ..info_event(event, serde_json::Value::Null) }
 }
 
 /// Built-in stream services: `Echo` sends every byte back; `Sink` reads and discards.
