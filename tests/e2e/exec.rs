@@ -268,3 +268,55 @@ fn plan_mode_git_does_not_run_what_a_repository_configures() -> anyhow::Result<(
     assert!(!marker.exists(), "a repository made plan-mode git run a program");
     Ok(())
 }
+
+/// `local` (and the node's own name) reach the node itself through the loopback: the same
+/// exec service, policy and audit as a remote caller, with no relay at all if there is none.
+#[test]
+fn local_target_runs_on_this_node_with_or_without_a_relay() -> anyhow::Result<()> {
+    run_async(Duration::from_secs(60), async {
+        let spec = |argv: &[&str]| ExecSpec {
+            request_id: rand::random(),
+            command: ExecCommand::Argv(argv.iter().map(|s| s.to_string()).collect()),
+            env: vec![],
+            cwd: None,
+            timeout_ms: Some(10_000),
+            output_cap: 4,
+            stdin: false,
+        };
+        let relay = tunnel_relay::Relay::bind("127.0.0.1:0", Default::default()).await?;
+        let mut offline = node_config("unused", "r", &token(), "alone");
+        offline.relay_url = None;
+        let nodes = [
+            tunnel_node::Node::start(node_config(&relay.url(), "r", &token(), "meshed")).await?,
+            tunnel_node::Node::start(offline).await?,
+        ];
+        for node in &nodes {
+            for target in ["local", node.name(), &node.id().to_string()[..6]] {
+                let me = node.resolve(target)?;
+                assert_eq!(me, node.id(), "{target}");
+                let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+                node.exec(me, spec(&["echo", "hello world"]), None, tx).await?;
+                let (mut stdout, mut exit) = (Vec::new(), None);
+                while let Some(ev) = rx.recv().await {
+                    match ev {
+                        ExecEvent::Stdout(b) => stdout.extend_from_slice(&b.0),
+                        ExecEvent::Exit(e) => exit = Some(e),
+                        other => panic!("{target}: {other:?}"),
+                    }
+                }
+                let exit = exit.expect("an exit event");
+                assert_eq!(String::from_utf8_lossy(&stdout), "hell", "{target}: capped at 4 bytes");
+                assert!(exit.stdout_truncated);
+                assert_eq!(exit.stdout_bytes, 12, "the full size is reported beside the cut");
+                assert_eq!(exit.code, Some(0));
+            }
+            // Plan mode (the default) is enforced on the loopback too.
+            let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+            node.exec(node.id(), spec(&["rm", "-rf", "/tmp/nothing-here"]), None, tx).await?;
+            assert!(matches!(rx.recv().await, Some(ExecEvent::Refused(_))));
+            assert!(node.resolve("nobody").is_err());
+            node.shutdown().await;
+        }
+        Ok(())
+    })
+}

@@ -240,7 +240,7 @@ fn mismatched_room_secrets_make_no_session_and_say_why() -> anyhow::Result<()> {
             let url = relay.url();
             async move {
                 Endpoint::start(EndpointConfig {
-                    relay_url: url,
+                    relay_url: Some(url),
                     access_token: None,
                     room: RoomKeys { room_id, psk: Zeroizing::new([psk; 32]) },
                     secret: SecretKey::generate(&mut rand::rngs::OsRng),

@@ -9,7 +9,7 @@ use tunnel_proto::SecretKey;
 
 pub fn node_config(relay_url: &str, room: &str, token: &str, name: &str) -> NodeConfig {
     NodeConfig {
-        relay_url: relay_url.into(),
+        relay_url: Some(relay_url.into()),
         room: room.into(),
         token: token.into(),
         access_token: None,

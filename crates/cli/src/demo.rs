@@ -48,7 +48,7 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
     let mut nodes = Vec::new();
     for (name, tags) in NAMES {
         let node = Node::start(NodeConfig {
-            relay_url: relay.url(),
+            relay_url: Some(relay.url()),
             room: "demo".into(),
             token: token.clone(),
             access_token: None,

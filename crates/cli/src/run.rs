@@ -21,7 +21,7 @@ pub(crate) async fn run(global: Global, args: RunArgs) -> anyhow::Result<i32> {
     let mut config = NodeConfig::from_settings(&settings)?;
     config.agent = !args.no_agent;
     let room = config.room.clone();
-    let relay = config.relay_url.clone();
+    let relay = config.relay_url.clone().unwrap_or_default();
     let control = BoundControl::bind(&settings.socket_path()).await?;
     let node = Node::start(config).await.context("joining the room")?;
     let control = control.serve(node.clone());

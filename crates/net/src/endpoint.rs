@@ -18,13 +18,16 @@ use tunnel_proto::{NodeId, RoomKeys, SecretKey};
 use zeroize::Zeroizing;
 
 use crate::error::{ConnectError, NetError};
+use crate::loopback;
 use crate::peer::{self, PeerCmd, PeerHandle, PeerInput, PeerShared};
 use crate::relay_client::{self, RelayEvent, RelayTarget};
 use crate::sessions::Keys;
 use crate::stream::Stream;
 
 pub struct EndpointConfig {
-    pub relay_url: String,
+    /// `None`: no mesh, only this node itself (a local-only node: `tunnel mcp` with no relay
+    /// configured).
+    pub relay_url: Option<String>,
     pub access_token: Option<String>,
     pub room: RoomKeys,
     pub secret: SecretKey,
@@ -73,9 +76,11 @@ pub struct Endpoint {
 struct Inner {
     id: NodeId,
     peers: Arc<Mutex<HashMap<NodeId, mpsc::Sender<PeerCmd>>>>,
+    /// Operations addressed to this node itself.
+    loopback: mpsc::Sender<PeerCmd>,
     hello: watch::Sender<Hello>,
     cancel: CancellationToken,
-    _tasks: [AbortOnDropHandle<()>; 2],
+    _tasks: Vec<AbortOnDropHandle<()>>,
 }
 
 impl Drop for Inner {
@@ -88,7 +93,9 @@ impl Endpoint {
     /// Connects to the relay and joins the room. Returns once the first connection succeeded,
     /// or with the error of the first attempt (bad URL, unreachable, refused, ...).
     pub async fn start(config: EndpointConfig) -> Result<(Self, mpsc::Receiver<NetEvent>), ConnectError> {
-        relay_client::check_url(&config.relay_url)?;
+        if let Some(url) = &config.relay_url {
+            relay_client::check_url(url)?;
+        }
         let id = config.secret.public();
         let mut hello = config.hello;
         hello.instance = rand::random();
@@ -97,8 +104,15 @@ impl Endpoint {
         let (relay_ev_tx, relay_ev_rx) = mpsc::channel(1024);
         let (events_tx, events_rx) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
+        let (loopback, loopback_task) = loopback::start(id, events_tx.clone(), cancel.clone());
+        let mut tasks = vec![AbortOnDropHandle::new(tokio::spawn(loopback_task))];
+        let peers = Arc::new(Mutex::new(HashMap::new()));
+        let Some(relay_url) = config.relay_url else {
+            let inner = Inner { id, peers, loopback, hello: hello_tx, cancel, _tasks: tasks };
+            return Ok((Self { inner: Arc::new(inner) }, events_rx));
+        };
         let target = RelayTarget {
-            url: config.relay_url,
+            url: relay_url,
             access_token: config.access_token,
             room_id: config.room.room_id,
             secret: config.secret.clone(),
@@ -109,7 +123,6 @@ impl Endpoint {
             relay_out: relay_out_tx,
             events: events_tx,
         });
-        let peers = Arc::new(Mutex::new(HashMap::new()));
         let (first_tx, first_rx) = oneshot::channel();
         let relay_task = tokio::spawn(relay_client::run(target, relay_out_rx, relay_ev_tx, cancel.clone()));
         let router = Router {
@@ -120,15 +133,8 @@ impl Endpoint {
             cancel: cancel.clone(),
         };
         let router_task = tokio::spawn(router.run(relay_ev_rx, first_tx));
-        let endpoint = Self {
-            inner: Arc::new(Inner {
-                id,
-                peers,
-                hello: hello_tx,
-                cancel,
-                _tasks: [AbortOnDropHandle::new(relay_task), AbortOnDropHandle::new(router_task)],
-            }),
-        };
+        tasks.extend([AbortOnDropHandle::new(relay_task), AbortOnDropHandle::new(router_task)]);
+        let endpoint = Self { inner: Arc::new(Inner { id, peers, loopback, hello: hello_tx, cancel, _tasks: tasks }) };
         match first_rx.await {
             Ok(Ok(())) => Ok((endpoint, events_rx)),
             Ok(Err(e)) => Err(e),
@@ -148,16 +154,20 @@ impl Endpoint {
     }
 
     fn peer(&self, peer: &NodeId) -> Result<mpsc::Sender<PeerCmd>, NetError> {
+        if *peer == self.inner.id {
+            return Ok(self.inner.loopback.clone());
+        }
         self.inner.peers.lock().expect("peers lock").get(peer).cloned().ok_or_else(|| NetError::not_present(peer))
     }
 
-    /// Sends one message; a session is made on demand. Delivery is not confirmed: requests
+    /// Sends one message; a session is made on demand. A message to our own id comes back
+    /// as a [`NetEvent::Message`] from ourselves. Delivery is not confirmed: requests
     /// carry ids and time out at the layer above.
     pub async fn send(&self, peer: &NodeId, msg: PeerMessage) -> Result<(), NetError> {
         self.peer(peer)?.send(PeerCmd::Send(msg)).await.map_err(|_| NetError::not_present(peer))
     }
 
-    /// Opens a stream to `peer`.
+    /// Opens a stream to `peer`; to our own id, a stream served by this node itself.
     pub async fn open_stream(&self, peer: &NodeId, kind: StreamKind) -> Result<Stream, NetError> {
         let (tx, rx) = oneshot::channel();
         self.peer(peer)?.send(PeerCmd::Open { kind, reply: tx }).await.map_err(|_| NetError::not_present(peer))?;

@@ -15,6 +15,7 @@
 mod backoff;
 mod endpoint;
 mod error;
+mod loopback;
 mod peer;
 mod relay_client;
 mod sessions;

@@ -236,7 +236,11 @@ pub(crate) struct StreamTable {
 impl StreamTable {
     /// The node with the smaller id opens odd stream ids, the other even ones.
     pub(crate) fn new(me: NodeId, peer: NodeId) -> Self {
-        let local_odd = me < peer;
+        Self::with_parity(peer, me < peer)
+    }
+
+    /// A table whose side is chosen explicitly: both ends of a loopback have the same id.
+    pub(crate) fn with_parity(peer: NodeId, local_odd: bool) -> Self {
         Self {
             peer,
             slots: HashMap::new(),

@@ -13,7 +13,7 @@ const TOKEN: &str = "mesh-test-token-0123456789";
 
 async fn endpoint(relay: &Relay, name: &str) -> (Endpoint, mpsc::Receiver<NetEvent>) {
     Endpoint::start(EndpointConfig {
-        relay_url: relay.url(),
+        relay_url: Some(relay.url()),
         access_token: None,
         room: RoomKeys::derive("mesh", TOKEN).unwrap(),
         secret: SecretKey::generate(&mut rand::rngs::OsRng),

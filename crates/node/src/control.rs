@@ -111,6 +111,19 @@ pub async fn read_frame<T: for<'de> Deserialize<'de>, R: AsyncRead + Unpin>(
     postcard::from_bytes(&body).map(Some).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// What a control connection runs over: the Unix socket, or an in-process pipe when the
+/// front-end runs its own node (`tunnel mcp` with no `tunnel run` on the machine).
+pub trait ControlStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> ControlStream for T {}
+
+/// Serves one control connection over an in-process pipe; returns the client's end.
+pub fn connect_in_process(node: &Node) -> tokio::io::DuplexStream {
+    let (client, server) = tokio::io::duplex(256 * 1024);
+    // The connection ends when either side drops its end; the task does not outlive it.
+    tokio::spawn(serve(server, node.clone()));
+    client
+}
+
 /// A connection to the local node.
 pub struct ControlClient {
     stream: UnixStream,
@@ -223,7 +236,7 @@ async fn accept_loop(listener: UnixListener, node: Node, cancel: CancellationTok
     }
 }
 
-async fn serve(mut stream: UnixStream, node: Node) {
+async fn serve<S: ControlStream>(mut stream: S, node: Node) {
     loop {
         let req: ControlRequest = match read_frame(&mut stream).await {
             Ok(Some(r)) => r,
@@ -282,8 +295,8 @@ async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
 
 /// Relays one exec between the control client and the peer. The client going away (its
 /// end closing before the command finished) cancels the command.
-async fn serve_exec(stream: UnixStream, node: Node, target: String, spec: ExecSpec) {
-    let (mut rd, mut wr) = stream.into_split();
+async fn serve_exec<S: ControlStream>(stream: S, node: Node, target: String, spec: ExecSpec) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let peer = match node.resolve(&target) {
         Ok(p) => p,
         Err(e) => {

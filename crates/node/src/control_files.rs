@@ -2,7 +2,7 @@
 //! its control connection; the client closing it early abandons the transfer (the peer
 //! discards a partial upload, a download stops).
 
-use tokio::net::UnixStream;
+use crate::control::ControlStream;
 use tunnel_net::Stream;
 use tunnel_proto::framing::FrameDecoder;
 use tunnel_proto::message::{FileEvent, ReadSpec, StreamKind, WriteSpec};
@@ -18,7 +18,7 @@ async fn open(node: &Node, target: &str, kind: StreamKind) -> Result<Stream, Str
 }
 
 /// Relays `FileEvent`s from the peer's stream to the client until the last one.
-async fn relay_events(reader: &mut tunnel_net::StreamReader, wr: &mut tokio::net::unix::OwnedWriteHalf) {
+async fn relay_events<W: tokio::io::AsyncWrite + Unpin>(reader: &mut tunnel_net::StreamReader, wr: &mut W) {
     let mut decoder = FrameDecoder::new(FILE_FRAME_MAX);
     loop {
         let chunk = match reader.read().await {
@@ -47,8 +47,8 @@ async fn relay_events(reader: &mut tunnel_net::StreamReader, wr: &mut tokio::net
     }
 }
 
-pub(crate) async fn serve_read(stream: UnixStream, node: Node, target: String, spec: ReadSpec) {
-    let (_rd, mut wr) = stream.into_split();
+pub(crate) async fn serve_read<S: ControlStream>(stream: S, node: Node, target: String, spec: ReadSpec) {
+    let (_rd, mut wr) = tokio::io::split(stream);
     match open(&node, &target, StreamKind::ReadFile(spec)).await {
         Ok(Stream { mut reader, .. }) => relay_events(&mut reader, &mut wr).await,
         Err(e) => {
@@ -57,8 +57,8 @@ pub(crate) async fn serve_read(stream: UnixStream, node: Node, target: String, s
     }
 }
 
-pub(crate) async fn serve_write(stream: UnixStream, node: Node, target: String, spec: WriteSpec) {
-    let (mut rd, mut wr) = stream.into_split();
+pub(crate) async fn serve_write<S: ControlStream>(stream: S, node: Node, target: String, spec: WriteSpec) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let Stream { mut reader, mut writer, .. } = match open(&node, &target, StreamKind::WriteFile(spec)).await {
         Ok(s) => s,
         Err(e) => {

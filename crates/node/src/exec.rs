@@ -192,6 +192,7 @@ async fn run(
             n = read_some(&mut stdout, &mut out_buf) => match n {
                 Some(n) => {
                     total += n as u64;
+                    exit.stdout_bytes += n as u64;
                     let keep = cap(&mut out_sent, n, spec.output_cap, &mut exit.stdout_truncated);
                     if !forward(writer, ExecEvent::Stdout, &out_buf[..keep]).await {
                         exit.cancelled = true;
@@ -203,6 +204,7 @@ async fn run(
             n = read_some(&mut stderr, &mut err_buf) => match n {
                 Some(n) => {
                     total += n as u64;
+                    exit.stderr_bytes += n as u64;
                     let keep = cap(&mut err_sent, n, spec.output_cap, &mut exit.stderr_truncated);
                     if !forward(writer, ExecEvent::Stderr, &err_buf[..keep]).await {
                         exit.cancelled = true;

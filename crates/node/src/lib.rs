@@ -30,7 +30,7 @@ pub mod settings;
 
 pub use identity::{load_or_create_identity, IdentityError};
 pub use membership::PeerInfo;
-pub use node::{Node, NodeConfig, NodeError};
+pub use node::{Node, NodeConfig, NodeError, LOCAL_TARGET};
 pub use os_info::detect as detect_os;
 pub use rpc::RpcError;
 pub use settings::{Flags, Settings, SettingsError};

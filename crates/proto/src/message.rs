@@ -160,6 +160,9 @@ pub struct ExecExit {
     pub cancelled: bool,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// Everything the command wrote to each stream, including what the cap cut.
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
     pub duration_ms: u64,
 }
 

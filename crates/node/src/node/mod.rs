@@ -20,12 +20,14 @@ use crate::audit::{AuditError, AuditLog, Entry};
 
 mod requests;
 use crate::identity::{load_or_create_identity, IdentityError};
-use crate::membership::{Membership, PeerInfo};
+use crate::membership::{Membership, PeerInfo, ResolveError};
 use crate::policy::{Mode, Policy, Refusal};
 use crate::recent::{Recent, Seen};
 use crate::rpc::{Rpc, RpcError};
 use crate::settings::{Settings, SettingsError};
 
+/// The target that always means this node.
+pub const LOCAL_TARGET: &str = "local";
 /// How long a ping waits for its answer.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often every peer's round trip is measured again.
@@ -54,7 +56,8 @@ pub enum NodeError {
 
 /// Everything a node needs to join its room.
 pub struct NodeConfig {
-    pub relay_url: String,
+    /// `None`: a local-only node (no mesh; operations target this machine).
+    pub relay_url: Option<String>,
     pub room: String,
     pub token: String,
     pub access_token: Option<String>,
@@ -74,10 +77,28 @@ impl NodeConfig {
     pub fn from_settings(s: &Settings) -> Result<Self, NodeError> {
         let room = s.room_settings()?;
         Ok(Self {
-            relay_url: room.relay.to_owned(),
+            relay_url: Some(room.relay.to_owned()),
             room: room.room.to_owned(),
             token: room.token.to_owned(),
             access_token: s.access_token.clone(),
+            name: s.name.clone(),
+            tags: s.tags.clone(),
+            secret: load_or_create_identity(&s.state_dir)?,
+            agent: true,
+            state_dir: Some(s.state_dir.clone()),
+            policy: s.policy.clone(),
+        })
+    }
+
+    /// A node with no relay: this machine's identity, policy and audit log, acting only on
+    /// itself. What `tunnel mcp` runs when no relay is configured.
+    pub fn local_only(s: &Settings) -> Result<Self, NodeError> {
+        Ok(Self {
+            relay_url: None,
+            // A room nobody else can be in; the keys are never used on a wire.
+            room: "local".into(),
+            token: tunnel_proto::room::generate_token(&mut rand::rngs::OsRng),
+            access_token: None,
             name: s.name.clone(),
             tags: s.tags.clone(),
             secret: load_or_create_identity(&s.state_dir)?,
@@ -112,6 +133,11 @@ impl Node {
     /// Joins the room. Fails with a clear error if the first relay connection fails.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
         let room = RoomKeys::derive(&config.room, &config.token)?;
+        let mut config = config;
+        if let Some(allow) = &mut config.policy.allow {
+            // The local operator reaches this node through its own id (the loopback).
+            allow.push(config.secret.public());
+        }
         let audit = config.state_dir.as_deref().map(AuditLog::open).transpose()?;
         let hello = Hello {
             tags: config.tags.clone(),
@@ -175,9 +201,28 @@ impl Node {
         self.inner.members.lock().expect("members lock").list()
     }
 
-    /// Resolves a peer by name or node id prefix.
+    /// Resolves a peer by name or node id prefix. `local`, this node's own name or a prefix
+    /// of its id name this node itself (operations on it run locally, under its own policy).
     pub fn resolve(&self, target: &str) -> Result<NodeId, RpcError> {
-        Ok(self.inner.members.lock().expect("members lock").resolve(target)?)
+        let me = self.id();
+        let is_me = target == LOCAL_TARGET
+            || target == self.inner.name
+            || (target.len() >= 4 && me.to_string().starts_with(&target.to_ascii_lowercase()));
+        let found = self.inner.members.lock().expect("members lock").resolve(target);
+        match found {
+            Err(ResolveError::NotFound { .. }) if is_me => Ok(me),
+            Ok(peer) if is_me && target != LOCAL_TARGET => Err(ResolveError::Ambiguous {
+                target: target.to_owned(),
+                candidates: format!(
+                    "this node ({}) and peer {}; use `local` or more of the node id",
+                    me.short(),
+                    peer.short()
+                ),
+            }
+            .into()),
+            _ if target == LOCAL_TARGET => Ok(me),
+            found => Ok(found?),
+        }
     }
 
     /// Sends a request and waits for the answer.

@@ -66,7 +66,9 @@ impl Node {
             Op::Ping { payload } => Ok(Reply::Pong { payload }),
             Op::SetMode { mode } => {
                 let mode: Mode = mode.parse().map_err(|e: String| failed(e))?;
-                self.set_mode(mode, Some(from)).map_err(refused)?;
+                // From our own id means from a local front-end: the local operator.
+                let by = (from != self.id()).then_some(from);
+                self.set_mode(mode, by).map_err(refused)?;
                 Ok(Reply::Done)
             }
             Op::Info => {
