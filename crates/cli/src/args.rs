@@ -62,6 +62,8 @@ pub(crate) enum Command {
     Token,
     /// Start a relay and three peers in this process and show them working together.
     Demo,
+    /// Serve the fleet to AI clients over MCP (stdio, or --transport http).
+    Mcp(McpArgs),
     /// Read or check this node's audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -98,6 +100,16 @@ pub(crate) enum AuditCommand {
 
 #[derive(Args)]
 pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+    /// Join the room only to operate others: serve no operations to peers.
+    #[arg(long)]
+    pub(crate) no_agent: bool,
+}
+
+/// How a node joins its room: `tunnel run`, and `tunnel mcp` when it runs its own node.
+#[derive(Args)]
+pub(crate) struct NodeArgs {
     /// Relay URL, e.g. ws://relay.example:8080 (env TUNNEL_RELAY).
     #[arg(long)]
     pub(crate) relay: Option<String>,
@@ -116,12 +128,54 @@ pub(crate) struct RunArgs {
     /// Comma-separated tags, e.g. web,prod (env TUNNEL_TAGS).
     #[arg(long)]
     pub(crate) tags: Option<String>,
-    /// Join the room only to operate others: serve no operations to peers.
-    #[arg(long)]
-    pub(crate) no_agent: bool,
     /// Safety mode: plan (read-only, the default), edit, bypass or disabled (env TUNNEL_MODE).
     #[arg(long)]
     pub(crate) mode: Option<String>,
+}
+
+impl NodeArgs {
+    pub(crate) fn flags(self, global: &Global) -> Flags {
+        Flags {
+            relay: self.relay,
+            room: self.room,
+            token: self.token,
+            access_token: self.access_token,
+            name: self.name,
+            tags: self.tags,
+            mode: self.mode,
+            ..global.flags()
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct McpArgs {
+    /// stdio (what AI clients start) or http (streamable HTTP at /mcp).
+    #[arg(long, value_enum, default_value_t = Transport::Stdio)]
+    pub(crate) transport: Transport,
+    /// Address for --transport http.
+    #[arg(long, default_value = "127.0.0.1:8001", value_name = "ADDR:PORT")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Bearer token HTTP clients must send (required for --transport http).
+    #[arg(long, env = "TUNNEL_MCP_TOKEN", hide_env_values = true)]
+    pub(crate) auth_token: Option<String>,
+    /// Another Host name HTTP clients may use (besides loopback and the listen address); repeatable.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub(crate) allow_hosts: Vec<String>,
+    /// Tool groups to offer: a comma-separated list, or all.
+    #[arg(long, default_value = "core")]
+    pub(crate) tools: String,
+    /// Default cap, in bytes, on what one tool call returns per output (a call may ask for another).
+    #[arg(long, default_value_t = 65536, value_name = "BYTES")]
+    pub(crate) max_output: u64,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Transport {
+    Stdio,
+    Http,
 }
 
 #[derive(Args)]

@@ -26,6 +26,7 @@ mod audit;
 mod cp;
 mod demo;
 mod exec;
+mod mcp;
 mod query;
 mod remote;
 mod run;
@@ -93,6 +94,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Demo => demo::run().await,
+        Command::Mcp(args) => mcp::run(global, args).await,
         Command::Audit(cmd) => audit::run(global, cmd),
         Command::Backups(cmd) => audit::backups(global, cmd),
     }

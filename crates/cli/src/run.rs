@@ -2,21 +2,12 @@
 
 use anyhow::Context;
 use tunnel_node::control::BoundControl;
-use tunnel_node::{Flags, Node, NodeConfig, Settings};
+use tunnel_node::{Node, NodeConfig, Settings};
 
 use crate::args::{Global, RunArgs};
 
 pub(crate) async fn run(global: Global, args: RunArgs) -> anyhow::Result<i32> {
-    let flags = Flags {
-        relay: args.relay,
-        room: args.room,
-        token: args.token,
-        access_token: args.access_token,
-        name: args.name,
-        tags: args.tags,
-        mode: args.mode,
-        ..global.flags()
-    };
+    let flags = args.node.flags(&global);
     let settings = Settings::resolve(flags, |k| std::env::var(k).ok())?;
     let mut config = NodeConfig::from_settings(&settings)?;
     config.agent = !args.no_agent;
@@ -34,7 +25,7 @@ pub(crate) async fn run(global: Global, args: RunArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
+pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {

@@ -1,1 +1,37 @@
-//! The MCP server that maps tools onto the node API. Arrives with the MCP issue.
+//! tunnel-mcp: the node's operations as MCP tools for AI clients (Claude Desktop and Code,
+//! Cursor, any MCP client), over stdio or streamable HTTP.
+//!
+//! ```text
+//!   MCP client ──stdio / HTTP (/mcp, bearer token, Host/Origin checked)──> TunnelMcp (rmcp)
+//!                                                                             │ control protocol
+//!                     control socket of `tunnel run`  or  in-process pipe ◀───┘
+//!                                                        to our own node
+//! ```
+//!
+//! The handler is a thin layer: every operation goes through the node's control protocol, so
+//! policy and audit are enforced by the node that executes, exactly as for the CLI.
+
+mod backend;
+mod catalogue;
+pub mod http;
+mod ops_exec;
+mod ops_files;
+mod ops_node;
+mod params;
+mod progress;
+mod server;
+
+pub use backend::Backend;
+pub use catalogue::ToolGroup;
+pub use server::{McpOptions, TunnelMcp, MAX_OUTPUT_CEILING};
+
+/// Serves one MCP session over stdin/stdout until the client closes it.
+pub async fn serve_stdio(server: TunnelMcp) -> Result<(), std::io::Error> {
+    use rmcp::ServiceExt;
+    let running = server
+        .serve(rmcp::transport::io::stdio_pipes())
+        .await
+        .map_err(|e| std::io::Error::other(format!("MCP session did not start: {e}")))?;
+    running.waiting().await.map_err(|e| std::io::Error::other(format!("MCP session ended abnormally: {e}")))?;
+    Ok(())
+}

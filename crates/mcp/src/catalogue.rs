@@ -1,0 +1,156 @@
+//! The tools this server offers: names, descriptions, schemas and annotations, grouped so a
+//! client's tool list stays small (`--tools core,...`).
+
+use std::sync::Arc;
+
+use rmcp::handler::server::common::{schema_for_output, schema_for_type};
+use rmcp::model::{Tool, ToolAnnotations};
+use schemars::JsonSchema;
+
+use crate::params::*;
+
+/// A set of tools that arrive together with one feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolGroup {
+    /// Peers, commands, files, info, modes and the audit log.
+    Core,
+}
+
+impl ToolGroup {
+    const ALL: [ToolGroup; 1] = [ToolGroup::Core];
+
+    fn name(self) -> &'static str {
+        match self {
+            ToolGroup::Core => "core",
+        }
+    }
+
+    /// `core,fleet,...` or `all`. Unknown names are an error that lists the known ones.
+    pub fn parse_list(list: &str) -> Result<Vec<ToolGroup>, String> {
+        let mut groups = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if name == "all" {
+                return Ok(Self::ALL.to_vec());
+            }
+            match Self::ALL.iter().find(|g| g.name() == name) {
+                Some(g) if !groups.contains(g) => groups.push(*g),
+                Some(_) => {}
+                None => {
+                    let known: Vec<&str> = Self::ALL.iter().map(|g| g.name()).collect();
+                    return Err(format!("unknown tool group {name:?}; this version has: {}, or all", known.join(", ")));
+                }
+            }
+        }
+        if groups.is_empty() {
+            return Err("--tools names no tool group".into());
+        }
+        Ok(groups)
+    }
+}
+
+/// Annotations are hints for clients; they are set to what each tool really does.
+struct Hints {
+    read_only: bool,
+    destructive: bool,
+    idempotent: bool,
+    open_world: bool,
+}
+
+const READS: Hints = Hints { read_only: true, destructive: false, idempotent: true, open_world: false };
+
+fn tool<P: JsonSchema + 'static, O: JsonSchema + 'static>(
+    name: &'static str,
+    title: &str,
+    description: &'static str,
+    hints: Hints,
+) -> Tool {
+    let annotations = ToolAnnotations::with_title(title)
+        .read_only(hints.read_only)
+        .destructive(hints.destructive)
+        .idempotent(hints.idempotent)
+        .open_world(hints.open_world);
+    Tool::new(name, description, schema_for_type::<P>())
+        .with_title(title)
+        .with_raw_output_schema(schema_for_output::<O>())
+        .with_annotations(annotations)
+}
+
+/// Every tool of the chosen groups, in a stable order.
+pub(crate) fn tools(groups: &[ToolGroup]) -> Vec<Arc<Tool>> {
+    let mut out = Vec::new();
+    if groups.contains(&ToolGroup::Core) {
+        out.extend([
+            tool::<NoParams, PeersOut>(
+                "peers",
+                "List nodes",
+                "Lists the nodes this machine can operate: itself (target `local`) and every peer in the room, \
+                 with tags, OS, safety mode (what each lets you do), round-trip time and any link error. \
+                 Changes nothing.",
+                READS,
+            ),
+            tool::<ExecParams, ExecOut>(
+                "exec",
+                "Run a command",
+                "Runs a command on a node and returns its exit code and output. `argv` runs a program directly \
+                 (no shell); `shell` runs a command line with `sh -c`. The target node's policy decides: in `plan` \
+                 mode only allow-listed read-only programs run (no shell), `edit` and `bypass` run anything but \
+                 the hard deny list, `disabled` runs nothing. The command can change the target machine. It is \
+                 killed with everything it started on timeout (default 120 s) or when the call is cancelled. \
+                 stdout and stderr are each cut at `max_output_bytes` with `truncated: true` and the full byte \
+                 counts. Every run and refusal is in the target's audit log.",
+                Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
+            ),
+            tool::<ReadParams, ReadOut>(
+                "read_file",
+                "Read a file",
+                "Reads a file on a node, from `offset`, at most `max_bytes` (more follows when `truncated` is \
+                 true). Text comes back as UTF-8, anything else as base64. The path is checked by the target's \
+                 policy on its canonical form (symlinks and `..` resolved); reads are allowed in every mode but \
+                 `disabled`. Changes nothing.",
+                READS,
+            ),
+            tool::<WriteParams, WriteOut>(
+                "write_file",
+                "Write a file",
+                "Replaces (or creates) a file on a node with `content`, atomically: readers see the old file or \
+                 the new one, never a mix. Needs the target in `edit` or `bypass` mode and the path allowed by its \
+                 policy; in `edit` mode the replaced file is backed up first (`backup` in the result, restorable \
+                 with `tunnel backups restore`). `create_only` refuses to replace an existing file.",
+                Hints { read_only: false, destructive: true, idempotent: true, open_world: false },
+            ),
+            tool::<ListParams, ListOut>(
+                "list_dir",
+                "List a directory",
+                "Lists a directory on a node: name, kind, size, permissions and modification time of each entry, \
+                 at most `limit` (default 1000). Checked by the target's path policy. Changes nothing.",
+                READS,
+            ),
+            tool::<TargetParams, InfoOut>(
+                "get_info",
+                "Describe a node",
+                "Describes a node: hostname, OS, kernel, architecture, shell, uptime, tunnel version, safety mode \
+                 and the policy rules in force there. Changes nothing.",
+                READS,
+            ),
+            tool::<SetModeParams, SetModeOut>(
+                "set_mode",
+                "Change a node's safety mode",
+                "Changes a node's safety mode: `disabled` (refuse everything), `plan` (read-only), `edit` \
+                 (writes allowed, overwritten files backed up) or `bypass` (everything but the hard deny list). \
+                 A peer accepts the change only from nodes in its `admins` list. This machine's own node can be \
+                 made safer from here, but never less safe: raising it is for its operator (`tunnel mode local \
+                 edit`). Audited on the target.",
+                Hints { read_only: false, destructive: false, idempotent: true, open_world: false },
+            ),
+            tool::<AuditParams, AuditOut>(
+                "audit_tail",
+                "Read the audit log",
+                "Returns the newest records of this machine's audit log: every operation its node executed or \
+                 refused (who asked, what, the decision and the policy rule, exit codes, bytes), and membership \
+                 events. The log is hash-chained; `tunnel audit verify` checks it. Changes nothing.",
+                READS,
+            ),
+        ]);
+    }
+    out.into_iter().map(Arc::new).collect()
+}

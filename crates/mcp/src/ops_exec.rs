@@ -1,0 +1,162 @@
+//! The `exec` tool: runs a command through the node, streams progress while it runs, and
+//! kills it (its whole process group, on the target) when the client cancels the call.
+
+use std::time::{Duration, Instant};
+
+use rmcp::model::CallToolResult;
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer};
+use tunnel_node::control::{read_frame, write_frame, ControlRequest, ControlResponse};
+use tunnel_proto::message::{ByteBuf, ExecCommand, ExecEvent, ExecExit, ExecSpec};
+
+use crate::ops_node::next_step;
+use crate::params::{ExecOut, ExecParams};
+use crate::progress::{human_bytes, Progress};
+use crate::server::{failure, invalid, success, TunnelMcp};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+const STDIN_CHUNK: usize = 64 * 1024;
+/// How often a running command reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+fn spec(srv: &TunnelMcp, p: &ExecParams) -> Result<ExecSpec, McpError> {
+    let bad = |field: &str, msg: &str| invalid("exec", field, msg);
+    if p.target.trim().is_empty() {
+        return Err(bad("target", "field `target` is empty; give a peer name, a node id prefix or `local`"));
+    }
+    let command = match (&p.argv, &p.shell) {
+        (Some(argv), None) if argv.is_empty() || argv[0].is_empty() => {
+            return Err(bad("argv", "field `argv` needs at least the program"))
+        }
+        (Some(argv), None) => ExecCommand::Argv(argv.clone()),
+        (None, Some(shell)) if shell.trim().is_empty() => return Err(bad("shell", "field `shell` is empty")),
+        (None, Some(shell)) => ExecCommand::Shell(shell.clone()),
+        (Some(_), Some(_)) => return Err(bad("argv", "give either `argv` or `shell`, not both")),
+        (None, None) => return Err(bad("argv", "give the command as `argv` (a list) or `shell` (a string)")),
+    };
+    let timeout = match p.timeout_secs {
+        None => DEFAULT_TIMEOUT,
+        Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => Duration::from_secs_f64(t),
+        Some(_) => return Err(bad("timeout_secs", "field `timeout_secs` must be more than 0 and at most 86400")),
+    };
+    Ok(ExecSpec {
+        request_id: rand::random(),
+        command,
+        env: p.env.clone().unwrap_or_default().into_iter().collect(),
+        cwd: p.cwd.clone(),
+        timeout_ms: Some(timeout.as_millis() as u64),
+        output_cap: srv.cap(p.max_output_bytes),
+        stdin: p.stdin.is_some(),
+    })
+}
+
+pub(crate) async fn exec(
+    srv: &TunnelMcp,
+    p: ExecParams,
+    ctx: &RequestContext<RoleServer>,
+) -> Result<CallToolResult, McpError> {
+    let spec = spec(srv, &p)?;
+    let mut progress = Progress::new(ctx);
+    let conn = match srv.backend().connect().await {
+        Ok(c) => c,
+        Err(e) => return failure(e),
+    };
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    if let Err(e) = write_frame(&mut wr, &ControlRequest::Exec { target: p.target.clone(), spec }).await {
+        return failure(format!("talking to the local node: {e}"));
+    }
+    // Stdin goes on its own task, so a command that does not read it cannot stall its output.
+    // The task keeps the connection's write half: closing it would cancel the command.
+    let stdin = p.stdin.clone();
+    let _writer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        if let Some(text) = stdin {
+            for chunk in text.as_bytes().chunks(STDIN_CHUNK) {
+                if write_frame(&mut wr, &ControlRequest::Input(ByteBuf(chunk.to_vec()))).await.is_err() {
+                    return;
+                }
+            }
+            let _ = write_frame(&mut wr, &ControlRequest::InputEnd).await;
+        }
+        std::future::pending::<()>().await;
+    }));
+    let started = Instant::now();
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    tick.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            // Returning drops the connection; the node then kills the command's process group.
+            _ = ctx.ct.cancelled() => return failure("cancelled; the command was killed"),
+            _ = tick.tick() => {
+                let secs = started.elapsed().as_secs_f64();
+                let msg = format!("running {secs:.0} s, {} of output", human_bytes((stdout.len() + stderr.len()) as u64));
+                progress.report(secs, None, msg).await;
+            }
+            frame = read_frame::<ControlResponse, _>(&mut rd) => match frame {
+                Ok(Some(ControlResponse::Exec(ExecEvent::Stdout(b)))) => stdout.extend_from_slice(&b.0),
+                Ok(Some(ControlResponse::Exec(ExecEvent::Stderr(b)))) => stderr.extend_from_slice(&b.0),
+                Ok(Some(ControlResponse::Exec(ExecEvent::Exit(exit)))) => break exit,
+                Ok(Some(ControlResponse::Exec(ExecEvent::Refused(why)))) => {
+                    return failure(format!(
+                        "refused by {}'s policy: {why}. Call `get_info` on it to see its mode and rules; \
+                         in plan mode use a read-only command given as argv.",
+                        p.target
+                    ));
+                }
+                Ok(Some(ControlResponse::Exec(ExecEvent::Failed(why)))) => {
+                    return failure(format!("could not run the command on {}: {why}", p.target));
+                }
+                Ok(Some(ControlResponse::Error(e))) => return failure(next_step(&p.target, &e)),
+                Ok(Some(other)) => return failure(format!("unexpected answer from the local node: {other:?}")),
+                Ok(None) => return failure("the local node closed the connection before the command finished"),
+                Err(e) => return failure(format!("talking to the local node: {e}")),
+            },
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    progress.report(secs.max(f64::MIN_POSITIVE), None, "finished".into()).await;
+    respond(p.target, stdout, stderr, outcome)
+}
+
+fn respond(target: String, stdout: Vec<u8>, stderr: Vec<u8>, exit: ExecExit) -> Result<CallToolResult, McpError> {
+    let out = ExecOut {
+        target,
+        exit_code: exit.code,
+        signal: exit.signal,
+        timed_out: exit.timed_out,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        stdout_bytes: exit.stdout_bytes,
+        stderr_bytes: exit.stderr_bytes,
+        truncated: exit.stdout_truncated || exit.stderr_truncated,
+        duration_ms: exit.duration_ms,
+    };
+    let status = match (exit.timed_out, out.exit_code, out.signal) {
+        (true, _, _) => "timed out; the command and everything it started were killed".to_owned(),
+        (false, Some(code), _) => format!("exit {code}"),
+        (false, None, Some(sig)) => format!("killed by signal {sig}"),
+        (false, None, None) => "ended without a status".to_owned(),
+    };
+    let mut text = format!("{status} on {} after {} ms", out.target, out.duration_ms);
+    for (name, body, total, cut) in [
+        ("stdout", &out.stdout, out.stdout_bytes, exit.stdout_truncated),
+        ("stderr", &out.stderr, out.stderr_bytes, exit.stderr_truncated),
+    ] {
+        if !body.is_empty() {
+            text.push_str(&format!("\n--- {name} ---\n{body}"));
+        }
+        if cut {
+            text.push_str(&format!(
+                "\n[{name} truncated: {} of {} shown]",
+                human_bytes(body.len() as u64),
+                human_bytes(total)
+            ));
+        }
+    }
+    if exit.timed_out {
+        let mut result = success(&out, text)?;
+        result.is_error = Some(true);
+        return Ok(result);
+    }
+    success(&out, text)
+}

@@ -1,0 +1,219 @@
+//! The tools that ask the node about itself and the room: peers, get_info, set_mode,
+//! audit_tail.
+
+use rmcp::model::CallToolResult;
+use rmcp::ErrorData as McpError;
+use tunnel_node::control::{ControlRequest, ControlResponse};
+use tunnel_proto::message::{Op, Reply};
+
+use crate::params::*;
+use crate::server::{failure, invalid, success, TunnelMcp};
+
+/// Most audit records one call returns.
+const AUDIT_MAX: u32 = 1000;
+
+fn unexpected(what: &str, resp: &ControlResponse) -> Result<CallToolResult, McpError> {
+    failure(format!("the local node gave an unexpected answer to {what}: {resp:?}"))
+}
+
+/// What the node says about its own identity.
+pub(crate) async fn this_node(srv: &TunnelMcp) -> Result<NodeRef, String> {
+    match srv.backend().request(&ControlRequest::Id).await? {
+        ControlResponse::Id { id, name } => Ok(NodeRef { name, id }),
+        other => Err(format!("unexpected answer to Id: {other:?}")),
+    }
+}
+
+/// Whether `target` names this machine's own node (as the node itself resolves it).
+fn is_local(target: &str, me: &NodeRef) -> bool {
+    target == tunnel_node::LOCAL_TARGET
+        || target == me.name
+        || (target.len() >= 4 && me.id.starts_with(&target.to_ascii_lowercase()))
+}
+
+pub(crate) async fn peers(srv: &TunnelMcp, _: NoParams) -> Result<CallToolResult, McpError> {
+    let me = match this_node(srv).await {
+        Ok(me) => me,
+        Err(e) => return failure(e),
+    };
+    let list = match srv.backend().request(&ControlRequest::Peers).await {
+        Ok(ControlResponse::Peers(list)) => list,
+        Ok(other) => return unexpected("Peers", &other),
+        Err(e) => return failure(e),
+    };
+    let peers: Vec<PeerOut> = list
+        .into_iter()
+        .map(|p| PeerOut {
+            name: p.name,
+            id: p.id,
+            tags: p.tags,
+            os: format!("{} {} ({}, kernel {})", p.os.family, p.os.distro, p.os.arch, p.os.kernel),
+            mode: p.mode,
+            version: p.version,
+            rtt_ms: p.rtt_ms,
+            error: p.error,
+        })
+        .collect();
+    let mut text = format!("this node: {} ({}), target it as `local`\n", me.name, &me.id[..8.min(me.id.len())]);
+    if srv.opts.local_only {
+        text.push_str(
+            "no relay configured: no peers (set TUNNEL_RELAY, TUNNEL_ROOM and TUNNEL_TOKEN to join a room)\n",
+        );
+    } else if peers.is_empty() {
+        text.push_str("no peers in the room yet\n");
+    }
+    for p in &peers {
+        let rtt = p.rtt_ms.map(|r| format!("{r:.1} ms")).unwrap_or_else(|| "-".into());
+        let tags = if p.tags.is_empty() { String::new() } else { format!(" [{}]", p.tags.join(",")) };
+        let err = p.error.as_deref().map(|e| format!("  error: {e}")).unwrap_or_default();
+        text.push_str(&format!("{}{tags}  mode {}  {}  rtt {rtt}{err}\n", p.name, p.mode, p.os));
+    }
+    success(&PeersOut { this_node: me, connected: !srv.opts.local_only, peers }, text)
+}
+
+async fn request(srv: &TunnelMcp, target: &str, op: Op) -> Result<Reply, String> {
+    match srv.backend().request(&ControlRequest::Request { target: target.to_owned(), op }).await? {
+        ControlResponse::Reply(r) => Ok(r),
+        other => Err(format!("unexpected answer from the node: {other:?}")),
+    }
+}
+
+fn check_target(tool: &str, target: &str) -> Result<(), McpError> {
+    if target.trim().is_empty() {
+        return Err(invalid(tool, "target", "field `target` is empty; give a peer name, a node id prefix or `local`"));
+    }
+    Ok(())
+}
+
+pub(crate) async fn get_info(srv: &TunnelMcp, p: TargetParams) -> Result<CallToolResult, McpError> {
+    check_target("get_info", &p.target)?;
+    let info = match request(srv, &p.target, Op::Info).await {
+        Ok(Reply::Info(info)) => info,
+        Ok(other) => return failure(format!("unexpected answer from {}: {other:?}", p.target)),
+        Err(e) => return failure(next_step(&p.target, &e)),
+    };
+    let text = format!(
+        "{}: {} ({} {}, kernel {}), up {} h, tunnel {}, mode {}\npolicy:\n  {}",
+        p.target,
+        info.hostname,
+        info.os.distro,
+        info.os.arch,
+        info.os.kernel,
+        info.uptime_secs / 3600,
+        info.version,
+        info.mode,
+        info.policy.join("\n  ")
+    );
+    success(
+        &InfoOut {
+            target: p.target,
+            hostname: info.hostname,
+            os_family: info.os.family,
+            distro: info.os.distro,
+            kernel: info.os.kernel,
+            arch: info.os.arch,
+            shell: info.shell,
+            uptime_secs: info.uptime_secs,
+            version: info.version,
+            mode: info.mode,
+            policy: info.policy,
+        },
+        text,
+    )
+}
+
+pub(crate) async fn set_mode(srv: &TunnelMcp, p: SetModeParams) -> Result<CallToolResult, McpError> {
+    check_target("set_mode", &p.target)?;
+    let me = match this_node(srv).await {
+        Ok(me) => me,
+        Err(e) => return failure(e),
+    };
+    let mode = p.mode.as_str();
+    if is_local(&p.target, &me) {
+        // An AI must not lift the limits it works under: the local node only gets safer here.
+        let current = match request(srv, tunnel_node::LOCAL_TARGET, Op::Info).await {
+            Ok(Reply::Info(info)) => info.mode,
+            Ok(other) => return failure(format!("unexpected answer from the local node: {other:?}")),
+            Err(e) => return failure(e),
+        };
+        let current: ModeName = match serde_json::from_value(serde_json::Value::String(current.clone())) {
+            Ok(m) => m,
+            Err(_) => return failure(format!("the local node reports an unknown mode {current:?}")),
+        };
+        if p.mode > current {
+            return failure(format!(
+                "refused: this machine's node is in mode {} and set_mode may only make it safer from here. \
+                 Ask its operator to run `tunnel mode local {mode}` if {mode} is really needed.",
+                current.as_str()
+            ));
+        }
+        return match srv.backend().request(&ControlRequest::LocalMode { mode: mode.to_owned() }).await {
+            Ok(_) => success(
+                &SetModeOut { target: p.target.clone(), mode: mode.to_owned() },
+                format!("{} is now in mode {mode}", p.target),
+            ),
+            Err(e) => failure(e),
+        };
+    }
+    match request(srv, &p.target, Op::SetMode { mode: mode.to_owned() }).await {
+        Ok(_) => success(
+            &SetModeOut { target: p.target.clone(), mode: mode.to_owned() },
+            format!("{} is now in mode {mode}", p.target),
+        ),
+        Err(e) => failure(next_step(&p.target, &e)),
+    }
+}
+
+pub(crate) async fn audit_tail(srv: &TunnelMcp, p: AuditParams) -> Result<CallToolResult, McpError> {
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=AUDIT_MAX).contains(&limit) {
+        return Err(invalid("audit_tail", "limit", &format!("field `limit` must be 1 to {AUDIT_MAX}")));
+    }
+    let state_dir = srv.opts.state_dir.clone();
+    let prefix = p.event_prefix.unwrap_or_default();
+    // With a prefix, look further back so the newest `limit` matching records are found.
+    let scan = if prefix.is_empty() { limit as usize } else { 100_000 };
+    let records = match tokio::task::spawn_blocking(move || tunnel_node::audit::tail(&state_dir, scan)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return failure(format!("cannot read this machine's audit log: {e}")),
+        Err(e) => return failure(format!("reading the audit log failed: {e}")),
+    };
+    let mut records: Vec<AuditRecordOut> = records
+        .into_iter()
+        .filter(|r| r.entry.event.starts_with(&prefix))
+        .map(|r| AuditRecordOut {
+            seq: r.seq,
+            time_ms: r.time_ms,
+            event: r.entry.event,
+            decision: r.entry.decision,
+            caller: r.entry.caller_name.or(r.entry.caller),
+            rule: r.entry.rule,
+            exit_code: r.entry.exit_code,
+            bytes: r.entry.bytes,
+            duration_ms: r.entry.duration_ms,
+            detail: r.entry.detail,
+        })
+        .collect();
+    let skip = records.len().saturating_sub(limit as usize);
+    records.drain(..skip);
+    let mut text = format!("{} audit records\n", records.len());
+    for r in &records {
+        let rule = r.rule.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        let who = r.caller.as_deref().unwrap_or("local");
+        text.push_str(&format!("#{} {} {} by {who}{rule} {}\n", r.seq, r.event, r.decision, r.detail));
+    }
+    success(&AuditOut { records }, text)
+}
+
+/// Adds what to do next to an error from reaching a target.
+pub(crate) fn next_step(target: &str, error: &str) -> String {
+    if error.contains("no peer") {
+        format!("{error}. Call `peers` to see the nodes you can target (this machine is `local`).")
+    } else if error.contains("did not answer") {
+        format!("{error}. {target} may be offline or overloaded; check `peers` and try again.")
+    } else if error.contains("not an admin") {
+        format!("{error}. Only nodes in {target}'s `admins` list change its mode; its operator can run `tunnel mode local MODE` there.")
+    } else {
+        error.to_owned()
+    }
+}

@@ -1,0 +1,293 @@
+//! The tools' typed inputs and outputs. Their JSON Schemas (inputSchema, outputSchema) are
+//! generated from these types, so what is advertised is what is parsed and produced.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoParams {}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TargetParams {
+    /// The node: a peer's name or node id prefix, or `local` for this machine.
+    pub(crate) target: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExecParams {
+    /// The node: a peer's name or node id prefix, or `local` for this machine.
+    pub(crate) target: String,
+    /// The program and its arguments, run directly (no shell: no globbing, pipes or
+    /// variable expansion). Give exactly one of `argv` and `shell`.
+    #[serde(default)]
+    pub(crate) argv: Option<Vec<String>>,
+    /// A shell command line, run with `sh -c`. Only nodes in `edit` or `bypass` mode run
+    /// shell commands.
+    #[serde(default)]
+    pub(crate) shell: Option<String>,
+    /// Text sent to the command's standard input (closed after it).
+    #[serde(default)]
+    pub(crate) stdin: Option<String>,
+    /// Working directory on the target.
+    #[serde(default)]
+    pub(crate) cwd: Option<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub(crate) env: Option<BTreeMap<String, String>>,
+    /// Seconds before the command and everything it started are killed (default 120).
+    #[serde(default)]
+    #[schemars(range(min = 0.001, max = 86400))]
+    pub(crate) timeout_secs: Option<f64>,
+    /// Bytes of stdout, and separately of stderr, returned before output is cut
+    /// (default: the server's `--max-output`).
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub(crate) max_output_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReadParams {
+    /// The node: a peer's name or node id prefix, or `local` for this machine.
+    pub(crate) target: String,
+    /// Absolute path of the file on the target.
+    pub(crate) path: String,
+    /// Byte offset to start reading at (default 0).
+    #[serde(default)]
+    pub(crate) offset: Option<u64>,
+    /// Most bytes returned (default: the server's `--max-output`).
+    #[serde(default)]
+    pub(crate) max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Encoding {
+    /// The content is UTF-8 text.
+    #[default]
+    Utf8,
+    /// The content is base64 (standard alphabet, padded).
+    Base64,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WriteParams {
+    /// The node: a peer's name or node id prefix, or `local` for this machine.
+    pub(crate) target: String,
+    /// Absolute path of the file on the target.
+    pub(crate) path: String,
+    /// The whole new content of the file.
+    pub(crate) content: String,
+    /// How `content` is encoded (default `utf8`).
+    #[serde(default)]
+    pub(crate) encoding: Encoding,
+    /// Permission bits as an octal string such as "0644" (default: keep the existing
+    /// file's, or 0644 for a new file).
+    #[serde(default)]
+    pub(crate) mode: Option<String>,
+    /// Fail instead of replacing an existing file.
+    #[serde(default)]
+    pub(crate) create_only: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    /// The node: a peer's name or node id prefix, or `local` for this machine.
+    pub(crate) target: String,
+    /// Absolute path of the directory on the target.
+    pub(crate) path: String,
+    /// Most entries returned (default 1000).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 10000))]
+    pub(crate) limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ModeName {
+    /// Refuse everything.
+    Disabled,
+    /// Read-only: reads, listings and allow-listed read-only commands.
+    Plan,
+    /// Writes allowed; every overwritten file is backed up.
+    Edit,
+    /// Everything but the hard deny list.
+    Bypass,
+}
+
+impl ModeName {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ModeName::Disabled => "disabled",
+            ModeName::Plan => "plan",
+            ModeName::Edit => "edit",
+            ModeName::Bypass => "bypass",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetModeParams {
+    /// The node: a peer's name or node id prefix, or `local` for this machine.
+    pub(crate) target: String,
+    /// The new safety mode.
+    pub(crate) mode: ModeName,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditParams {
+    /// How many of the newest records to return (default 50).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1000))]
+    pub(crate) limit: Option<u32>,
+    /// Only records whose event starts with this, such as `exec` or `fs.write`.
+    #[serde(default)]
+    pub(crate) event_prefix: Option<String>,
+}
+
+// ---- outputs ----
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct NodeRef {
+    pub(crate) name: String,
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct PeerOut {
+    pub(crate) name: String,
+    pub(crate) id: String,
+    pub(crate) tags: Vec<String>,
+    /// OS family, distribution, kernel and architecture.
+    pub(crate) os: String,
+    /// The peer's safety mode: what it lets others do there.
+    pub(crate) mode: String,
+    pub(crate) version: String,
+    /// Round trip of the last ping in milliseconds, if one was measured.
+    pub(crate) rtt_ms: Option<f64>,
+    /// Why the last attempt to reach it failed, if it did.
+    pub(crate) error: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct PeersOut {
+    /// This machine's node; target it as `local`.
+    pub(crate) this_node: NodeRef,
+    /// False when no relay is configured: only `local` can be targeted.
+    pub(crate) connected: bool,
+    pub(crate) peers: Vec<PeerOut>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct ExecOut {
+    pub(crate) target: String,
+    /// The exit code, absent when the command was killed by a signal.
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) signal: Option<i32>,
+    /// The timeout killed the command and everything it started.
+    pub(crate) timed_out: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    /// Bytes the command wrote to stdout (more than returned when truncated).
+    pub(crate) stdout_bytes: u64,
+    pub(crate) stderr_bytes: u64,
+    /// Some output was cut at the cap; the byte counts say how much there was.
+    pub(crate) truncated: bool,
+    pub(crate) duration_ms: u64,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct ReadOut {
+    pub(crate) target: String,
+    pub(crate) path: String,
+    /// The file's size in bytes.
+    pub(crate) size: u64,
+    pub(crate) offset: u64,
+    pub(crate) bytes_returned: u64,
+    /// More of the file follows what was returned; read on with `offset`.
+    pub(crate) truncated: bool,
+    pub(crate) encoding: Encoding,
+    pub(crate) content: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct WriteOut {
+    pub(crate) target: String,
+    pub(crate) path: String,
+    pub(crate) bytes: u64,
+    /// Where the node saved the file this write replaced (edit mode), if it existed.
+    pub(crate) backup: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct EntryOut {
+    pub(crate) name: String,
+    /// `file`, `dir`, `symlink` or `other`.
+    pub(crate) kind: String,
+    pub(crate) size: u64,
+    /// Permission bits in octal, such as "0644".
+    pub(crate) mode: String,
+    pub(crate) mtime_ms: i64,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct ListOut {
+    pub(crate) target: String,
+    pub(crate) path: String,
+    pub(crate) entries: Vec<EntryOut>,
+    /// The directory has more entries than returned.
+    pub(crate) truncated: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct InfoOut {
+    pub(crate) target: String,
+    pub(crate) hostname: String,
+    pub(crate) os_family: String,
+    pub(crate) distro: String,
+    pub(crate) kernel: String,
+    pub(crate) arch: String,
+    pub(crate) shell: String,
+    pub(crate) uptime_secs: u64,
+    pub(crate) version: String,
+    pub(crate) mode: String,
+    /// The policy rules in force, one line each.
+    pub(crate) policy: Vec<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct SetModeOut {
+    pub(crate) target: String,
+    pub(crate) mode: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct AuditRecordOut {
+    pub(crate) seq: u64,
+    pub(crate) time_ms: u64,
+    pub(crate) event: String,
+    /// `allowed`, `refused`, `ok`, `failed` or `info`.
+    pub(crate) decision: String,
+    /// Name of the node that asked, if a peer did.
+    pub(crate) caller: Option<String>,
+    /// The policy rule behind a refusal.
+    pub(crate) rule: Option<String>,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) bytes: Option<u64>,
+    pub(crate) duration_ms: Option<u64>,
+    pub(crate) detail: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct AuditOut {
+    pub(crate) records: Vec<AuditRecordOut>,
+}
