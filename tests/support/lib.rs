@@ -205,7 +205,7 @@ impl NodeProc {
         Ok(Self { proc: Proc { child, name: format!("tunnel run ({name})") }, dir, name: name.into() })
     }
 
-    fn env_of(dir: &Path) -> Vec<(String, String)> {
+    pub fn env_of(dir: &Path) -> Vec<(String, String)> {
         vec![
             ("TUNNEL_STATE_DIR".into(), dir.join("state").display().to_string()),
             ("TUNNEL_RUNTIME_DIR".into(), dir.join("run").display().to_string()),

@@ -20,18 +20,9 @@ mod ops_node;
 mod params;
 mod progress;
 mod server;
+mod stdio;
 
 pub use backend::Backend;
 pub use catalogue::ToolGroup;
 pub use server::{McpOptions, TunnelMcp, MAX_OUTPUT_CEILING};
-
-/// Serves one MCP session over stdin/stdout until the client closes it.
-pub async fn serve_stdio(server: TunnelMcp) -> Result<(), std::io::Error> {
-    use rmcp::ServiceExt;
-    let running = server
-        .serve(rmcp::transport::io::stdio_pipes())
-        .await
-        .map_err(|e| std::io::Error::other(format!("MCP session did not start: {e}")))?;
-    running.waiting().await.map_err(|e| std::io::Error::other(format!("MCP session ended abnormally: {e}")))?;
-    Ok(())
-}
+pub use stdio::{serve_lines, serve_stdio, MAX_LINE};

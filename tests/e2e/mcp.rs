@@ -1,0 +1,143 @@
+//! `tunnel mcp` driven by a real MCP client, the official Python SDK (tests/mcp/drive.py),
+//! against a real relay with real peers: over stdio attached to a running node, over
+//! streamable HTTP with its own node, local-only with no relay, and with garbage on stdin.
+//! The Python side makes every check; these tests set the scene and require it to pass.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tunnel_tests::{bin, token, NodeProc, Proc, RelayProc, TempDir};
+
+fn driver() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/drive.py")
+}
+
+/// Runs one scenario of the Python driver; fails with its output unless every check held.
+fn drive(scenario: &str, env: &[(String, String)]) -> anyhow::Result<String> {
+    let out = Command::new("python3")
+        .arg(driver())
+        .arg(scenario)
+        .env("TUNNEL_BIN", bin("tunnel"))
+        .env_remove("TUNNEL_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .context("running python3 (install the client with `pip install mcp jsonschema`)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || !stdout.contains("all checks passed") {
+        bail!("MCP scenario {scenario} failed ({}):\n{stdout}\n{stderr}", out.status);
+    }
+    Ok(stdout)
+}
+
+/// A relay and two peers: `target` in edit mode and `plain` in plan mode.
+struct Room {
+    relay: RelayProc,
+    token: String,
+    _target: NodeProc,
+    _plain: NodeProc,
+    scratch: TempDir,
+}
+
+impl Room {
+    fn start() -> anyhow::Result<Self> {
+        let relay = RelayProc::start("127.0.0.1:0", &[])?;
+        let token = token();
+        let scratch = TempDir::new("mcp-scratch");
+        let target = NodeProc::start_with(&relay.url, "r", &token, "target", &[("TUNNEL_MODE", "edit")])?;
+        let plain = NodeProc::start(&relay.url, "r", &token, "plain", "")?;
+        Ok(Self { relay, token, _target: target, _plain: plain, scratch })
+    }
+
+    fn env(&self, dir: &Path) -> Vec<(String, String)> {
+        let mut env = NodeProc::env_of(dir);
+        env.push(("SCRATCH".into(), self.scratch.path().display().to_string()));
+        env
+    }
+}
+
+#[test]
+fn stdio_client_attached_to_a_running_node() -> anyhow::Result<()> {
+    let room = Room::start()?;
+    let op = NodeProc::start(&room.relay.url, "r", &room.token, "op", "")?;
+    op.wait_for_peers(&["target", "plain"], Duration::from_secs(15))?;
+    // No relay settings in the environment: the MCP server must use the running node.
+    let out = drive("stdio-attached", &room.env(op.dir.path()))?;
+    assert!(out.contains("ok: notifications/cancelled killed the remote command"), "{out}");
+    Ok(())
+}
+
+/// `tunnel mcp --transport http` with its own node, and the stderr line naming its address.
+fn start_http(room: &Room, dir: &Path, token: &str) -> anyhow::Result<(Proc, String)> {
+    let mut child = Command::new(bin("tunnel"))
+        .args(["mcp", "--transport", "http", "--listen", "127.0.0.1:0", "--name", "mcp-op"])
+        .envs(NodeProc::env_of(dir))
+        .env("TUNNEL_RELAY", &room.relay.url)
+        .env("TUNNEL_ROOM", "r")
+        .env("TUNNEL_TOKEN", &room.token)
+        .env("TUNNEL_MCP_TOKEN", token)
+        .env_remove("TUNNEL_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[tunnel mcp] {line}");
+            if let Some(url) = line.strip_prefix("tunnel: MCP over HTTP at ") {
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(20)).context("tunnel mcp --transport http did not start")?;
+    Ok((Proc { child, name: "tunnel mcp".into() }, url))
+}
+
+#[test]
+fn http_clients_with_auth_host_checks_and_separate_sessions() -> anyhow::Result<()> {
+    let room = Room::start()?;
+    let dir = TempDir::new("mcp-http");
+    let mcp_token = token();
+    let (_server, url) = start_http(&room, dir.path(), &mcp_token)?;
+    let mut env = room.env(dir.path());
+    env.push(("MCP_URL".into(), url));
+    env.push(("MCP_TOKEN".into(), mcp_token));
+    // Peers appear within a moment of the node joining; the driver's first call needs them.
+    std::thread::sleep(Duration::from_secs(1));
+    drive("http-own-node", &env)?;
+    Ok(())
+}
+
+#[test]
+fn http_transport_refuses_to_start_without_a_token() {
+    let dir = TempDir::new("mcp-notoken");
+    let out = Command::new(bin("tunnel"))
+        .args(["mcp", "--transport", "http", "--listen", "127.0.0.1:0"])
+        .envs(NodeProc::env_of(dir.path()))
+        .env_remove("TUNNEL_MCP_TOKEN")
+        .env_remove("TUNNEL_RELAY")
+        .output()
+        .expect("run tunnel mcp");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--auth-token"), "{err}");
+}
+
+#[test]
+fn stdio_local_only_without_a_relay() -> anyhow::Result<()> {
+    let dir = TempDir::new("mcp-local");
+    let mut env = NodeProc::env_of(dir.path());
+    env.push(("SCRATCH".into(), dir.path().display().to_string()));
+    drive("stdio-local", &env)?;
+    Ok(())
+}
+
+#[test]
+fn garbage_on_stdin_gets_errors_not_a_crash() -> anyhow::Result<()> {
+    let dir = TempDir::new("mcp-garbage");
+    drive("garbage", &NodeProc::env_of(dir.path()))?;
+    Ok(())
+}

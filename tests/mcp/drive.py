@@ -1,0 +1,364 @@
+"""Drives `tunnel mcp` with the official MCP Python SDK, as a real AI client would.
+
+Usage: drive.py SCENARIO. The Rust test (tests/e2e/mcp.rs) sets up the relay, the peers and
+the environment, then runs one scenario; every check raises on failure, so a zero exit means
+every check held. Scenarios:
+
+  stdio-attached   `tunnel mcp` over stdio, attached to a running `tunnel run` node
+  http-own-node    streamable HTTP at MCP_URL, served by a `tunnel mcp` that runs its own node
+  stdio-local      no relay configured: the tools act on this machine only
+  garbage          raw bytes on stdin: errors come back, the server survives
+  bench            500 `exec true` calls on the peer `target`; prints p50/p99
+"""
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import anyio
+import httpx2
+import jsonschema
+from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+TUNNEL = os.environ.get("TUNNEL_BIN", "tunnel")
+EXPECTED_TOOLS = {"peers", "exec", "read_file", "write_file", "list_dir", "get_info", "set_mode", "audit_tail"}
+READ_ONLY = {"peers", "read_file", "list_dir", "get_info", "audit_tail"}
+
+
+def ok(what):
+    print(f"ok: {what}", flush=True)
+
+
+def check(cond, what, detail=""):
+    if not cond:
+        raise AssertionError(f"{what}: {detail}")
+    ok(what)
+
+
+def text_of(result):
+    return "\n".join(c.text for c in result.content if getattr(c, "type", "") == "text")
+
+
+class Client:
+    """A session plus the tools' output schemas, to validate every structured result."""
+
+    def __init__(self, session):
+        self.session = session
+        self.schemas = {}
+
+    async def list_tools(self):
+        tools = (await self.session.list_tools()).tools
+        for t in tools:
+            self.schemas[t.name] = t.output_schema
+        return tools
+
+    async def call(self, name, args, **kw):
+        result = await self.session.call_tool(name, args, **kw)
+        if not result.is_error:
+            jsonschema.validate(result.structured_content, self.schemas[name])
+        return result
+
+    async def ok(self, name, args, **kw):
+        result = await self.call(name, args, **kw)
+        if result.is_error:
+            raise AssertionError(f"{name}({args}) failed: {text_of(result)}")
+        return result.structured_content
+
+    async def tool_error(self, name, args):
+        result = await self.call(name, args)
+        check(result.is_error, f"{name} reports an operational failure as isError", text_of(result))
+        return text_of(result)
+
+    async def invalid_params(self, name, args, field):
+        try:
+            await self.session.call_tool(name, args)
+        except MCPError as e:
+            check(e.code == -32602 and field in e.message, f"{name}: invalid `{field}` is invalid-params naming it", e.message)
+            return
+        raise AssertionError(f"{name}({args}) was accepted")
+
+
+async def check_tool_list(c):
+    tools = await c.list_tools()
+    names = {t.name for t in tools}
+    check(names == EXPECTED_TOOLS, "tools/list has exactly the core tools", names)
+    for t in tools:
+        jsonschema.Draft202012Validator.check_schema(t.input_schema)
+        check(t.output_schema is not None, f"{t.name} has an outputSchema")
+        jsonschema.Draft202012Validator.check_schema(t.output_schema)
+        check(t.output_schema.get("type") == "object", f"{t.name} outputSchema is an object schema")
+        a = t.annotations
+        check(a is not None and None not in (a.read_only_hint, a.destructive_hint, a.idempotent_hint, a.open_world_hint),
+              f"{t.name} sets all four annotations")
+        check(a.read_only_hint == (t.name in READ_ONLY), f"{t.name} readOnlyHint is truthful")
+        check(len(t.description or "") > 80, f"{t.name} has a real description")
+
+
+def processes_with(needle):
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in cmd and "drive.py" not in cmd and "tunnel" not in cmd:
+            found.append(cmd)
+    return found
+
+
+async def check_progress_and_cancel(c, target):
+    updates = []
+
+    async def on_progress(progress, total, message):
+        updates.append((progress, message))
+
+    out = await c.ok("exec", {"target": target, "shell": "sleep 2.5; echo done"}, progress_callback=on_progress)
+    check(out["stdout"] == "done\n", "a long command finishes", out)
+    check(len(updates) >= 2, "progress notifications arrive while it runs", updates)
+    check(all(a[0] < b[0] for a, b in zip(updates, updates[1:])), "progress only grows", updates)
+
+    marker = "300.4242"
+    async with anyio.create_task_group() as tg:
+        async def doomed():
+            await c.session.call_tool("exec", {"target": target, "argv": ["sleep", marker]})
+        tg.start_soon(doomed)
+        deadline = time.time() + 10
+        while not processes_with(f"sleep {marker}") and time.time() < deadline:
+            await anyio.sleep(0.05)
+        check(processes_with(f"sleep {marker}"), "the command to cancel is running")
+        tg.cancel_scope.cancel()
+    deadline = time.time() + 10
+    while processes_with(f"sleep {marker}") and time.time() < deadline:
+        await anyio.sleep(0.1)
+    check(not processes_with(f"sleep {marker}"), "notifications/cancelled killed the remote command")
+
+
+async def check_core_tools(c, scratch):
+    peers = await c.ok("peers", {})
+    names = {p["name"] for p in peers["peers"]}
+    check({"target", "plain"} <= names, "peers lists the room", names)
+    check(peers["connected"] is True, "peers says the node is connected")
+
+    info = await c.ok("get_info", {"target": "target"})
+    check(info["mode"] == "edit", "get_info reports the peer's mode", info)
+
+    out = await c.ok("exec", {"target": "target", "argv": ["echo", "hello from the mesh"]})
+    check(out["exit_code"] == 0 and out["stdout"] == "hello from the mesh\n", "exec runs argv on a peer", out)
+    out = await c.ok("exec", {"target": "target", "shell": "echo oops >&2; exit 3"})
+    check(out["exit_code"] == 3 and out["stderr"] == "oops\n", "a failing command is a result, not an error", out)
+    out = await c.ok("exec", {"target": "target", "argv": ["cat"], "stdin": "piped text"})
+    check(out["stdout"] == "piped text", "stdin reaches the command", out)
+    out = await c.ok("exec", {"target": "target", "argv": ["seq", "1", "100000"], "max_output_bytes": 100})
+    check(out["truncated"] and len(out["stdout"]) == 100 and out["stdout_bytes"] == 588895,
+          "output is capped with truncated and the full byte count", {k: out[k] for k in ("truncated", "stdout_bytes")})
+    result = await c.call("exec", {"target": "target", "argv": ["sleep", "5"], "timeout_secs": 0.5})
+    check(result.is_error and "timed out" in text_of(result), "a timeout is an operational error", text_of(result))
+
+    why = await c.tool_error("exec", {"target": "plain", "argv": ["rm", "-rf", f"{scratch}/nothing"]})
+    check("refused" in why and "plan" in why, "plan mode refuses rm, naming the rule", why)
+    why = await c.tool_error("exec", {"target": "nobody", "argv": ["true"]})
+    check("peers" in why, "an unknown peer says what to do next", why)
+
+    await c.invalid_params("exec", {"target": "target", "argv": "ls"}, "argv")
+    await c.invalid_params("exec", {"target": "target"}, "argv")
+    await c.invalid_params("exec", {"target": "target", "argv": ["true"], "timeout_secs": -1}, "timeout_secs")
+    await c.invalid_params("read_file", {"target": "target"}, "path")
+    await c.invalid_params("read_file", {"target": "target", "path": "relative"}, "path")
+    await c.invalid_params("list_dir", {"target": "target", "path": "/", "bogus": 1}, "bogus")
+    await c.invalid_params("set_mode", {"target": "target", "mode": "godmode"}, "mode")
+
+    path = f"{scratch}/mcp-file.txt"
+    body = "line one\nline two — ünïcödé\n" * 50
+    w = await c.ok("write_file", {"target": "target", "path": path, "content": body})
+    check(w["bytes"] == len(body.encode()), "write_file writes every byte", w)
+    r = await c.ok("read_file", {"target": "target", "path": path})
+    check(r["content"] == body and not r["truncated"] and r["encoding"] == "utf8", "read_file reads it back")
+    r = await c.ok("read_file", {"target": "target", "path": path, "max_bytes": 25})
+    check(r["truncated"] and r["bytes_returned"] <= 25 and body.encode().startswith(r["content"].encode()),
+          "a capped read says truncated and cuts on a character boundary", r)
+    w = await c.ok("write_file", {"target": "target", "path": path, "content": "AAEC/w==", "encoding": "base64"})
+    r = await c.ok("read_file", {"target": "target", "path": path})
+    check(r["encoding"] == "base64" and r["content"] == "AAEC/w==" and w["backup"], "binary round trip, old file backed up", r)
+    listing = await c.ok("list_dir", {"target": "target", "path": scratch})
+    check(any(e["name"] == "mcp-file.txt" and e["kind"] == "file" for e in listing["entries"]), "list_dir shows the file")
+    why = await c.tool_error("write_file", {"target": "plain", "path": path, "content": "x"})
+    check("refused" in why, "plan mode refuses writes", why)
+
+    why = await c.tool_error("set_mode", {"target": "target", "mode": "plan"})
+    check("admin" in why, "a peer's mode changes only for its admins", why)
+    out = await c.ok("set_mode", {"target": "local", "mode": "plan"})
+    check(out["mode"] == "plan", "the local node can stay as safe as it is")
+    why = await c.tool_error("set_mode", {"target": "local", "mode": "bypass"})
+    check("only make it safer" in why, "the local node's mode is never raised over MCP", why)
+
+    local = await c.ok("exec", {"target": "local", "argv": ["uname", "-s"]})
+    check(local["stdout"].strip() == "Linux", "exec on `local` runs here", local)
+    audit = await c.ok("audit_tail", {"limit": 20, "event_prefix": "exec"})
+    check(any(r["event"].startswith("exec") for r in audit["records"]), "audit_tail shows this node's exec records", audit)
+    check(len(audit["records"]) <= 20, "audit_tail honours its limit")
+
+    await check_progress_and_cancel(c, "target")
+
+
+async def stdio_attached():
+    params = StdioServerParameters(command=TUNNEL, args=["mcp"], env=dict(os.environ))
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            init = await session.initialize()
+            check(init.server_info.name == "tunnel", "initialize names the server")
+            c = Client(session)
+            await check_tool_list(c)
+            await check_core_tools(c, os.environ["SCRATCH"])
+
+
+def raw_post(url, headers):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                       "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                                  "clientInfo": {"name": "probe", "version": "1"}}})
+    base = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    return httpx2.post(url, content=body, headers={**base, **headers}, timeout=10).status_code
+
+
+async def http_session(url, token, body):
+    client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(60.0))
+    async with client:
+        async with streamable_http_client(url, http_client=client) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                return await body(Client(session))
+
+
+async def http_own_node():
+    url, token = os.environ["MCP_URL"], os.environ["MCP_TOKEN"]
+    port = url.split(":")[2].split("/")[0]
+    good = {"Authorization": f"Bearer {token}"}
+    check(raw_post(url, {}) == 401, "no token: 401")
+    check(raw_post(url, {"Authorization": "Bearer wrong-token-wrong-token"}) == 401, "wrong token: 401")
+    check(raw_post(url, {**good, "Host": f"evil.example:{port}"}) == 403, "foreign Host: 403")
+    check(raw_post(url, {**good, "Origin": "http://evil.example"}) == 403, "foreign Origin: 403")
+    check(raw_post(url, {**good, "Origin": f"http://localhost:{port}"}) == 200, "own Origin with the token: 200")
+
+    async def full(c):
+        await check_tool_list(c)
+        await check_core_tools(c, os.environ["SCRATCH"])
+    await http_session(url, token, full)
+
+    async def echo(marker):
+        async def body(c):
+            await c.list_tools()
+            outs = []
+            for i in range(5):
+                out = await c.ok("exec", {"target": "target", "argv": ["echo", f"{marker}-{i}"]})
+                outs.append(out["stdout"])
+            return outs
+        return await http_session(url, token, body)
+
+    a, b = await asyncio.gather(echo("alpha"), echo("beta"))
+    check(a == [f"alpha-{i}\n" for i in range(5)] and b == [f"beta-{i}\n" for i in range(5)],
+          "two concurrent clients each get only their own results", (a, b))
+
+
+async def stdio_local():
+    params = StdioServerParameters(command=TUNNEL, args=["mcp"], env=dict(os.environ))
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            init = await session.initialize()
+            check("No relay" in (init.instructions or ""), "the server says it is local-only")
+            c = Client(session)
+            await check_tool_list(c)
+            peers = await c.ok("peers", {})
+            check(peers["connected"] is False and peers["peers"] == [], "local-only: no peers", peers)
+            out = await c.ok("exec", {"target": "local", "argv": ["echo", "here"]})
+            check(out["stdout"] == "here\n", "local-only: exec acts on this machine", out)
+            why = await c.tool_error("exec", {"target": "local", "shell": "echo x > /tmp/never"})
+            check("refused" in why, "local-only: the node's plan mode still applies", why)
+            listing = await c.ok("list_dir", {"target": "local", "path": "/etc"})
+            check(any(e["name"] == "hostname" for e in listing["entries"]), "local-only: list_dir here")
+
+
+def garbage():
+    proc = subprocess.Popen([TUNNEL, "mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def send(line):
+        proc.stdin.write(line if isinstance(line, bytes) else line.encode())
+        proc.stdin.write(b"\n")
+        proc.stdin.flush()
+
+    def recv():
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"the server closed stdout (exit {proc.poll()})")
+        return json.loads(line)
+
+    send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                     "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                                "clientInfo": {"name": "fuzz", "version": "1"}}}))
+    check(recv()["id"] == 1, "initialized")
+    send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    cases = [
+        ("not JSON", b"this is not json"),
+        ("binary junk", bytes(range(1, 256)).replace(b"\n", b"")),
+        ("a JSON array", b"[1, 2, 3]"),
+        ("a JSON string", b'"hello"'),
+        ("a line over the 16 MiB limit", b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"pad":"' + b"a" * (17 * 1024 * 1024) + b'"}}'),
+        ("a huge unterminated string", b'"' + b"a" * (40 * 1024 * 1024)),
+        ("an object that is no message", b'{"foo": 1}'),
+        ("params of the wrong type", b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":"x"}'),
+        ("an unknown method", b'{"jsonrpc":"2.0","id":6,"method":"no/such"}'),
+        ("an unknown tool", b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"nope"}}'),
+    ]
+    for what, line in cases:
+        send(line)
+        reply = recv()
+        check("error" in reply, f"{what}: an error comes back", str(reply)[:200])
+    send(json.dumps({"jsonrpc": "2.0", "id": 99, "method": "ping"}))
+    check(recv() == {"jsonrpc": "2.0", "id": 99, "result": {}}, "the server still answers after all that")
+    proc.stdin.close()
+    check(proc.wait(timeout=10) == 0, "stdin closing ends the server cleanly")
+
+
+async def bench():
+    params = StdioServerParameters(command=TUNNEL, args=["mcp"], env=dict(os.environ))
+    n = int(os.environ.get("BENCH_CALLS", "500"))
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            c = Client(session)
+            await c.list_tools()
+            for _ in range(20):
+                await c.ok("exec", {"target": "target", "argv": ["true"]})
+            times = []
+            for _ in range(n):
+                start = time.perf_counter()
+                out = await c.ok("exec", {"target": "target", "argv": ["true"]})
+                times.append((time.perf_counter() - start) * 1000)
+                assert out["exit_code"] == 0
+    times.sort()
+    p50 = statistics.median(times)
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    print(json.dumps({"calls": n, "p50_ms": round(p50, 3), "p99_ms": round(p99, 3)}))
+
+
+SCENARIOS = {
+    "stdio-attached": stdio_attached,
+    "http-own-node": http_own_node,
+    "stdio-local": stdio_local,
+    "garbage": garbage,
+    "bench": bench,
+}
+
+if __name__ == "__main__":
+    scenario = SCENARIOS[sys.argv[1]]
+    if asyncio.iscoroutinefunction(scenario):
+        anyio.run(scenario)
+    else:
+        scenario()
+    print("all checks passed", flush=True)
