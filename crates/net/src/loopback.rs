@@ -36,21 +36,6 @@ impl Side {
             ctl,
         }
     }
-
-    fn local(&mut self, cmd: StreamCmd) -> Vec<PeerMessage> {
-        match cmd {
-            StreamCmd::Data { stream, offset, bytes } => {
-                self.table.local_data(stream, offset, bytes).into_iter().collect()
-            }
-            StreamCmd::Finish { stream, final_offset } => {
-                self.table.local_finish(stream, final_offset).into_iter().collect()
-            }
-            StreamCmd::Consumed { stream, max_offset } => {
-                self.table.local_consumed(stream, max_offset).into_iter().collect()
-            }
-            StreamCmd::Reset { stream, reason } => self.table.local_reset(stream, reason),
-        }
-    }
 }
 
 /// Creates the loopback actor; the caller spawns the future.
@@ -89,11 +74,11 @@ impl Loopback {
             if matches!(stream_cmd, StreamCmd::Reset { .. }) {
                 // As in the peer actor: a reset must not overtake data queued before it.
                 while let Ok(queued) = self.sides[from].data.try_recv() {
-                    let msgs = self.sides[from].local(queued);
+                    let msgs = self.sides[from].table.local_cmd(queued);
                     self.deliver(1 - from, msgs).await;
                 }
             }
-            let msgs = self.sides[from].local(stream_cmd);
+            let msgs = self.sides[from].table.local_cmd(stream_cmd);
             self.deliver(1 - from, msgs).await;
         }
         for side in &mut self.sides {

@@ -270,18 +270,7 @@ impl PeerActor {
 
     async fn on_stream_cmd(&mut self, cmd: StreamCmd) {
         self.restart_rto_if_idle();
-        let msgs = match cmd {
-            StreamCmd::Data { stream, offset, bytes } => {
-                self.streams.local_data(stream, offset, bytes).into_iter().collect()
-            }
-            StreamCmd::Finish { stream, final_offset } => {
-                self.streams.local_finish(stream, final_offset).into_iter().collect()
-            }
-            StreamCmd::Consumed { stream, max_offset } => {
-                self.streams.local_consumed(stream, max_offset).into_iter().collect()
-            }
-            StreamCmd::Reset { stream, reason } => self.streams.local_reset(stream, reason),
-        };
+        let msgs = self.streams.local_cmd(cmd);
         for m in msgs {
             self.send(&m).await;
         }

@@ -424,6 +424,16 @@ impl StreamTable {
         Some(PeerMessage::Close { stream: id, final_offset, error: None })
     }
 
+    /// What one command from a local stream handle makes us say to the peer.
+    pub(crate) fn local_cmd(&mut self, cmd: StreamCmd) -> Vec<PeerMessage> {
+        match cmd {
+            StreamCmd::Data { stream, offset, bytes } => self.local_data(stream, offset, bytes).into_iter().collect(),
+            StreamCmd::Finish { stream, final_offset } => self.local_finish(stream, final_offset).into_iter().collect(),
+            StreamCmd::Consumed { stream, max_offset } => self.local_consumed(stream, max_offset).into_iter().collect(),
+            StreamCmd::Reset { stream, reason } => self.local_reset(stream, reason),
+        }
+    }
+
     pub(crate) fn local_consumed(&mut self, id: u64, max_offset: u64) -> Option<PeerMessage> {
         let slot = self.slots.get_mut(&id)?;
         slot.in_granted = slot.in_granted.max(max_offset);

@@ -81,12 +81,7 @@ impl NodeConfig {
             room: room.room.to_owned(),
             token: room.token.to_owned(),
             access_token: s.access_token.clone(),
-            name: s.name.clone(),
-            tags: s.tags.clone(),
-            secret: load_or_create_identity(&s.state_dir)?,
-            agent: true,
-            state_dir: Some(s.state_dir.clone()),
-            policy: s.policy.clone(),
+            ..Self::local_only(s)?
         })
     }
 
