@@ -12,7 +12,7 @@ use tunnel_proto::message::{ByteBuf, ExecCommand, ExecEvent, ExecExit, ExecSpec}
 use crate::ops_node::next_step;
 use crate::params::{ExecOut, ExecParams};
 use crate::progress::{human_bytes, Progress};
-use crate::server::{failure, invalid, success, TunnelMcp};
+use crate::server::{check_target, failure, invalid, success, TunnelMcp};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 const STDIN_CHUNK: usize = 64 * 1024;
@@ -21,9 +21,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 fn spec(srv: &TunnelMcp, p: &ExecParams) -> Result<ExecSpec, McpError> {
     let bad = |field: &str, msg: &str| invalid("exec", field, msg);
-    if p.target.trim().is_empty() {
-        return Err(bad("target", "field `target` is empty; give a peer name, a node id prefix or `local`"));
-    }
+    check_target("exec", &p.target)?;
     let command = match (&p.argv, &p.shell) {
         (Some(argv), None) if argv.is_empty() || argv[0].is_empty() => {
             return Err(bad("argv", "field `argv` needs at least the program"))

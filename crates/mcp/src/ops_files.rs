@@ -13,16 +13,14 @@ use crate::backend::Conn;
 use crate::ops_node::next_step;
 use crate::params::*;
 use crate::progress::{human_bytes, Progress};
-use crate::server::{failure, invalid, success, TunnelMcp};
+use crate::server::{check_target, failure, invalid, success, TunnelMcp};
 
 const LIST_DEFAULT: u32 = 1000;
 const LIST_MAX: u32 = 10_000;
 const CHUNK: usize = 64 * 1024;
 
 fn check_path(tool: &str, target: &str, path: &str) -> Result<(), McpError> {
-    if target.trim().is_empty() {
-        return Err(invalid(tool, "target", "field `target` is empty; give a peer name, a node id prefix or `local`"));
-    }
+    check_target(tool, target)?;
     if !path.starts_with('/') {
         return Err(invalid(tool, "path", &format!("field `path` must be absolute, got {path:?}")));
     }

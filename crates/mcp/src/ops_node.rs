@@ -7,7 +7,7 @@ use tunnel_node::control::{ControlRequest, ControlResponse};
 use tunnel_proto::message::{Op, Reply};
 
 use crate::params::*;
-use crate::server::{failure, invalid, success, TunnelMcp};
+use crate::server::{check_target, failure, invalid, success, TunnelMcp};
 
 /// Most audit records one call returns.
 const AUDIT_MAX: u32 = 1000;
@@ -76,13 +76,6 @@ async fn request(srv: &TunnelMcp, target: &str, op: Op) -> Result<Reply, String>
         ControlResponse::Reply(r) => Ok(r),
         other => Err(format!("unexpected answer from the node: {other:?}")),
     }
-}
-
-fn check_target(tool: &str, target: &str) -> Result<(), McpError> {
-    if target.trim().is_empty() {
-        return Err(invalid(tool, "target", "field `target` is empty; give a peer name, a node id prefix or `local`"));
-    }
-    Ok(())
 }
 
 pub(crate) async fn get_info(srv: &TunnelMcp, p: TargetParams) -> Result<CallToolResult, McpError> {

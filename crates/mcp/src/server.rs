@@ -79,6 +79,14 @@ pub(crate) fn invalid(tool: &str, field: &str, message: &str) -> McpError {
     )
 }
 
+/// Every tool's `target` must name something: a peer name, a node id prefix or `local`.
+pub(crate) fn check_target(tool: &str, target: &str) -> Result<(), McpError> {
+    if target.trim().is_empty() {
+        return Err(invalid(tool, "target", "field `target` is empty; give a peer name, a node id prefix or `local`"));
+    }
+    Ok(())
+}
+
 /// A successful result: `out` as structured content, `text` for people.
 pub(crate) fn success<T: Serialize>(out: &T, text: String) -> Result<CallToolResult, McpError> {
     let value =
