@@ -15,6 +15,7 @@ pub fn node_config(relay_url: &str, room: &str, token: &str, name: &str) -> Node
         access_token: None,
         name: name.into(),
         tags: vec![],
+        os: tunnel_node::detect_os(),
         secret: SecretKey::generate(&mut rand::rngs::OsRng),
         agent: true,
         state_dir: None,
@@ -30,6 +31,7 @@ pub async fn start_node(relay_url: &str, room: &str, token: &str, name: &str) ->
 pub async fn wait_named(node: &Node, name: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     while !node.peers().iter().any(|p| p.name == name) {
+        node.discover(Duration::from_millis(500)).await;
         if Instant::now() > deadline {
             bail!("{} did not see {name} within {within:?}", node.name());
         }

@@ -64,6 +64,9 @@ pub(crate) enum Command {
     Demo,
     /// Serve the fleet to AI clients over MCP (stdio, or --transport http).
     Mcp(McpArgs),
+    /// Run a command, read or write a file on many peers at once; answers come back grouped.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Read or check this node's audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -250,4 +253,95 @@ pub(crate) struct PingArgs {
     /// Number of pings.
     #[arg(short = 'c', long, default_value_t = 3)]
     pub(crate) count: u32,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum FleetCommand {
+    /// Run a command on every selected peer: `tunnel fleet exec tag:web -- uptime`.
+    Exec(FleetExecArgs),
+    /// Read a file on every selected peer: `tunnel fleet read all /etc/os-release`.
+    Read(FleetReadArgs),
+    /// Write a local file to a path on every selected peer.
+    Write(FleetWriteArgs),
+    /// Show which peers a target selects.
+    Ls(FleetLsArgs),
+}
+
+/// Targets, pacing and how answers are shown: shared by the fleet commands.
+#[derive(Args)]
+pub(crate) struct FleetCommon {
+    /// all, tag:T, os:FAMILY, names (web-[01-20]) or node id prefixes, joined by commas.
+    pub(crate) target: String,
+    /// Peers worked on at once.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub(crate) concurrency: u32,
+    /// Per peer: seconds until it counts as timed out (a command is killed then).
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub(crate) timeout: f64,
+    /// Group answers by their whole output, or by exit code only.
+    #[arg(long, value_enum, default_value_t = GroupByArg::Output)]
+    pub(crate) group_by: GroupByArg,
+    /// Before grouping, replace what this regex matches with `*` (e.g. '\d+' for counters).
+    #[arg(long, value_name = "REGEX")]
+    pub(crate) normalize: Option<String>,
+    /// Bytes of output (or file content) kept per peer.
+    #[arg(long, default_value_t = 16384, value_name = "BYTES")]
+    pub(crate) max_output: u64,
+    /// Print every peer's full result and the grouping as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum GroupByArg {
+    Output,
+    Exit,
+}
+
+#[derive(Args)]
+pub(crate) struct FleetExecArgs {
+    #[command(flatten)]
+    pub(crate) common: FleetCommon,
+    /// Run this string with `sh -c` (refused in plan mode) instead of an argv after `--`.
+    #[arg(long, value_name = "STRING")]
+    pub(crate) shell: Option<String>,
+    /// Extra environment variable for the command (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Working directory on each peer (absolute).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cwd: Option<String>,
+    /// The command and its arguments, run directly (never through a shell).
+    #[arg(last = true, value_name = "ARGV")]
+    pub(crate) argv: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct FleetReadArgs {
+    #[command(flatten)]
+    pub(crate) common: FleetCommon,
+    /// Absolute path of the file on each peer.
+    pub(crate) path: String,
+}
+
+#[derive(Args)]
+pub(crate) struct FleetWriteArgs {
+    #[command(flatten)]
+    pub(crate) common: FleetCommon,
+    /// The local file to send.
+    pub(crate) file: PathBuf,
+    /// Absolute path to write on each peer.
+    pub(crate) path: String,
+    /// Permission bits of the written file, in octal (default: keep the old file's, or 0644).
+    #[arg(long, value_name = "OCTAL")]
+    pub(crate) mode: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct FleetLsArgs {
+    /// all, tag:T, os:FAMILY, names or node id prefixes, joined by commas.
+    pub(crate) target: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }

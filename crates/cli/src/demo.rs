@@ -54,6 +54,7 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
             access_token: None,
             name: name.into(),
             tags: tags.split(',').map(str::to_owned).collect(),
+            os: tunnel_node::detect_os(),
             secret: SecretKey::generate(&mut rand::rngs::OsRng),
             agent: true,
             state_dir: None,
@@ -72,6 +73,9 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
     while !nodes.iter().all(|n| n.peers().iter().filter(|p| !p.name.is_empty()).count() == NAMES.len() - 1) {
         if Instant::now() > deadline {
             bail!("peers did not find each other within 10 s");
+        }
+        for n in &nodes {
+            n.discover(Duration::from_secs(2)).await;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -14,24 +14,37 @@ use tunnel_proto::message::{ByteBuf, ExecCommand, ExecEvent, ExecSpec};
 
 use crate::args::{ExecArgs, Global};
 
-pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
-    let command = match (args.shell, args.argv.is_empty()) {
-        (Some(script), true) => ExecCommand::Shell(script),
-        (None, false) => ExecCommand::Argv(args.argv),
+/// The command from `--shell STRING` or an argv after `--` (exactly one of them).
+pub(crate) fn command_of(shell: Option<String>, argv: Vec<String>, usage: &str) -> anyhow::Result<ExecCommand> {
+    match (shell, argv.is_empty()) {
+        (Some(script), true) => Ok(ExecCommand::Shell(script)),
+        (None, false) => Ok(ExecCommand::Argv(argv)),
         (Some(_), false) => bail!("give either --shell 'STRING' or an argv after --, not both"),
-        (None, true) => bail!("no command: use `tunnel exec PEER -- PROG ARGS...` or `--shell 'STRING'`"),
-    };
-    let env = args
-        .env
+        (None, true) => bail!("no command: use `{usage} -- PROG ARGS...` or `--shell 'STRING'`"),
+    }
+}
+
+/// `--env KEY=VALUE` flags as pairs.
+pub(crate) fn env_of(flags: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    flags
         .iter()
         .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| anyhow::anyhow!("--env takes KEY=VALUE"))?;
-    let timeout_ms = match args.timeout {
-        Some(t) if !(t > 0.0 && t.is_finite()) => bail!("--timeout must be a positive number of seconds"),
-        Some(t) => Some((t * 1000.0) as u64),
-        None => None,
-    };
+        .ok_or_else(|| anyhow::anyhow!("--env takes KEY=VALUE"))
+}
+
+/// A `--timeout` in seconds as milliseconds.
+pub(crate) fn millis_of(secs: f64) -> anyhow::Result<u64> {
+    if !(secs > 0.0 && secs.is_finite()) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    Ok((secs * 1000.0) as u64)
+}
+
+pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
+    let command = command_of(args.shell, args.argv, "tunnel exec PEER")?;
+    let env = env_of(&args.env)?;
+    let timeout_ms = args.timeout.map(millis_of).transpose()?;
     let forward_stdin = !std::io::stdin().is_terminal();
     let spec = ExecSpec {
         request_id: rand::random(),

@@ -26,7 +26,9 @@ mod audit;
 mod cp;
 mod demo;
 mod exec;
+mod fleet;
 mod mcp;
+mod progress_bar;
 mod query;
 mod remote;
 mod run;
@@ -95,6 +97,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Demo => demo::run().await,
         Command::Mcp(args) => mcp::run(global, args).await,
+        Command::Fleet(cmd) => fleet::run(global, cmd).await,
         Command::Audit(cmd) => audit::run(global, cmd),
         Command::Backups(cmd) => audit::backups(global, cmd),
     }

@@ -174,6 +174,11 @@ impl Endpoint {
         rx.await.map_err(|_| NetError::not_present(peer))
     }
 
+    /// What this node tells peers about itself.
+    pub fn hello(&self) -> Hello {
+        self.inner.hello.borrow().clone()
+    }
+
     /// Changes what this node tells peers about itself (sent on the next sessions).
     pub fn update_hello(&self, f: impl FnOnce(&mut Hello)) {
         self.inner.hello.send_modify(f);

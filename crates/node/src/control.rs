@@ -13,10 +13,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 use tunnel_proto::message::{ByteBuf, ExecEvent, ExecSpec, FileEvent, Op, ReadSpec, Reply, WriteSpec};
 
+pub use crate::control_fleet::FLEET_WRITE_MAX;
+use crate::fleet::{FleetOptions, TargetResult};
 use crate::membership::PeerInfo;
 use crate::node::Node;
+use crate::targets::Target;
 
 const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// How long `peers` waits for peers that have not said who they are.
+const PEERS_DISCOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a request/response operation on a peer may take.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -56,6 +61,34 @@ pub enum ControlRequest {
         target: String,
         spec: WriteSpec,
     },
+    /// Which peers a target expression selects: one `Targets` answer.
+    Select {
+        target: String,
+    },
+    /// One operation on every selected peer: `Targets` answers first, then a `FleetResult`
+    /// per target as each finishes, then `Done`. For a write the client first sends the
+    /// file's bytes (`Input`, then `InputEnd`). Closing the connection cancels what runs.
+    Fleet {
+        target: String,
+        action: FleetAction,
+        options: FleetOptions,
+    },
+}
+
+/// A fleet operation as the control protocol carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FleetAction {
+    Exec(ExecSpec),
+    Read {
+        path: String,
+        max_bytes: u64,
+    },
+    /// `size` bytes of content follow as `Input` frames.
+    Write {
+        path: String,
+        mode: Option<u32>,
+        size: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +101,8 @@ pub enum ControlResponse {
     File(FileEvent),
     Done,
     Error(String),
+    Targets(Vec<Target>),
+    FleetResult(TargetResult),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +174,11 @@ impl ControlClient {
             }
             Err(source) => Err(ControlError::Io { path: path.to_owned(), source }),
         }
+    }
+
+    /// Hands over the connection whole (for [`crate::fleet_call::FleetCall`]).
+    pub fn into_stream(self) -> UnixStream {
+        self.stream
     }
 
     /// Hands over the connection, for exchanges longer than one answer (exec).
@@ -254,6 +294,9 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node) {
             ControlRequest::Write { target, spec } => {
                 return crate::control_files::serve_write(stream, node, target, spec).await
             }
+            ControlRequest::Fleet { target, action, options } => {
+                return crate::control_fleet::serve(stream, node, target, action, options).await
+            }
             _ => {}
         }
         let resp = handle(&node, req).await;
@@ -266,16 +309,23 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node) {
 async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
     match req {
         ControlRequest::Id => ControlResponse::Id { id: node.id().to_string(), name: node.name().to_owned() },
-        ControlRequest::Peers => ControlResponse::Peers(node.peers()),
+        ControlRequest::Peers => {
+            node.discover(PEERS_DISCOVER_WAIT).await;
+            ControlResponse::Peers(node.peers())
+        }
         ControlRequest::Ping { target } => match node.ping(&target).await {
             Ok((id, name, rtt)) => ControlResponse::Pong { name, id: id.to_string(), rtt_us: rtt.as_micros() as u64 },
             Err(e) => ControlResponse::Error(e.to_string()),
         },
-        ControlRequest::Request { target, op } => match node.resolve(&target) {
+        ControlRequest::Request { target, op } => match node.find(&target).await {
             Ok(peer) => match node.request(peer, op, REQUEST_TIMEOUT).await {
                 Ok(reply) => ControlResponse::Reply(reply),
                 Err(e) => ControlResponse::Error(e.to_string()),
             },
+            Err(e) => ControlResponse::Error(e.to_string()),
+        },
+        ControlRequest::Select { target } => match node.select(&target).await {
+            Ok(targets) => ControlResponse::Targets(targets),
             Err(e) => ControlResponse::Error(e.to_string()),
         },
         ControlRequest::LocalMode { mode } => match mode.parse::<crate::policy::Mode>() {
@@ -288,6 +338,7 @@ async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
         ControlRequest::Exec { .. }
         | ControlRequest::Read { .. }
         | ControlRequest::Write { .. }
+        | ControlRequest::Fleet { .. }
         | ControlRequest::Input(_)
         | ControlRequest::InputEnd => ControlResponse::Error("input without an operation under way".into()),
     }
@@ -297,7 +348,7 @@ async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
 /// end closing before the command finished) cancels the command.
 async fn serve_exec<S: ControlStream>(stream: S, node: Node, target: String, spec: ExecSpec) {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let peer = match node.resolve(&target) {
+    let peer = match node.find(&target).await {
         Ok(p) => p,
         Err(e) => {
             let _ = write_frame(&mut wr, &ControlResponse::Error(e.to_string())).await;
@@ -312,7 +363,11 @@ async fn serve_exec<S: ControlStream>(stream: S, node: Node, target: String, spe
     };
     let (events_tx, mut events) = mpsc::channel(64);
     let runner = node.clone();
-    let run = tokio::spawn(async move { runner.exec(peer, spec, stdin_rx, events_tx).await });
+    let run = tokio::spawn(async move {
+        if let Err(e) = runner.exec(peer, spec, stdin_rx, events_tx.clone()).await {
+            let _ = events_tx.send(ExecEvent::Failed(e.to_string())).await;
+        }
+    });
     let _run = tokio_util::task::AbortOnDropHandle::new(run);
     let client = tokio::spawn(async move {
         let mut stdin_tx = stdin_tx;

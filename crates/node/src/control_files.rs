@@ -4,45 +4,25 @@
 
 use crate::control::ControlStream;
 use tunnel_net::Stream;
-use tunnel_proto::framing::FrameDecoder;
 use tunnel_proto::message::{FileEvent, ReadSpec, StreamKind, WriteSpec};
 
 use crate::control::{read_frame, write_frame, ControlRequest, ControlResponse};
+use crate::file_client::{is_last, FileEvents};
 use crate::Node;
 
-const FILE_FRAME_MAX: usize = 1 << 20;
-
 async fn open(node: &Node, target: &str, kind: StreamKind) -> Result<Stream, String> {
-    let peer = node.resolve(target).map_err(|e| e.to_string())?;
+    let peer = node.find(target).await.map_err(|e| e.to_string())?;
     node.open_stream(peer, kind).await.map_err(|e| e.to_string())
 }
 
 /// Relays `FileEvent`s from the peer's stream to the client until the last one.
-async fn relay_events<W: tokio::io::AsyncWrite + Unpin>(reader: &mut tunnel_net::StreamReader, wr: &mut W) {
-    let mut decoder = FrameDecoder::new(FILE_FRAME_MAX);
+async fn relay_events<W: tokio::io::AsyncWrite + Unpin>(reader: tunnel_net::StreamReader, wr: &mut W) {
+    let mut events = FileEvents::new(reader);
     loop {
-        let chunk = match reader.read().await {
-            Ok(Some(c)) => c,
-            Ok(None) | Err(_) => {
-                let why = "the transfer ended before the peer said it was done";
-                let _ = write_frame(wr, &ControlResponse::File(FileEvent::Failed(why.into()))).await;
-                return;
-            }
-        };
-        let events: Vec<FileEvent> = match decoder.push(&chunk) {
-            Ok(e) => e,
-            Err(e) => {
-                let _ =
-                    write_frame(wr, &ControlResponse::File(FileEvent::Failed(format!("bad frame from the peer: {e}"))))
-                        .await;
-                return;
-            }
-        };
-        for event in events {
-            let last = matches!(event, FileEvent::Done { .. } | FileEvent::Refused(_) | FileEvent::Failed(_));
-            if write_frame(wr, &ControlResponse::File(event)).await.is_err() || last {
-                return;
-            }
+        let event = events.next().await.unwrap_or_else(FileEvent::Failed);
+        let last = is_last(&event);
+        if write_frame(wr, &ControlResponse::File(event)).await.is_err() || last {
+            return;
         }
     }
 }
@@ -50,7 +30,7 @@ async fn relay_events<W: tokio::io::AsyncWrite + Unpin>(reader: &mut tunnel_net:
 pub(crate) async fn serve_read<S: ControlStream>(stream: S, node: Node, target: String, spec: ReadSpec) {
     let (_rd, mut wr) = tokio::io::split(stream);
     match open(&node, &target, StreamKind::ReadFile(spec)).await {
-        Ok(Stream { mut reader, .. }) => relay_events(&mut reader, &mut wr).await,
+        Ok(Stream { reader, .. }) => relay_events(reader, &mut wr).await,
         Err(e) => {
             let _ = write_frame(&mut wr, &ControlResponse::Error(e)).await;
         }
@@ -59,7 +39,7 @@ pub(crate) async fn serve_read<S: ControlStream>(stream: S, node: Node, target: 
 
 pub(crate) async fn serve_write<S: ControlStream>(stream: S, node: Node, target: String, spec: WriteSpec) {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let Stream { mut reader, mut writer, .. } = match open(&node, &target, StreamKind::WriteFile(spec)).await {
+    let Stream { reader, mut writer, .. } = match open(&node, &target, StreamKind::WriteFile(spec)).await {
         Ok(s) => s,
         Err(e) => {
             let _ = write_frame(&mut wr, &ControlResponse::Error(e)).await;
@@ -89,5 +69,5 @@ pub(crate) async fn serve_write<S: ControlStream>(stream: S, node: Node, target:
         }
     });
     let _upload = tokio_util::task::AbortOnDropHandle::new(upload);
-    relay_events(&mut reader, &mut wr).await;
+    relay_events(reader, &mut wr).await;
 }

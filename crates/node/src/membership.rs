@@ -79,8 +79,28 @@ impl Membership {
         self.members.get(id).and_then(|m| m.error.clone())
     }
 
-    pub(crate) fn ids(&self) -> Vec<NodeId> {
-        self.members.keys().copied().collect()
+    /// Peers that have said who they are (we have a session with each).
+    pub(crate) fn greeted(&self) -> Vec<NodeId> {
+        self.members.iter().filter(|(_, m)| m.hello.is_some()).map(|(id, _)| *id).collect()
+    }
+
+    /// Peers present that have not said who they are yet.
+    pub(crate) fn without_hello(&self) -> Vec<NodeId> {
+        self.members.iter().filter(|(_, m)| m.hello.is_none()).map(|(id, _)| *id).collect()
+    }
+
+    /// Every peer as a fleet target sees it.
+    pub(crate) fn candidates(&self) -> Vec<crate::targets::Candidate> {
+        self.members
+            .iter()
+            .map(|(id, m)| crate::targets::Candidate {
+                id: *id,
+                name: self.name_of(id),
+                tags: m.hello.as_ref().map(|h| h.tags.clone()).unwrap_or_default(),
+                os: m.hello.as_ref().map(|h| h.os.clone()),
+                is_self: false,
+            })
+            .collect()
     }
 
     pub(crate) fn name_of(&self, id: &NodeId) -> String {

@@ -24,6 +24,9 @@ pub enum RpcError {
     Remote { peer: String, error: RemoteError },
     #[error(transparent)]
     Net(#[from] NetError),
+    /// A stream to the peer broke before its answer was complete.
+    #[error("{peer}: {reason}")]
+    Lost { peer: String, reason: String },
     #[error("the node is shutting down")]
     Closed,
 }

@@ -30,8 +30,12 @@ use crate::settings::{Settings, SettingsError};
 pub const LOCAL_TARGET: &str = "local";
 /// How long a ping waits for its answer.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often every peer's round trip is measured again.
+/// How often the round trip to every peer we talk to is measured again.
 const RTT_EVERY: Duration = Duration::from_secs(30);
+/// How long a lookup waits for peers that have not said who they are yet.
+const DISCOVER_WAIT: Duration = Duration::from_secs(3);
+/// Hellos asked for at once while discovering.
+const DISCOVER_PARALLEL: usize = 256;
 /// Largest exec event frame accepted from a peer.
 const EXEC_FRAME_MAX: usize = 1 << 20;
 /// How often audit records are forced to disk.
@@ -63,6 +67,8 @@ pub struct NodeConfig {
     pub access_token: Option<String>,
     pub name: String,
     pub tags: Vec<String>,
+    /// What this node says it runs (`os:` targets match it); normally [`crate::detect_os`].
+    pub os: tunnel_proto::message::OsInfo,
     pub secret: SecretKey,
     /// Serve operations to peers. `false` (`--no-agent`): this node only operates others.
     pub agent: bool,
@@ -96,6 +102,7 @@ impl NodeConfig {
             access_token: None,
             name: s.name.clone(),
             tags: s.tags.clone(),
+            os: crate::os_info::detect(),
             secret: load_or_create_identity(&s.state_dir)?,
             agent: true,
             state_dir: Some(s.state_dir.clone()),
@@ -136,7 +143,7 @@ impl Node {
         let audit = config.state_dir.as_deref().map(AuditLog::open).transpose()?;
         let hello = Hello {
             tags: config.tags.clone(),
-            os: crate::os_info::detect(),
+            os: config.os.clone(),
             tunnel_version: env!("CARGO_PKG_VERSION").to_owned(),
             mode: if config.agent { config.policy.mode } else { Mode::Disabled }.to_string(),
             capabilities: if config.agent {
@@ -196,6 +203,66 @@ impl Node {
         self.inner.members.lock().expect("members lock").list()
     }
 
+    /// Makes a session with every present peer that has not said who it is (each session
+    /// starts with both sides' `Hello`), waiting up to `within` for the answers.
+    ///
+    /// Sessions are made on demand, not when a peer appears: in a room of a thousand peers,
+    /// each greeting every other would be half a million handshakes nobody needs.
+    pub async fn discover(&self, within: Duration) {
+        let unknown = self.inner.members.lock().expect("members lock").without_hello();
+        if unknown.is_empty() {
+            return;
+        }
+        let mut pings = JoinSet::new();
+        let mut queue = unknown.into_iter();
+        let greet_all = async {
+            loop {
+                while pings.len() < DISCOVER_PARALLEL {
+                    let Some(id) = queue.next() else { break };
+                    let node = self.clone();
+                    pings.spawn(async move { node.ping_id(id).await });
+                }
+                if pings.join_next().await.is_none() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(within, greet_all).await;
+    }
+
+    /// [`Node::resolve`], after discovering peers if the target is not known yet.
+    pub async fn find(&self, target: &str) -> Result<NodeId, RpcError> {
+        match self.resolve(target) {
+            Err(RpcError::Resolve(ResolveError::NotFound { .. })) => {
+                self.discover(DISCOVER_WAIT).await;
+                self.resolve(target)
+            }
+            found => found,
+        }
+    }
+
+    /// Everyone a fleet target may select: this node and the peers present, after asking
+    /// the ones that have not said who they are.
+    pub async fn candidates(&self) -> Vec<crate::targets::Candidate> {
+        self.discover(DISCOVER_WAIT).await;
+        let hello = self.inner.endpoint.hello();
+        let me = crate::targets::Candidate {
+            id: self.id(),
+            name: self.inner.name.clone(),
+            tags: hello.tags,
+            os: Some(hello.os),
+            is_self: true,
+        };
+        let mut all = self.inner.members.lock().expect("members lock").candidates();
+        all.push(me);
+        all
+    }
+
+    /// The peers a target expression selects (see [`crate::targets`]).
+    pub async fn select(&self, expr: &str) -> Result<Vec<crate::targets::Target>, crate::targets::TargetError> {
+        crate::targets::select(expr, &self.candidates().await)
+    }
+
     /// Resolves a peer by name or node id prefix. `local`, this node's own name or a prefix
     /// of its id name this node itself (operations on it run locally, under its own policy).
     pub fn resolve(&self, target: &str) -> Result<NodeId, RpcError> {
@@ -229,7 +296,7 @@ impl Node {
 
     /// Round trip to a peer through the mesh; also recorded for `tunnel peers`.
     pub async fn ping(&self, target: &str) -> Result<(NodeId, String, Duration), RpcError> {
-        let peer = self.resolve(target)?;
+        let peer = self.find(target).await?;
         let rtt = self.ping_id(peer).await?;
         let name = self.inner.members.lock().expect("members lock").name_of(&peer);
         Ok((peer, name, rtt))
@@ -260,7 +327,8 @@ impl Node {
     }
 
     /// Runs a command on `peer`. Output and the outcome arrive on `events`, ending with an
-    /// `Exit`, `Refused` or `Failed` event. `stdin` chunks are forwarded as they come; the
+    /// `Exit`, `Refused` or `Failed` event; if the peer is lost first, the error says so
+    /// (and no last event comes). `stdin` chunks are forwarded as they come; the
     /// channel closing ends the command's input. Dropping the `events` receiver cancels the
     /// command (the peer kills its process group).
     pub async fn exec(
@@ -291,16 +359,12 @@ impl Node {
                         Ok(Some(c)) => c,
                         Ok(None) | Err(_) => {
                             let why = "the exec stream ended before the command's exit status arrived";
-                            let _ = events.send(ExecEvent::Failed(why.into())).await;
-                            return Ok(());
+                            return Err(self.lost(peer, why.into()));
                         }
                     };
                     let batch: Vec<ExecEvent> = match decoder.push(&chunk) {
                         Ok(b) => b,
-                        Err(e) => {
-                            let _ = events.send(ExecEvent::Failed(format!("bad exec frame from the peer: {e}"))).await;
-                            return Ok(());
-                        }
+                        Err(e) => return Err(self.lost(peer, format!("bad exec frame from the peer: {e}"))),
                     };
                     for event in batch {
                         let last = matches!(event, ExecEvent::Exit(_) | ExecEvent::Refused(_) | ExecEvent::Failed(_));
@@ -315,6 +379,16 @@ impl Node {
                 _ = events.closed() => return Ok(()),
             }
         }
+    }
+
+    /// The error for a stream to `peer` that broke, with the link's own reason if it has one.
+    pub(crate) fn lost(&self, peer: NodeId, why: String) -> RpcError {
+        let members = self.inner.members.lock().expect("members lock");
+        let reason = match members.error_of(&peer) {
+            Some(cause) => format!("{why}: {cause}"),
+            None => why,
+        };
+        RpcError::Lost { peer: members.name_of(&peer), reason }
     }
 
     /// Leaves the room and stops the node's tasks.
@@ -413,7 +487,7 @@ impl Node {
                     }
                 }
                 _ = rtt.tick() => {
-                    let ids = self.inner.members.lock().expect("members lock").ids();
+                    let ids = self.inner.members.lock().expect("members lock").greeted();
                     for id in ids {
                         let node = self.clone();
                         work.spawn(async move { let _ = node.ping_id(id).await; });
@@ -428,13 +502,9 @@ impl Node {
     fn on_event(&self, ev: NetEvent, work: &mut JoinSet<()>) {
         match ev {
             NetEvent::PeerPresent(id) => {
+                // No greeting here: sessions are made when someone needs one (`discover`).
                 self.inner.members.lock().expect("members lock").present(id);
                 self.audit(peer_event("peer.present", &id, None));
-                // Talking makes a session, and every session starts with both Hellos.
-                let node = self.clone();
-                work.spawn(async move {
-                    let _ = node.ping_id(id).await;
-                });
             }
             NetEvent::PeerAbsent(id) => {
                 let name = {

@@ -1,0 +1,94 @@
+//! Fleet operations over the control socket: the node fans out, the client gets each
+//! target's result as it arrives (and reduces them itself: it may want all of them).
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::control::{read_frame, write_frame, ControlRequest, ControlResponse, ControlStream, FleetAction};
+use crate::fleet::{FleetOp, FleetOptions};
+use crate::Node;
+
+/// Largest file a fleet write carries (it is held in memory while it fans out).
+pub const FLEET_WRITE_MAX: u64 = 256 << 20;
+
+pub(crate) async fn serve<S: ControlStream>(
+    stream: S,
+    node: Node,
+    target: String,
+    action: FleetAction,
+    options: FleetOptions,
+) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let op = match action {
+        FleetAction::Exec(spec) => FleetOp::Exec(spec),
+        FleetAction::Read { path, max_bytes } => FleetOp::Read { path, max_bytes },
+        FleetAction::Write { path, mode, size } => match receive(&mut rd, size).await {
+            Ok(content) => FleetOp::Write { path, mode, content: Arc::new(content) },
+            Err(e) => {
+                let _ = write_frame(&mut wr, &ControlResponse::Error(e)).await;
+                return;
+            }
+        },
+    };
+    let targets = match node.select(&target).await {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = write_frame(&mut wr, &ControlResponse::Error(e.to_string())).await;
+            return;
+        }
+    };
+    if write_frame(&mut wr, &ControlResponse::Targets(targets.clone())).await.is_err() {
+        return;
+    }
+    let (tx, mut results) = mpsc::channel(256);
+    let runner = node.clone();
+    let run = tokio::spawn(async move { runner.fleet(targets, op, options, tx).await });
+    let _run = tokio_util::task::AbortOnDropHandle::new(run);
+    // The client closing its end means it gave up: returning drops `results`, which
+    // cancels everything still running.
+    let gone = async { while let Ok(Some(_)) = read_frame::<ControlRequest, _>(&mut rd).await {} };
+    tokio::pin!(gone);
+    loop {
+        tokio::select! {
+            result = results.recv() => {
+                let frame = match result {
+                    Some(r) => ControlResponse::FleetResult(r),
+                    None => ControlResponse::Done,
+                };
+                let last = frame == ControlResponse::Done;
+                if write_frame(&mut wr, &frame).await.is_err() || last {
+                    return;
+                }
+            }
+            _ = &mut gone => return,
+        }
+    }
+}
+
+/// The bytes of a fleet write: exactly `size` of them, then `InputEnd`.
+async fn receive<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, size: u64) -> Result<Vec<u8>, String> {
+    if size > FLEET_WRITE_MAX {
+        return Err(format!(
+            "a fleet write carries at most {} MiB; copy bigger files with `tunnel cp`",
+            FLEET_WRITE_MAX >> 20
+        ));
+    }
+    let mut content = Vec::with_capacity(size as usize);
+    loop {
+        match read_frame::<ControlRequest, _>(rd).await {
+            Ok(Some(ControlRequest::Input(bytes))) => {
+                if content.len() as u64 + bytes.0.len() as u64 > size {
+                    return Err(format!("more than the announced {size} bytes arrived"));
+                }
+                content.extend_from_slice(&bytes.0);
+            }
+            Ok(Some(ControlRequest::InputEnd)) if content.len() as u64 == size => return Ok(content),
+            Ok(Some(ControlRequest::InputEnd)) => {
+                return Err(format!("{} bytes arrived, not the announced {size}", content.len()))
+            }
+            Ok(Some(other)) => return Err(format!("expected the file's bytes, got {other:?}")),
+            Ok(None) | Err(_) => return Err("the client went away before sending the whole file".into()),
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Fleet operations: one exec, read or write fanned out to many peers.
+//!
+//! ```text
+//!  targets ──> queue ──(at most `concurrency` at once)──> one task per target ──> results
+//! ```
+//! Every target ends with exactly one [`TargetResult`], sent as soon as it is known: a peer
+//! that is gone is `unreachable`, one that does not answer in time is `timed_out`; none is
+//! ever dropped. Policy is the executing peer's: a refusal comes back as `refused`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tunnel_net::Stream;
+use tunnel_proto::message::{ExecEvent, ExecSpec, FileEvent, ReadSpec, StreamKind, WriteSpec};
+use tunnel_proto::NodeId;
+
+use crate::file_client::FileEvents;
+use crate::targets::Target;
+use crate::Node;
+
+/// Waited beyond the per-target timeout for the peer's own timeout report.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// What to do on every target.
+#[derive(Debug, Clone)]
+pub enum FleetOp {
+    /// Run a command (each target gets its own request id).
+    Exec(ExecSpec),
+    /// Read a file: up to `max_bytes` of it come back; the digest covers all of it.
+    Read { path: String, max_bytes: u64 },
+    /// Write the same bytes to a file on every target.
+    Write { path: String, mode: Option<u32>, content: Arc<Vec<u8>> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetOptions {
+    /// Targets worked on at once.
+    pub concurrency: u32,
+    /// Per target, from the start of its operation to its answer.
+    pub timeout_ms: u64,
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        Self { concurrency: 64, timeout_ms: 60_000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    /// It ran and failed (non-zero exit, killed by a signal, an I/O error on the peer).
+    Failed,
+    /// The peer's policy said no; nothing ran.
+    Refused,
+    TimedOut,
+    /// The peer could not be reached, or was lost before it answered.
+    Unreachable,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Refused => "refused",
+            Self::TimedOut => "timed_out",
+            Self::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// One target's outcome. Output is text (invalid UTF-8 replaced) capped at the request's
+/// cap; the byte counts are the full sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetResult {
+    pub name: String,
+    pub id: String,
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Command output, or the file's content for a read.
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub truncated: bool,
+    /// SHA-256 of the whole file, for reads.
+    pub sha256: Option<String>,
+    /// Where an overwritten file was saved, for writes.
+    pub backup: Option<String>,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+impl TargetResult {
+    fn new(target: &Target, status: Status) -> Self {
+        Self {
+            name: target.name.clone(),
+            id: target.id.clone(),
+            status,
+            exit_code: None,
+            signal: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            truncated: false,
+            sha256: None,
+            backup: None,
+            duration_ms: 0,
+            error: None,
+        }
+    }
+
+    fn errored(target: &Target, status: Status, error: impl Into<String>) -> Self {
+        Self { error: Some(error.into()), ..Self::new(target, status) }
+    }
+}
+
+impl Node {
+    /// Runs `op` on every target, at most `options.concurrency` at once, sending each
+    /// target's result on `results` as it arrives. Returns when every target has a result,
+    /// or early if `results` is closed (the operations under way are then cancelled).
+    pub async fn fleet(
+        &self,
+        targets: Vec<Target>,
+        op: FleetOp,
+        options: FleetOptions,
+        results: mpsc::Sender<TargetResult>,
+    ) {
+        let parallel = options.concurrency.max(1) as usize;
+        let timeout = Duration::from_millis(options.timeout_ms.max(1));
+        let mut queue = targets.into_iter();
+        let mut running = JoinSet::new();
+        let mut by_task = std::collections::HashMap::new();
+        loop {
+            while running.len() < parallel {
+                let Some(target) = queue.next() else { break };
+                let (node, op, t) = (self.clone(), op.clone(), target.clone());
+                let task = running.spawn(async move { node.on_target(&t, op, timeout).await });
+                by_task.insert(task.id(), target);
+            }
+            let result = match running.join_next_with_id().await {
+                None => return,
+                Some(Ok((task, result))) => {
+                    by_task.remove(&task);
+                    result
+                }
+                // A panic is a bug of ours; the target still gets its line.
+                Some(Err(e)) => {
+                    let target = by_task.remove(&e.id()).expect("every task has a target");
+                    TargetResult::errored(&target, Status::Failed, format!("internal error: {e}"))
+                }
+            };
+            if results.send(result).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn on_target(&self, target: &Target, op: FleetOp, timeout: Duration) -> TargetResult {
+        let started = Instant::now();
+        let Ok(peer) = target.id.parse::<NodeId>() else {
+            return TargetResult::errored(target, Status::Unreachable, "not a node id");
+        };
+        let run = async {
+            match op {
+                FleetOp::Exec(spec) => self.exec_on(target, peer, spec, timeout).await,
+                FleetOp::Read { path, max_bytes } => self.read_on(target, peer, path, max_bytes).await,
+                FleetOp::Write { path, mode, content } => self.write_on(target, peer, path, mode, &content).await,
+            }
+        };
+        let mut result = match tokio::time::timeout(timeout + GRACE, run).await {
+            Ok(result) => result,
+            Err(_) => TargetResult::errored(
+                target,
+                Status::TimedOut,
+                format!("no answer within {} s", (timeout + GRACE).as_secs()),
+            ),
+        };
+        result.duration_ms = started.elapsed().as_millis() as u64;
+        result
+    }
+
+    async fn exec_on(&self, target: &Target, peer: NodeId, spec: ExecSpec, timeout: Duration) -> TargetResult {
+        let spec = ExecSpec {
+            request_id: rand::random(),
+            timeout_ms: Some(spec.timeout_ms.unwrap_or(u64::MAX).min(timeout.as_millis() as u64)),
+            stdin: false,
+            ..spec
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        let collect = async {
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            let mut last = None;
+            while let Some(event) = rx.recv().await {
+                match event {
+                    ExecEvent::Stdout(b) => stdout.extend_from_slice(&b.0),
+                    ExecEvent::Stderr(b) => stderr.extend_from_slice(&b.0),
+                    other => last = Some(other),
+                }
+            }
+            (stdout, stderr, last)
+        };
+        let (ran, (stdout, stderr, last)) = tokio::join!(self.exec(peer, spec, None, tx), collect);
+        let mut result = TargetResult::new(target, Status::Failed);
+        result.stdout = String::from_utf8_lossy(&stdout).into_owned();
+        result.stderr = String::from_utf8_lossy(&stderr).into_owned();
+        match (ran, last) {
+            (Err(e), _) => return TargetResult { status: Status::Unreachable, error: Some(e.to_string()), ..result },
+            (Ok(()), Some(ExecEvent::Exit(exit))) => {
+                result.status = if exit.timed_out {
+                    Status::TimedOut
+                } else if exit.code == Some(0) {
+                    Status::Ok
+                } else {
+                    Status::Failed
+                };
+                result.exit_code = exit.code;
+                result.signal = exit.signal;
+                result.stdout_bytes = exit.stdout_bytes;
+                result.stderr_bytes = exit.stderr_bytes;
+                result.truncated = exit.stdout_truncated || exit.stderr_truncated;
+                if exit.timed_out {
+                    result.error = Some(format!("timed out after {} s and was killed", timeout.as_secs_f64()));
+                }
+            }
+            (Ok(()), Some(ExecEvent::Refused(why))) => {
+                result.status = Status::Refused;
+                result.error = Some(why);
+            }
+            (Ok(()), Some(ExecEvent::Failed(why))) => result.error = Some(why),
+            (Ok(()), _) => {
+                result.status = Status::Unreachable;
+                result.error = Some("the exec stream ended without an outcome".into());
+            }
+        }
+        result
+    }
+
+    async fn open_file_stream(&self, target: &Target, peer: NodeId, kind: StreamKind) -> Result<Stream, TargetResult> {
+        self.open_stream(peer, kind)
+            .await
+            .map_err(|e| TargetResult::errored(target, Status::Unreachable, e.to_string()))
+    }
+
+    async fn read_on(&self, target: &Target, peer: NodeId, path: String, max_bytes: u64) -> TargetResult {
+        let spec = ReadSpec { request_id: rand::random(), path, offset: 0, length: None };
+        let stream = match self.open_file_stream(target, peer, StreamKind::ReadFile(spec)).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let mut events = FileEvents::new(stream.reader);
+        let (mut kept, mut hash, mut total) = (Vec::new(), Sha256::new(), 0u64);
+        loop {
+            match events.next().await {
+                Ok(FileEvent::Meta(_)) => {}
+                Ok(FileEvent::Data(bytes)) => {
+                    hash.update(&bytes.0);
+                    total += bytes.0.len() as u64;
+                    let room = (max_bytes as usize).saturating_sub(kept.len());
+                    kept.extend_from_slice(&bytes.0[..room.min(bytes.0.len())]);
+                }
+                Ok(FileEvent::Done { .. }) => {
+                    return TargetResult {
+                        stdout: String::from_utf8_lossy(&kept).into_owned(),
+                        stdout_bytes: total,
+                        truncated: total > kept.len() as u64,
+                        sha256: Some(hex(&hash.finalize())),
+                        ..TargetResult::new(target, Status::Ok)
+                    }
+                }
+                Ok(FileEvent::Refused(why)) => return TargetResult::errored(target, Status::Refused, why),
+                Ok(FileEvent::Failed(why)) => return TargetResult::errored(target, Status::Failed, why),
+                Err(why) => return TargetResult::errored(target, Status::Unreachable, why),
+            }
+        }
+    }
+
+    async fn write_on(
+        &self,
+        target: &Target,
+        peer: NodeId,
+        path: String,
+        mode: Option<u32>,
+        content: &[u8],
+    ) -> TargetResult {
+        let spec = WriteSpec { request_id: rand::random(), path, size: content.len() as u64, mode, create_only: false };
+        let Stream { reader, mut writer, .. } =
+            match self.open_file_stream(target, peer, StreamKind::WriteFile(spec)).await {
+                Ok(s) => s,
+                Err(r) => return r,
+            };
+        let mut events = FileEvents::new(reader);
+        // The answer may come before all bytes are sent (a refusal): listen while sending.
+        let send = async {
+            let _ = writer.write_all(content).await;
+            let _ = writer.finish().await;
+            std::future::pending::<()>().await
+        };
+        let answer = tokio::select! {
+            answer = events.next() => answer,
+            _ = send => unreachable!("sending never finishes first"),
+        };
+        match answer {
+            Ok(FileEvent::Done { bytes, backup }) => {
+                TargetResult { stdout_bytes: bytes, backup, ..TargetResult::new(target, Status::Ok) }
+            }
+            Ok(FileEvent::Refused(why)) => TargetResult::errored(target, Status::Refused, why),
+            Ok(FileEvent::Failed(why)) => TargetResult::errored(target, Status::Failed, why),
+            Ok(other) => TargetResult::errored(target, Status::Failed, format!("unexpected answer: {other:?}")),
+            Err(why) => TargetResult::errored(target, Status::Unreachable, why),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
