@@ -67,6 +67,10 @@ pub(crate) enum Command {
     /// Run a command, read or write a file on many peers at once; answers come back grouped.
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Split a file into partitions, pipe each through a map command on the peers (retried
+    /// elsewhere on failure), and reduce the results: `tunnel mapreduce all --input words.txt
+    /// --map 'wc -w' --reduce "awk '{s+=$1} END {print s}'"`.
+    Mapreduce(MapreduceArgs),
     /// Read or check this node's audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -342,6 +346,37 @@ pub(crate) struct FleetLsArgs {
     /// all, tag:T, os:FAMILY, names or node id prefixes, joined by commas.
     pub(crate) target: String,
     /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct MapreduceArgs {
+    /// The peers that run the map (and the reducers when --reducers > 1).
+    pub(crate) target: String,
+    /// The input: a local file, `-` for stdin, or PEER:PATH for a file on a peer.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) input: String,
+    /// Shell command each partition is piped through.
+    #[arg(long, value_name = "CMD")]
+    pub(crate) map: String,
+    /// Shell command the map output is piped through.
+    #[arg(long, value_name = "CMD")]
+    pub(crate) reduce: String,
+    /// Partitions of the input (default: one per target).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub(crate) partitions: u32,
+    /// 1: reduce here over the map outputs in partition order; more: shuffle `key<TAB>value`
+    /// lines by key to that many reducers on the targets.
+    #[arg(long, default_value_t = 1, value_name = "R")]
+    pub(crate) reducers: u32,
+    /// Further attempts a failed partition gets, each on another target.
+    #[arg(long, default_value_t = 2, value_name = "K")]
+    pub(crate) retries: u32,
+    /// Seconds one map or reduce attempt may take.
+    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
+    pub(crate) timeout: f64,
+    /// Print the answer and per-partition statistics as JSON.
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -5,9 +5,9 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use tunnel_node::call::Call;
 use tunnel_node::control::{ControlRequest, ControlResponse, FleetAction, FLEET_WRITE_MAX};
 use tunnel_node::fleet::{FleetOptions, Status, TargetResult};
-use tunnel_node::fleet_call::{FleetCall, FleetUpdate};
 use tunnel_node::reduce::{reduce, GroupBy, Limits, Reduction};
 use tunnel_proto::message::ExecSpec;
 
@@ -94,19 +94,23 @@ async fn fan_out(
     let options = FleetOptions { concurrency: common.concurrency, timeout_ms: millis_of(common.timeout)? };
     let stream = crate::remote::client(global).await?.into_stream();
     let started = Instant::now();
-    let mut call = FleetCall::start(stream, common.target, action, options, content.as_deref()).await?;
-    let mut bar = ProgressBar::new("fleet");
+    let request = ControlRequest::Fleet { target: common.target, action, options };
+    let mut call = Call::start(stream, &request, content.as_deref()).await?;
+    let mut bar = ProgressBar::new();
     let (mut total, mut failed) = (0, 0);
     let mut results: Vec<TargetResult> = Vec::new();
-    while let Some(update) = call.next().await.map_err(anyhow::Error::msg)? {
-        match update {
-            FleetUpdate::Targets(t) => total = t.len(),
-            FleetUpdate::Result(r) => {
+    loop {
+        match call.next().await.map_err(anyhow::Error::msg)? {
+            ControlResponse::Targets(t) => total = t.len(),
+            ControlResponse::FleetResult(r) => {
                 failed += usize::from(r.status != Status::Ok);
                 results.push(r);
             }
+            ControlResponse::Done => break,
+            other => bail!("unexpected answer from the node: {other:?}"),
         }
-        bar.update(results.len(), failed, total, "", results.len() == total);
+        let detail = format!("done, {failed} failed, {} pending", total - results.len());
+        bar.update("fleet", results.len(), total, &detail, results.len() == total);
     }
     bar.finish();
     let elapsed = started.elapsed();

@@ -27,6 +27,7 @@ mod cp;
 mod demo;
 mod exec;
 mod fleet;
+mod mapreduce;
 mod mcp;
 mod progress_bar;
 mod query;
@@ -98,6 +99,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo => demo::run().await,
         Command::Mcp(args) => mcp::run(global, args).await,
         Command::Fleet(cmd) => fleet::run(global, cmd).await,
+        Command::Mapreduce(args) => mapreduce::run(global, args).await,
         Command::Audit(cmd) => audit::run(global, cmd),
         Command::Backups(cmd) => audit::backups(global, cmd),
     }

@@ -11,34 +11,31 @@ pub(crate) struct ProgressBar {
     enabled: bool,
     started: Instant,
     drawn: Option<Instant>,
-    label: &'static str,
 }
 
 impl ProgressBar {
-    pub(crate) fn new(label: &'static str) -> Self {
-        Self { enabled: std::io::stderr().is_terminal(), started: Instant::now(), drawn: None, label }
+    pub(crate) fn new() -> Self {
+        Self { enabled: std::io::stderr().is_terminal(), started: Instant::now(), drawn: None }
     }
 
-    /// Redraws (at most every 100 ms, unless `force`): `done` of `total`, `failed` of them bad.
-    pub(crate) fn update(&mut self, done: usize, failed: usize, total: usize, extra: &str, force: bool) {
+    /// Redraws (at most every 100 ms, unless `force`): `label [###...] done/total detail, rate, ETA`.
+    pub(crate) fn update(&mut self, label: &str, done: usize, total: usize, detail: &str, force: bool) {
         if !self.enabled || (!force && self.drawn.is_some_and(|t| t.elapsed() < REDRAW_EVERY)) {
             return;
         }
         self.drawn = Some(Instant::now());
         let secs = self.started.elapsed().as_secs_f64();
         let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+        let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH).min(WIDTH);
         let eta = if done > 0 && done < total {
             format!(", ETA {:.0}s", (total - done) as f64 / rate)
         } else {
             String::new()
         };
-        let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
         let line = format!(
-            "\r\x1b[K{} [{}{}] {done}/{total} done, {failed} failed, {} pending, {rate:.1}/s{eta}{extra}",
-            self.label,
+            "\r\x1b[K{label} [{}{}] {done}/{total} {detail}, {rate:.1}/s{eta}",
             "#".repeat(filled),
             ".".repeat(WIDTH - filled),
-            total - done,
         );
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(line.as_bytes());

@@ -14,7 +14,9 @@ use tracing::debug;
 use tunnel_proto::message::{ByteBuf, ExecEvent, ExecSpec, FileEvent, Op, ReadSpec, Reply, WriteSpec};
 
 pub use crate::control_fleet::FLEET_WRITE_MAX;
+pub use crate::control_job::JOB_INPUT_MAX;
 use crate::fleet::{FleetOptions, TargetResult};
+use crate::mapreduce::{JobProgress, JobReport, JobSpec};
 use crate::membership::PeerInfo;
 use crate::node::Node;
 use crate::targets::Target;
@@ -73,6 +75,23 @@ pub enum ControlRequest {
         action: FleetAction,
         options: FleetOptions,
     },
+    /// A mapreduce job over the selected peers: `Targets` answers first, then `JobProgress`
+    /// reports, the answer as `JobOutput` chunks, and `JobDone`. An inline input's bytes
+    /// follow the request (`Input`, then `InputEnd`).
+    MapReduce {
+        target: String,
+        job: JobSpec,
+        input: JobInput,
+    },
+}
+
+/// Where a job's input comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobInput {
+    /// `size` bytes follow as `Input` frames.
+    Inline { size: u64 },
+    /// A file on a peer (or `local`), read through its read service and policy.
+    File { target: String, path: String },
 }
 
 /// A fleet operation as the control protocol carries it.
@@ -103,6 +122,9 @@ pub enum ControlResponse {
     Error(String),
     Targets(Vec<Target>),
     FleetResult(TargetResult),
+    JobProgress(JobProgress),
+    JobOutput(ByteBuf),
+    JobDone(JobReport),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -297,6 +319,9 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node) {
             ControlRequest::Fleet { target, action, options } => {
                 return crate::control_fleet::serve(stream, node, target, action, options).await
             }
+            ControlRequest::MapReduce { target, job, input } => {
+                return crate::control_job::serve(stream, node, target, job, input).await
+            }
             _ => {}
         }
         let resp = handle(&node, req).await;
@@ -339,6 +364,7 @@ async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
         | ControlRequest::Read { .. }
         | ControlRequest::Write { .. }
         | ControlRequest::Fleet { .. }
+        | ControlRequest::MapReduce { .. }
         | ControlRequest::Input(_)
         | ControlRequest::InputEnd => ControlResponse::Error("input without an operation under way".into()),
     }

@@ -74,6 +74,11 @@ async fn receive<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, size: u64) -> Resu
             FLEET_WRITE_MAX >> 20
         ));
     }
+    receive_exactly(rd, size).await
+}
+
+/// Exactly `size` bytes of `Input` frames, then `InputEnd`.
+pub(crate) async fn receive_exactly<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, size: u64) -> Result<Vec<u8>, String> {
     let mut content = Vec::with_capacity(size as usize);
     loop {
         match read_frame::<ControlRequest, _>(rd).await {

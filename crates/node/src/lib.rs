@@ -14,16 +14,19 @@
 
 pub mod audit;
 pub mod backups;
+pub mod call;
 pub mod control;
 mod control_files;
 mod control_fleet;
+mod control_job;
 mod exec;
 mod file_client;
 pub mod fleet;
-pub mod fleet_call;
+
 mod fs;
 mod git_guard;
 mod identity;
+pub mod mapreduce;
 mod membership;
 pub mod names;
 mod node;
