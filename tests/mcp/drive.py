@@ -26,8 +26,9 @@ from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 TUNNEL = os.environ.get("TUNNEL_BIN", "tunnel")
-EXPECTED_TOOLS = {"peers", "exec", "read_file", "write_file", "list_dir", "get_info", "set_mode", "audit_tail"}
-READ_ONLY = {"peers", "read_file", "list_dir", "get_info", "audit_tail"}
+EXPECTED_TOOLS = {"peers", "exec", "read_file", "write_file", "list_dir", "get_info", "set_mode", "audit_tail",
+                  "fleet_exec", "fleet_read", "fleet_write", "mapreduce"}
+READ_ONLY = {"peers", "read_file", "list_dir", "get_info", "audit_tail", "fleet_read"}
 
 
 def ok(what):
@@ -86,7 +87,7 @@ class Client:
 async def check_tool_list(c):
     tools = await c.list_tools()
     names = {t.name for t in tools}
-    check(names == EXPECTED_TOOLS, "tools/list has exactly the core tools", names)
+    check(names == EXPECTED_TOOLS, "tools/list has exactly the core and fleet tools", names)
     for t in tools:
         jsonschema.Draft202012Validator.check_schema(t.input_schema)
         check(t.output_schema is not None, f"{t.name} has an outputSchema")
@@ -208,6 +209,55 @@ async def check_core_tools(c, scratch):
     await check_progress_and_cancel(c, "target")
 
 
+async def check_fleet_tools(c, scratch):
+    updates = []
+
+    async def on_progress(progress, total, message):
+        updates.append((progress, total, message))
+
+    out = await c.ok("fleet_exec", {"target": "all", "argv": ["uname", "-s"]}, progress_callback=on_progress)
+    check(out["total"] == 2 and out["by_status"] == {"ok": 2}, "fleet_exec runs on every peer", out)
+    check(len(out["groups"]) == 1 and out["groups"][0]["members"] == "plain, target"
+          and out["groups"][0]["stdout"] == "Linux\n" and out["groups"][0]["count"] == 2,
+          "identical results form one group with its members", out["groups"])
+    check(len(updates) == 2 and updates[-1][:2] == (2.0, 2.0), "fleet progress counts finished targets", updates)
+
+    out = await c.ok("fleet_exec", {"target": "target,plain", "shell": "echo hi"})
+    check(out["by_status"] == {"ok": 1, "refused": 1}, "each peer's policy decides", out)
+    check([f["name"] for f in out["failures"]] == ["plain"] and out["failures"][0]["status"] == "refused"
+          and "plan" in out["failures"][0]["error"], "failures are listed with the reason", out["failures"])
+    out = await c.ok("fleet_exec", {"target": "all", "shell": "echo $$", "normalize": "[0-9]+", "max_failures": 0})
+    check(out["failures"] == [] and out["failures_omitted"] == 1, "max_failures bounds the list", out)
+    why = await c.tool_error("fleet_exec", {"target": "tag:nothing", "argv": ["true"]})
+    check("selects no peers" in why and "peers" in why, "an empty selection is an error that says what to do", why)
+    why = await c.tool_error("fleet_exec", {"target": "targte", "argv": ["true"]})
+    check("close matches: target" in why, "an unknown name suggests close matches", why)
+    await c.invalid_params("fleet_exec", {"target": "all", "argv": ["true"], "shell": "true"}, "argv")
+    await c.invalid_params("fleet_exec", {"target": "all", "argv": ["true"], "normalize": "("}, "normalize")
+    await c.invalid_params("fleet_exec", {"target": "all", "argv": ["true"], "concurrency": 0}, "concurrency")
+    await c.invalid_params("fleet_read", {"target": "all", "path": "relative"}, "path")
+    await c.invalid_params("mapreduce", {"target": "all", "map": "cat", "reduce": "cat"}, "input")
+
+    path = f"{scratch}/fleet.txt"
+    out = await c.ok("fleet_write", {"target": "target,plain", "path": path, "content": "fleet hello\n"})
+    check(out["by_status"] == {"ok": 1, "refused": 1}, "fleet_write writes where policy allows", out)
+    out = await c.ok("fleet_read", {"target": "all", "path": path})
+    check(out["by_status"] == {"ok": 2} and out["groups"][0]["stdout"] == "fleet hello\n",
+          "fleet_read groups identical files", out)
+
+    words = "a b\nb c\nc c\n" * 100
+    counted = await c.ok("mapreduce", {
+        "target": "target", "input": words, "partitions": 3, "reducers": 2,
+        "map": "tr ' ' '\\n' | awk '{print $1 \"\\t\" 1}'",
+        "reduce": "awk -F '\\t' '{c[$1] += $2} END {for (k in c) print k \"\\t\" c[k]}' | sort",
+    })
+    lines = sorted(counted["output"].split("\n")[:-1])
+    check(lines == ["a\t100", "b\t200", "c\t300"] and counted["partitions"] == 3 and counted["reducers"] == 2,
+          "mapreduce counts words with two reducers", counted)
+    why = await c.tool_error("mapreduce", {"target": "target", "input": words, "map": "cat", "reduce": "wc -l"})
+    check("refused" in why and "plan" in why, "the reduce on this (plan-mode) machine follows its policy", why)
+
+
 async def stdio_attached():
     params = StdioServerParameters(command=TUNNEL, args=["mcp"], env=dict(os.environ))
     async with stdio_client(params) as (read, write):
@@ -217,6 +267,7 @@ async def stdio_attached():
             c = Client(session)
             await check_tool_list(c)
             await check_core_tools(c, os.environ["SCRATCH"])
+            await check_fleet_tools(c, os.environ["SCRATCH"])
 
 
 def raw_post(url, headers):

@@ -8,20 +8,24 @@ use rmcp::model::{Tool, ToolAnnotations};
 use schemars::JsonSchema;
 
 use crate::params::*;
+use crate::params_fleet::*;
 
 /// A set of tools that arrive together with one feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToolGroup {
     /// Peers, commands, files, info, modes and the audit log.
     Core,
+    /// One operation on many nodes with grouped answers, and mapreduce.
+    Fleet,
 }
 
 impl ToolGroup {
-    const ALL: [ToolGroup; 1] = [ToolGroup::Core];
+    const ALL: [ToolGroup; 2] = [ToolGroup::Core, ToolGroup::Fleet];
 
     fn name(self) -> &'static str {
         match self {
             ToolGroup::Core => "core",
+            ToolGroup::Fleet => "fleet",
         }
     }
 
@@ -152,5 +156,52 @@ pub(crate) fn tools(groups: &[ToolGroup]) -> Vec<Arc<Tool>> {
             ),
         ]);
     }
+    if groups.contains(&ToolGroup::Fleet) {
+        out.extend(fleet_tools());
+    }
     out.into_iter().map(Arc::new).collect()
+}
+
+fn fleet_tools() -> [Tool; 4] {
+    [
+        tool::<FleetExecParams, FleetOut>(
+            "fleet_exec",
+            "Run a command on many nodes",
+            "Runs one command on every node `target` selects (`all`, `tag:web`, `os:linux`, `web-[01-20]`, \
+             names and id prefixes joined by commas) and answers with the results grouped: nodes with \
+             identical status, exit code and output form one group with a count, a sample output and a \
+             compact member list, largest first, so thousands of nodes fit in a short answer. Nodes that \
+             fail, refuse (their policy decides, as for `exec`), time out or cannot be reached are counted and \
+             listed in `failures`, never dropped. `group_by: exit` ignores output; `normalize` (a regex) masks \
+             what differs harmlessly. Progress is reported per finished node; cancelling kills what still runs.",
+            Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
+        ),
+        tool::<FleetReadParams, FleetOut>(
+            "fleet_read",
+            "Read a file on many nodes",
+            "Reads the same file on every selected node and groups the nodes by its content (whole-file \
+             SHA-256), answering with a sample of each distinct version and who has it. Good for spotting \
+             configuration drift. Each node's path policy applies. Changes nothing.",
+            READS,
+        ),
+        tool::<FleetWriteParams, FleetOut>(
+            "fleet_write",
+            "Write a file on many nodes",
+            "Writes the same content to a path on every selected node, atomically on each. Needs the nodes in \
+             `edit` or `bypass` mode; in `edit` mode a replaced file is backed up first. Answers with the nodes \
+             grouped by outcome and the failures listed.",
+            Hints { read_only: false, destructive: true, idempotent: true, open_world: false },
+        ),
+        tool::<MapreduceParams, MapreduceOut>(
+            "mapreduce",
+            "Map and reduce across nodes",
+            "Splits the input on line boundaries into partitions, pipes each through the `map` shell command \
+             on the selected nodes (a failed or lost partition is retried on another node up to `retries` \
+             times), then pipes the map output through `reduce`: on this machine over everything in partition \
+             order (reducers = 1), or split by the key before a tab among `reducers` nodes. Deterministic \
+             commands give the same answer every run. Needs shell rights (edit or bypass) where commands run; \
+             the error names the partition and why when retries run out.",
+            Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
+        ),
+    ]
 }

@@ -19,24 +19,38 @@ const STDIN_CHUNK: usize = 64 * 1024;
 /// How often a running command reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-fn spec(srv: &TunnelMcp, p: &ExecParams) -> Result<ExecSpec, McpError> {
-    let bad = |field: &str, msg: &str| invalid("exec", field, msg);
-    check_target("exec", &p.target)?;
-    let command = match (&p.argv, &p.shell) {
+/// The command from `argv` or `shell` (exactly one of them), for `tool`.
+pub(crate) fn command_of(
+    tool: &str,
+    argv: &Option<Vec<String>>,
+    shell: &Option<String>,
+) -> Result<ExecCommand, McpError> {
+    let bad = |field: &str, msg: &str| invalid(tool, field, msg);
+    match (argv, shell) {
         (Some(argv), None) if argv.is_empty() || argv[0].is_empty() => {
-            return Err(bad("argv", "field `argv` needs at least the program"))
+            Err(bad("argv", "field `argv` needs at least the program"))
         }
-        (Some(argv), None) => ExecCommand::Argv(argv.clone()),
-        (None, Some(shell)) if shell.trim().is_empty() => return Err(bad("shell", "field `shell` is empty")),
-        (None, Some(shell)) => ExecCommand::Shell(shell.clone()),
-        (Some(_), Some(_)) => return Err(bad("argv", "give either `argv` or `shell`, not both")),
-        (None, None) => return Err(bad("argv", "give the command as `argv` (a list) or `shell` (a string)")),
-    };
-    let timeout = match p.timeout_secs {
-        None => DEFAULT_TIMEOUT,
-        Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => Duration::from_secs_f64(t),
-        Some(_) => return Err(bad("timeout_secs", "field `timeout_secs` must be more than 0 and at most 86400")),
-    };
+        (Some(argv), None) => Ok(ExecCommand::Argv(argv.clone())),
+        (None, Some(shell)) if shell.trim().is_empty() => Err(bad("shell", "field `shell` is empty")),
+        (None, Some(shell)) => Ok(ExecCommand::Shell(shell.clone())),
+        (Some(_), Some(_)) => Err(bad("argv", "give either `argv` or `shell`, not both")),
+        (None, None) => Err(bad("argv", "give the command as `argv` (a list) or `shell` (a string)")),
+    }
+}
+
+/// `timeout_secs` for `tool`, or `default`.
+pub(crate) fn timeout_of(tool: &str, secs: Option<f64>, default: Duration) -> Result<Duration, McpError> {
+    match secs {
+        None => Ok(default),
+        Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => Ok(Duration::from_secs_f64(t)),
+        Some(_) => Err(invalid(tool, "timeout_secs", "field `timeout_secs` must be more than 0 and at most 86400")),
+    }
+}
+
+fn spec(srv: &TunnelMcp, p: &ExecParams) -> Result<ExecSpec, McpError> {
+    check_target("exec", &p.target)?;
+    let command = command_of("exec", &p.argv, &p.shell)?;
+    let timeout = timeout_of("exec", p.timeout_secs, DEFAULT_TIMEOUT)?;
     Ok(ExecSpec {
         request_id: rand::random(),
         command,

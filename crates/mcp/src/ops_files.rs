@@ -126,7 +126,7 @@ pub(crate) async fn read_file(
     success(&out, text)
 }
 
-fn parse_mode(mode: &Option<String>) -> Result<Option<u32>, McpError> {
+pub(crate) fn parse_mode(mode: &Option<String>) -> Result<Option<u32>, McpError> {
     let Some(text) = mode else { return Ok(None) };
     match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
         Ok(bits) if bits <= 0o7777 => Ok(Some(bits)),
@@ -138,6 +138,16 @@ fn parse_mode(mode: &Option<String>) -> Result<Option<u32>, McpError> {
     }
 }
 
+/// A write's `content` as bytes.
+pub(crate) fn decode_content(tool: &str, content: String, encoding: Encoding) -> Result<Vec<u8>, McpError> {
+    match encoding {
+        Encoding::Utf8 => Ok(content.into_bytes()),
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD
+            .decode(content.trim())
+            .map_err(|e| invalid(tool, "content", &format!("field `content` is not valid base64: {e}"))),
+    }
+}
+
 pub(crate) async fn write_file(
     srv: &TunnelMcp,
     p: WriteParams,
@@ -145,12 +155,7 @@ pub(crate) async fn write_file(
 ) -> Result<CallToolResult, McpError> {
     check_path("write_file", &p.target, &p.path)?;
     let mode = parse_mode(&p.mode)?;
-    let bytes = match p.encoding {
-        Encoding::Utf8 => p.content.into_bytes(),
-        Encoding::Base64 => base64::engine::general_purpose::STANDARD
-            .decode(p.content.trim())
-            .map_err(|e| invalid("write_file", "content", &format!("field `content` is not valid base64: {e}")))?,
-    };
+    let bytes = decode_content("write_file", p.content, p.encoding)?;
     let size = bytes.len() as u64;
     let spec = WriteSpec { request_id: rand::random(), path: p.path.clone(), size, mode, create_only: p.create_only };
     let conn = match srv.backend().connect().await {

@@ -152,6 +152,10 @@ impl ServerHandler for TunnelMcp {
             "read_file" => crate::ops_files::read_file(self, parse(name, args)?, &context).await,
             "write_file" => crate::ops_files::write_file(self, parse(name, args)?, &context).await,
             "list_dir" => crate::ops_files::list_dir(self, parse(name, args)?).await,
+            "fleet_exec" => crate::ops_fleet::fleet_exec(self, parse(name, args)?, &context).await,
+            "fleet_read" => crate::ops_fleet::fleet_read(self, parse(name, args)?, &context).await,
+            "fleet_write" => crate::ops_fleet::fleet_write(self, parse(name, args)?, &context).await,
+            "mapreduce" => crate::ops_fleet::mapreduce(self, parse(name, args)?, &context).await,
             _ => Err(McpError::internal_error(format!("tool {name:?} is listed but has no handler"), None)),
         }?;
         Ok(result.into())
