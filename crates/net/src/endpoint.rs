@@ -1,7 +1,8 @@
 //! The endpoint: a node's handle on the mesh, and the router task behind it.
 //!
-//! The router turns relay events into per-peer actors (one per present peer) and into
-//! [`NetEvent`]s for the node. It never waits on the node for anything but delivering
+//! The router turns relay events into per-peer actors and into [`NetEvent`]s for the node.
+//! A peer's actor (its sessions and streams) is made on first contact, from either side, not
+//! when the peer appears: in a room of thousands, a node pays only for the peers it talks to. It never waits on the node for anything but delivering
 //! events, and the node must never wait on a peer actor from its event loop (dispatch work to
 //! tasks instead), so there is no cycle of waits.
 
@@ -73,9 +74,16 @@ pub struct Endpoint {
     inner: Arc<Inner>,
 }
 
+/// Present peers, each with its actor's command channel once it has one.
+type PeerTable = Arc<Mutex<HashMap<NodeId, Option<mpsc::Sender<PeerCmd>>>>>;
+/// Asks the router for a present peer's actor, making it if needed.
+type Wake = (NodeId, oneshot::Sender<Option<mpsc::Sender<PeerCmd>>>);
+
 struct Inner {
     id: NodeId,
-    peers: Arc<Mutex<HashMap<NodeId, mpsc::Sender<PeerCmd>>>>,
+    peers: PeerTable,
+    /// `None` for a node with no relay.
+    wake: Option<mpsc::Sender<Wake>>,
     /// Operations addressed to this node itself.
     loopback: mpsc::Sender<PeerCmd>,
     hello: watch::Sender<Hello>,
@@ -108,7 +116,7 @@ impl Endpoint {
         let mut tasks = vec![AbortOnDropHandle::new(tokio::spawn(loopback_task))];
         let peers = Arc::new(Mutex::new(HashMap::new()));
         let Some(relay_url) = config.relay_url else {
-            let inner = Inner { id, peers, loopback, hello: hello_tx, cancel, _tasks: tasks };
+            let inner = Inner { id, peers, wake: None, loopback, hello: hello_tx, cancel, _tasks: tasks };
             return Ok((Self { inner: Arc::new(inner) }, events_rx));
         };
         let target = RelayTarget {
@@ -132,9 +140,11 @@ impl Endpoint {
             tasks: JoinSet::new(),
             cancel: cancel.clone(),
         };
-        let router_task = tokio::spawn(router.run(relay_ev_rx, first_tx));
+        let (wake_tx, wake_rx) = mpsc::channel(256);
+        let router_task = tokio::spawn(router.run(relay_ev_rx, wake_rx, first_tx));
         tasks.extend([AbortOnDropHandle::new(relay_task), AbortOnDropHandle::new(router_task)]);
-        let endpoint = Self { inner: Arc::new(Inner { id, peers, loopback, hello: hello_tx, cancel, _tasks: tasks }) };
+        let inner = Inner { id, peers, wake: Some(wake_tx), loopback, hello: hello_tx, cancel, _tasks: tasks };
+        let endpoint = Self { inner: Arc::new(inner) };
         match first_rx.await {
             Ok(Ok(())) => Ok((endpoint, events_rx)),
             Ok(Err(e)) => Err(e),
@@ -153,24 +163,38 @@ impl Endpoint {
         self.inner.peers.lock().expect("peers lock").keys().copied().collect()
     }
 
-    fn peer(&self, peer: &NodeId) -> Result<mpsc::Sender<PeerCmd>, NetError> {
+    async fn peer(&self, peer: &NodeId) -> Result<mpsc::Sender<PeerCmd>, NetError> {
         if *peer == self.inner.id {
             return Ok(self.inner.loopback.clone());
         }
-        self.inner.peers.lock().expect("peers lock").get(peer).cloned().ok_or_else(|| NetError::not_present(peer))
+        let entry = self.inner.peers.lock().expect("peers lock").get(peer).cloned();
+        match entry {
+            Some(Some(actor)) => Ok(actor),
+            Some(None) => {
+                let wake = self.inner.wake.as_ref().ok_or_else(|| NetError::not_present(peer))?;
+                let (tx, rx) = oneshot::channel();
+                wake.send((*peer, tx)).await.map_err(|_| NetError::not_present(peer))?;
+                rx.await.ok().flatten().ok_or_else(|| NetError::not_present(peer))
+            }
+            None => Err(NetError::not_present(peer)),
+        }
     }
 
     /// Sends one message; a session is made on demand. A message to our own id comes back
     /// as a [`NetEvent::Message`] from ourselves. Delivery is not confirmed: requests
     /// carry ids and time out at the layer above.
     pub async fn send(&self, peer: &NodeId, msg: PeerMessage) -> Result<(), NetError> {
-        self.peer(peer)?.send(PeerCmd::Send(msg)).await.map_err(|_| NetError::not_present(peer))
+        self.peer(peer).await?.send(PeerCmd::Send(msg)).await.map_err(|_| NetError::not_present(peer))
     }
 
     /// Opens a stream to `peer`; to our own id, a stream served by this node itself.
     pub async fn open_stream(&self, peer: &NodeId, kind: StreamKind) -> Result<Stream, NetError> {
         let (tx, rx) = oneshot::channel();
-        self.peer(peer)?.send(PeerCmd::Open { kind, reply: tx }).await.map_err(|_| NetError::not_present(peer))?;
+        self.peer(peer)
+            .await?
+            .send(PeerCmd::Open { kind, reply: tx })
+            .await
+            .map_err(|_| NetError::not_present(peer))?;
         rx.await.map_err(|_| NetError::not_present(peer))
     }
 
@@ -192,20 +216,28 @@ impl Endpoint {
 
 struct Router {
     shared: Arc<PeerShared>,
-    table: Arc<Mutex<HashMap<NodeId, mpsc::Sender<PeerCmd>>>>,
+    table: PeerTable,
     actors: HashMap<NodeId, PeerHandle>,
     tasks: JoinSet<()>,
     cancel: CancellationToken,
 }
 
 impl Router {
-    async fn run(mut self, mut relay: mpsc::Receiver<RelayEvent>, first: oneshot::Sender<Result<(), ConnectError>>) {
+    async fn run(
+        mut self,
+        mut relay: mpsc::Receiver<RelayEvent>,
+        mut wake: mpsc::Receiver<Wake>,
+        first: oneshot::Sender<Result<(), ConnectError>>,
+    ) {
         let mut first = Some(first);
         loop {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                Some((id, reply)) = wake.recv() => {
+                    let _ = reply.send(self.actor(id).await.map(|a| a.cmd.clone()));
+                }
                 ev = relay.recv() => match ev {
                     Some(ev) => self.on_event(ev, &mut first).await,
                     None => break,
@@ -233,7 +265,8 @@ impl Router {
                 }
                 self.emit(NetEvent::RelayConnected { observed_addr }).await;
                 let now: HashSet<NodeId> = peers.into_iter().collect();
-                let gone: Vec<NodeId> = self.actors.keys().filter(|id| !now.contains(id)).copied().collect();
+                let gone: Vec<NodeId> =
+                    self.table.lock().expect("peers lock").keys().filter(|id| !now.contains(id)).copied().collect();
                 for id in gone {
                     self.remove(id).await;
                 }
@@ -261,7 +294,7 @@ impl Router {
             },
             RelayEvent::PeerLeft(id) => self.remove(id).await,
             RelayEvent::Recv { from, payload } => {
-                if let Some(a) = self.actors.get(&from) {
+                if let Some(a) = self.actor(from).await {
                     let _ = a.input.send(PeerInput::Packet(payload)).await;
                 }
             }
@@ -273,24 +306,40 @@ impl Router {
         }
     }
 
+    /// A peer the relay says is present. Its actor comes on first contact.
     async fn add(&mut self, id: NodeId) {
         if id == self.shared.keys.id {
             return;
         }
-        if self.shared.keys.secret.dh(&id).is_err() {
-            warn!(peer = %id.short(), "relay announced a peer with a weak key; ignoring it");
-            return;
+        let new = self.table.lock().expect("peers lock").insert(id, None).is_none();
+        if new {
+            self.emit(NetEvent::PeerPresent(id)).await;
         }
-        let (handle, actor) = peer::start(self.shared.clone(), id, &self.cancel);
-        self.table.lock().expect("peers lock").insert(id, handle.cmd.clone());
-        self.actors.insert(id, handle);
-        self.tasks.spawn(actor);
-        self.emit(NetEvent::PeerPresent(id)).await;
+    }
+
+    /// The actor of a present peer, made now if it has none; `None` if the peer is not
+    /// present (or its key is unusable).
+    async fn actor(&mut self, id: NodeId) -> Option<&PeerHandle> {
+        if !self.actors.contains_key(&id) {
+            if !self.table.lock().expect("peers lock").contains_key(&id) {
+                return None;
+            }
+            if self.shared.keys.secret.dh(&id).is_err() {
+                warn!(peer = %id.short(), "relay announced a peer with a weak key; ignoring it");
+                self.remove(id).await;
+                return None;
+            }
+            let (handle, actor) = peer::start(self.shared.clone(), id, &self.cancel);
+            self.table.lock().expect("peers lock").insert(id, Some(handle.cmd.clone()));
+            self.actors.insert(id, handle);
+            self.tasks.spawn(actor);
+        }
+        self.actors.get(&id)
     }
 
     async fn remove(&mut self, id: NodeId) {
-        if self.actors.remove(&id).is_some() {
-            self.table.lock().expect("peers lock").remove(&id);
+        self.actors.remove(&id);
+        if self.table.lock().expect("peers lock").remove(&id).is_some() {
             self.emit(NetEvent::PeerAbsent(id)).await;
         }
     }
