@@ -124,10 +124,37 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
         (STREAM_BYTES >> 20) as f64 / secs
     );
 
+    let targets = nodes[0].select("all").await?;
+    let spec = tunnel_proto::message::ExecSpec {
+        request_id: 0,
+        command: tunnel_proto::message::ExecCommand::Argv(vec!["uname".into(), "-sm".into()]),
+        env: vec![],
+        cwd: None,
+        timeout_ms: None,
+        output_cap: 4096,
+        stdin: false,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let fleet = nodes[0].fleet(targets, tunnel_node::fleet::FleetOp::Exec(spec), Default::default(), tx);
+    let collect = async {
+        let mut results = Vec::new();
+        while let Some(r) = rx.recv().await {
+            results.push(r);
+        }
+        results
+    };
+    let ((), results) = tokio::join!(fleet, collect);
+    let by = tunnel_node::reduce::GroupBy::Output;
+    let reduced = tunnel_node::reduce::reduce(&results, &by, Default::default());
+    outln!("6. alpha ran `uname -sm` on the fleet (`tunnel fleet exec all -- uname -sm`); the answers, grouped:");
+    for g in &reduced.groups {
+        outln!("     {} x {}: {} -> {}", g.count, g.status.as_str(), g.members, g.stdout.trim_end());
+    }
+
     let m = relay.metrics();
     let hits = watcher.hits.load(Relaxed);
     outln!(
-        "6. the relay forwarded {} frames ({:.1} MiB) and read {:.1} MiB in all;",
+        "7. the relay forwarded {} frames ({:.1} MiB) and read {:.1} MiB in all;",
         m.frames_forwarded,
         m.bytes_forwarded as f64 / 1048576.0,
         watcher.bytes.load(Relaxed) as f64 / 1048576.0

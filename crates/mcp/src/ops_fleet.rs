@@ -40,6 +40,14 @@ fn group_by(tool: &str, by: GroupByName, normalize: &Option<String>) -> Result<G
         .map_err(|e| invalid(tool, "normalize", &format!("field `normalize`: {e}")))
 }
 
+fn check_target_and_path(tool: &str, target: &str, path: &str) -> Result<(), McpError> {
+    check_target(tool, target)?;
+    if !path.starts_with('/') {
+        return Err(invalid(tool, "path", "field `path` must be absolute"));
+    }
+    Ok(())
+}
+
 fn options(tool: &str, concurrency: Option<u32>, timeout: Option<f64>) -> Result<FleetOptions, McpError> {
     let concurrency = concurrency.unwrap_or(DEFAULT_CONCURRENCY);
     if concurrency == 0 {
@@ -77,10 +85,7 @@ pub(crate) async fn fleet_read(
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, McpError> {
     const TOOL: &str = "fleet_read";
-    check_target(TOOL, &p.target)?;
-    if !p.path.starts_with('/') {
-        return Err(invalid(TOOL, "path", "field `path` must be absolute"));
-    }
+    check_target_and_path(TOOL, &p.target, &p.path)?;
     let by = group_by(TOOL, p.group_by, &p.normalize)?;
     let opts = options(TOOL, p.concurrency, p.timeout_secs)?;
     let max_bytes = p.max_bytes.unwrap_or(DEFAULT_SAMPLE).min(crate::MAX_OUTPUT_CEILING);
@@ -94,10 +99,7 @@ pub(crate) async fn fleet_write(
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, McpError> {
     const TOOL: &str = "fleet_write";
-    check_target(TOOL, &p.target)?;
-    if !p.path.starts_with('/') {
-        return Err(invalid(TOOL, "path", "field `path` must be absolute"));
-    }
+    check_target_and_path(TOOL, &p.target, &p.path)?;
     let mode = parse_mode(&p.mode)?;
     let content = decode_content(TOOL, p.content, p.encoding)?;
     if content.len() as u64 > FLEET_WRITE_MAX {

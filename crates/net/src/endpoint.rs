@@ -260,23 +260,27 @@ impl Router {
     async fn on_event(&mut self, ev: RelayEvent, first: &mut Option<oneshot::Sender<Result<(), ConnectError>>>) {
         match ev {
             RelayEvent::Connected { peers, observed_addr } => {
+                let now: HashSet<NodeId> = peers.into_iter().collect();
+                let gone: Vec<NodeId> =
+                    self.table.lock().expect("peers lock").keys().filter(|id| !now.contains(id)).copied().collect();
+                // The table first, waiting on nobody: whoever started the endpoint sees the
+                // room as it was on joining, before the node's event loop even runs (which is
+                // also why the events below must come after `first`).
+                let arrived: Vec<NodeId> = now.iter().copied().filter(|id| self.mark_present(*id)).collect();
                 if let Some(f) = first.take() {
                     let _ = f.send(Ok(()));
                 }
                 self.emit(NetEvent::RelayConnected { observed_addr }).await;
-                let now: HashSet<NodeId> = peers.into_iter().collect();
-                let gone: Vec<NodeId> =
-                    self.table.lock().expect("peers lock").keys().filter(|id| !now.contains(id)).copied().collect();
                 for id in gone {
                     self.remove(id).await;
                 }
-                for id in now {
-                    match self.actors.get(&id) {
-                        Some(a) => {
-                            let _ = a.input.send(PeerInput::Reconnected).await;
-                        }
-                        None => self.add(id).await,
+                for id in &now {
+                    if let Some(a) = self.actors.get(id) {
+                        let _ = a.input.send(PeerInput::Reconnected).await;
                     }
+                }
+                for id in arrived {
+                    self.emit(NetEvent::PeerPresent(id)).await;
                 }
             }
             RelayEvent::Disconnected { reason } => self.emit(NetEvent::RelayDisconnected { reason }).await,
@@ -308,13 +312,22 @@ impl Router {
 
     /// A peer the relay says is present. Its actor comes on first contact.
     async fn add(&mut self, id: NodeId) {
-        if id == self.shared.keys.id {
-            return;
-        }
-        let new = self.table.lock().expect("peers lock").insert(id, None).is_none();
-        if new {
+        if self.mark_present(id) {
             self.emit(NetEvent::PeerPresent(id)).await;
         }
+    }
+
+    /// Records a peer as present; true if it was not.
+    fn mark_present(&mut self, id: NodeId) -> bool {
+        if id == self.shared.keys.id {
+            return false;
+        }
+        let mut table = self.table.lock().expect("peers lock");
+        if table.contains_key(&id) {
+            return false;
+        }
+        table.insert(id, None);
+        true
     }
 
     /// The actor of a present peer, made now if it has none; `None` if the peer is not

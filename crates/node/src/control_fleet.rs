@@ -31,16 +31,7 @@ pub(crate) async fn serve<S: ControlStream>(
             }
         },
     };
-    let targets = match node.select(&target).await {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = write_frame(&mut wr, &ControlResponse::Error(e.to_string())).await;
-            return;
-        }
-    };
-    if write_frame(&mut wr, &ControlResponse::Targets(targets.clone())).await.is_err() {
-        return;
-    }
+    let Some(targets) = announce_targets(&node, &target, &mut wr).await else { return };
     let (tx, mut results) = mpsc::channel(256);
     let runner = node.clone();
     let run = tokio::spawn(async move { runner.fleet(targets, op, options, tx).await });
@@ -62,6 +53,23 @@ pub(crate) async fn serve<S: ControlStream>(
                 }
             }
             _ = &mut gone => return,
+        }
+    }
+}
+
+/// Selects the targets and tells the client which they are (the first answer of a fleet
+/// operation or a job); `None` if the selection failed (the client has been told why) or
+/// the client is gone.
+pub(crate) async fn announce_targets<W: tokio::io::AsyncWrite + Unpin>(
+    node: &Node,
+    target: &str,
+    wr: &mut W,
+) -> Option<Vec<crate::targets::Target>> {
+    match node.select(target).await {
+        Ok(targets) => write_frame(wr, &ControlResponse::Targets(targets.clone())).await.ok().map(|()| targets),
+        Err(e) => {
+            let _ = write_frame(wr, &ControlResponse::Error(e.to_string())).await;
+            None
         }
     }
 }

@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tunnel_proto::message::{ByteBuf, FileEvent, ReadSpec, StreamKind};
 
 use crate::control::{read_frame, write_frame, ControlRequest, ControlResponse, ControlStream, JobInput};
-use crate::control_fleet::receive_exactly;
+use crate::control_fleet::{announce_targets, receive_exactly};
 use crate::file_client::FileEvents;
 use crate::mapreduce::JobSpec;
 use crate::Node;
@@ -32,16 +32,7 @@ pub(crate) async fn serve<S: ControlStream>(stream: S, node: Node, target: Strin
             return;
         }
     };
-    let targets = match node.select(&target).await {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = write_frame(&mut wr, &ControlResponse::Error(e.to_string())).await;
-            return;
-        }
-    };
-    if write_frame(&mut wr, &ControlResponse::Targets(targets.clone())).await.is_err() {
-        return;
-    }
+    let Some(targets) = announce_targets(&node, &target, &mut wr).await else { return };
     let (progress_tx, mut progress) = mpsc::channel(64);
     let job_run = node.mapreduce(targets, &job, input, progress_tx);
     tokio::pin!(job_run);

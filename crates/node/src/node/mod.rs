@@ -209,7 +209,14 @@ impl Node {
     /// Sessions are made on demand, not when a peer appears: in a room of a thousand peers,
     /// each greeting every other would be half a million handshakes nobody needs.
     pub async fn discover(&self, within: Duration) {
-        let unknown = self.inner.members.lock().expect("members lock").without_hello();
+        let unknown = {
+            let mut members = self.inner.members.lock().expect("members lock");
+            // The endpoint knows who is present before the event loop has told membership.
+            for id in self.inner.endpoint.peers() {
+                members.present(id);
+            }
+            members.without_hello()
+        };
         if unknown.is_empty() {
             return;
         }
