@@ -218,6 +218,17 @@ fn cli_table_and_errors() -> anyhow::Result<()> {
     assert!(text.starts_with("3 targets: 3 ok"), "{text}");
     assert!(text.contains("      3  ok              0  node-[1-3]\n"), "{text}");
     assert!(text.contains("│ Linux"), "{text}");
+    // On a terminal (a pty from `script`), a live progress bar is drawn on stderr.
+    let cmd = format!("{} fleet exec tag:lab -- uname -s", tunnel_tests::bin("tunnel").display());
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .envs(NodeProc::env_of(op.dir.path()))
+        .env_remove("TUNNEL_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(tty.contains("fleet [########################] 3/3 done, 0 failed, 0 pending"), "{tty:?}");
+    assert!(tty.contains("3 targets: 3 ok"), "{tty:?}");
     // A shell is refused in plan mode: exit 1, the refusal shown.
     let o = op.cli(&["fleet", "exec", "node-[1-2]", "--shell", "true"]);
     let text = String::from_utf8_lossy(&o.stdout);

@@ -33,6 +33,16 @@ impl Backend {
         }
     }
 
+    /// Starts a long exchange (a fleet operation, a job): the request, then its input.
+    pub(crate) async fn call(
+        &self,
+        req: &ControlRequest,
+        input: Option<&[u8]>,
+    ) -> Result<tunnel_node::call::Call<Conn>, String> {
+        let conn = self.connect().await?;
+        tunnel_node::call::Call::start(conn, req, input).await.map_err(|e| format!("talking to the local node: {e}"))
+    }
+
     /// One request, one answer; `ControlResponse::Error` becomes `Err`.
     pub(crate) async fn request(&self, req: &ControlRequest) -> Result<ControlResponse, String> {
         let mut conn = self.connect().await?;

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use rmcp::model::CallToolResult;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
-use tunnel_node::call::Call;
 use tunnel_node::control::{ControlRequest, ControlResponse, FleetAction, JobInput, FLEET_WRITE_MAX};
 use tunnel_node::fleet::{FleetOptions, Status, TargetResult};
 use tunnel_node::mapreduce::{JobSpec, Phase, TaskStats};
@@ -122,15 +121,11 @@ async fn fan_out(
     by: GroupBy,
     max_failures: u32,
 ) -> Result<CallToolResult, McpError> {
-    let conn = match srv.backend().connect().await {
-        Ok(c) => c,
-        Err(e) => return failure(e),
-    };
     let started = Instant::now();
     let request = ControlRequest::Fleet { target: target.clone(), action, options };
-    let mut call = match Call::start(conn, &request, content.as_deref()).await {
+    let mut call = match srv.backend().call(&request, content.as_deref()).await {
         Ok(c) => c,
-        Err(e) => return failure(format!("talking to the local node: {e}")),
+        Err(e) => return failure(e),
     };
     let mut progress = Progress::new(ctx);
     let (mut total, mut failed) = (0usize, 0usize);
@@ -284,14 +279,10 @@ pub(crate) async fn mapreduce(
         timeout_ms: timeout_of(TOOL, p.timeout_secs, JOB_TIMEOUT)?.as_millis() as u64,
         output_cap: srv.cap(p.max_output_bytes),
     };
-    let conn = match srv.backend().connect().await {
+    let request = ControlRequest::MapReduce { target: p.target.clone(), job, input };
+    let mut call = match srv.backend().call(&request, content.as_deref()).await {
         Ok(c) => c,
         Err(e) => return failure(e),
-    };
-    let request = ControlRequest::MapReduce { target: p.target.clone(), job, input };
-    let mut call = match Call::start(conn, &request, content.as_deref()).await {
-        Ok(c) => c,
-        Err(e) => return failure(format!("talking to the local node: {e}")),
     };
     let mut progress = Progress::new(ctx);
     let mut output = Vec::new();
