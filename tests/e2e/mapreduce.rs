@@ -187,6 +187,11 @@ fn a_partition_out_of_retries_fails_the_job_naming_it_and_why() -> anyhow::Resul
         (vec!["all", "--input", &path, "--map", " ", "--reduce", "cat"], "map command is empty"),
         (vec!["all", "--input", "/nonexistent/x", "--map", "cat", "--reduce", "cat"], "cannot open the input"),
         (vec!["all", "--input", &path, "--map", "cat", "--reduce", "cat", "--reducers", "0"], "--reducers"),
+        (vec!["all", "--input", &path, "--map", "cat", "--reduce", "cat", "--reducers", "99999"], "from 1 to 1024"),
+        (
+            vec!["all", "--input", &path, "--map", "cat", "--reduce", "cat", "--partitions", "4000000000"],
+            "at most 100000",
+        ),
         (vec!["nobody", "--input", &path, "--map", "cat", "--reduce", "cat"], "no peer named \"nobody\""),
     ] {
         let (code, _, err) = mapreduce(&m.op, &args);

@@ -27,6 +27,11 @@ use schedule::{Scheduler, Task};
 /// silently from a job's data).
 pub const TASK_OUTPUT_MAX: u64 = 512 << 20;
 
+/// Most reducers a job may ask for.
+pub const MAX_REDUCERS: u32 = 1024;
+/// Most partitions a job may ask for.
+pub const MAX_PARTITIONS: u32 = 100_000;
+
 /// A job as the caller describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
@@ -112,8 +117,11 @@ impl JobSpec {
         if self.reduce.trim().is_empty() {
             return bad("the reduce command is empty");
         }
-        if self.reducers == 0 {
-            return bad("reducers must be at least 1");
+        if self.reducers == 0 || self.reducers > MAX_REDUCERS {
+            return Err(JobError::Spec(format!("reducers must be from 1 to {MAX_REDUCERS}")));
+        }
+        if self.partitions > MAX_PARTITIONS {
+            return Err(JobError::Spec(format!("at most {MAX_PARTITIONS} partitions")));
         }
         if self.timeout_ms == 0 {
             return bad("the timeout must be positive");

@@ -16,7 +16,8 @@ pub struct Slice {
 /// At most `n` partitions of nearly equal size, each ending after a newline (or at the end);
 /// none empty, but at least one (an empty input is one empty partition).
 pub fn split(input: &[u8], n: usize) -> Vec<Slice> {
-    let n = n.max(1);
+    // More partitions than bytes could only be empty ones.
+    let n = n.clamp(1, input.len().max(1));
     let mut cuts = vec![0usize];
     for i in 1..n {
         let nominal = (input.len() as u128 * i as u128 / n as u128) as usize;
