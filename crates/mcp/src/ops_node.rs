@@ -24,11 +24,18 @@ pub(crate) async fn this_node(srv: &TunnelMcp) -> Result<NodeRef, String> {
     }
 }
 
-/// Whether `target` names this machine's own node (as the node itself resolves it).
-fn is_local(target: &str, me: &NodeRef) -> bool {
-    target == tunnel_node::LOCAL_TARGET
+/// Whether `target` may name this machine's own node. The node is the judge (its target
+/// selection); the plain rule covers a node that cannot answer. Erring towards "local" only
+/// means a mode can be lowered and not raised.
+async fn is_local(srv: &TunnelMcp, target: &str, me: &NodeRef) -> bool {
+    let by_rule = target == tunnel_node::LOCAL_TARGET
         || target == me.name
-        || (target.len() >= 4 && me.id.starts_with(&target.to_ascii_lowercase()))
+        || (target.len() >= 4 && me.id.starts_with(&target.to_ascii_lowercase()));
+    let by_node = matches!(
+        srv.backend().request(&ControlRequest::Select { target: target.to_owned() }).await,
+        Ok(ControlResponse::Targets(t)) if t.iter().any(|t| t.id == me.id)
+    );
+    by_rule || by_node
 }
 
 pub(crate) async fn peers(srv: &TunnelMcp, _: NoParams) -> Result<CallToolResult, McpError> {
@@ -122,7 +129,7 @@ pub(crate) async fn set_mode(srv: &TunnelMcp, p: SetModeParams) -> Result<CallTo
         Err(e) => return failure(e),
     };
     let mode = p.mode.as_str();
-    if is_local(&p.target, &me) {
+    if is_local(srv, &p.target, &me).await {
         // An AI must not lift the limits it works under: the local node only gets safer here.
         let current = match request(srv, tunnel_node::LOCAL_TARGET, Op::Info).await {
             Ok(Reply::Info(info)) => info.mode,
