@@ -249,3 +249,17 @@ fn audit_log_records_membership_and_detects_edits() -> anyhow::Result<()> {
     assert!(stderr(&verify).contains("record 3"), "{}", stderr(&verify));
     Ok(())
 }
+
+/// The README's first command: `tunnel demo` runs a relay and three peers in one process and
+/// checks its own work (it fails if the relay saw plaintext).
+#[test]
+fn demo_runs_the_whole_story_with_nothing_outside() -> anyhow::Result<()> {
+    let dir = TempDir::new("demo");
+    let o = cli_in(dir.path(), &["demo"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("2 x ok: beta, gamma -> "), "the fleet step groups both peers: {text}");
+    assert!(text.contains("occurrences of the data's canary or the room token among them: 0"), "{text}");
+    assert!(text.contains("All good."), "{text}");
+    Ok(())
+}
