@@ -229,6 +229,15 @@ fn cli_table_and_errors() -> anyhow::Result<()> {
     let tty = String::from_utf8_lossy(&o.stdout);
     assert!(tty.contains("fleet [########################] 3/3 done, 0 failed, 0 pending"), "{tty:?}");
     assert!(tty.contains("3 targets: 3 ok"), "{tty:?}");
+    // --stream: one JSON line per peer as it arrives, the grouping last.
+    let o = op.cli(&["fleet", "exec", "tag:lab", "--stream", "--", "uname", "-s"]);
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let mut names: Vec<&str> = lines[..3].iter().map(|l| l["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["node-1", "node-2", "node-3"]);
+    assert_eq!(lines[3]["reduction"]["groups"][0]["members"], "node-[1-3]");
     // A shell is refused in plan mode: exit 1, the refusal shown.
     let o = op.cli(&["fleet", "exec", "node-[1-2]", "--shell", "true"]);
     let text = String::from_utf8_lossy(&o.stdout);

@@ -292,8 +292,12 @@ pub(crate) struct FleetCommon {
     #[arg(long, default_value_t = 16384, value_name = "BYTES")]
     pub(crate) max_output: u64,
     /// Print every peer's full result and the grouping as JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stream")]
     pub(crate) json: bool,
+    /// Print each peer's result as one JSON line the moment it arrives, then the grouping as
+    /// a last line (for `jq` and scripts).
+    #[arg(long)]
+    pub(crate) stream: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

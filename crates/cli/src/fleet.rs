@@ -104,6 +104,9 @@ async fn fan_out(
             ControlResponse::Targets(t) => total = t.len(),
             ControlResponse::FleetResult(r) => {
                 failed += usize::from(r.status != Status::Ok);
+                if common.stream {
+                    outln!("{}", serde_json::to_string(&r)?);
+                }
                 results.push(r);
             }
             ControlResponse::Done => break,
@@ -118,7 +121,9 @@ async fn fan_out(
         bail!("the node answered for {} of {total} targets", results.len());
     }
     let reduction = reduce(&results, &group_by, Limits::default());
-    if common.json {
+    if common.stream {
+        outln!("{}", serde_json::json!({ "duration_ms": elapsed.as_millis() as u64, "reduction": reduction }));
+    } else if common.json {
         results.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
         let doc = serde_json::json!({
             "duration_ms": elapsed.as_millis() as u64,
