@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::fleet::{Status, TargetResult};
 use crate::names;
@@ -133,28 +134,39 @@ pub fn cut(text: &str, max: usize) -> String {
     format!("{}… ({} more bytes)", &text[..end], text.len() - end)
 }
 
+/// What two results must share to be grouped. The texts are held as one SHA-256 over them
+/// (each length-prefixed), so grouping 10,000 outputs does not copy them all.
 #[derive(PartialEq, Eq, Hash)]
 struct Key {
     status: Status,
     exit_code: Option<i32>,
     signal: Option<i32>,
-    text: Option<[String; 4]>,
+    text: Option<[u8; 32]>,
 }
 
 impl Key {
     fn of(r: &TargetResult, by: &GroupBy) -> Self {
-        let error = r.error.clone().unwrap_or_default();
-        let digest = r.sha256.clone().unwrap_or_default();
+        let error = r.error.as_deref().unwrap_or_default();
+        let digest = r.sha256.as_deref().unwrap_or_default();
         let text = match by {
             GroupBy::ExitCode => None,
-            GroupBy::Output => Some([r.stdout.clone(), r.stderr.clone(), error, digest]),
+            GroupBy::Output => Some(fingerprint([r.stdout.as_str(), &r.stderr, error, digest])),
             GroupBy::Normalized(re) => {
                 let norm = |s: &str| re.replace_all(s, "*").into_owned();
-                Some([norm(&r.stdout), norm(&r.stderr), norm(&error), digest])
+                Some(fingerprint([&norm(&r.stdout), &norm(&r.stderr), &norm(error), digest]))
             }
         };
         Self { status: r.status, exit_code: r.exit_code, signal: r.signal, text }
     }
+}
+
+fn fingerprint(parts: [&str; 4]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize().into()
 }
 
 #[cfg(test)]
