@@ -87,7 +87,8 @@ async fn receive<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, size: u64) -> Resu
 
 /// Exactly `size` bytes of `Input` frames, then `InputEnd`.
 pub(crate) async fn receive_exactly<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, size: u64) -> Result<Vec<u8>, String> {
-    let mut content = Vec::with_capacity(size as usize);
+    // Grown as bytes arrive: an announced size reserves at most 1 MiB before they do.
+    let mut content = Vec::with_capacity(size.min(1 << 20) as usize);
     loop {
         match read_frame::<ControlRequest, _>(rd).await {
             Ok(Some(ControlRequest::Input(bytes))) => {
