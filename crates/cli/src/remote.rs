@@ -12,11 +12,7 @@ pub(crate) async fn client(global: &Global) -> anyhow::Result<ControlClient> {
     Ok(ControlClient::connect(&settings.socket_path()).await?)
 }
 
-/// `PEER:PATH` into its parts; `None` for a local path.
-pub(crate) fn split_remote(arg: &str) -> Option<(&str, &str)> {
-    let (peer, path) = arg.split_once(':')?;
-    (!peer.is_empty() && !peer.contains('/')).then_some((peer, path))
-}
+pub(crate) use tunnel_node::targets::split_remote;
 
 pub(crate) async fn request(global: &Global, target: &str, op: Op) -> anyhow::Result<Reply> {
     match client(global).await?.request(&ControlRequest::Request { target: target.to_owned(), op }).await? {

@@ -19,7 +19,7 @@ const LIST_DEFAULT: u32 = 1000;
 const LIST_MAX: u32 = 10_000;
 const CHUNK: usize = 64 * 1024;
 
-fn check_path(tool: &str, target: &str, path: &str) -> Result<(), McpError> {
+pub(crate) fn check_path(tool: &str, target: &str, path: &str) -> Result<(), McpError> {
     check_target(tool, target)?;
     if !path.starts_with('/') {
         return Err(invalid(tool, "path", &format!("field `path` must be absolute, got {path:?}")));

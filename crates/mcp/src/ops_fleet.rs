@@ -14,7 +14,7 @@ use tunnel_node::reduce::{cut, reduce, GroupBy, Limits, Reduction};
 use tunnel_proto::message::ExecSpec;
 
 use crate::ops_exec::{command_of, timeout_of};
-use crate::ops_files::{decode_content, parse_mode};
+use crate::ops_files::{check_path, decode_content, parse_mode};
 use crate::ops_node::next_step;
 use crate::params_fleet::*;
 use crate::progress::{human_bytes, Progress};
@@ -37,14 +37,6 @@ fn group_by(tool: &str, by: GroupByName, normalize: &Option<String>) -> Result<G
     };
     GroupBy::parse(name, normalize.as_deref())
         .map_err(|e| invalid(tool, "normalize", &format!("field `normalize`: {e}")))
-}
-
-fn check_target_and_path(tool: &str, target: &str, path: &str) -> Result<(), McpError> {
-    check_target(tool, target)?;
-    if !path.starts_with('/') {
-        return Err(invalid(tool, "path", "field `path` must be absolute"));
-    }
-    Ok(())
 }
 
 fn options(tool: &str, concurrency: Option<u32>, timeout: Option<f64>) -> Result<FleetOptions, McpError> {
@@ -84,7 +76,7 @@ pub(crate) async fn fleet_read(
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, McpError> {
     const TOOL: &str = "fleet_read";
-    check_target_and_path(TOOL, &p.target, &p.path)?;
+    check_path(TOOL, &p.target, &p.path)?;
     let by = group_by(TOOL, p.group_by, &p.normalize)?;
     let opts = options(TOOL, p.concurrency, p.timeout_secs)?;
     let max_bytes = p.max_bytes.unwrap_or(DEFAULT_SAMPLE).min(crate::MAX_OUTPUT_CEILING);
@@ -98,7 +90,7 @@ pub(crate) async fn fleet_write(
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, McpError> {
     const TOOL: &str = "fleet_write";
-    check_target_and_path(TOOL, &p.target, &p.path)?;
+    check_path(TOOL, &p.target, &p.path)?;
     let mode = parse_mode(&p.mode)?;
     let content = decode_content(TOOL, p.content, p.encoding)?;
     if content.len() as u64 > FLEET_WRITE_MAX {
@@ -254,9 +246,9 @@ pub(crate) async fn mapreduce(
     let (input, content) = match (p.input, p.input_file) {
         (Some(text), None) => (JobInput::Inline { size: text.len() as u64 }, Some(text.into_bytes())),
         (None, Some(file)) => {
-            let (node, path) = match file.split_once(':') {
-                Some((node, path)) if !node.is_empty() && !node.contains('/') => (node.to_owned(), path.to_owned()),
-                _ => (tunnel_node::LOCAL_TARGET.to_owned(), file),
+            let (node, path) = match tunnel_node::targets::split_remote(&file) {
+                Some((node, path)) => (node.to_owned(), path.to_owned()),
+                None => (tunnel_node::LOCAL_TARGET.to_owned(), file),
             };
             if !path.starts_with('/') {
                 return Err(invalid(

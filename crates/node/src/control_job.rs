@@ -3,12 +3,12 @@
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tunnel_proto::message::{ByteBuf, FileEvent, ReadSpec, StreamKind};
+use tunnel_proto::message::ByteBuf;
 
 use crate::control::{read_frame, write_frame, ControlRequest, ControlResponse, ControlStream, JobInput};
 use crate::control_fleet::{announce_targets, receive_exactly};
-use crate::file_client::FileEvents;
 use crate::mapreduce::JobSpec;
+use crate::node::ReadEnd;
 use crate::Node;
 
 /// Largest job input (it is held in memory while the job runs).
@@ -69,21 +69,16 @@ pub(crate) async fn serve<S: ControlStream>(stream: S, node: Node, target: Strin
 /// A job's input file, read from `target` through its read service (its policy applies).
 async fn read_input(node: &Node, target: &str, path: String) -> Result<Vec<u8>, String> {
     let peer = node.find(target).await.map_err(|e| e.to_string())?;
-    let spec = ReadSpec { request_id: rand::random(), path, offset: 0, length: Some(JOB_INPUT_MAX + 1) };
-    let stream = node.open_stream(peer, StreamKind::ReadFile(spec)).await.map_err(|e| e.to_string())?;
-    let mut events = FileEvents::new(stream.reader);
     let mut content = Vec::new();
-    loop {
-        match events.next().await? {
-            FileEvent::Meta(_) => {}
-            FileEvent::Data(bytes) => {
-                content.extend_from_slice(&bytes.0);
-                if content.len() as u64 > JOB_INPUT_MAX {
-                    return Err(format!("the file is over the {} GiB a job's input may be", JOB_INPUT_MAX >> 30));
-                }
-            }
-            FileEvent::Done { .. } => return Ok(content),
-            FileEvent::Refused(why) | FileEvent::Failed(why) => return Err(why),
+    let read = node.read_whole(peer, path, |chunk| {
+        content.extend_from_slice(chunk);
+        if content.len() as u64 > JOB_INPUT_MAX {
+            return Err(format!("the file is over the {} GiB a job's input may be", JOB_INPUT_MAX >> 30));
         }
+        Ok(())
+    });
+    match read.await {
+        Ok(()) => Ok(content),
+        Err(ReadEnd::Refused(why) | ReadEnd::Failed(why) | ReadEnd::Lost(why)) => Err(why),
     }
 }

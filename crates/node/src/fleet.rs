@@ -15,10 +15,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tunnel_net::Stream;
-use tunnel_proto::message::{ExecEvent, ExecSpec, FileEvent, ReadSpec, StreamKind, WriteSpec};
+use tunnel_proto::message::{ExecEvent, ExecSpec, FileEvent, StreamKind, WriteSpec};
 use tunnel_proto::NodeId;
 
 use crate::file_client::FileEvents;
+use crate::node::ReadEnd;
 use crate::targets::Target;
 use crate::Node;
 
@@ -195,26 +196,19 @@ impl Node {
             stdin: false,
             ..spec
         };
-        let (tx, mut rx) = mpsc::channel(64);
-        let collect = async {
-            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-            let mut last = None;
-            while let Some(event) = rx.recv().await {
-                match event {
-                    ExecEvent::Stdout(b) => stdout.extend_from_slice(&b.0),
-                    ExecEvent::Stderr(b) => stderr.extend_from_slice(&b.0),
-                    other => last = Some(other),
-                }
-            }
-            (stdout, stderr, last)
-        };
-        let (ran, (stdout, stderr, last)) = tokio::join!(self.exec(peer, spec, None, tx), collect);
+        let ran = self.exec_gathered(peer, spec, None, usize::MAX).await;
         let mut result = TargetResult::new(target, Status::Failed);
-        result.stdout = String::from_utf8_lossy(&stdout).into_owned();
-        result.stderr = String::from_utf8_lossy(&stderr).into_owned();
-        match (ran, last) {
-            (Err(e), _) => return TargetResult { status: Status::Unreachable, error: Some(e.to_string()), ..result },
-            (Ok(()), Some(ExecEvent::Exit(exit))) => {
+        let last = match ran {
+            Ok(gathered) => {
+                result.stdout = String::from_utf8_lossy(&gathered.stdout).into_owned();
+                result.stderr = String::from_utf8_lossy(&gathered.stderr).into_owned();
+                Ok(gathered.last)
+            }
+            Err(e) => Err(e),
+        };
+        match last {
+            Err(e) => return TargetResult { status: Status::Unreachable, error: Some(e.to_string()), ..result },
+            Ok(Some(ExecEvent::Exit(exit))) => {
                 result.status = if exit.timed_out {
                     Status::TimedOut
                 } else if exit.code == Some(0) {
@@ -231,12 +225,12 @@ impl Node {
                     result.error = Some(format!("timed out after {} s and was killed", timeout.as_secs_f64()));
                 }
             }
-            (Ok(()), Some(ExecEvent::Refused(why))) => {
+            Ok(Some(ExecEvent::Refused(why))) => {
                 result.status = Status::Refused;
                 result.error = Some(why);
             }
-            (Ok(()), Some(ExecEvent::Failed(why))) => result.error = Some(why),
-            (Ok(()), _) => {
+            Ok(Some(ExecEvent::Failed(why))) => result.error = Some(why),
+            Ok(_) => {
                 result.status = Status::Unreachable;
                 result.error = Some("the exec stream ended without an outcome".into());
             }
@@ -251,35 +245,25 @@ impl Node {
     }
 
     async fn read_on(&self, target: &Target, peer: NodeId, path: String, max_bytes: u64) -> TargetResult {
-        let spec = ReadSpec { request_id: rand::random(), path, offset: 0, length: None };
-        let stream = match self.open_file_stream(target, peer, StreamKind::ReadFile(spec)).await {
-            Ok(s) => s,
-            Err(r) => return r,
-        };
-        let mut events = FileEvents::new(stream.reader);
         let (mut kept, mut hash, mut total) = (Vec::new(), Sha256::new(), 0u64);
-        loop {
-            match events.next().await {
-                Ok(FileEvent::Meta(_)) => {}
-                Ok(FileEvent::Data(bytes)) => {
-                    hash.update(&bytes.0);
-                    total += bytes.0.len() as u64;
-                    let room = (max_bytes as usize).saturating_sub(kept.len());
-                    kept.extend_from_slice(&bytes.0[..room.min(bytes.0.len())]);
-                }
-                Ok(FileEvent::Done { .. }) => {
-                    return TargetResult {
-                        stdout: String::from_utf8_lossy(&kept).into_owned(),
-                        stdout_bytes: total,
-                        truncated: total > kept.len() as u64,
-                        sha256: Some(hex(&hash.finalize())),
-                        ..TargetResult::new(target, Status::Ok)
-                    }
-                }
-                Ok(FileEvent::Refused(why)) => return TargetResult::errored(target, Status::Refused, why),
-                Ok(FileEvent::Failed(why)) => return TargetResult::errored(target, Status::Failed, why),
-                Err(why) => return TargetResult::errored(target, Status::Unreachable, why),
-            }
+        let read = self.read_whole(peer, path, |chunk| {
+            hash.update(chunk);
+            total += chunk.len() as u64;
+            let room = (max_bytes as usize).saturating_sub(kept.len());
+            kept.extend_from_slice(&chunk[..room.min(chunk.len())]);
+            Ok(())
+        });
+        match read.await {
+            Ok(()) => TargetResult {
+                stdout: String::from_utf8_lossy(&kept).into_owned(),
+                stdout_bytes: total,
+                truncated: total > kept.len() as u64,
+                sha256: Some(hex(&hash.finalize())),
+                ..TargetResult::new(target, Status::Ok)
+            },
+            Err(ReadEnd::Refused(why)) => TargetResult::errored(target, Status::Refused, why),
+            Err(ReadEnd::Failed(why)) => TargetResult::errored(target, Status::Failed, why),
+            Err(ReadEnd::Lost(why)) => TargetResult::errored(target, Status::Unreachable, why),
         }
     }
 

@@ -81,6 +81,13 @@ pub fn select(expr: &str, candidates: &[Candidate]) -> Result<Vec<Target>, Targe
     Ok(chosen.into_iter().map(|c| Target { id: c.id.to_string(), name: c.name.clone() }).collect())
 }
 
+/// `PEER:PATH` into its parts; `None` for a local path (no peer before the colon, or a
+/// slash in it).
+pub fn split_remote(arg: &str) -> Option<(&str, &str)> {
+    let (peer, path) = arg.split_once(':')?;
+    (!peer.is_empty() && !peer.contains('/')).then_some((peer, path))
+}
+
 /// Splits on commas outside `[...]`, so `web-[1-3,7],db` is two terms.
 fn split_terms(expr: &str) -> Vec<&str> {
     let mut terms = Vec::new();

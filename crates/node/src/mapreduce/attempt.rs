@@ -59,29 +59,17 @@ pub(super) async fn run(
             at = end;
         }
     };
-    let (events_tx, mut events) = mpsc::channel(64);
-    let collect = async {
-        let (mut stdout, mut stderr, mut last) = (Vec::new(), Vec::new(), None);
-        while let Some(event) = events.recv().await {
-            match event {
-                ExecEvent::Stdout(b) => stdout.extend_from_slice(&b.0),
-                ExecEvent::Stderr(b) if stderr.len() < STDERR_KEPT => stderr.extend_from_slice(&b.0),
-                ExecEvent::Stderr(_) => {}
-                other => last = Some(other),
-            }
-        }
-        (stdout, stderr, last)
-    };
     let work = async {
-        let (ran, (), collected) = tokio::join!(node.exec(peer, spec, Some(stdin_rx), events_tx), feed, collect);
-        (ran, collected)
+        let (ran, ()) = tokio::join!(node.exec_gathered(peer, spec, Some(stdin_rx), STDERR_KEPT), feed);
+        ran
     };
-    let Ok((ran, (stdout, stderr, last))) = tokio::time::timeout(timeout + GRACE, work).await else {
+    let Ok(ran) = tokio::time::timeout(timeout + GRACE, work).await else {
         return Err(Failure::of(format!("no answer within {} s", (timeout + GRACE).as_secs()), true));
     };
-    if let Err(e) = ran {
-        return Err(Failure::of(e.to_string(), true));
-    }
+    let (stdout, stderr, last) = match ran {
+        Ok(g) => (g.stdout, g.stderr, g.last),
+        Err(e) => return Err(Failure::of(e.to_string(), true)),
+    };
     let stderr_line = || {
         let text = String::from_utf8_lossy(&stderr);
         text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| format!(": {}", l.trim())).unwrap_or_default()

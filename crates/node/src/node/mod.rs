@@ -18,6 +18,7 @@ use tunnel_proto::{NodeId, RoomKeys, SecretKey, PROTOCOL_VERSION};
 
 use crate::audit::{AuditError, AuditLog, Entry};
 
+mod gather;
 mod requests;
 use crate::identity::{load_or_create_identity, IdentityError};
 use crate::membership::{Membership, PeerInfo, ResolveError};
@@ -25,6 +26,7 @@ use crate::policy::{Mode, Policy, Refusal};
 use crate::recent::{Recent, Seen};
 use crate::rpc::{Rpc, RpcError};
 use crate::settings::{Settings, SettingsError};
+pub(crate) use gather::ReadEnd;
 
 /// The target that always means this node.
 pub const LOCAL_TARGET: &str = "local";

@@ -1,0 +1,76 @@
+//! Callers' conveniences on top of the streaming operations: a command's events gathered
+//! into buffers, and a whole file read chunk by chunk. Fleet operations and mapreduce use them.
+
+use tokio::sync::mpsc;
+use tunnel_proto::message::{ExecEvent, ExecSpec, FileEvent, ReadSpec, StreamKind};
+use tunnel_proto::NodeId;
+
+use super::Node;
+use crate::file_client::FileEvents;
+use crate::rpc::RpcError;
+
+/// A command's output and its last event (`Exit`, `Refused` or `Failed`; `None` if the
+/// stream ended without one).
+pub(crate) struct Gathered {
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
+    pub(crate) last: Option<ExecEvent>,
+}
+
+/// How a whole-file read ended, when it did not end well.
+pub(crate) enum ReadEnd {
+    Refused(String),
+    Failed(String),
+    /// The peer could not be reached, or the stream broke.
+    Lost(String),
+}
+
+impl Node {
+    /// [`Node::exec`] with the events gathered; stderr beyond `stderr_max` bytes is dropped.
+    pub(crate) async fn exec_gathered(
+        &self,
+        peer: NodeId,
+        spec: ExecSpec,
+        stdin: Option<mpsc::Receiver<Vec<u8>>>,
+        stderr_max: usize,
+    ) -> Result<Gathered, RpcError> {
+        let (tx, mut events) = mpsc::channel(64);
+        let gather = async {
+            let mut out = Gathered { stdout: Vec::new(), stderr: Vec::new(), last: None };
+            while let Some(event) = events.recv().await {
+                match event {
+                    ExecEvent::Stdout(b) => out.stdout.extend_from_slice(&b.0),
+                    ExecEvent::Stderr(b) if out.stderr.len() < stderr_max => out.stderr.extend_from_slice(&b.0),
+                    ExecEvent::Stderr(_) => {}
+                    other => out.last = Some(other),
+                }
+            }
+            out
+        };
+        let (ran, gathered) = tokio::join!(self.exec(peer, spec, stdin, tx), gather);
+        ran.map(|()| gathered)
+    }
+
+    /// Reads a whole file on `peer`, handing each chunk to `on_data`; an `Err` from it stops
+    /// the read and is reported as `Failed`.
+    pub(crate) async fn read_whole(
+        &self,
+        peer: NodeId,
+        path: String,
+        mut on_data: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), ReadEnd> {
+        let spec = ReadSpec { request_id: rand::random(), path, offset: 0, length: None };
+        let stream =
+            self.open_stream(peer, StreamKind::ReadFile(spec)).await.map_err(|e| ReadEnd::Lost(e.to_string()))?;
+        let mut events = FileEvents::new(stream.reader);
+        loop {
+            match events.next().await.map_err(ReadEnd::Lost)? {
+                FileEvent::Meta(_) => {}
+                FileEvent::Data(bytes) => on_data(&bytes.0).map_err(ReadEnd::Failed)?,
+                FileEvent::Done { .. } => return Ok(()),
+                FileEvent::Refused(why) => return Err(ReadEnd::Refused(why)),
+                FileEvent::Failed(why) => return Err(ReadEnd::Failed(why)),
+            }
+        }
+    }
+}
