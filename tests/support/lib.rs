@@ -267,3 +267,4 @@ pub fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(limit: Dur
 
 pub mod inproc;
 pub mod raw;
+pub mod sshd;

@@ -51,25 +51,25 @@ pub fn fingerprint(key: &PublicKey) -> String {
 pub fn check(files: &[PathBuf], address: &str, port: u16, key: &PublicKey) -> Verdict {
     let name = lookup_name(address, port);
     let wanted = key_text(key);
+    let texts: Vec<(&PathBuf, String)> =
+        files.iter().filter_map(|f| std::fs::read_to_string(f).ok().map(|t| (f, t))).collect();
+    let entries = || {
+        texts.iter().flat_map(|(file, text)| {
+            text.lines()
+                .enumerate()
+                .filter_map(move |(i, line)| Entry::parse(line).map(|e| (e, format!("{}:{}", file.display(), i + 1))))
+        })
+    };
+    // A revocation anywhere wins over any line that trusts the key.
+    if let Some((_, at)) = entries().find(|(e, _)| e.marker == Some(Marker::Revoked) && e.key == wanted) {
+        return Verdict::Revoked { at };
+    }
     let mut other: Option<String> = None;
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(file) else { continue };
-        for (i, line) in text.lines().enumerate() {
-            let Some(entry) = Entry::parse(line) else { continue };
-            let at = format!("{}:{}", file.display(), i + 1);
-            match entry.marker {
-                Some(Marker::Revoked) if entry.key == wanted => return Verdict::Revoked { at },
-                Some(_) => continue,
-                None => {}
-            }
-            if !entry.matches(&name) {
-                continue;
-            }
-            if entry.key == wanted {
-                return Verdict::Trusted;
-            }
-            other.get_or_insert(at);
+    for (entry, at) in entries().filter(|(e, _)| e.marker.is_none() && e.matches(&name)) {
+        if entry.key == wanted {
+            return Verdict::Trusted;
         }
+        other.get_or_insert(at);
     }
     match other {
         Some(known_at) => Verdict::Changed { known_at },

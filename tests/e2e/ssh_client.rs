@@ -1,0 +1,352 @@
+//! tunnel-ssh against real OpenSSH servers: exec, SFTP, host key policy and authentication.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tunnel_proto::message::{ExecEvent, FileEvent};
+use tunnel_ssh::{ClientSettings, ExecRequest, Host, Inventory, Pool, PoolSettings, SshError, StrictHostKeys};
+use tunnel_tests::sshd::{keygen, public_key, unavailable, Agent, Sshd};
+use tunnel_tests::TempDir;
+
+fn skip() -> bool {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return true;
+    }
+    false
+}
+
+fn user() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "root".into())
+}
+
+fn host(name: &str, sshd: &Sshd, key: Option<&PathBuf>) -> Host {
+    let mut h = Host::new(name, "test");
+    h.address = sshd.address.clone();
+    h.port = sshd.port;
+    h.user = Some(user());
+    h.identity_files = key.into_iter().cloned().collect();
+    h
+}
+
+fn settings(dir: &TempDir, known: &[String]) -> ClientSettings {
+    let file = dir.path().join("known_hosts");
+    std::fs::write(&file, known.join("\n") + "\n").unwrap();
+    ClientSettings {
+        known_hosts: vec![file.clone()],
+        record_to: file,
+        strict_host_keys: StrictHostKeys::Yes,
+        connect_timeout: Duration::from_secs(10),
+        agent: None,
+        default_user: user(),
+        default_identities: vec![],
+    }
+}
+
+fn pool(settings: ClientSettings, hosts: Vec<Host>) -> Pool {
+    Pool::new(PoolSettings::new(settings), Inventory { hosts, problems: vec![] })
+}
+
+#[derive(Debug)]
+struct Ran {
+    stdout: String,
+    stderr: String,
+    exit: tunnel_proto::message::ExecExit,
+}
+
+async fn run(pool: &Pool, host: &str, command: &str, timeout: Option<Duration>) -> Result<Ran, SshError> {
+    let (tx, mut rx) = mpsc::channel(64);
+    let request = ExecRequest { command: command.into(), timeout, output_cap: 1 << 20, stdin: None };
+    let collect = async {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                ExecEvent::Stdout(b) => out.extend(b.0),
+                ExecEvent::Stderr(b) => err.extend(b.0),
+                _ => {}
+            }
+        }
+        (out, err)
+    };
+    let exec = async {
+        let r = pool.exec(host, request, &tx).await;
+        drop(tx);
+        r
+    };
+    let (exit, (out, err)) = tokio::join!(exec, collect);
+    Ok(Ran { stdout: String::from_utf8_lossy(&out).into(), stderr: String::from_utf8_lossy(&err).into(), exit: exit? })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_and_files_on_several_servers() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new("ssh-exec");
+    let key = keygen(dir.path(), "id_ed25519", "ed25519", "").unwrap();
+    let servers: Vec<Sshd> = (0..3).map(|_| Sshd::start(&[public_key(&key)]).unwrap()).collect();
+    let known: Vec<String> = servers.iter().map(Sshd::known_hosts_line).collect();
+    let hosts: Vec<Host> = servers.iter().enumerate().map(|(i, s)| host(&format!("h{i}"), s, Some(&key))).collect();
+    let pool = pool(settings(&dir, &known), hosts);
+
+    for i in 0..3 {
+        let ran = run(&pool, &format!("h{i}"), "echo out-$((40+2)); echo err >&2; exit 3", None).await.unwrap();
+        assert_eq!(ran.stdout, "out-42\n");
+        assert_eq!(ran.stderr, "err\n");
+        assert_eq!(ran.exit.code, Some(3));
+    }
+    // argv quoting survives the remote shell.
+    let argv: Vec<String> = ["printf", "%s|", "a b", "it's", "$HOME"].iter().map(|s| s.to_string()).collect();
+    let line = tunnel_ssh::quote::command_line(&argv, &[], None).unwrap();
+    assert_eq!(run(&pool, "h0", &line, None).await.unwrap().stdout, "a b|it's|$HOME|");
+    // A signal is reported as one.
+    let killed = run(&pool, "h1", "kill -TERM $$", None).await.unwrap();
+    assert_eq!((killed.exit.code, killed.exit.signal), (None, Some(15)), "{:?}", killed.exit);
+    // A timeout ends the command and says so, in about the timeout.
+    let started = std::time::Instant::now();
+    let slow = run(&pool, "h2", "sleep 30", Some(Duration::from_millis(500))).await.unwrap();
+    assert!(slow.exit.timed_out);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // Output past the cap is cut and flagged, and still counted.
+    let (tx, mut rx) = mpsc::channel(64);
+    let req = ExecRequest { command: "head -c 100000 /dev/zero".into(), timeout: None, output_cap: 1000, stdin: None };
+    let collect = tokio::spawn(async move {
+        let mut n = 0;
+        while let Some(ExecEvent::Stdout(b)) = rx.recv().await {
+            n += b.0.len();
+        }
+        n
+    });
+    let exit = pool.exec("h0", req, &tx).await.unwrap();
+    drop(tx);
+    assert_eq!(collect.await.unwrap(), 1000);
+    assert!(exit.stdout_truncated && exit.stdout_bytes == 100_000);
+    // Stdin reaches the command.
+    let (tx, mut rx) = mpsc::channel(8);
+    let (in_tx, in_rx) = mpsc::channel(8);
+    in_tx.send(b"hello ".to_vec()).await.unwrap();
+    in_tx.send(b"stdin".to_vec()).await.unwrap();
+    drop(in_tx);
+    let req = ExecRequest { command: "tr a-z A-Z".into(), timeout: None, output_cap: 100, stdin: Some(in_rx) };
+    let exit = pool.exec("h1", req, &tx).await.unwrap();
+    drop(tx);
+    assert_eq!(exit.code, Some(0));
+    let mut out = Vec::new();
+    while let Some(ExecEvent::Stdout(b)) = rx.recv().await {
+        out.extend(b.0);
+    }
+    assert_eq!(out, b"HELLO STDIN");
+    // Sessions were reused: one per server for all of the above.
+    assert_eq!(pool.open_sessions(), 3);
+    for s in &servers {
+        let accepted = s.log_text().matches("Accepted publickey").count();
+        assert_eq!(accepted, 1, "one authentication per server, reused after");
+    }
+
+    // SFTP: a 3 MiB file written atomically, read back equal; mode kept; create_only refused.
+    let target = dir.path().join("remote.bin");
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(&target, b"old").unwrap();
+    std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let (in_tx, mut in_rx) = mpsc::channel(4);
+    let feed = data.clone();
+    tokio::spawn(async move {
+        for chunk in feed.chunks(100_000) {
+            in_tx.send(chunk.to_vec()).await.unwrap();
+        }
+    });
+    let path = target.display().to_string();
+    let n = pool.write_file("h0", &path, data.len() as u64, None, false, &mut in_rx).await.unwrap();
+    assert_eq!(n, data.len() as u64);
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&target).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o640);
+    let (tx, mut rx) = mpsc::channel(64);
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut meta = None;
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                FileEvent::Meta(m) => meta = Some(m),
+                FileEvent::Data(b) => got.extend(b.0),
+                other => panic!("{other:?}"),
+            }
+        }
+        (meta, got)
+    });
+    let n = pool.read_file("h1", &path, 0, None, &tx).await.unwrap();
+    drop(tx);
+    let (meta, got) = reader.await.unwrap();
+    assert_eq!(n, data.len() as u64);
+    assert_eq!(meta.unwrap().size, data.len() as u64);
+    assert!(got == data, "read back differs");
+    // A ranged read.
+    let (tx, mut rx) = mpsc::channel(64);
+    pool.read_file("h2", &path, 1000, Some(70_000), &tx).await.unwrap();
+    drop(tx);
+    let mut got = Vec::new();
+    while let Some(ev) = rx.recv().await {
+        if let FileEvent::Data(b) = ev {
+            got.extend(b.0);
+        }
+    }
+    assert!(got == data[1000..71_000]);
+    // Short input replaces nothing; create_only refuses an existing file; missing files say so.
+    let (in_tx, mut in_rx) = mpsc::channel(1);
+    in_tx.send(vec![1, 2, 3]).await.unwrap();
+    drop(in_tx);
+    let err = pool.write_file("h0", &path, 10, None, false, &mut in_rx).await.unwrap_err();
+    assert!(err.to_string().contains("3 of 10 bytes"), "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+    let (_tx, mut in_rx) = mpsc::channel(1);
+    let err = pool.write_file("h0", &path, 0, None, true, &mut in_rx).await.unwrap_err();
+    assert!(err.to_string().contains("exists"), "{err}");
+    let (tx, _rx) = mpsc::channel(1);
+    let err = pool.read_file("h0", "/nonexistent/file", 0, None, &tx).await.unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/file"), "{err}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tunnel-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    // An unknown host name is an error naming it.
+    assert!(matches!(run(&pool, "nope", "true", None).await, Err(SshError::UnknownHost(h)) if h == "nope"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_keys_are_verified_before_any_credential() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new("ssh-keys");
+    let key = keygen(dir.path(), "id_ed25519", "ed25519", "").unwrap();
+    let sshd = Sshd::start(&[public_key(&key)]).unwrap();
+
+    // Unknown in strict mode: refused, with the fingerprint and how to trust it.
+    let strict = pool(settings(&dir, &[]), vec![host("web", &sshd, Some(&key))]);
+    let err = run(&strict, "web", "true", None).await.unwrap_err();
+    let fingerprint = String::from_utf8(
+        std::process::Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(sshd.host_key.with_extension("pub"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let fingerprint = fingerprint.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(matches!(err, SshError::HostKeyUnknown { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&fingerprint) && text.contains("ssh-keyscan -p") && text.contains("accept-new"), "{text}");
+    assert!(!sshd.log_text().contains("userauth-request"), "no authentication may be attempted");
+
+    // accept-new: trusted, recorded, and the recorded line works in strict mode afterwards.
+    let mut s = settings(&dir, &[]);
+    s.strict_host_keys = StrictHostKeys::AcceptNew;
+    let recorded = s.record_to.clone();
+    let tofu = pool(s, vec![host("web", &sshd, Some(&key))]);
+    assert_eq!(run(&tofu, "web", "echo hi", None).await.unwrap().stdout, "hi\n");
+    let file = std::fs::read_to_string(&recorded).unwrap();
+    assert!(file.contains(&format!("[127.0.0.1]:{} ssh-ed25519 ", sshd.port)), "{file}");
+    let kept = dir.path().join("recorded_known_hosts");
+    std::fs::copy(&recorded, &kept).unwrap();
+    let mut again = settings(&dir, &[]);
+    again.known_hosts = vec![kept];
+    let strict = pool(again, vec![host("web", &sshd, Some(&key))]);
+    assert_eq!(run(&strict, "web", "echo ok", None).await.unwrap().stdout, "ok\n");
+
+    // Hashed entries (ssh-keygen -H) are understood.
+    let hashed = dir.path().join("hashed_known_hosts");
+    std::fs::write(&hashed, sshd.known_hosts_line() + "\n").unwrap();
+    assert!(std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&hashed)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let text = std::fs::read_to_string(&hashed).unwrap();
+    assert!(text.starts_with("|1|") && !text.contains("127.0.0.1"), "{text}");
+    let mut s = settings(&dir, &[]);
+    s.known_hosts = vec![hashed];
+    let p = pool(s, vec![host("web", &sshd, Some(&key))]);
+    assert_eq!(run(&p, "web", "echo hashed", None).await.unwrap().stdout, "hashed\n");
+
+    // A changed key: refused loudly, even with accept-new, before any authentication.
+    let other = keygen(dir.path(), "other_host", "ed25519", "").unwrap();
+    let pub_other = public_key(&other);
+    let mut w = pub_other.split_whitespace();
+    let wrong = format!("[127.0.0.1]:{} {} {}", sshd.port, w.next().unwrap(), w.next().unwrap());
+    let before = sshd.log_text().matches("userauth-request").count();
+    let mut s = settings(&dir, &[wrong.clone()]);
+    s.strict_host_keys = StrictHostKeys::AcceptNew;
+    let changed = pool(s, vec![host("web", &sshd, Some(&key))]);
+    let err = run(&changed, "web", "true", None).await.unwrap_err();
+    assert!(matches!(err, SshError::HostKeyChanged { .. }), "{err}");
+    assert!(err.to_string().contains("HOST KEY CHANGED") && err.to_string().contains(&fingerprint), "{err}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        sshd.log_text().matches("userauth-request").count(),
+        before,
+        "authentication attempted on a changed key"
+    );
+
+    // @revoked wins over a trusting line.
+    let host_pub = public_key(&sshd.host_key);
+    let mut w = host_pub.split_whitespace();
+    let revoked = format!("@revoked * {} {}", w.next().unwrap(), w.next().unwrap());
+    let p = pool(settings(&dir, &[revoked, sshd.known_hosts_line()]), vec![host("web", &sshd, Some(&key))]);
+    let err = run(&p, "web", "true", None).await.unwrap_err();
+    assert!(matches!(err, SshError::HostKeyRevoked { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_and_key_file_authentication() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new("ssh-auth");
+    let agent_key = keygen(dir.path(), "agent_ecdsa", "ecdsa", "").unwrap();
+    let rsa_key = keygen(dir.path(), "id_rsa", "rsa", "").unwrap();
+    let locked = keygen(dir.path(), "locked_ed25519", "ed25519", "s3cret phrase").unwrap();
+    let stranger = keygen(dir.path(), "stranger", "ed25519", "").unwrap();
+    let sshd = Sshd::start(&[public_key(&agent_key), public_key(&rsa_key), public_key(&locked)]).unwrap();
+    let known = [sshd.known_hosts_line()];
+
+    // The agent: no key files anywhere.
+    let agent = Agent::start(&[&agent_key]).unwrap();
+    let mut s = settings(&dir, &known);
+    s.agent = Some(agent.socket.clone());
+    let p = pool(s, vec![host("a", &sshd, None)]);
+    assert_eq!(run(&p, "a", "echo agent", None).await.unwrap().stdout, "agent\n");
+
+    // An RSA key file (rsa-sha2 signatures).
+    let p = pool(settings(&dir, &known), vec![host("r", &sshd, Some(&rsa_key))]);
+    assert_eq!(run(&p, "r", "echo rsa", None).await.unwrap().stdout, "rsa\n");
+
+    // An encrypted key: without a passphrase the error says how to give one; with it, works.
+    let p = pool(settings(&dir, &known), vec![host("l", &sshd, Some(&locked))]);
+    let err = run(&p, "l", "true", None).await.unwrap_err();
+    assert!(err.to_string().contains("passphrase_env"), "{err}");
+    let passfile = dir.path().join("pass");
+    std::fs::write(&passfile, "s3cret phrase\n").unwrap();
+    let mut h = host("l", &sshd, Some(&locked));
+    h.passphrase = Some(tunnel_ssh::inventory::Passphrase::File(passfile));
+    let p = pool(settings(&dir, &known), vec![h]);
+    assert_eq!(run(&p, "l", "echo unlocked", None).await.unwrap().stdout, "unlocked\n");
+
+    // A key the server does not accept: the error lists what was tried.
+    let p = pool(settings(&dir, &known), vec![host("s", &sshd, Some(&stranger))]);
+    let err = run(&p, "s", "true", None).await.unwrap_err();
+    assert!(matches!(err, SshError::Auth { .. }) && err.to_string().contains("stranger"), "{err}");
+
+    // A closed port: a connect error naming the address, after the retries.
+    let mut h = host("down", &sshd, Some(&rsa_key));
+    h.port = tunnel_tests::sshd::free_port();
+    let p = pool(settings(&dir, &known), vec![h]);
+    let err = run(&p, "down", "true", None).await.unwrap_err();
+    assert!(matches!(err, SshError::Connect { .. }) && err.to_string().contains("127.0.0.1"), "{err}");
+}

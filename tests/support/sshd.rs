@@ -1,0 +1,178 @@
+//! Real OpenSSH servers for tests: each `Sshd` runs `/usr/sbin/sshd -D` on a loopback port
+//! (or an address in a test namespace) with its own host key, accepting one client key, and
+//! logging at DEBUG1 so tests can see whether authentication was attempted.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::{Proc, TempDir};
+
+pub const SSHD: &str = "/usr/sbin/sshd";
+
+/// Why the SSH tests cannot run here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    if !Path::new(SSHD).exists() {
+        return Some(format!("{SSHD} is missing (apt-get install openssh-server)"));
+    }
+    if Command::new("ssh-keygen").arg("-?").stderr(Stdio::null()).status().is_err() {
+        return Some("ssh-keygen is missing (apt-get install openssh-client)".into());
+    }
+    None
+}
+
+/// Makes an unencrypted key pair (or encrypted with `passphrase`); returns the private key path.
+pub fn keygen(dir: &Path, name: &str, kind: &str, passphrase: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", passphrase, "-C", name, "-f"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .status()
+        .context("ssh-keygen")?;
+    if !status.success() {
+        bail!("ssh-keygen -t {kind} failed");
+    }
+    Ok(path)
+}
+
+/// The public half of a key made by [`keygen`], as one `type base64 comment` line.
+pub fn public_key(private: &Path) -> String {
+    std::fs::read_to_string(private.with_extension("pub")).expect("public key file").trim().to_owned()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+pub struct Sshd {
+    pub port: u16,
+    pub address: String,
+    pub dir: TempDir,
+    pub host_key: PathBuf,
+    proc: Proc,
+}
+
+impl Sshd {
+    /// Starts sshd on 127.0.0.1 accepting `client_keys` (public key lines).
+    pub fn start(client_keys: &[String]) -> anyhow::Result<Self> {
+        Self::start_at("127.0.0.1", free_port(), client_keys, None)
+    }
+
+    /// Starts sshd on `address:port`, inside network namespace `netns` if given.
+    pub fn start_at(address: &str, port: u16, client_keys: &[String], netns: Option<&str>) -> anyhow::Result<Self> {
+        let dir = TempDir::new("sshd");
+        let host_key = keygen(dir.path(), "host_ed25519", "ed25519", "")?;
+        let authorized = dir.path().join("authorized_keys");
+        std::fs::write(&authorized, client_keys.join("\n") + "\n")?;
+        let config = dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress {address}\nHostKey {}\nPidFile {}/sshd.pid\n\
+                 AuthorizedKeysFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PubkeyAuthentication yes\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
+                 Subsystem sftp internal-sftp\nLogLevel DEBUG1\nMaxStartups 10000\nMaxSessions 10\n\
+                 UseDNS no\n",
+                host_key.display(),
+                dir.path().display(),
+                authorized.display()
+            ),
+        )?;
+        // sshd's privilege separation directory; root makes it, others run unprivileged.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let log = dir.path().join("sshd.log");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, SSHD]);
+                c
+            }
+            None => Command::new(SSHD),
+        };
+        cmd.arg("-D").arg("-f").arg(&config).arg("-E").arg(&log).stdin(Stdio::null());
+        let child = cmd.spawn().context("start sshd")?;
+        let proc = Proc { child, name: "sshd".into() };
+        let sshd = Self { port, address: address.to_owned(), dir, host_key, proc };
+        sshd.wait_listening(netns)?;
+        Ok(sshd)
+    }
+
+    fn wait_listening(&self, netns: Option<&str>) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::fs::read_to_string(self.log()).is_ok_and(|l| l.contains("Server listening")) {
+                return Ok(());
+            }
+            if netns.is_none() && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("sshd did not start listening on {}:{}; log:\n{}", self.address, self.port, self.log_text())
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("sshd.log")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// The `known_hosts` line that trusts this server.
+    pub fn known_hosts_line(&self) -> String {
+        let key = public_key(&self.host_key);
+        let mut words = key.split_whitespace();
+        let (kind, data) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+        format!("[{}]:{} {kind} {data}", self.address, self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}
+
+/// An `ssh-agent` holding some keys, stopped on drop.
+pub struct Agent {
+    pub socket: PathBuf,
+    pid: u32,
+    _dir: TempDir,
+}
+
+impl Agent {
+    pub fn start(keys: &[&Path]) -> anyhow::Result<Self> {
+        let dir = TempDir::new("agent");
+        let socket = dir.path().join("agent.sock");
+        let out = Command::new("ssh-agent").arg("-a").arg(&socket).arg("-s").output().context("ssh-agent")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pid = text
+            .split(';')
+            .find_map(|part| part.trim().strip_prefix("SSH_AGENT_PID="))
+            .and_then(|p| p.parse().ok())
+            .context("ssh-agent printed no pid")?;
+        let agent = Self { socket, pid, _dir: dir };
+        for key in keys {
+            let status = Command::new("ssh-add")
+                .arg("-q")
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &agent.socket)
+                .stdin(Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("ssh-add {} failed", key.display());
+            }
+        }
+        Ok(agent)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+    }
+}
