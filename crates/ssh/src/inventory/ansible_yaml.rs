@@ -118,14 +118,11 @@ fn group(groups: &mut Groups, name: &str, body: &Yaml, path: &Path, lines: &Line
                 Yaml::Null => {}
                 _ => loaded.problem(path, lines.of(name), format!("children of group {name:?} is not a map")),
             },
-            _ => loaded.problem(
-                path,
-                lines.of(name),
-                format!(
-                    "group {name:?} has key {:?}; expected hosts, vars or children",
-                    scalar(key).unwrap_or_default()
-                ),
-            ),
+            _ => {
+                let key = scalar(key).unwrap_or_default();
+                let message = format!("group {name:?} has key {key:?}; expected hosts, vars or children");
+                loaded.problem(path, lines.of(&key), message)
+            }
         }
     }
 }

@@ -171,7 +171,8 @@ impl Inventory {
     fn merge(parts: Vec<Loaded>) -> Self {
         let mut out = Self::default();
         let mut seen: HashMap<String, String> = HashMap::new();
-        for part in parts {
+        for mut part in parts {
+            part.problems.sort_by_key(|p| p.line);
             out.problems.extend(part.problems);
             for host in part.hosts {
                 if let Some(first) = seen.get(&host.name) {
