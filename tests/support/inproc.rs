@@ -20,6 +20,7 @@ pub fn node_config(relay_url: &str, room: &str, token: &str, name: &str) -> Node
         agent: true,
         state_dir: None,
         policy: Default::default(),
+        ssh: tunnel_node::ssh::SshSettings::empty(),
     }
 }
 

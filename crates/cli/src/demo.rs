@@ -59,6 +59,7 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
             agent: true,
             state_dir: None,
             policy: Default::default(),
+            ssh: tunnel_node::ssh::SshSettings::empty(),
         })
         .await
         .with_context(|| format!("starting peer {name}"))?;

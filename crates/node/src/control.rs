@@ -83,6 +83,8 @@ pub enum ControlRequest {
         job: JobSpec,
         input: JobInput,
     },
+    /// The SSH hosts this node and its peers announce: one `SshHosts` answer.
+    SshHosts,
 }
 
 /// Where a job's input comes from.
@@ -125,6 +127,7 @@ pub enum ControlResponse {
     JobProgress(JobProgress),
     JobOutput(ByteBuf),
     JobDone(JobReport),
+    SshHosts(crate::ssh::SshHostList),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -342,6 +345,15 @@ async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
             Ok((id, name, rtt)) => ControlResponse::Pong { name, id: id.to_string(), rtt_us: rtt.as_micros() as u64 },
             Err(e) => ControlResponse::Error(e.to_string()),
         },
+        ControlRequest::Request { target, .. } if target.starts_with(crate::targets::SSH_PREFIX) => {
+            ControlResponse::Error(format!(
+                "{target}: SSH hosts take exec, file reads and writes; run `ls` or `stat` there with `tunnel exec`"
+            ))
+        }
+        ControlRequest::SshHosts => {
+            node.discover(PEERS_DISCOVER_WAIT).await;
+            ControlResponse::SshHosts(node.ssh_hosts())
+        }
         ControlRequest::Request { target, op } => match node.find(&target).await {
             Ok(peer) => match node.request(peer, op, REQUEST_TIMEOUT).await {
                 Ok(reply) => ControlResponse::Reply(reply),
@@ -374,7 +386,7 @@ async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
 /// end closing before the command finished) cancels the command.
 async fn serve_exec<S: ControlStream>(stream: S, node: Node, target: String, spec: ExecSpec) {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let peer = match node.find(&target).await {
+    let peer = match node.find_dest(&target).await {
         Ok(p) => p,
         Err(e) => {
             let _ = write_frame(&mut wr, &ControlResponse::Error(e.to_string())).await;

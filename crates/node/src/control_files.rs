@@ -10,9 +10,10 @@ use crate::control::{read_frame, write_frame, ControlRequest, ControlResponse};
 use crate::file_client::{is_last, FileEvents};
 use crate::Node;
 
-async fn open(node: &Node, target: &str, kind: StreamKind) -> Result<Stream, String> {
-    let peer = node.find(target).await.map_err(|e| e.to_string())?;
-    node.open_stream(peer, kind).await.map_err(|e| e.to_string())
+/// Opens the stream `kind` makes for where `target` runs (a peer, or an SSH host through one).
+async fn open(node: &Node, target: &str, kind: impl FnOnce(&crate::Dest) -> StreamKind) -> Result<Stream, String> {
+    let dest = node.find_dest(target).await.map_err(|e| e.to_string())?;
+    node.open_stream(dest.peer, kind(&dest)).await.map_err(|e| e.to_string())
 }
 
 /// Relays `FileEvent`s from the peer's stream to the client until the last one.
@@ -29,7 +30,7 @@ async fn relay_events<W: tokio::io::AsyncWrite + Unpin>(reader: tunnel_net::Stre
 
 pub(crate) async fn serve_read<S: ControlStream>(stream: S, node: Node, target: String, spec: ReadSpec) {
     let (_rd, mut wr) = tokio::io::split(stream);
-    match open(&node, &target, StreamKind::ReadFile(spec)).await {
+    match open(&node, &target, |d| d.read_kind(spec)).await {
         Ok(Stream { reader, .. }) => relay_events(reader, &mut wr).await,
         Err(e) => {
             let _ = write_frame(&mut wr, &ControlResponse::Error(e)).await;
@@ -39,7 +40,7 @@ pub(crate) async fn serve_read<S: ControlStream>(stream: S, node: Node, target: 
 
 pub(crate) async fn serve_write<S: ControlStream>(stream: S, node: Node, target: String, spec: WriteSpec) {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let Stream { reader, mut writer, .. } = match open(&node, &target, StreamKind::WriteFile(spec)).await {
+    let Stream { reader, mut writer, .. } = match open(&node, &target, |d| d.write_kind(spec)).await {
         Ok(s) => s,
         Err(e) => {
             let _ = write_frame(&mut wr, &ControlResponse::Error(e)).await;

@@ -68,7 +68,7 @@ pub(crate) async fn serve<S: ControlStream>(stream: S, node: Node, target: Strin
 
 /// A job's input file, read from `target` through its read service (its policy applies).
 async fn read_input(node: &Node, target: &str, path: String) -> Result<Vec<u8>, String> {
-    let peer = node.find(target).await.map_err(|e| e.to_string())?;
+    let peer = node.find_dest(target).await.map_err(|e| e.to_string())?;
     let mut content = Vec::new();
     let read = node.read_whole(peer, path, |chunk| {
         content.extend_from_slice(chunk);

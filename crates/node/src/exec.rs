@@ -29,15 +29,13 @@ pub(crate) fn command_line(cmd: &ExecCommand) -> CommandLine {
     }
 }
 
-async fn send(writer: &mut StreamWriter, event: &ExecEvent) -> bool {
+pub(crate) async fn send(writer: &mut StreamWriter, event: &ExecEvent) -> bool {
     writer.write_all(&framing::encode(event)).await.is_ok()
 }
 
-/// Serves one exec stream from a peer: policy, at-most-once, run, audit.
-pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
-    let Stream { peer, mut reader, mut writer, .. } = stream;
-    let cmd = command_line(&spec.command);
-    let detail = serde_json::json!({
+/// What the audit log records of a command: secrets in it redacted, env values never.
+pub(crate) fn audit_detail(spec: &ExecSpec) -> serde_json::Value {
+    serde_json::json!({
         "request_id": spec.request_id,
         "command": match &spec.command {
             ExecCommand::Argv(a) => serde_json::json!(a.iter().map(|s| crate::audit::redact(s)).collect::<Vec<_>>()),
@@ -46,7 +44,14 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
         "cwd": spec.cwd,
         "env": spec.env.iter().map(|(k, _)| format!("{k}=<redacted>")).collect::<Vec<_>>(),
         "timeout_ms": spec.timeout_ms,
-    });
+    })
+}
+
+/// Serves one exec stream from a peer: policy, at-most-once, run, audit.
+pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
+    let Stream { peer, mut reader, mut writer, .. } = stream;
+    let cmd = command_line(&spec.command);
+    let detail = audit_detail(&spec);
     if !node.begin_request(peer, spec.request_id) {
         let _ = send(
             &mut writer,

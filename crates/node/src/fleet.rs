@@ -19,7 +19,7 @@ use tunnel_proto::message::{ExecEvent, ExecSpec, FileEvent, StreamKind, WriteSpe
 use tunnel_proto::NodeId;
 
 use crate::file_client::FileEvents;
-use crate::node::ReadEnd;
+use crate::node::{Dest, ReadEnd};
 use crate::targets::Target;
 use crate::Node;
 
@@ -170,6 +170,7 @@ impl Node {
         let Ok(peer) = target.id.parse::<NodeId>() else {
             return TargetResult::errored(target, Status::Unreachable, "not a node id");
         };
+        let peer = Dest { peer, ssh: target.ssh.clone() };
         let run = async {
             match op {
                 FleetOp::Exec(spec) => self.exec_on(target, peer, spec, timeout).await,
@@ -189,7 +190,7 @@ impl Node {
         result
     }
 
-    async fn exec_on(&self, target: &Target, peer: NodeId, spec: ExecSpec, timeout: Duration) -> TargetResult {
+    async fn exec_on(&self, target: &Target, peer: Dest, spec: ExecSpec, timeout: Duration) -> TargetResult {
         let spec = ExecSpec {
             request_id: rand::random(),
             timeout_ms: Some(spec.timeout_ms.unwrap_or(u64::MAX).min(timeout.as_millis() as u64)),
@@ -244,7 +245,7 @@ impl Node {
             .map_err(|e| TargetResult::errored(target, Status::Unreachable, e.to_string()))
     }
 
-    async fn read_on(&self, target: &Target, peer: NodeId, path: String, max_bytes: u64) -> TargetResult {
+    async fn read_on(&self, target: &Target, peer: Dest, path: String, max_bytes: u64) -> TargetResult {
         let (mut kept, mut hash, mut total) = (Vec::new(), Sha256::new(), 0u64);
         let read = self.read_whole(peer, path, |chunk| {
             hash.update(chunk);
@@ -270,14 +271,14 @@ impl Node {
     async fn write_on(
         &self,
         target: &Target,
-        peer: NodeId,
+        peer: Dest,
         path: String,
         mode: Option<u32>,
         content: &[u8],
     ) -> TargetResult {
         let spec = WriteSpec { request_id: rand::random(), path, size: content.len() as u64, mode, create_only: false };
         let Stream { reader, mut writer, .. } =
-            match self.open_file_stream(target, peer, StreamKind::WriteFile(spec)).await {
+            match self.open_file_stream(target, peer.peer, peer.write_kind(spec)).await {
                 Ok(s) => s,
                 Err(r) => return r,
             };

@@ -73,12 +73,12 @@ pub(crate) fn list(path: &Path, limit: usize) -> Result<(Vec<FileStat>, bool), S
     Ok((entries, truncated))
 }
 
-async fn send(writer: &mut StreamWriter, event: &FileEvent) -> bool {
+pub(crate) async fn send(writer: &mut StreamWriter, event: &FileEvent) -> bool {
     writer.write_all(&framing::encode(event)).await.is_ok()
 }
 
 /// Audits a refusal and tells the caller.
-async fn refuse(
+pub(crate) async fn refuse(
     node: &crate::Node,
     peer: tunnel_proto::NodeId,
     event: &str,
@@ -111,7 +111,7 @@ pub(crate) async fn serve_read(node: crate::Node, stream: Stream, spec: ReadSpec
 
 /// Audits how a transfer ended and tells the caller: `Done` with the bytes moved (and where
 /// an overwritten file was saved), or `Failed`.
-async fn conclude(
+pub(crate) async fn conclude(
     node: &crate::Node,
     peer: tunnel_proto::NodeId,
     event: &str,

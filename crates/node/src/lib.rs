@@ -36,11 +36,12 @@ mod recent;
 pub mod reduce;
 mod rpc;
 pub mod settings;
+pub mod ssh;
 pub mod targets;
 
 pub use identity::{load_or_create_identity, IdentityError};
 pub use membership::PeerInfo;
-pub use node::{Node, NodeConfig, NodeError, LOCAL_TARGET};
+pub use node::{Dest, Node, NodeConfig, NodeError, LOCAL_TARGET};
 pub use os_info::detect as detect_os;
 pub use rpc::RpcError;
 pub use settings::{Flags, Settings, SettingsError};

@@ -27,6 +27,8 @@ pub struct PeerInfo {
 
 struct Member {
     hello: Option<Hello>,
+    /// The SSH hosts its Hello announced, expanded once.
+    ssh_hosts: std::sync::Arc<Vec<crate::ssh::SshHostInfo>>,
     rtt: Option<Duration>,
     error: Option<String>,
 }
@@ -47,7 +49,7 @@ pub enum ResolveError {
 
 impl Membership {
     pub(crate) fn present(&mut self, id: NodeId) {
-        self.members.entry(id).or_insert(Member { hello: None, rtt: None, error: None });
+        self.members.entry(id).or_insert(Member { hello: None, ssh_hosts: Default::default(), rtt: None, error: None });
     }
 
     pub(crate) fn absent(&mut self, id: &NodeId) {
@@ -57,6 +59,7 @@ impl Membership {
     pub(crate) fn hello(&mut self, id: NodeId, hello: Hello) {
         self.present(id);
         if let Some(m) = self.members.get_mut(&id) {
+            m.ssh_hosts = std::sync::Arc::new(crate::ssh::expand(&hello.ssh_hosts));
             m.hello = Some(hello);
             m.error = None;
         }
@@ -99,6 +102,7 @@ impl Membership {
                 tags: m.hello.as_ref().map(|h| h.tags.clone()).unwrap_or_default(),
                 os: m.hello.as_ref().map(|h| h.os.clone()),
                 is_self: false,
+                ssh_hosts: m.ssh_hosts.clone(),
             })
             .collect()
     }

@@ -29,6 +29,8 @@ pub enum RpcError {
     Lost { peer: String, reason: String },
     #[error("the node is shutting down")]
     Closed,
+    #[error(transparent)]
+    Target(#[from] crate::targets::TargetError),
 }
 
 /// How long a request waits for its answer before it is sent again.

@@ -52,6 +52,8 @@ struct FileConfig {
     #[serde(default)]
     admins: Vec<String>,
     max_file_bytes: Option<u64>,
+    #[serde(default)]
+    ssh: crate::ssh::SshFileConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub runtime_dir: PathBuf,
     pub policy: Policy,
+    /// The SSH arm: inventory sources and how hosts are reached.
+    pub ssh: crate::ssh::SshSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -95,6 +99,7 @@ impl std::fmt::Debug for Settings {
             .field("state_dir", &self.state_dir)
             .field("runtime_dir", &self.runtime_dir)
             .field("policy", &self.policy)
+            .field("ssh", &self.ssh)
             .finish()
     }
 }
@@ -166,6 +171,12 @@ impl Settings {
             admins: node_ids(&file.admins, "admins")?,
             max_file_bytes: file.max_file_bytes.unwrap_or(Policy::default().max_file_bytes),
         };
+        let config_dir = config_path.as_deref().and_then(Path::parent);
+        let ssh =
+            crate::ssh::SshSettings::from_file(file.ssh, config_dir).map_err(|reason| SettingsError::BadConfig {
+                path: config_path.clone().unwrap_or_default(),
+                reason: format!("[ssh]: {reason}"),
+            })?;
         Ok(Self {
             relay: pick(flags.relay, "TUNNEL_RELAY", file.relay),
             room: pick(flags.room, "TUNNEL_ROOM", file.room),
@@ -176,6 +187,7 @@ impl Settings {
             state_dir,
             runtime_dir,
             policy,
+            ssh,
         })
     }
 

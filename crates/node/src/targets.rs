@@ -3,8 +3,11 @@
 //! ```text
 //! TARGET := TERM ("," TERM)*      union, each peer once, sorted by name
 //! TERM   := all | local | tag:T | os:FAMILY | NAME | NAME-[RANGE] | NODE_ID_PREFIX
+//!         | ssh:all | ssh:tag:T | ssh:HOST | ssh:HOST-[RANGE]
 //! ```
 //! `all`, `tag:` and `os:` cover the peers, not this node (`local` or its own name add it).
+//! `ssh:` terms select SSH hosts from the inventories peers (and this node) announce; each
+//! is reached through the node that announced it.
 //! Every term must select someone: a typo never silently shrinks a fleet. An unknown name
 //! is answered with the close matches.
 
@@ -23,14 +26,23 @@ pub struct Candidate {
     /// `None`: the peer has not said who it is yet (only `all` and its id select it).
     pub os: Option<OsInfo>,
     pub is_self: bool,
+    /// The SSH hosts it reaches (`ssh:` terms select these).
+    pub ssh_hosts: std::sync::Arc<Vec<crate::ssh::SshHostInfo>>,
 }
 
-/// A selected peer.
+/// A selected peer, or an SSH host and the peer that reaches it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
+    /// The peer's node id (for an SSH host: the jump peer's).
     pub id: String,
+    /// The peer's name, or `ssh:HOST`.
     pub name: String,
+    /// The SSH host, when the target is one.
+    pub ssh: Option<String>,
 }
+
+/// The prefix of SSH host targets.
+pub const SSH_PREFIX: &str = "ssh:";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -45,8 +57,10 @@ pub enum TargetError {
     Unknown { name: String, close: Vec<String> },
     #[error("{term:?} matches several peers by id prefix: {candidates}; use more of the node id")]
     Ambiguous { term: String, candidates: String },
-    #[error("{term:?}: ssh: targets need the SSH arm, which this node does not have yet")]
-    SshUnsupported { term: String },
+    #[error("no peer announces an SSH host named {name:?}{}", close_text(.close))]
+    UnknownSsh { name: String, close: Vec<String> },
+    #[error("SSH host {name:?} is announced by several peers: {peers}; give one peer's inventory the name")]
+    AmbiguousSsh { name: String, peers: String },
     #[error("{term:?}: {why}")]
     Bad { term: String, why: String },
 }
@@ -68,17 +82,21 @@ pub fn select(expr: &str, candidates: &[Candidate]) -> Result<Vec<Target>, Targe
     if terms.iter().all(|t| t.is_empty()) {
         return Err(TargetError::Empty);
     }
-    let mut chosen: Vec<&Candidate> = Vec::new();
+    let mut chosen: Vec<Target> = Vec::new();
     for term in terms {
         if term.is_empty() {
             return Err(TargetError::Bad { term: expr.to_owned(), why: "an empty term between commas".into() });
         }
+        if let Some(rest) = term.strip_prefix(SSH_PREFIX) {
+            chosen.extend(crate::ssh::targets::select(term, rest, candidates)?);
+            continue;
+        }
         let found = select_term(term, candidates)?;
-        chosen.extend(found);
+        chosen.extend(found.into_iter().map(|c| Target { id: c.id.to_string(), name: c.name.clone(), ssh: None }));
     }
     chosen.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
-    chosen.dedup_by(|a, b| a.id == b.id);
-    Ok(chosen.into_iter().map(|c| Target { id: c.id.to_string(), name: c.name.clone() }).collect())
+    chosen.dedup_by(|a, b| a.id == b.id && a.ssh == b.ssh);
+    Ok(chosen)
 }
 
 /// `PEER:PATH` into its parts; `None` for a local path (no peer before the colon, or a
@@ -89,7 +107,7 @@ pub fn split_remote(arg: &str) -> Option<(&str, &str)> {
 }
 
 /// Splits on commas outside `[...]`, so `web-[1-3,7],db` is two terms.
-fn split_terms(expr: &str) -> Vec<&str> {
+pub(crate) fn split_terms(expr: &str) -> Vec<&str> {
     let mut terms = Vec::new();
     let (mut depth, mut start) = (0i32, 0);
     for (i, c) in expr.char_indices() {
@@ -132,8 +150,6 @@ fn select_term<'a>(term: &str, candidates: &'a [Candidate]) -> Result<Vec<&'a Ca
             return Err(none(present("systems", seen.filter(|s| !s.is_empty()))));
         }
         found
-    } else if term.starts_with("ssh:") {
-        return Err(TargetError::SshUnsupported { term: term.to_owned() });
     } else if term.contains('[') || term.contains(']') {
         let mut found = Vec::new();
         for name in names::expand(term)? {
@@ -177,7 +193,7 @@ fn distro_word(os: &OsInfo) -> String {
     os.distro.split_whitespace().next().unwrap_or("").to_ascii_lowercase()
 }
 
-fn present(what: &str, items: impl Iterator<Item = String>) -> String {
+pub(crate) fn present(what: &str, items: impl Iterator<Item = String>) -> String {
     let mut items: Vec<String> = items.collect();
     items.sort();
     items.dedup();
@@ -188,12 +204,15 @@ fn present(what: &str, items: impl Iterator<Item = String>) -> String {
     }
 }
 
-/// Names within a small edit distance of `name`, or sharing a long prefix with it; closest first.
+/// Peer names close to `name`.
 fn close_matches(name: &str, candidates: &[Candidate]) -> Vec<String> {
+    close_names(name, candidates.iter().map(|c| c.name.as_str()))
+}
+
+/// Names within a small edit distance of `name`, or sharing a long prefix with it; closest first.
+pub(crate) fn close_names<'a>(name: &str, names: impl Iterator<Item = &'a str>) -> Vec<String> {
     let limit = (name.chars().count() / 3).max(2);
-    let mut scored: Vec<(usize, &str)> = candidates
-        .iter()
-        .map(|c| c.name.as_str())
+    let mut scored: Vec<(usize, &str)> = names
         .filter(|n| !n.is_empty())
         .filter_map(|n| {
             let d = edit_distance(name, n);
@@ -233,7 +252,45 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             os: Some(OsInfo { family: family.into(), distro: "Ubuntu 24.04 LTS".into(), ..Default::default() }),
             is_self,
+            ssh_hosts: Default::default(),
         }
+    }
+
+    fn ssh(hosts: &[(&str, &[&str])]) -> std::sync::Arc<Vec<crate::ssh::SshHostInfo>> {
+        let list = hosts.iter().map(|(n, t)| crate::ssh::SshHostInfo {
+            name: n.to_string(),
+            tags: t.iter().map(|t| t.to_string()).collect(),
+        });
+        std::sync::Arc::new(list.collect())
+    }
+
+    #[test]
+    fn ssh_terms_select_hosts_through_their_jump_peer() {
+        let mut fleet = fleet();
+        fleet[1].ssh_hosts = ssh(&[("lan-01", &["lan", "web"]), ("lan-02", &["lan"]), ("shared", &[])]);
+        fleet[3].ssh_hosts = ssh(&[("dc-1", &["dc"]), ("shared", &[])]);
+        fleet[0].ssh_hosts = ssh(&[("mine", &["lan"])]);
+        let pick_in = |fleet: &[Candidate], e: &str| {
+            select(e, fleet).map(|ts| ts.into_iter().map(|t| (t.name, t.ssh, t.id)).collect::<Vec<_>>())
+        };
+        let pick = |e: &str| pick_in(&fleet, e);
+        let web01 = fleet[1].id.to_string();
+        assert_eq!(pick("ssh:lan-01").unwrap(), [("ssh:lan-01".into(), Some("lan-01".into()), web01.clone())]);
+        let names = |e: &str| pick(e).unwrap().into_iter().map(|t| t.0).collect::<Vec<_>>();
+        assert_eq!(names("ssh:tag:lan"), ["ssh:lan-01", "ssh:lan-02", "ssh:mine"]);
+        assert_eq!(names("ssh:lan-[01-02],web-02,ssh:dc-1"), ["ssh:dc-1", "ssh:lan-01", "ssh:lan-02", "web-02"]);
+        assert_eq!(names("ssh:all").len(), 6);
+        // A name two peers announce is ambiguous, unless this node is one of them.
+        let err = pick("ssh:shared").unwrap_err().to_string();
+        assert!(err.contains("several peers: web-01, db-01"), "{err}");
+        let mut mine = fleet.clone();
+        mine[0].ssh_hosts = ssh(&[("shared", &[])]);
+        assert_eq!(pick_in(&mine, "ssh:shared").unwrap()[0].2, mine[0].id.to_string());
+        let err = pick("ssh:lan-1").unwrap_err().to_string();
+        assert!(err.contains("close matches: lan-01, lan-02"), "{err}");
+        let err = pick("ssh:tag:gpu").unwrap_err().to_string();
+        assert!(err.contains("SSH host tags present: dc, lan, web"), "{err}");
+        assert!(pick("ssh:").unwrap_err().to_string().contains("ssh:HOST"));
     }
 
     fn fleet() -> Vec<Candidate> {
@@ -279,7 +336,7 @@ mod tests {
         assert!(err("").contains("empty target"));
         assert!(err("web-01,,db-01").contains("empty term"));
         assert!(err("web-[01-03]").contains("no peer named \"web-03\""));
-        assert!(err("ssh:host1").contains("SSH arm"));
+        assert!(err("ssh:host1").contains("no peer announces an SSH host named \"host1\""));
         assert!(select("all", &fleet()[..1]).unwrap_err().to_string().contains("no peers are present"));
     }
 

@@ -29,4 +29,4 @@ pub use keys::{NodeId, ParseNodeIdError, SecretKey};
 pub use room::RoomKeys;
 
 /// Version of the peer message protocol, sent in every `Hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

@@ -72,7 +72,16 @@ pub struct Hello {
     pub tunnel_version: String,
     pub mode: String,
     pub capabilities: Vec<String>,
-    pub ssh_hosts: Vec<String>,
+    /// The SSH hosts this node reaches for the mesh: names and tags only, never addresses or
+    /// credentials.
+    pub ssh_hosts: Vec<SshHostGroup>,
+}
+
+/// SSH hosts that share one set of tags, their names written compactly (`web-[01-20], db`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshHostGroup {
+    pub tags: Vec<String>,
+    pub names: String,
 }
 
 impl Hello {
@@ -115,6 +124,21 @@ pub enum StreamKind {
     ReadFile(ReadSpec),
     /// Write a file: its bytes flow to the node, one [`FileEvent`] comes back.
     WriteFile(WriteSpec),
+    /// [`StreamKind::Exec`] on an SSH host this node reaches; the same frames flow.
+    SshExec {
+        host: String,
+        spec: ExecSpec,
+    },
+    /// [`StreamKind::ReadFile`] on an SSH host this node reaches.
+    SshRead {
+        host: String,
+        spec: ReadSpec,
+    },
+    /// [`StreamKind::WriteFile`] on an SSH host this node reaches.
+    SshWrite {
+        host: String,
+        spec: WriteSpec,
+    },
 }
 
 /// A command to run, as the caller sends it.

@@ -176,7 +176,7 @@ impl Node {
         let cap = job.output_cap;
         let (output, reducers, truncated) = if job.reducers == 1 {
             // The caller's reduce runs here, through this node's own exec service and policy.
-            let me = [Target { id: self.id().to_string(), name: self.name().to_owned() }];
+            let me = [Target { id: self.id().to_string(), name: self.name().to_owned(), ssh: None }];
             let all: Vec<u8> = mapped.iter().flat_map(|d| d.output.iter().copied()).collect();
             let task = Task { what: "the reduce on this node".into(), input: Bytes::from(all) };
             let reduce = Scheduler::new(self, &me, &job.reduce, timeout, 0, cap.max(1));

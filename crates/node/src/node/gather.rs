@@ -2,8 +2,7 @@
 //! into buffers, and a whole file read chunk by chunk. Fleet operations and mapreduce use them.
 
 use tokio::sync::mpsc;
-use tunnel_proto::message::{ExecEvent, ExecSpec, FileEvent, ReadSpec, StreamKind};
-use tunnel_proto::NodeId;
+use tunnel_proto::message::{ExecEvent, ExecSpec, FileEvent, ReadSpec};
 
 use super::Node;
 use crate::file_client::FileEvents;
@@ -29,7 +28,7 @@ impl Node {
     /// [`Node::exec`] with the events gathered; stderr beyond `stderr_max` bytes is dropped.
     pub(crate) async fn exec_gathered(
         &self,
-        peer: NodeId,
+        peer: impl Into<super::Dest>,
         spec: ExecSpec,
         stdin: Option<mpsc::Receiver<Vec<u8>>>,
         stderr_max: usize,
@@ -55,13 +54,14 @@ impl Node {
     /// the read and is reported as `Failed`.
     pub(crate) async fn read_whole(
         &self,
-        peer: NodeId,
+        dest: impl Into<super::Dest>,
         path: String,
         mut on_data: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), ReadEnd> {
         let spec = ReadSpec { request_id: rand::random(), path, offset: 0, length: None };
+        let dest = dest.into();
         let stream =
-            self.open_stream(peer, StreamKind::ReadFile(spec)).await.map_err(|e| ReadEnd::Lost(e.to_string()))?;
+            self.open_stream(dest.peer, dest.read_kind(spec)).await.map_err(|e| ReadEnd::Lost(e.to_string()))?;
         let mut events = FileEvents::new(stream.reader);
         loop {
             match events.next().await.map_err(ReadEnd::Lost)? {

@@ -18,6 +18,7 @@ use tunnel_proto::{NodeId, RoomKeys, SecretKey, PROTOCOL_VERSION};
 
 use crate::audit::{AuditError, AuditLog, Entry};
 
+mod dest;
 mod gather;
 mod requests;
 use crate::identity::{load_or_create_identity, IdentityError};
@@ -26,6 +27,7 @@ use crate::policy::{Mode, Policy, Refusal};
 use crate::recent::{Recent, Seen};
 use crate::rpc::{Rpc, RpcError};
 use crate::settings::{Settings, SettingsError};
+pub use dest::Dest;
 pub(crate) use gather::ReadEnd;
 
 /// The target that always means this node.
@@ -78,6 +80,8 @@ pub struct NodeConfig {
     pub state_dir: Option<std::path::PathBuf>,
     /// What peers may do here. `agent: false` overrides it with mode `disabled`.
     pub policy: Policy,
+    /// The SSH arm: hosts this node reaches for the mesh.
+    pub ssh: crate::ssh::SshSettings,
 }
 
 impl NodeConfig {
@@ -109,6 +113,7 @@ impl NodeConfig {
             agent: true,
             state_dir: Some(s.state_dir.clone()),
             policy: s.policy.clone(),
+            ssh: s.ssh.clone(),
         })
     }
 }
@@ -129,6 +134,8 @@ struct Inner {
     audit: Option<AuditLog>,
     policy: RwLock<Policy>,
     state_dir: Option<std::path::PathBuf>,
+    /// The SSH client and inventory, when this node has SSH hosts configured.
+    ssh: Option<tunnel_ssh::Pool>,
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -143,16 +150,25 @@ impl Node {
             allow.push(config.secret.public());
         }
         let audit = config.state_dir.as_deref().map(AuditLog::open).transpose()?;
+        let ssh = start_ssh(&config.ssh).await;
+        let (ssh_hosts, left_out) = match &ssh {
+            Some(pool) => crate::ssh::announce(&pool.inventory()),
+            None => (vec![], 0),
+        };
+        if left_out > 0 {
+            warn!(left_out, "the SSH inventory is too large to announce whole; {left_out} hosts are not announced");
+        }
         let hello = Hello {
             tags: config.tags.clone(),
             os: config.os.clone(),
             tunnel_version: env!("CARGO_PKG_VERSION").to_owned(),
             mode: if config.agent { config.policy.mode } else { Mode::Disabled }.to_string(),
-            capabilities: if config.agent {
-                vec!["ping".into(), "echo".into(), "exec".into()]
-            } else {
-                vec!["ping".into()]
+            capabilities: match (config.agent, ssh.is_some()) {
+                (true, true) => vec!["ping".into(), "echo".into(), "exec".into(), "ssh".into()],
+                (true, false) => vec!["ping".into(), "echo".into(), "exec".into()],
+                (false, _) => vec!["ping".into()],
             },
+            ssh_hosts,
             ..Hello::new(config.name.clone())
         };
         let (endpoint, events) = Endpoint::start(EndpointConfig {
@@ -178,6 +194,7 @@ impl Node {
                     Policy { mode: Mode::Disabled, ..config.policy }
                 }),
                 state_dir: config.state_dir,
+                ssh,
                 cancel: CancellationToken::new(),
                 task: Mutex::new(None),
             }),
@@ -195,6 +212,47 @@ impl Node {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Every SSH host this node and its peers announce (call [`Node::discover`] first to
+    /// hear from every peer).
+    pub fn ssh_hosts(&self) -> crate::ssh::SshHostList {
+        let mut list = crate::ssh::SshHostList::default();
+        if let Some(pool) = &self.inner.ssh {
+            let inventory = pool.inventory();
+            list.problems = inventory.problems.iter().map(ToString::to_string).collect();
+            for h in &inventory.hosts {
+                let user = h.user.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
+                list.hosts.push(crate::ssh::SshHostRow {
+                    name: h.name.clone(),
+                    tags: h.tags.clone(),
+                    via: self.inner.name.clone(),
+                    via_id: self.id().to_string(),
+                    address: Some(format!("{user}{}:{}", h.address, h.port)),
+                    source: Some(h.source.clone()),
+                });
+            }
+        }
+        let peers = self.inner.members.lock().expect("members lock").candidates();
+        for peer in peers {
+            for h in peer.ssh_hosts.iter() {
+                list.hosts.push(crate::ssh::SshHostRow {
+                    name: h.name.clone(),
+                    tags: h.tags.clone(),
+                    via: peer.name.clone(),
+                    via_id: peer.id.to_string(),
+                    address: None,
+                    source: None,
+                });
+            }
+        }
+        list.hosts.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.via.cmp(&b.via)));
+        list
+    }
+
+    /// The SSH client, if this node has an SSH inventory.
+    pub fn ssh_pool(&self) -> Option<tunnel_ssh::Pool> {
+        self.inner.ssh.clone()
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -239,6 +297,23 @@ impl Node {
         let _ = tokio::time::timeout(within, greet_all).await;
     }
 
+    /// Where a single target runs: a peer as [`Node::find`] resolves it, or `ssh:HOST`
+    /// through the peer that announces the host.
+    pub async fn find_dest(&self, target: &str) -> Result<Dest, RpcError> {
+        if !target.starts_with(crate::targets::SSH_PREFIX) {
+            return Ok(self.find(target).await?.into());
+        }
+        let selected = self.select(target).await?;
+        match selected.as_slice() {
+            [one] => Ok(Dest { peer: one.id.parse().map_err(|_| RpcError::Closed)?, ssh: one.ssh.clone() }),
+            many => Err(crate::targets::TargetError::Bad {
+                term: target.to_owned(),
+                why: format!("names {} SSH hosts; this operation takes one (use tunnel fleet for many)", many.len()),
+            }
+            .into()),
+        }
+    }
+
     /// [`Node::resolve`], after discovering peers if the target is not known yet.
     pub async fn find(&self, target: &str) -> Result<NodeId, RpcError> {
         match self.resolve(target) {
@@ -258,6 +333,7 @@ impl Node {
         let me = crate::targets::Candidate {
             id: self.id(),
             name: self.inner.name.clone(),
+            ssh_hosts: Arc::new(crate::ssh::expand(&hello.ssh_hosts)),
             tags: hello.tags,
             os: Some(hello.os),
             is_self: true,
@@ -342,12 +418,14 @@ impl Node {
     /// command (the peer kills its process group).
     pub async fn exec(
         &self,
-        peer: NodeId,
+        dest: impl Into<Dest>,
         spec: ExecSpec,
         stdin: Option<mpsc::Receiver<Vec<u8>>>,
         events: mpsc::Sender<ExecEvent>,
     ) -> Result<(), RpcError> {
-        let stream = self.open_stream(peer, StreamKind::Exec(spec)).await?;
+        let dest = dest.into();
+        let peer = dest.peer;
+        let stream = self.open_stream(peer, dest.exec_kind(spec)).await?;
         let Stream { mut reader, mut writer, .. } = stream;
         let feeder = tokio::spawn(async move {
             if let Some(mut stdin) = stdin {
@@ -536,6 +614,15 @@ impl Node {
                 StreamKind::WriteFile(spec) => {
                     work.spawn(crate::fs::serve_write(self.clone(), stream, spec));
                 }
+                StreamKind::SshExec { host, spec } => {
+                    work.spawn(crate::ssh::serve_exec(self.clone(), stream, host, spec));
+                }
+                StreamKind::SshRead { host, spec } => {
+                    work.spawn(crate::ssh::serve_read(self.clone(), stream, host, spec));
+                }
+                StreamKind::SshWrite { host, spec } => {
+                    work.spawn(crate::ssh::serve_write(self.clone(), stream, host, spec));
+                }
                 _ if !self.inner.agent => stream.writer.reset("this node runs with --no-agent and serves no streams"),
                 _ => {
                     work.spawn(serve_stream(stream));
@@ -600,6 +687,19 @@ impl Node {
     }
 }
 
+/// Loads the SSH inventory (problems are logged, never fatal) and makes the client pool.
+async fn start_ssh(settings: &crate::ssh::SshSettings) -> Option<tunnel_ssh::Pool> {
+    if !settings.has_sources() {
+        return None;
+    }
+    let inventory = tunnel_ssh::Inventory::load(&settings.sources).await;
+    for problem in &inventory.problems {
+        warn!(%problem, "SSH inventory");
+    }
+    info!(hosts = inventory.hosts.len(), problems = inventory.problems.len(), "SSH inventory loaded");
+    Some(tunnel_ssh::Pool::new(settings.pool.clone(), inventory))
+}
+
 /// A record of something that happened to this node (not an operation anyone asked for).
 fn info_event(event: &str, detail: serde_json::Value) -> Entry {
     Entry { event: event.into(), decision: "info".into(), detail, ..Default::default() }
@@ -639,8 +739,11 @@ async fn serve_stream(stream: Stream) {
         StreamKind::Service(name) => {
             writer.reset(&format!("no stream service {name:?} on this node"));
         }
-        StreamKind::Exec(_) | StreamKind::ReadFile(_) | StreamKind::WriteFile(_) => {
-            writer.reset("this stream is served by another service")
-        }
+        StreamKind::Exec(_)
+        | StreamKind::ReadFile(_)
+        | StreamKind::WriteFile(_)
+        | StreamKind::SshExec { .. }
+        | StreamKind::SshRead { .. }
+        | StreamKind::SshWrite { .. } => writer.reset("this stream is served by another service"),
     }
 }

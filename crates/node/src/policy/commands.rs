@@ -255,6 +255,26 @@ pub(crate) fn plan_allows(cmd: &CommandLine) -> Result<(), Refusal> {
     plan_args(name, &argv[1..]).map_err(|why| Refusal::new(format!("mode plan: {name} {why}")))
 }
 
+/// Plan mode for a command on an SSH host: the program is on another machine, so it is
+/// judged by its name (a bare name, or a path in a trusted system directory) with the same
+/// allow-list and argument checks as here.
+pub(crate) fn plan_allows_remote(cmd: &CommandLine) -> Result<(), Refusal> {
+    let argv = match cmd {
+        CommandLine::Shell(_) => {
+            return Err(Refusal::new("mode plan does not allow shell commands; send the command as argv"))
+        }
+        CommandLine::Argv(argv) => argv,
+    };
+    let Some(first) = argv.first() else { return Err(Refusal::new("empty command")) };
+    let trusted = !first.contains('/')
+        || Path::new(first).parent().is_some_and(|dir| TRUSTED_DIRS.iter().any(|t| dir == Path::new(t)));
+    let name = basename(first);
+    if !trusted || !PLAN_PROGRAMS.contains(&name) || name == "git" {
+        return Err(Refusal::new(format!("mode plan allows only read-only system programs on SSH hosts; not {first}")));
+    }
+    plan_args(name, &argv[1..]).map_err(|why| Refusal::new(format!("mode plan: {name} {why}")))
+}
+
 /// Read-only programs plan mode allows (each still has its arguments checked).
 const PLAN_PROGRAMS: &[&str] = &[
     "uname",

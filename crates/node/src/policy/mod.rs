@@ -155,7 +155,10 @@ impl Policy {
             Mode::Plan => commands::plan_allows(cmd)?,
             Mode::Edit | Mode::Bypass => {}
         }
-        let names = commands::program_names(cmd);
+        self.check_command_lists(&commands::program_names(cmd))
+    }
+
+    fn check_command_lists(&self, names: &[String]) -> Result<(), Refusal> {
         if let Some(denied) = names.iter().find(|n| self.deny_commands.iter().any(|d| d == *n)) {
             return Err(Refusal::new(format!("deny_commands lists {denied}")));
         }
@@ -163,6 +166,42 @@ impl Policy {
             if let Some(other) = names.iter().find(|n| !self.allow_commands.iter().any(|a| a == *n)) {
                 return Err(Refusal::new(format!("allow_commands does not list {other}")));
             }
+        }
+        Ok(())
+    }
+
+    /// Whether a command may run on an SSH host this node reaches (the jump node's policy
+    /// governs its hosts). In plan mode only allow-listed read-only programs, as argv.
+    pub fn check_remote_command(&self, cmd: &CommandLine) -> Result<(), Refusal> {
+        commands::hard_deny(cmd)?;
+        match self.mode {
+            Mode::Disabled => return Err(Refusal::new("mode disabled refuses everything")),
+            Mode::Plan => commands::plan_allows_remote(cmd)?,
+            Mode::Edit | Mode::Bypass => {}
+        }
+        self.check_command_lists(&commands::program_names(cmd))
+    }
+
+    /// Whether an SSH host's file may be accessed as `access`. Paths there cannot be
+    /// canonicalized from here, so they must be absolute and free of `..`; the mode decides
+    /// reads and writes, and the deny/allow path lists apply to the path as written.
+    pub fn check_remote_path(&self, path: &str, access: PathAccess) -> Result<(), Refusal> {
+        match (self.mode, access) {
+            (Mode::Disabled, _) => return Err(Refusal::new("mode disabled refuses everything")),
+            (Mode::Plan, PathAccess::Write) => {
+                return Err(Refusal::new(format!("mode plan does not allow writes (path {path})")))
+            }
+            _ => {}
+        }
+        let p = std::path::Path::new(path);
+        if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(Refusal::new(format!("path {path:?} on an SSH host must be absolute, without `..`")));
+        }
+        if let Some(denied) = self.deny_paths.iter().find(|d| p.starts_with(d)) {
+            return Err(Refusal::new(format!("deny_paths contains {} (path {path})", denied.display())));
+        }
+        if !self.allow_paths.is_empty() && !self.allow_paths.iter().any(|a| p.starts_with(a)) {
+            return Err(Refusal::new(format!("path {path} is outside allow_paths")));
         }
         Ok(())
     }

@@ -1,0 +1,42 @@
+//! Where an operation runs: a peer (this node included), or an SSH host through the peer
+//! that reaches it. The same exec and file frames flow either way; only the stream kind
+//! that opens the operation differs.
+
+use tunnel_proto::message::{ExecSpec, ReadSpec, StreamKind, WriteSpec};
+use tunnel_proto::NodeId;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dest {
+    pub peer: NodeId,
+    /// An SSH host `peer` reaches; `None`: the peer itself.
+    pub ssh: Option<String>,
+}
+
+impl From<NodeId> for Dest {
+    fn from(peer: NodeId) -> Self {
+        Self { peer, ssh: None }
+    }
+}
+
+impl Dest {
+    pub fn exec_kind(&self, spec: ExecSpec) -> StreamKind {
+        match &self.ssh {
+            None => StreamKind::Exec(spec),
+            Some(host) => StreamKind::SshExec { host: host.clone(), spec },
+        }
+    }
+
+    pub fn read_kind(&self, spec: ReadSpec) -> StreamKind {
+        match &self.ssh {
+            None => StreamKind::ReadFile(spec),
+            Some(host) => StreamKind::SshRead { host: host.clone(), spec },
+        }
+    }
+
+    pub fn write_kind(&self, spec: WriteSpec) -> StreamKind {
+        match &self.ssh {
+            None => StreamKind::WriteFile(spec),
+            Some(host) => StreamKind::SshWrite { host: host.clone(), spec },
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Operations peers ask this node to run on its SSH hosts. This node's policy governs them
+//! (it holds the keys and is the one acting), each is audited here, and the answers use the
+//! same frames as local exec and file streams, so callers handle both alike.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tunnel_net::{Stream, StreamReader, StreamWriter};
+use tunnel_proto::message::{ExecCommand, ExecEvent, ExecSpec, FileEvent, ReadSpec, WriteSpec};
+use tunnel_ssh::ExecRequest;
+
+use crate::exec::{audit_detail, command_line, send};
+use crate::policy::{CommandLine, PathAccess, Refusal};
+
+/// Events buffered between the SSH channel and the peer stream.
+const EVENTS: usize = 64;
+
+fn pool_or_refuse(node: &crate::Node, host: &str) -> Result<tunnel_ssh::Pool, Refusal> {
+    let pool = node.ssh_pool().ok_or_else(|| Refusal::new("this node has no SSH inventory"))?;
+    if pool.inventory().get(host).is_none() {
+        return Err(Refusal::new(format!("ssh host {host:?} is not in this node's inventory")));
+    }
+    Ok(pool)
+}
+
+/// The command line the host's shell gets: argv words quoted so the shell rebuilds them as
+/// given; a shell command goes to `/bin/sh -c`.
+fn remote_command(spec: &ExecSpec) -> Result<String, String> {
+    let argv = match &spec.command {
+        ExecCommand::Argv(argv) => argv.clone(),
+        ExecCommand::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
+    };
+    tunnel_ssh::quote::command_line(&argv, &spec.env, spec.cwd.as_deref())
+}
+
+pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, spec: ExecSpec) {
+    let Stream { peer, reader, mut writer, .. } = stream;
+    let mut detail = audit_detail(&spec);
+    detail["ssh_host"] = host.clone().into();
+    if !node.begin_request(peer, spec.request_id) {
+        let why = format!("request {} already ran; not running it twice", spec.request_id);
+        let _ = send(&mut writer, &ExecEvent::Failed(why)).await;
+        let _ = writer.finish().await;
+        return;
+    }
+    let cmd: CommandLine = command_line(&spec.command);
+    let checked = node.policy_check(|p| {
+        p.check_caller(&peer)?;
+        p.check_remote_command(&cmd)?;
+        if p.mode == crate::policy::Mode::Plan && !spec.env.is_empty() {
+            return Err(Refusal::new("mode plan does not pass environment variables to SSH hosts"));
+        }
+        Ok(())
+    });
+    let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {
+        Ok(pool) => pool,
+        Err(refusal) => {
+            node.audit_op(peer, "ssh.exec", "refused", Some(refusal.rule.clone()), detail, None);
+            let _ = send(&mut writer, &ExecEvent::Refused(refusal.to_string())).await;
+            let _ = writer.finish().await;
+            return;
+        }
+    };
+    let started = Instant::now();
+    let outcome = match remote_command(&spec) {
+        Ok(command) => run(&pool, &host, &spec, command, reader, &mut writer).await,
+        Err(e) => Err(e),
+    };
+    let (event, decision, record) = match outcome {
+        Ok(exit) => {
+            let decision = if exit.cancelled {
+                "cancelled"
+            } else if exit.timed_out {
+                "timed_out"
+            } else {
+                "allowed"
+            };
+            let record = crate::audit::Entry {
+                exit_code: exit.code,
+                bytes: Some(exit.stdout_bytes + exit.stderr_bytes),
+                duration_ms: Some(started.elapsed().as_millis() as u64),
+                ..Default::default()
+            };
+            (ExecEvent::Exit(exit), decision, record)
+        }
+        Err(e) => (ExecEvent::Failed(e), "failed", crate::audit::Entry::default()),
+    };
+    node.audit_op(peer, "ssh.exec", decision, None, detail, Some(record));
+    if send(&mut writer, &event).await {
+        let _ = writer.finish().await;
+    }
+}
+
+/// Runs the command, forwarding stdin from the peer and output to it.
+async fn run(
+    pool: &tunnel_ssh::Pool,
+    host: &str,
+    spec: &ExecSpec,
+    command: String,
+    mut reader: StreamReader,
+    writer: &mut StreamWriter,
+) -> Result<tunnel_proto::message::ExecExit, String> {
+    let (events_tx, mut events_rx) = mpsc::channel(EVENTS);
+    let (stdin_tx, stdin_rx) = if spec.stdin {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let request = ExecRequest {
+        command,
+        timeout: spec.timeout_ms.map(Duration::from_millis),
+        output_cap: spec.output_cap,
+        stdin: stdin_rx,
+    };
+    let exec = async {
+        let exit = pool.exec(host, request, &events_tx).await;
+        drop(events_tx);
+        exit
+    };
+    // Output to the caller; if the caller is gone, dropping the receiver cancels the command.
+    let output = async {
+        while let Some(event) = events_rx.recv().await {
+            if !send(writer, &event).await {
+                return;
+            }
+        }
+    };
+    // Input from the caller; true if the caller reset the stream (a cancel).
+    let input = async {
+        let Some(tx) = stdin_tx else { return std::future::pending::<bool>().await };
+        loop {
+            match reader.read().await {
+                Ok(Some(chunk)) => {
+                    if tx.send(chunk.to_vec()).await.is_err() {
+                        return std::future::pending::<bool>().await;
+                    }
+                }
+                Ok(None) => {
+                    drop(tx); // end of input
+                    return std::future::pending::<bool>().await;
+                }
+                Err(_) => return true,
+            }
+        }
+    };
+    let work = async { tokio::join!(exec, output).0 };
+    tokio::select! {
+        exit = work => exit.map_err(|e| e.to_string()),
+        _ = input => Err("cancelled: the caller reset the stream".into()),
+    }
+}
+
+pub(crate) async fn serve_read(node: crate::Node, stream: Stream, host: String, spec: ReadSpec) {
+    let Stream { peer, mut writer, .. } = stream;
+    let detail =
+        serde_json::json!({ "ssh_host": host, "path": spec.path, "offset": spec.offset, "length": spec.length });
+    let checked = node.policy_check(|p| {
+        p.check_caller(&peer)?;
+        p.check_remote_path(&spec.path, PathAccess::Read)
+    });
+    let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {
+        Ok(pool) => pool,
+        Err(refusal) => return crate::fs::refuse(&node, peer, "ssh.read", refusal, detail, writer).await,
+    };
+    let started = Instant::now();
+    let (tx, mut rx) = mpsc::channel(EVENTS);
+    let read = async {
+        let r = pool.read_file(&host, &spec.path, spec.offset, spec.length, &tx).await;
+        drop(tx);
+        r
+    };
+    let forward = async {
+        let mut ok = true;
+        while let Some(event) = rx.recv().await {
+            if ok && !crate::fs::send(&mut writer, &event).await {
+                ok = false; // keep draining so the reader ends; the caller is gone
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(read, forward);
+    let result = result.map(|bytes| (bytes, None)).map_err(|e| e.to_string());
+    crate::fs::conclude(&node, peer, "ssh.read", detail, started, result, writer).await;
+}
+
+pub(crate) async fn serve_write(node: crate::Node, stream: Stream, host: String, spec: WriteSpec) {
+    let Stream { peer, mut reader, mut writer, .. } = stream;
+    let detail = serde_json::json!({
+        "ssh_host": host, "path": spec.path, "size": spec.size, "mode": spec.mode, "create_only": spec.create_only,
+    });
+    if !node.begin_request(peer, spec.request_id) {
+        let _ =
+            crate::fs::send(&mut writer, &FileEvent::Failed(format!("request {} already ran", spec.request_id))).await;
+        let _ = writer.finish().await;
+        return;
+    }
+    let checked = node.policy_check(|p| {
+        p.check_caller(&peer)?;
+        if spec.size > p.max_file_bytes {
+            return Err(Refusal::new(format!("max_file_bytes is {} (write of {} bytes)", p.max_file_bytes, spec.size)));
+        }
+        p.check_remote_path(&spec.path, PathAccess::Write)
+    });
+    let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {
+        Ok(pool) => pool,
+        Err(refusal) => return crate::fs::refuse(&node, peer, "ssh.write", refusal, detail, writer).await,
+    };
+    let started = Instant::now();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+    let feed = async move {
+        loop {
+            match reader.read().await {
+                Ok(Some(chunk)) => {
+                    if tx.send(chunk.to_vec()).await.is_err() {
+                        return;
+                    }
+                }
+                // The end of the input, or a reset: either way the write sees what arrived
+                // and fails unless it is exactly the announced size.
+                Ok(None) | Err(_) => return,
+            }
+        }
+    };
+    let write = pool.write_file(&host, &spec.path, spec.size, spec.mode, spec.create_only, &mut rx);
+    // `feed` owns the sender: when it ends, the write sees the end of the input.
+    let (result, ()) = tokio::join!(write, feed);
+    let result = result.map(|bytes| (bytes, None)).map_err(|e| e.to_string());
+    crate::fs::conclude(&node, peer, "ssh.write", detail, started, result, writer).await;
+}
