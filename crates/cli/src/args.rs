@@ -77,6 +77,15 @@ pub(crate) enum Command {
     /// Files this node saved before peers overwrote them (edit mode).
     #[command(subcommand)]
     Backups(BackupsCommand),
+    /// The agentless arm: SSH hosts reached through peers (`ssh:HOST` targets).
+    #[command(subcommand)]
+    Ssh(SshCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SshCommand {
+    /// List the SSH hosts this node and its peers announce, and the peer that reaches each.
+    Hosts(PeersArgs),
 }
 
 #[derive(Subcommand)]

@@ -60,17 +60,56 @@ fn print_table(peers: &[PeerInfo]) -> anyhow::Result<()> {
         })
         .collect();
     let header = ["NAME", "ID", "TAGS", "OS", "VERSION", "PATH", "RTT"].map(String::from);
+    print_columns(&header, &rows)
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+fn print_columns<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> anyhow::Result<()> {
     let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in std::iter::once(header).chain(rows) {
         let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
         outln!("{}", line.join("  ").trim_end());
     }
     Ok(())
+}
+
+pub(crate) async fn ssh_hosts(global: Global, args: PeersArgs) -> anyhow::Result<i32> {
+    let (mut client, _) = client(&global).await?;
+    let list = match client.request(&ControlRequest::SshHosts).await? {
+        ControlResponse::SshHosts(list) => list,
+        other => return Err(unexpected(other)),
+    };
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    for problem in &list.problems {
+        eprintln!("inventory: {problem}");
+    }
+    if list.hosts.is_empty() {
+        outln!("no SSH hosts: configure an inventory in the [ssh] section of config.toml (see the README)");
+        return Ok(0);
+    }
+    let rows: Vec<[String; 5]> = list
+        .hosts
+        .iter()
+        .map(|h| {
+            [
+                format!("ssh:{}", h.name),
+                h.tags.join(","),
+                h.via.clone(),
+                h.address.clone().unwrap_or_else(|| "-".into()),
+                h.source.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print_columns(&["TARGET", "TAGS", "VIA", "ADDRESS", "SOURCE"].map(String::from), &rows)?;
+    Ok(0)
 }
 
 pub(crate) async fn id(global: Global) -> anyhow::Result<i32> {

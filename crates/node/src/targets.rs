@@ -102,8 +102,11 @@ pub fn select(expr: &str, candidates: &[Candidate]) -> Result<Vec<Target>, Targe
 /// `PEER:PATH` into its parts; `None` for a local path (no peer before the colon, or a
 /// slash in it).
 pub fn split_remote(arg: &str) -> Option<(&str, &str)> {
-    let (peer, path) = arg.split_once(':')?;
-    (!peer.is_empty() && !peer.contains('/')).then_some((peer, path))
+    // `ssh:HOST:PATH`: the target is `ssh:HOST`.
+    let skip = if arg.starts_with(SSH_PREFIX) { SSH_PREFIX.len() } else { 0 };
+    let colon = skip + arg[skip..].find(':')?;
+    let (peer, path) = (&arg[..colon], &arg[colon + 1..]);
+    (peer.len() > skip && !peer.contains('/')).then_some((peer, path))
 }
 
 /// Splits on commas outside `[...]`, so `web-[1-3,7],db` is two terms.
@@ -338,6 +341,16 @@ mod tests {
         assert!(err("web-[01-03]").contains("no peer named \"web-03\""));
         assert!(err("ssh:host1").contains("no peer announces an SSH host named \"host1\""));
         assert!(select("all", &fleet()[..1]).unwrap_err().to_string().contains("no peers are present"));
+    }
+
+    #[test]
+    fn remote_paths_split_at_the_right_colon() {
+        assert_eq!(split_remote("web-1:/etc/hosts"), Some(("web-1", "/etc/hosts")));
+        assert_eq!(split_remote("ssh:web-1:/etc/os-release"), Some(("ssh:web-1", "/etc/os-release")));
+        assert_eq!(split_remote("./a:b"), None);
+        assert_eq!(split_remote(":x"), None);
+        assert_eq!(split_remote("ssh::x"), None);
+        assert_eq!(split_remote("plain"), None);
     }
 
     #[test]

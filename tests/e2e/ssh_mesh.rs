@@ -1,0 +1,135 @@
+//! The agentless arm through the mesh, with real processes: a jump node whose inventory
+//! names real sshd servers, and an operator node that reaches them only through it with
+//! `tunnel exec`, `tunnel fleet`, `tunnel cp` and `tunnel ssh hosts`.
+
+use std::time::Duration;
+
+use tunnel_tests::sshd::{keygen, public_key, unavailable, Sshd};
+use tunnel_tests::{token, NodeProc, RelayProc, TempDir};
+
+fn out(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn user() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "root".into())
+}
+
+/// A jump node in `mode` whose hosts.toml lists `servers` (tagged `web`, the first also `db`).
+fn jump_config(dir: &TempDir, servers: &[Sshd], key: &std::path::Path) -> String {
+    let mut hosts = String::new();
+    for (i, s) in servers.iter().enumerate() {
+        let tags = if i == 0 { r#"["web", "db"]"# } else { r#"["web"]"# };
+        hosts.push_str(&format!(
+            "[[host]]\nname = \"h{i}\"\naddress = \"{}\"\nport = {}\nuser = \"{}\"\nidentity_file = \"{}\"\ntags = {tags}\n\n",
+            s.address,
+            s.port,
+            user(),
+            key.display()
+        ));
+    }
+    let hosts_file = dir.path().join("hosts.toml");
+    std::fs::write(&hosts_file, hosts).unwrap();
+    let known = dir.path().join("known_hosts");
+    let lines: Vec<String> = servers.iter().map(Sshd::known_hosts_line).collect();
+    std::fs::write(&known, lines.join("\n") + "\n").unwrap();
+    format!("[ssh]\nhosts_files = [\"{}\"]\nknown_hosts = [\"{}\"]\n", hosts_file.display(), known.display())
+}
+
+#[test]
+fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return Ok(());
+    }
+    let dir = TempDir::new("ssh-mesh");
+    let key = keygen(dir.path(), "id_ed25519", "ed25519", "")?;
+    let servers: Vec<Sshd> = (0..2).map(|_| Sshd::start(&[public_key(&key)])).collect::<Result<_, _>>()?;
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let t = token();
+    let config = jump_config(&dir, &servers, &key);
+    let jump = NodeProc::start_configured(&relay.url, "r", &t, "jump", &[("TUNNEL_MODE", "edit")], Some(&config))?;
+    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
+    op.wait_for_peers(&["jump"], Duration::from_secs(10))?;
+
+    // The operator sees the hosts by name and tag, through the jump peer, without addresses.
+    let o = op.cli(&["ssh", "hosts", "--json"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let hosts = list["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2, "{list}");
+    assert_eq!(hosts[0]["name"], "h0");
+    assert_eq!(hosts[0]["via"], "jump");
+    assert_eq!(hosts[0]["tags"], serde_json::json!(["db", "web"]));
+    assert!(hosts[0]["address"].is_null(), "peers never learn addresses: {list}");
+    let o = jump.cli(&["ssh", "hosts"]);
+    assert!(out(&o).contains(&format!("127.0.0.1:{}", servers[1].port)), "{}", out(&o));
+
+    // exec: output, exit code and argv kept whole.
+    let o = op.cli(&["exec", "ssh:h0", "--", "uname", "-a"]);
+    let local = std::process::Command::new("uname").arg("-a").output()?;
+    assert_eq!((o.status.code(), out(&o)), (Some(0), out(&local)), "{}", err(&o));
+    let o = op.cli(&["exec", "ssh:h1", "--shell", "echo to-err >&2; exit 4"]);
+    assert_eq!((o.status.code(), err(&o).contains("to-err")), (Some(4), true), "{}", err(&o));
+    let o = op.cli(&["exec", "ssh:h1", "--", "printf", "%s|", "a b", "$HOME", "it's"]);
+    assert_eq!(out(&o), "a b|$HOME|it's|");
+    let o = op.cli(&["exec", "ssh:nope", "--", "true"]);
+    assert!(
+        o.status.code() != Some(0) && err(&o).contains("no peer announces an SSH host named \"nope\""),
+        "{}",
+        err(&o)
+    );
+
+    // fleet: tags select hosts, mixed with peers; the answer is grouped.
+    let o = op.cli(&["fleet", "exec", "ssh:tag:web,jump", "--json", "--", "uname", "-s"]);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let groups = report["reduction"]["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{report}");
+    assert_eq!(groups[0]["count"], 3);
+    assert_eq!(groups[0]["members"], "jump, ssh:h[0-1]");
+
+    // cp both ways, through SFTP on the host.
+    let remote = dir.path().join("remote.txt");
+    let local_src = dir.path().join("up.txt");
+    std::fs::write(&local_src, "uploaded through the mesh\n")?;
+    let dst = format!("ssh:h1:{}", remote.display());
+    let o = op.cli(&["cp", local_src.to_str().unwrap(), &dst]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(std::fs::read_to_string(&remote)?, "uploaded through the mesh\n");
+    let back = dir.path().join("back.txt");
+    let o = op.cli(&["cp", &format!("ssh:h0:{}", remote.display()), back.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(std::fs::read_to_string(&back)?, "uploaded through the mesh\n");
+
+    // The jump node audited every operation on its hosts.
+    let audit = std::fs::read_to_string(jump.dir.path().join("state/audit.jsonl"))?;
+    for event in ["\"ssh.exec\"", "\"ssh.write\"", "\"ssh.read\""] {
+        assert!(audit.contains(event), "no {event} in the audit log");
+    }
+    assert!(audit.contains("\"ssh_host\":\"h0\""));
+
+    // Plan mode on the jump node: read-only argv runs; shells and writes are refused.
+    let o = jump.cli(&["mode", "local", "plan"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = op.cli(&["exec", "ssh:h0", "--", "uname", "-s"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let o = op.cli(&["exec", "ssh:h0", "--shell", "touch /tmp/x"]);
+    assert!(o.status.code() != Some(0) && err(&o).contains("mode plan does not allow shell"), "{}", err(&o));
+    let o = op.cli(&["exec", "ssh:h0", "--", "rm", "-f", "/tmp/x"]);
+    assert!(err(&o).contains("read-only system programs on SSH hosts"), "{}", err(&o));
+    let o = op.cli(&["cp", local_src.to_str().unwrap(), &dst]);
+    assert!(o.status.code() != Some(0) && err(&o).contains("mode plan does not allow writes"), "{}", err(&o));
+    // Disabled refuses everything.
+    let o = jump.cli(&["mode", "local", "disabled"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = op.cli(&["exec", "ssh:h0", "--", "uname"]);
+    assert!(err(&o).contains("disabled"), "{}", err(&o));
+    let audit = std::fs::read_to_string(jump.dir.path().join("state/audit.jsonl"))?;
+    assert!(audit.lines().any(|l| l.contains("\"ssh.exec\"") && l.contains("\"refused\"")));
+    Ok(())
+}
