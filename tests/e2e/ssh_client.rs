@@ -281,7 +281,7 @@ async fn host_keys_are_verified_before_any_credential() {
     let mut w = pub_other.split_whitespace();
     let wrong = format!("[127.0.0.1]:{} {} {}", sshd.port, w.next().unwrap(), w.next().unwrap());
     let before = sshd.log_text().matches("userauth-request").count();
-    let mut s = settings(&dir, &[wrong.clone()]);
+    let mut s = settings(&dir, &[wrong]);
     s.strict_host_keys = StrictHostKeys::AcceptNew;
     let changed = pool(s, vec![host("web", &sshd, Some(&key))]);
     let err = run(&changed, "web", "true", None).await.unwrap_err();

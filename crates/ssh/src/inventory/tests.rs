@@ -10,8 +10,10 @@ fn temp(label: &str) -> PathBuf {
     dir
 }
 
-/// What every format must agree on, for comparing sources.
-fn summary(inv: &Inventory) -> Vec<(String, String, u16, Option<String>, Vec<PathBuf>, Vec<String>)> {
+/// Name, address, port, user, key files and tags: what every format must agree on.
+type Summary = (String, String, u16, Option<String>, Vec<PathBuf>, Vec<String>);
+
+fn summary(inv: &Inventory) -> Vec<Summary> {
     inv.hosts
         .iter()
         .map(|h| {
