@@ -11,26 +11,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tunnel_tests::{bin, token, NodeProc, Proc, RelayProc, TempDir};
 
-fn driver() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/drive.py")
-}
-
-/// Runs one scenario of the Python driver; fails with its output unless every check held.
 fn drive(scenario: &str, env: &[(String, String)]) -> anyhow::Result<String> {
-    let out = Command::new("python3")
-        .arg(driver())
-        .arg(scenario)
-        .env("TUNNEL_BIN", bin("tunnel"))
-        .env_remove("TUNNEL_CONFIG")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .context("running python3 (install the client with `pip install mcp jsonschema`)")?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() || !stdout.contains("all checks passed") {
-        bail!("MCP scenario {scenario} failed ({}):\n{stdout}\n{stderr}", out.status);
-    }
-    Ok(stdout)
+    tunnel_tests::drive_mcp(scenario, env)
 }
 
 /// A relay and two peers: `target` in edit mode and `plain` in plan mode.

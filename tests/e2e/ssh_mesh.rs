@@ -106,6 +106,12 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(std::fs::read_to_string(&back)?, "uploaded through the mesh\n");
 
+    // An AI client over MCP: ssh_hosts, and ssh: targets in exec, fleet_exec and read_file.
+    let mut env = NodeProc::env_of(op.dir.path());
+    env.push(("SSH_FILE".into(), remote.display().to_string()));
+    std::fs::write(&remote, "on the ssh host\n")?;
+    tunnel_tests::drive_mcp("ssh", &env)?;
+
     // The jump node audited every operation on its hosts.
     let audit = std::fs::read_to_string(jump.dir.path().join("state/audit.jsonl"))?;
     for event in ["\"ssh.exec\"", "\"ssh.write\"", "\"ssh.read\""] {

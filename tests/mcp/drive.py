@@ -27,8 +27,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 TUNNEL = os.environ.get("TUNNEL_BIN", "tunnel")
 EXPECTED_TOOLS = {"peers", "exec", "read_file", "write_file", "list_dir", "get_info", "set_mode", "audit_tail",
-                  "fleet_exec", "fleet_read", "fleet_write", "mapreduce"}
-READ_ONLY = {"peers", "read_file", "list_dir", "get_info", "audit_tail", "fleet_read"}
+                  "fleet_exec", "fleet_read", "fleet_write", "mapreduce", "ssh_hosts"}
+READ_ONLY = {"peers", "read_file", "list_dir", "get_info", "audit_tail", "fleet_read", "ssh_hosts"}
 
 
 def ok(what):
@@ -87,7 +87,7 @@ class Client:
 async def check_tool_list(c):
     tools = await c.list_tools()
     names = {t.name for t in tools}
-    check(names == EXPECTED_TOOLS, "tools/list has exactly the core and fleet tools", names)
+    check(names == EXPECTED_TOOLS, "tools/list has exactly the core, fleet and ssh tools", names)
     for t in tools:
         jsonschema.Draft202012Validator.check_schema(t.input_schema)
         check(t.output_schema is not None, f"{t.name} has an outputSchema")
@@ -270,6 +270,31 @@ async def stdio_attached():
             await check_fleet_tools(c, os.environ["SCRATCH"])
 
 
+async def ssh_through_jump():
+    """An operator's MCP client reaching plain SSH hosts through a jump peer (see ssh_mesh.rs)."""
+    params = StdioServerParameters(command=TUNNEL, args=["mcp"], env=dict(os.environ))
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            c = Client(session)
+            await check_tool_list(c)
+            hosts = await c.ok("ssh_hosts", {})
+            targets = sorted(h["target"] for h in hosts["hosts"])
+            check(targets == ["ssh:h0", "ssh:h1"] and all(h["via"] == "jump" for h in hosts["hosts"]),
+                  "ssh_hosts lists the jump peer's hosts", hosts)
+            out = await c.ok("exec", {"target": "ssh:h0", "argv": ["uname", "-s"]})
+            check(out["exit_code"] == 0 and out["stdout"] == "Linux\n", "exec runs on an SSH host", out)
+            fleet = await c.ok("fleet_exec", {"target": "ssh:tag:web", "argv": ["uname", "-s"]})
+            groups = fleet["groups"]
+            check(len(groups) == 1 and groups[0]["count"] == 2 and groups[0]["members"] == "ssh:h[0-1]",
+                  "fleet_exec groups SSH hosts", fleet)
+            path = os.environ["SSH_FILE"]
+            got = await c.ok("read_file", {"target": "ssh:h1", "path": path})
+            check(got["content"] == "on the ssh host\n", "read_file reads on an SSH host", got)
+            why = await c.tool_error("exec", {"target": "ssh:nope", "argv": ["true"]})
+            check("no peer announces an SSH host named" in why, "an unknown SSH host is named", why)
+
+
 def raw_post(url, headers):
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
                        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
@@ -404,6 +429,7 @@ SCENARIOS = {
     "stdio-local": stdio_local,
     "garbage": garbage,
     "bench": bench,
+    "ssh": ssh_through_jump,
 }
 
 if __name__ == "__main__":

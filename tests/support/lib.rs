@@ -265,6 +265,26 @@ pub fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(limit: Dur
     rt.block_on(async { tokio::time::timeout(limit, f).await.context("test exceeded its time limit")? })
 }
 
+/// Runs one scenario of the MCP driver (`tests/mcp/drive.py`, the official Python SDK
+/// against `tunnel mcp`); fails with its output unless every check held.
+pub fn drive_mcp(scenario: &str, env: &[(String, String)]) -> anyhow::Result<String> {
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/drive.py");
+    let out = Command::new("python3")
+        .arg(driver)
+        .arg(scenario)
+        .env("TUNNEL_BIN", bin("tunnel"))
+        .env_remove("TUNNEL_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .context("running python3 (install the client with `pip install mcp jsonschema`)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || !stdout.contains("all checks passed") {
+        bail!("MCP scenario {scenario} failed ({}):\n{stdout}\n{stderr}", out.status);
+    }
+    Ok(stdout)
+}
+
 pub mod inproc;
 pub mod raw;
 pub mod sshd;

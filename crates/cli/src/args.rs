@@ -178,8 +178,8 @@ pub(crate) struct McpArgs {
     /// Another Host name HTTP clients may use (besides loopback and the listen address); repeatable.
     #[arg(long = "allow-host", value_name = "HOST")]
     pub(crate) allow_hosts: Vec<String>,
-    /// Tool groups to offer: a comma-separated list (core, fleet), or all.
-    #[arg(long, default_value = "core,fleet")]
+    /// Tool groups to offer: a comma-separated list (core, fleet, ssh), or all.
+    #[arg(long, default_value = "core,fleet,ssh")]
     pub(crate) tools: String,
     /// Default cap, in bytes, on what one tool call returns per output (a call may ask for another).
     #[arg(long, default_value_t = 65536, value_name = "BYTES")]

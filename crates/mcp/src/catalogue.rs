@@ -17,15 +17,18 @@ pub enum ToolGroup {
     Core,
     /// One operation on many nodes with grouped answers, and mapreduce.
     Fleet,
+    /// The SSH hosts reachable through the mesh (`ssh:HOST` targets work in every tool).
+    Ssh,
 }
 
 impl ToolGroup {
-    const ALL: [ToolGroup; 2] = [ToolGroup::Core, ToolGroup::Fleet];
+    const ALL: [ToolGroup; 3] = [ToolGroup::Core, ToolGroup::Fleet, ToolGroup::Ssh];
 
     fn name(self) -> &'static str {
         match self {
             ToolGroup::Core => "core",
             ToolGroup::Fleet => "fleet",
+            ToolGroup::Ssh => "ssh",
         }
     }
 
@@ -89,7 +92,7 @@ pub(crate) fn tools(groups: &[ToolGroup]) -> Vec<Arc<Tool>> {
                 "List nodes",
                 "Lists the nodes this machine can operate: itself (target `local`) and every peer in the room, \
                  with tags, OS, safety mode (what each lets you do), round-trip time and any link error. \
-                 Changes nothing.",
+                 Plain SSH hosts behind them are listed by `ssh_hosts`. Changes nothing.",
                 READS,
             ),
             tool::<ExecParams, ExecOut>(
@@ -158,6 +161,19 @@ pub(crate) fn tools(groups: &[ToolGroup]) -> Vec<Arc<Tool>> {
     }
     if groups.contains(&ToolGroup::Fleet) {
         out.extend(fleet_tools());
+    }
+    if groups.contains(&ToolGroup::Ssh) {
+        out.push(tool::<NoParams, crate::ops_ssh::SshHostsOut>(
+            "ssh_hosts",
+            "List SSH hosts",
+            "Lists the plain SSH hosts (machines that run nothing of ours) the nodes reach from their \
+             inventories: the target to use (`ssh:NAME`), tags, and the node that reaches each. Every tool \
+             that takes a target accepts them: `exec`, `read_file` and `write_file` with `ssh:NAME`, the fleet \
+             tools and mapreduce with `ssh:NAME`, `ssh:tag:T` or `ssh:all`, mixed with nodes. The reaching \
+             node's policy governs them (plan: read-only argv commands and reads only) and audits every \
+             operation; keys never leave it. Changes nothing.",
+            READS,
+        ));
     }
     out.into_iter().map(Arc::new).collect()
 }

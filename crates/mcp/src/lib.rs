@@ -18,6 +18,7 @@ mod ops_exec;
 mod ops_files;
 mod ops_fleet;
 mod ops_node;
+mod ops_ssh;
 mod params;
 mod params_fleet;
 mod progress;

@@ -156,6 +156,7 @@ impl ServerHandler for TunnelMcp {
             "fleet_read" => crate::ops_fleet::fleet_read(self, parse(name, args)?, &context).await,
             "fleet_write" => crate::ops_fleet::fleet_write(self, parse(name, args)?, &context).await,
             "mapreduce" => crate::ops_fleet::mapreduce(self, parse(name, args)?, &context).await,
+            "ssh_hosts" => crate::ops_ssh::ssh_hosts(self, parse(name, args)?).await,
             _ => Err(McpError::internal_error(format!("tool {name:?} is listed but has no handler"), None)),
         }?;
         Ok(result.into())
