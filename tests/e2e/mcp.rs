@@ -4,11 +4,11 @@
 //! The Python side makes every check; these tests set the scene and require it to pass.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use tunnel_tests::{bin, token, NodeProc, Proc, RelayProc, TempDir};
 
 fn drive(scenario: &str, env: &[(String, String)]) -> anyhow::Result<String> {
