@@ -350,3 +350,46 @@ async fn agent_and_key_file_authentication() {
     let err = run(&p, "down", "true", None).await.unwrap_err();
     assert!(matches!(err, SshError::Connect { .. }) && err.to_string().contains("127.0.0.1"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_close_and_connects_are_bounded() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new("ssh-idle");
+    let key = keygen(dir.path(), "id_ed25519", "ed25519", "").unwrap();
+    let sshd = Sshd::start(&[public_key(&key)]).unwrap();
+    let mut shared = PoolSettings::new(settings(&dir, &[sshd.known_hosts_line()]));
+    shared.idle_timeout = Duration::from_millis(400);
+    shared.max_connecting = 1;
+    let hosts: Vec<Host> = (0..4).map(|i| host(&format!("alias{i}"), &sshd, Some(&key))).collect();
+    let pool = Pool::new(shared, Inventory { hosts, problems: vec![] });
+    // Four names for one server share one session (same user, address and port).
+    let runs = (0..4).map(|i| {
+        let pool = pool.clone();
+        async move { run(&pool, &format!("alias{i}"), "echo $((6*7))", None).await.unwrap().stdout }
+    });
+    let outs = futures_util::future::join_all(runs).await;
+    assert!(outs.iter().all(|o| o == "42\n"), "{outs:?}");
+    assert_eq!(pool.open_sessions(), 1);
+    assert_eq!(sshd.log_text().matches("Accepted publickey").count(), 1);
+    // Idle past the timeout: closed, then reopened on the next use.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(pool.open_sessions(), 0, "the idle session was not closed");
+    assert_eq!(run(&pool, "alias0", "echo again", None).await.unwrap().stdout, "again\n");
+    assert_eq!(sshd.log_text().matches("Accepted publickey").count(), 2);
+
+    // A host that accepts TCP but never speaks SSH: the connect timeout ends the wait.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut h = host("silent", &sshd, Some(&key));
+    h.port = silent.local_addr().unwrap().port();
+    let mut s = settings(&dir, &[]);
+    s.connect_timeout = Duration::from_millis(500);
+    let mut ps = PoolSettings::new(s);
+    ps.connect_retries = 0;
+    let p = Pool::new(ps, Inventory { hosts: vec![h], problems: vec![] });
+    let started = std::time::Instant::now();
+    let err = run(&p, "silent", "true", None).await.unwrap_err();
+    assert!(matches!(err, SshError::Timeout { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}

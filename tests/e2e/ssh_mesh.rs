@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tunnel_tests::netns::Netns;
 use tunnel_tests::sshd::{keygen, public_key, unavailable, Sshd};
 use tunnel_tests::{token, NodeProc, RelayProc, TempDir};
 
@@ -137,5 +138,45 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
     assert!(err(&o).contains("disabled"), "{}", err(&o));
     let audit = std::fs::read_to_string(jump.dir.path().join("state/audit.jsonl"))?;
     assert!(audit.lines().any(|l| l.contains("\"ssh.exec\"") && l.contains("\"refused\"")));
+    Ok(())
+}
+
+#[test]
+fn a_lan_is_reached_only_through_its_jump_peer() -> anyhow::Result<()> {
+    if let Some(why) = unavailable().or_else(tunnel_tests::netns::unavailable) {
+        eprintln!("SKIPPED: {why}");
+        return Ok(());
+    }
+    // The LAN: an sshd in its own namespace, linked only to this (the jump peer's) namespace.
+    // The controller: another namespace that reaches the relay here, and nothing else.
+    let n = 1 + rand::random::<u8>() % 250;
+    let (lan_host, ctl_side) = (format!("10.201.{n}.2"), format!("10.202.{n}.1"));
+    let lan = Netns::new("lan")?;
+    lan.link_to_host(&format!("10.201.{n}.1/24"), &format!("{lan_host}/24"))?;
+    let ctl = Netns::new("ctl")?;
+    ctl.link_to_host(&format!("{ctl_side}/24"), &format!("10.202.{n}.2/24"))?;
+    let dir = TempDir::new("ssh-lan");
+    let key = keygen(dir.path(), "id_ed25519", "ed25519", "")?;
+    let sshd = Sshd::start_at(&lan_host, 22, &[public_key(&key)], Some(&lan.name))?;
+
+    let relay = RelayProc::start(&format!("{ctl_side}:0"), &[])?;
+    let t = token();
+    let config = jump_config(&dir, std::slice::from_ref(&sshd), &key);
+    let _jump = NodeProc::start_configured(&relay.url, "r", &t, "jump", &[("TUNNEL_MODE", "edit")], Some(&config))?;
+    let op = NodeProc::start_in(&ctl.prefix(), &relay.url, "r", &t, "op", &[], None)?;
+    op.wait_for_peers(&["jump"], Duration::from_secs(10))?;
+
+    // The controller has no way to the LAN host by itself.
+    let route = std::process::Command::new("ip")
+        .args(["netns", "exec", &ctl.name, "ip", "route", "get", &lan_host])
+        .output()?;
+    assert!(!route.status.success(), "the controller can route to the LAN: {}", out(&route));
+
+    // Through the mesh it runs there: the command sees the LAN host's own address.
+    let o = op.cli(&["exec", "ssh:h0", "--", "ip", "-o", "-4", "addr", "show"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(out(&o).contains(&lan_host), "not run on the LAN host: {}", out(&o));
+    let o = op.cli(&["fleet", "exec", "ssh:tag:web", "--", "cat", "/proc/sys/kernel/ostype"]);
+    assert!(o.status.success() && out(&o).contains("ssh:h0"), "{}{}", out(&o), err(&o));
     Ok(())
 }

@@ -183,6 +183,19 @@ impl NodeProc {
         env: &[(&str, &str)],
         config: Option<&str>,
     ) -> anyhow::Result<Self> {
+        Self::start_in(&[], relay_url, room, token, name, env, config)
+    }
+
+    /// Like `start_configured`, run under `prefix` (e.g. `ip netns exec NAME`).
+    pub fn start_in(
+        prefix: &[String],
+        relay_url: &str,
+        room: &str,
+        token: &str,
+        name: &str,
+        env: &[(&str, &str)],
+        config: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let dir = TempDir::new(name);
         if let Some(text) = config {
             let path = dir.path().join("config/tunnel/config.toml");
@@ -190,7 +203,15 @@ impl NodeProc {
             std::fs::write(&path, text)?;
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         }
-        let mut child = Command::new(bin("tunnel"))
+        let mut command = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin("tunnel"));
+                c
+            }
+            None => Command::new(bin("tunnel")),
+        };
+        let mut child = command
             .args(["run", "--relay", relay_url, "--room", room, "--name", name])
             .env("TUNNEL_TOKEN", token)
             .env_remove("TUNNEL_CONFIG")
@@ -286,5 +307,6 @@ pub fn drive_mcp(scenario: &str, env: &[(String, String)]) -> anyhow::Result<Str
 }
 
 pub mod inproc;
+pub mod netns;
 pub mod raw;
 pub mod sshd;

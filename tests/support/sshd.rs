@@ -129,7 +129,8 @@ impl Sshd {
         let key = public_key(&self.host_key);
         let mut words = key.split_whitespace();
         let (kind, data) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
-        format!("[{}]:{} {kind} {data}", self.address, self.port)
+        let host = if self.port == 22 { self.address.clone() } else { format!("[{}]:{}", self.address, self.port) };
+        format!("{host} {kind} {data}")
     }
 
     pub fn pid(&self) -> u32 {
