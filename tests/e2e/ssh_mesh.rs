@@ -94,6 +94,34 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
     assert_eq!(groups[0]["count"], 3);
     assert_eq!(groups[0]["members"], "jump, ssh:h[0-1]");
 
+    // mapreduce over SSH hosts and a peer: maps and reduces run there.
+    let words = dir.path().join("words.txt");
+    std::fs::write(&words, "b a c a\nc a\nb d\n".repeat(50))?;
+    let map = "tr -s ' ' '\\n' | awk 'NF { print $1 \"\\t\" 1 }'";
+    let reduce = "awk -F '\\t' '{ c[$1] += $2 } END { for (k in c) print k \"\\t\" c[k] }' | sort";
+    let o = op.cli(&[
+        "mapreduce",
+        "ssh:all,jump",
+        "--input",
+        words.to_str().unwrap(),
+        "--map",
+        map,
+        "--reduce",
+        reduce,
+        "--partitions",
+        "6",
+        "--reducers",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["a\t150", "b\t100", "c\t100", "d\t50"], "{}", out(&o));
+    let audit = std::fs::read_to_string(jump.dir.path().join("state/audit.jsonl"))?;
+    let on_hosts = |what: &str| audit.lines().filter(|l| l.contains("\"ssh.exec\"") && l.contains(what)).count();
+    assert!(on_hosts("tr -s") >= 1 && on_hosts("sort") >= 1, "maps and reduces did not run on the SSH hosts");
+
     // cp both ways, through SFTP on the host.
     let remote = dir.path().join("remote.txt");
     let local_src = dir.path().join("up.txt");

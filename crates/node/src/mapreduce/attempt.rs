@@ -5,7 +5,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tunnel_proto::message::{ExecCommand, ExecEvent, ExecSpec, MAX_CHUNK};
-use tunnel_proto::NodeId;
 
 use crate::Node;
 
@@ -33,7 +32,7 @@ impl Failure {
 
 pub(super) async fn run(
     node: &Node,
-    peer: NodeId,
+    peer: crate::Dest,
     command: &str,
     input: Bytes,
     timeout: Duration,

@@ -5,10 +5,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::Dest;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tunnel_proto::NodeId;
 
 use super::{attempt, JobError, JobProgress, Phase, TaskStats};
 use crate::targets::Target;
@@ -28,7 +28,7 @@ pub(super) struct Done {
 
 pub(super) struct Scheduler<'a> {
     node: &'a Node,
-    targets: Vec<(NodeId, String)>,
+    targets: Vec<(Dest, String)>,
     command: &'a str,
     timeout: Duration,
     retries: u32,
@@ -50,7 +50,10 @@ impl<'a> Scheduler<'a> {
         retries: u32,
         cap: u64,
     ) -> Self {
-        let targets = targets.iter().filter_map(|t| Some((t.id.parse().ok()?, t.name.clone()))).collect();
+        let targets = targets
+            .iter()
+            .filter_map(|t| Some((Dest { peer: t.id.parse().ok()?, ssh: t.ssh.clone() }, t.name.clone())))
+            .collect();
         Self { node, targets, command, timeout, retries, cap }
     }
 
