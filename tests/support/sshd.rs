@@ -65,6 +65,24 @@ impl Sshd {
 
     /// Starts sshd on `address:port`, inside network namespace `netns` if given.
     pub fn start_at(address: &str, port: u16, client_keys: &[String], netns: Option<&str>) -> anyhow::Result<Self> {
+        Self::launch(&[address.to_owned()], port, client_keys, netns, "DEBUG1")
+    }
+
+    /// One sshd listening on every address in `addresses` (each `address:port` a separate
+    /// endpoint for clients), logging only errors: for benchmarks.
+    pub fn start_many(addresses: &[String], port: u16, client_keys: &[String]) -> anyhow::Result<Self> {
+        Self::launch(addresses, port, client_keys, None, "ERROR")
+    }
+
+    fn launch(
+        addresses: &[String],
+        port: u16,
+        client_keys: &[String],
+        netns: Option<&str>,
+        log_level: &str,
+    ) -> anyhow::Result<Self> {
+        let address = addresses.first().context("no address to listen on")?.clone();
+        let listen: String = addresses.iter().map(|a| format!("ListenAddress {a}\n")).collect();
         let dir = TempDir::new("sshd");
         let host_key = keygen(dir.path(), "host_ed25519", "ed25519", "")?;
         let authorized = dir.path().join("authorized_keys");
@@ -73,10 +91,10 @@ impl Sshd {
         std::fs::write(
             &config,
             format!(
-                "Port {port}\nListenAddress {address}\nHostKey {}\nPidFile {}/sshd.pid\n\
+                "Port {port}\n{listen}HostKey {}\nPidFile {}/sshd.pid\n\
                  AuthorizedKeysFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PubkeyAuthentication yes\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
-                 Subsystem sftp internal-sftp\nLogLevel DEBUG1\nMaxStartups 10000\nMaxSessions 10\n\
+                 Subsystem sftp internal-sftp\nLogLevel {log_level}\nMaxStartups 10000\nMaxSessions 10\n\
                  UseDNS no\n",
                 host_key.display(),
                 dir.path().display(),
@@ -97,7 +115,7 @@ impl Sshd {
         cmd.arg("-D").arg("-f").arg(&config).arg("-E").arg(&log).stdin(Stdio::null());
         let child = cmd.spawn().context("start sshd")?;
         let proc = Proc { child, name: "sshd".into() };
-        let sshd = Self { port, address: address.to_owned(), dir, host_key, proc };
+        let sshd = Self { port, address, dir, host_key, proc };
         sshd.wait_listening(netns)?;
         Ok(sshd)
     }
@@ -108,7 +126,7 @@ impl Sshd {
             if std::fs::read_to_string(self.log()).is_ok_and(|l| l.contains("Server listening")) {
                 return Ok(());
             }
-            if netns.is_none() && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if netns.is_none() && std::net::TcpStream::connect((self.address.as_str(), self.port)).is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
