@@ -393,3 +393,36 @@ async fn idle_sessions_close_and_connects_are_bounded() {
     assert!(matches!(err, SshError::Timeout { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tcpip_reaches_what_the_host_reaches() {
+    if skip() {
+        return;
+    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("ssh-tcpip");
+    let key = keygen(dir.path(), "id_ed25519", "ed25519", "").unwrap();
+    let sshd = Sshd::start(&[public_key(&key)]).unwrap();
+    let p = pool(settings(&dir, &[sshd.known_hosts_line()]), vec![host("h", &sshd, Some(&key))]);
+    // A service only the host is asked to reach: an echo server that upper-cases.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        socket.read_to_end(&mut buf).await.unwrap();
+        socket.write_all(&buf.to_ascii_uppercase()).await.unwrap();
+    });
+    let mut tunnel = p.direct_tcpip("h", "127.0.0.1", port).await.unwrap();
+    let payload: Vec<u8> = (0..300_000u32).map(|i| b"abcdefgh"[(i % 8) as usize]).collect();
+    tunnel.stream.write_all(&payload).await.unwrap();
+    tunnel.stream.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tunnel.stream.read_to_end(&mut back).await.unwrap();
+    assert!(back == payload.to_ascii_uppercase(), "{} bytes back", back.len());
+    server.await.unwrap();
+    // A closed port is a clear error naming it.
+    let closed = tunnel_tests::sshd::free_port();
+    let err = p.direct_tcpip("h", "127.0.0.1", closed).await.err().expect("a closed port fails");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{closed}")), "{err}");
+}

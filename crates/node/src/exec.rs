@@ -74,18 +74,40 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
     // The command runs under the mode it was checked against, even if the mode changes now.
     let mode = match decision {
         Ok(mode) => mode,
-        Err(refusal) => {
-            node.audit_op(peer, "exec", "refused", Some(refusal.rule.clone()), detail, None);
-            let _ = send(&mut writer, &ExecEvent::Refused(refusal.to_string())).await;
-            let _ = writer.finish().await;
-            return;
-        }
+        Err(refusal) => return refuse(&node, peer, "exec", refusal, detail, writer).await,
     };
     let started = Instant::now();
     let plan = mode == crate::policy::Mode::Plan;
     let result = run(&spec, &cmd, plan, &mut reader, &mut writer).await;
-    let (event, outcome) = match result {
-        Ok((exit, bytes)) => {
+    conclude(&node, peer, "exec", detail, started, result.map(|(exit, _)| exit), writer).await;
+}
+
+/// Audits a refused command and tells the caller; nothing ran.
+pub(crate) async fn refuse(
+    node: &crate::Node,
+    peer: tunnel_proto::NodeId,
+    event: &str,
+    refusal: crate::policy::Refusal,
+    detail: serde_json::Value,
+    mut writer: StreamWriter,
+) {
+    node.audit_op(peer, event, "refused", Some(refusal.rule.clone()), detail, None);
+    let _ = send(&mut writer, &ExecEvent::Refused(refusal.to_string())).await;
+    let _ = writer.finish().await;
+}
+
+/// Audits how a command ended and sends the caller its last event: `Exit` or `Failed`.
+pub(crate) async fn conclude(
+    node: &crate::Node,
+    peer: tunnel_proto::NodeId,
+    event: &str,
+    detail: serde_json::Value,
+    started: Instant,
+    result: Result<ExecExit, String>,
+    mut writer: StreamWriter,
+) {
+    let (last, decision, record) = match result {
+        Ok(exit) => {
             let decision = if exit.cancelled {
                 "cancelled"
             } else if exit.timed_out {
@@ -95,17 +117,16 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
             };
             let record = crate::audit::Entry {
                 exit_code: exit.code,
-                bytes: Some(bytes),
+                bytes: Some(exit.stdout_bytes + exit.stderr_bytes),
                 duration_ms: Some(started.elapsed().as_millis() as u64),
                 ..Default::default()
             };
-            (ExecEvent::Exit(exit), (decision, record))
+            (ExecEvent::Exit(exit), decision, record)
         }
-        Err(e) => (ExecEvent::Failed(e), ("failed", crate::audit::Entry::default())),
+        Err(e) => (ExecEvent::Failed(e), "failed", crate::audit::Entry::default()),
     };
-    let (decision, record) = outcome;
-    node.audit_op(peer, "exec", decision, None, detail, Some(record));
-    if send(&mut writer, &event).await {
+    node.audit_op(peer, event, decision, None, detail, Some(record));
+    if send(&mut writer, &last).await {
         let _ = writer.finish().await;
     }
 }

@@ -54,41 +54,14 @@ pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, 
     });
     let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {
         Ok(pool) => pool,
-        Err(refusal) => {
-            node.audit_op(peer, "ssh.exec", "refused", Some(refusal.rule.clone()), detail, None);
-            let _ = send(&mut writer, &ExecEvent::Refused(refusal.to_string())).await;
-            let _ = writer.finish().await;
-            return;
-        }
+        Err(refusal) => return crate::exec::refuse(&node, peer, "ssh.exec", refusal, detail, writer).await,
     };
     let started = Instant::now();
     let outcome = match remote_command(&spec) {
         Ok(command) => run(&pool, &host, &spec, command, reader, &mut writer).await,
         Err(e) => Err(e),
     };
-    let (event, decision, record) = match outcome {
-        Ok(exit) => {
-            let decision = if exit.cancelled {
-                "cancelled"
-            } else if exit.timed_out {
-                "timed_out"
-            } else {
-                "allowed"
-            };
-            let record = crate::audit::Entry {
-                exit_code: exit.code,
-                bytes: Some(exit.stdout_bytes + exit.stderr_bytes),
-                duration_ms: Some(started.elapsed().as_millis() as u64),
-                ..Default::default()
-            };
-            (ExecEvent::Exit(exit), decision, record)
-        }
-        Err(e) => (ExecEvent::Failed(e), "failed", crate::audit::Entry::default()),
-    };
-    node.audit_op(peer, "ssh.exec", decision, None, detail, Some(record));
-    if send(&mut writer, &event).await {
-        let _ = writer.finish().await;
-    }
+    crate::exec::conclude(&node, peer, "ssh.exec", detail, started, outcome, writer).await;
 }
 
 /// Runs the command, forwarding stdin from the peer and output to it.
