@@ -8,8 +8,10 @@
 //! (OpenSSH treats a new key of another type as suspicious too). Files are read at each
 //! check, so a key trusted with `ssh-keyscan >> ~/.ssh/known_hosts` takes effect at once.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -51,30 +53,82 @@ pub fn fingerprint(key: &PublicKey) -> String {
 pub fn check(files: &[PathBuf], address: &str, port: u16, key: &PublicKey) -> Verdict {
     let name = lookup_name(address, port);
     let wanted = key_text(key);
-    let texts: Vec<(&PathBuf, String)> =
-        files.iter().filter_map(|f| std::fs::read_to_string(f).ok().map(|t| (f, t))).collect();
-    let entries = || {
-        texts.iter().flat_map(|(file, text)| {
-            text.lines()
-                .enumerate()
-                .filter_map(move |(i, line)| Entry::parse(line).map(|e| (e, format!("{}:{}", file.display(), i + 1))))
-        })
-    };
+    let parsed: Vec<Arc<Parsed>> = files.iter().filter_map(|f| parsed(f)).collect();
     // A revocation anywhere wins over any line that trusts the key.
-    if let Some((_, at)) = entries().find(|(e, _)| e.marker == Some(Marker::Revoked) && e.key == wanted) {
-        return Verdict::Revoked { at };
+    if let Some(at) = parsed.iter().find_map(|p| p.revoked.get(&wanted)) {
+        return Verdict::Revoked { at: at.clone() };
     }
-    let mut other: Option<String> = None;
-    for (entry, at) in entries().filter(|(e, _)| e.marker.is_none() && e.matches(&name)) {
-        if entry.key == wanted {
-            return Verdict::Trusted;
+    let mut other: Option<&String> = None;
+    for p in &parsed {
+        let exact = p.exact.get(&name).into_iter().flatten();
+        let patterns = p.patterns.iter().filter(|(hosts, _, _)| matches(hosts, &name)).map(|(_, k, at)| (k, at));
+        for (k, at) in exact.map(|(k, at)| (k, at)).chain(patterns) {
+            if *k == wanted {
+                return Verdict::Trusted;
+            }
+            other.get_or_insert(at);
         }
-        other.get_or_insert(at);
     }
     match other {
-        Some(known_at) => Verdict::Changed { known_at },
+        Some(known_at) => Verdict::Changed { known_at: known_at.clone() },
         None => Verdict::Unknown,
     }
+}
+
+/// One file's entries, parsed once and kept until the file changes: a connection to each of
+/// 10,000 hosts must not parse a 10,000-line file 10,000 times.
+#[derive(Default)]
+struct Parsed {
+    /// Revoked key text, and where.
+    revoked: HashMap<String, String>,
+    /// Entries whose host field is plain names only, by name: (key text, where).
+    exact: HashMap<String, Vec<(String, String)>>,
+    /// Hashed entries and those with wildcards or negation: (host field, key text, where).
+    patterns: Vec<(String, String, String)>,
+}
+
+type Stamp = (u64, std::time::SystemTime, u64);
+
+fn cache() -> &'static Mutex<HashMap<PathBuf, (Stamp, Arc<Parsed>)>> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (Stamp, Arc<Parsed>)>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+fn parsed(file: &Path) -> Option<Arc<Parsed>> {
+    let meta = std::fs::metadata(file).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    let stamp: Stamp = (meta.len(), meta.modified().ok()?, inode);
+    if let Some((seen, p)) = cache().lock().expect("known_hosts cache").get(file) {
+        if *seen == stamp {
+            return Some(p.clone());
+        }
+    }
+    let text = std::fs::read_to_string(file).ok()?;
+    let mut p = Parsed::default();
+    for (i, line) in text.lines().enumerate() {
+        let Some(entry) = Entry::parse(line) else { continue };
+        let at = format!("{}:{}", file.display(), i + 1);
+        match entry.marker {
+            Some(Marker::Revoked) => {
+                p.revoked.entry(entry.key).or_insert(at);
+            }
+            Some(Marker::CertAuthority) => {}
+            None if entry.hosts.starts_with('|') || entry.hosts.contains(['*', '?', '!']) => {
+                p.patterns.push((entry.hosts.to_owned(), entry.key, at));
+            }
+            None => {
+                for name in entry.hosts.split(',') {
+                    p.exact.entry(name.to_owned()).or_default().push((entry.key.clone(), at.clone()));
+                }
+            }
+        }
+    }
+    let p = Arc::new(p);
+    cache().lock().expect("known_hosts cache").insert(file.to_owned(), (stamp, p.clone()));
+    Some(p)
 }
 
 /// Appends a line trusting `key` for `address:port` (the `accept-new` policy), making the
@@ -135,24 +189,24 @@ impl<'a> Entry<'a> {
         let (kind, data) = (words.next()?, words.next()?);
         Some(Self { marker, hosts: first, key: format!("{kind} {data}") })
     }
+}
 
-    /// Whether the host field lists `name`: hashed, or patterns with negation.
-    fn matches(&self, name: &str) -> bool {
-        if let Some(hashed) = self.hosts.strip_prefix("|1|") {
-            return hashed_matches(hashed, name);
-        }
-        let mut any = false;
-        for pattern in self.hosts.split(',') {
-            if let Some(negated) = pattern.strip_prefix('!') {
-                if crate::inventory::glob_match(negated, name) {
-                    return false;
-                }
-            } else if crate::inventory::glob_match(pattern, name) {
-                any = true;
-            }
-        }
-        any
+/// Whether a host field lists `name`: hashed, or patterns with negation.
+fn matches(hosts: &str, name: &str) -> bool {
+    if let Some(hashed) = hosts.strip_prefix("|1|") {
+        return hashed_matches(hashed, name);
     }
+    let mut any = false;
+    for pattern in hosts.split(',') {
+        if let Some(negated) = pattern.strip_prefix('!') {
+            if crate::inventory::glob_match(negated, name) {
+                return false;
+            }
+        } else if crate::inventory::glob_match(pattern, name) {
+            any = true;
+        }
+    }
+    any
 }
 
 fn hashed_matches(hashed: &str, name: &str) -> bool {

@@ -82,7 +82,8 @@ impl Drop for Lease {
 }
 
 impl Pool {
-    pub fn new(settings: PoolSettings, inventory: Inventory) -> Self {
+    pub fn new(settings: PoolSettings, mut inventory: Inventory) -> Self {
+        inventory.sort();
         let inner = Arc::new(PoolInner {
             client: Arc::new(settings.client.clone()),
             connecting: Semaphore::new(settings.max_connecting.max(1)),
@@ -99,7 +100,8 @@ impl Pool {
     }
 
     /// Replaces the inventory; sessions to hosts still listed are kept.
-    pub fn set_inventory(&self, inventory: Inventory) {
+    pub fn set_inventory(&self, mut inventory: Inventory) {
+        inventory.sort();
         *self.inner.inventory.write().expect("inventory lock") = Arc::new(inventory);
     }
 

@@ -188,12 +188,18 @@ impl Inventory {
                 out.hosts.push(host);
             }
         }
-        out.hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        out.sort();
         out
     }
 
+    /// The host named `name`. Hosts are kept sorted by name ([`Inventory::load`] sorts them;
+    /// call [`Inventory::sort`] after building one by hand), so this is a binary search.
     pub fn get(&self, name: &str) -> Option<&Host> {
-        self.hosts.iter().find(|h| h.name == name)
+        self.hosts.binary_search_by(|h| h.name.as_str().cmp(name)).ok().map(|i| &self.hosts[i])
+    }
+
+    pub fn sort(&mut self) {
+        self.hosts.sort_by(|a, b| a.name.cmp(&b.name));
     }
 }
 
