@@ -89,8 +89,11 @@ struct Parsed {
 
 type Stamp = (u64, std::time::SystemTime, u64);
 
-fn cache() -> &'static Mutex<HashMap<PathBuf, (Stamp, Arc<Parsed>)>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (Stamp, Arc<Parsed>)>>> = OnceLock::new();
+/// Parsed files by path, with the stamp they were parsed at.
+type Cache = Mutex<HashMap<PathBuf, (Stamp, Arc<Parsed>)>>;
+
+fn cache() -> &'static Cache {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
