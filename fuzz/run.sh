@@ -11,7 +11,7 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 # An explicit --target keeps RUSTFLAGS off build scripts, as cargo-fuzz does.
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 cargo build --release -q --bins --target "$triple"
-bin="target/$triple/release"
+bin="${CARGO_TARGET_DIR:-target}/$triple/release"
 for target in relay_frame handshake_reader session_opener; do
   mkdir -p "corpus/$target"
   echo "fuzz: $target ($runs inputs)"
