@@ -364,20 +364,23 @@ async fn idle_sessions_close_and_connects_are_bounded() {
     shared.max_connecting = 1;
     let hosts: Vec<Host> = (0..4).map(|i| host(&format!("alias{i}"), &sshd, Some(&key))).collect();
     let pool = Pool::new(shared, Inventory { hosts, problems: vec![] });
-    // Four names for one server share one session (same user, address and port).
-    let runs = (0..4).map(|i| {
-        let pool = pool.clone();
-        async move { run(&pool, &format!("alias{i}"), "echo $((6*7))", None).await.unwrap().stdout }
-    });
-    let outs = futures_util::future::join_all(runs).await;
-    assert!(outs.iter().all(|o| o == "42\n"), "{outs:?}");
-    assert_eq!(pool.open_sessions(), 1);
-    assert_eq!(sshd.log_text().matches("Accepted publickey").count(), 1);
+    // Each inventory host has its own session, reused by every operation on it; handshakes
+    // queue behind max_connecting.
+    for _ in 0..2 {
+        let runs = (0..4).map(|i| {
+            let pool = pool.clone();
+            async move { run(&pool, &format!("alias{i}"), "echo $((6*7))", None).await.unwrap().stdout }
+        });
+        let outs = futures_util::future::join_all(runs).await;
+        assert!(outs.iter().all(|o| o == "42\n"), "{outs:?}");
+    }
+    assert_eq!(pool.open_sessions(), 4);
+    assert_eq!(sshd.log_text().matches("Accepted publickey").count(), 4);
     // Idle past the timeout: closed, then reopened on the next use.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(pool.open_sessions(), 0, "the idle session was not closed");
+    assert_eq!(pool.open_sessions(), 0, "the idle sessions were not closed");
     assert_eq!(run(&pool, "alias0", "echo again", None).await.unwrap().stdout, "again\n");
-    assert_eq!(sshd.log_text().matches("Accepted publickey").count(), 2);
+    assert_eq!(sshd.log_text().matches("Accepted publickey").count(), 5);
 
     // A host that accepts TCP but never speaks SSH: the connect timeout ends the wait.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -425,4 +428,34 @@ async fn direct_tcpip_reaches_what_the_host_reaches() {
     let closed = tunnel_tests::sshd::free_port();
     let err = p.direct_tcpip("h", "127.0.0.1", closed).await.err().expect("a closed port fails");
     assert!(err.to_string().contains(&format!("127.0.0.1:{closed}")), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_jump_goes_through_the_jump_host() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new("ssh-jump");
+    let key = keygen(dir.path(), "id_ed25519", "ed25519", "").unwrap();
+    let bastion = Sshd::start(&[public_key(&key)]).unwrap();
+    let inner = Sshd::start(&[public_key(&key)]).unwrap();
+    let mut behind = host("inner", &inner, Some(&key));
+    behind.proxy_jump = Some("bastion".into());
+    let hosts = vec![host("bastion", &bastion, Some(&key)), behind];
+    let p = pool(settings(&dir, &[bastion.known_hosts_line(), inner.known_hosts_line()]), hosts);
+    assert_eq!(run(&p, "inner", "echo inside", None).await.unwrap().stdout, "inside\n");
+    // The bastion opened the connection to the inner host for us.
+    let log = bastion.log_text();
+    assert!(log.contains(&format!("target 127.0.0.1 port {}", inner.port)), "no direct-tcpip on the bastion:\n{log}");
+    // The inner host's key is still checked: a wrong one is refused through the jump too.
+    let other = keygen(dir.path(), "other", "ed25519", "").unwrap();
+    let wrong = public_key(&other);
+    let mut w = wrong.split_whitespace();
+    let wrong_line = format!("[127.0.0.1]:{} {} {}", inner.port, w.next().unwrap(), w.next().unwrap());
+    let mut behind = host("inner", &inner, Some(&key));
+    behind.proxy_jump = Some("bastion".into());
+    let hosts = vec![host("bastion", &bastion, Some(&key)), behind];
+    let p = pool(settings(&dir, &[bastion.known_hosts_line(), wrong_line]), hosts);
+    let err = run(&p, "inner", "true", None).await.unwrap_err();
+    assert!(matches!(err, SshError::HostKeyChanged { .. }), "{err}");
 }

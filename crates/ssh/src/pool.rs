@@ -1,5 +1,5 @@
-//! The connection pool: one session per host (keyed by user, address, port and jump), reused
-//! by every operation and multiplexing channels, with bounded concurrency.
+//! The connection pool: one session per inventory host, reused by every operation and
+//! multiplexing channels, with bounded concurrency.
 //!
 //! - At most `max_connecting` handshakes run at once; the rest queue.
 //! - A session carries at most `channels_per_session` channels at once (OpenSSH's default
@@ -165,9 +165,12 @@ impl Pool {
         }
     }
 
+    /// One session per inventory host; what it connects to is part of the key, so a host
+    /// whose entry changed gets a new session.
     fn key(&self, host: &Host) -> String {
         let user = host.user.as_deref().unwrap_or(&self.inner.client.default_user);
-        format!("{user}@{}:{} via {}", host.address, host.port, host.proxy_jump.as_deref().unwrap_or("-"))
+        let via = host.proxy_jump.as_deref().unwrap_or("-");
+        format!("{} = {user}@{}:{} via {via}", host.name, host.address, host.port)
     }
 
     async fn conn(&self, host: &Arc<Host>, depth: usize) -> Result<Arc<Conn>, SshError> {
