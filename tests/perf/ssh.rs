@@ -208,7 +208,7 @@ fn fanout() -> anyhow::Result<()> {
     };
     let t = Targets::new(dir, key, endpoints, line)?;
     println!(
-        "fan-out: uname -a on {} targets ({SERVERS} sshd x {ADDRESSES_PER_SERVER} addresses), 2 cores",
+        "fan-out: uname -a on {} targets ({SERVERS} sshd x {TARGETS_PER_SERVER} targets), 2 cores",
         t.endpoints.len()
     );
     println!("{:<12} {:>11} {:>11} {:>11} {:>11}", "tool", "c=8", "c=16", "c=32", "c=64");
