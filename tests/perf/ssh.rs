@@ -10,7 +10,7 @@
 //!   Ansible ad-hoc (`ansible all -m command`, pipelining on, no ControlMaster) and an asyncssh
 //!   `asyncio.gather` script, each at its best concurrency of 8, 16, 32 and 64, in one run.
 //!   Targets: cold within 5% of the best other tool; warm at least 10x faster than the best
-//!   cold run of any tool.
+//!   cold run of any tool. `fanout-tunnel` runs tunnel's part alone.
 //! - scale: 10,000 targets served by an in-process russh fixture (tests/support/ssh_fixture.rs);
 //!   tunnel's time and the node's peak RSS (target: under 1 GiB), beside asyncssh's.
 
@@ -32,7 +32,9 @@ fn main() -> anyhow::Result<()> {
     let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let want = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
     if want("fanout") {
-        fanout()?;
+        fanout(true)?;
+    } else if which.iter().any(|w| w == "fanout-tunnel") {
+        fanout(false)?; // tunnel alone, for a quick look
     }
     if want("scale") {
         scale()?;
@@ -40,8 +42,32 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The user every tool logs in as. As root, a system user `tunnelbench` whose shell is
+/// `/bin/sh` and whose home is `/tmp`: a command's cost is then the SSH layer's, not the login
+/// user's dotfiles (root's `.bashrc` here runs `pyenv init`, about 100 processes and 130 ms of
+/// server CPU per command, for every tool alike).
 fn user() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "root".into())
+    static USER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    USER.get_or_init(|| {
+        let me = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        if me != "root" {
+            return me;
+        }
+        let exists = Command::new("id").arg("tunnelbench").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        if !exists.is_ok_and(|s| s.success()) {
+            let made = Command::new("useradd")
+                .args(["--system", "--no-create-home", "--home-dir", "/tmp", "--shell", "/bin/sh", "tunnelbench"])
+                .status();
+            if !made.is_ok_and(|s| s.success()) {
+                eprintln!("cannot add the user tunnelbench; logging in as root (its dotfiles will be measured too)");
+                return me;
+            }
+        }
+        // `*`: no password can match, but the account is not locked (sshd refuses locked ones).
+        let _ = Command::new("usermod").args(["-p", "*", "tunnelbench"]).status();
+        "tunnelbench".into()
+    })
+    .clone()
 }
 
 /// The files every tool reads: targets, known_hosts, and each tool's inventory.
@@ -187,10 +213,13 @@ fn tunnel_fleet(node: &NodeProc, concurrency: usize) -> anyhow::Result<(Duration
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("tunnel fleet: {}", String::from_utf8_lossy(&out.stderr)))?;
     let ok = doc["reduction"]["by_status"]["ok"].as_u64().unwrap_or(0);
+    if let Some(failed) = doc["targets"].as_array().and_then(|ts| ts.iter().find(|t| t["status"] != "ok")) {
+        eprintln!("tunnel: {} not ok: {} {}", failed["name"], failed["status"], failed["error"]);
+    }
     Ok((took, ok))
 }
 
-fn fanout() -> anyhow::Result<()> {
+fn fanout(with_others: bool) -> anyhow::Result<()> {
     let dir = TempDir::new("ssh-bench");
     let key = keygen(dir.path(), "id_ed25519", "ed25519", "")?;
     let mut servers = Vec::new();
@@ -223,6 +252,9 @@ fn fanout() -> anyhow::Result<()> {
         ("ansible", &ansible),
         ("asyncssh", &|t: &Targets, c| asyncssh(t, c).map(|r| r.0)),
     ] {
+        if !with_others {
+            break;
+        }
         let times = CONCURRENCIES.iter().map(|c| run(&t, *c)).collect::<anyhow::Result<Vec<_>>>()?;
         let (best, at) = row(name, times);
         if best < best_other.0 {

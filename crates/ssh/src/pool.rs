@@ -180,7 +180,9 @@ impl Pool {
             return Ok(conn.clone());
         }
         *current = None;
+        let started = Instant::now();
         let session = self.connect_with_retries(host, depth).await?;
+        tracing::debug!(host = %host.name, took_ms = started.elapsed().as_millis() as u64, "connected");
         let conn = Arc::new(Conn {
             session: Arc::new(session),
             channels: Arc::new(Semaphore::new(self.inner.settings.channels_per_session.max(1))),

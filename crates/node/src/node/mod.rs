@@ -444,9 +444,13 @@ impl Node {
                 chunk = reader.read() => {
                     let chunk = match chunk {
                         Ok(Some(c)) => c,
-                        Ok(None) | Err(_) => {
+                        Ok(None) => {
                             let why = "the exec stream ended before the command's exit status arrived";
                             return Err(self.lost(peer, why.into()));
+                        }
+                        Err(e) => {
+                            let why = format!("the exec stream broke before the command's exit status arrived ({e})");
+                            return Err(self.lost(peer, why));
                         }
                     };
                     let batch: Vec<ExecEvent> = match decoder.push(&chunk) {

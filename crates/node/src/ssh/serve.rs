@@ -34,7 +34,8 @@ fn remote_command(spec: &ExecSpec) -> Result<String, String> {
 }
 
 pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, spec: ExecSpec) {
-    let Stream { peer, reader, mut writer, .. } = stream;
+    // The reader lives to the end: dropping it early would reset the stream under the answer.
+    let Stream { peer, mut reader, mut writer, .. } = stream;
     let mut detail = audit_detail(&spec);
     detail["ssh_host"] = host.clone().into();
     if !node.begin_request(peer, spec.request_id) {
@@ -58,7 +59,7 @@ pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, 
     };
     let started = Instant::now();
     let outcome = match remote_command(&spec) {
-        Ok(command) => run(&pool, &host, &spec, command, reader, &mut writer).await,
+        Ok(command) => run(&pool, &host, &spec, command, &mut reader, &mut writer).await,
         Err(e) => Err(e),
     };
     crate::exec::conclude(&node, peer, "ssh.exec", detail, started, outcome, writer).await;
@@ -70,7 +71,7 @@ async fn run(
     host: &str,
     spec: &ExecSpec,
     command: String,
-    mut reader: StreamReader,
+    reader: &mut StreamReader,
     writer: &mut StreamWriter,
 ) -> Result<tunnel_proto::message::ExecExit, String> {
     let (events_tx, mut events_rx) = mpsc::channel(EVENTS);
@@ -99,18 +100,21 @@ async fn run(
             }
         }
     };
-    // Input from the caller; true if the caller reset the stream (a cancel).
-    let input = async {
-        let Some(tx) = stdin_tx else { return std::future::pending::<bool>().await };
+    // Input from the caller, read to its end even when the command takes none; true if the
+    // caller reset the stream (a cancel).
+    let input = async move {
+        let mut stdin_tx = stdin_tx;
         loop {
             match reader.read().await {
                 Ok(Some(chunk)) => {
-                    if tx.send(chunk.to_vec()).await.is_err() {
-                        return std::future::pending::<bool>().await;
+                    if let Some(tx) = &stdin_tx {
+                        if tx.send(chunk.to_vec()).await.is_err() {
+                            stdin_tx = None; // the command stopped reading
+                        }
                     }
                 }
                 Ok(None) => {
-                    drop(tx); // end of input
+                    drop(stdin_tx.take()); // end of input
                     return std::future::pending::<bool>().await;
                 }
                 Err(_) => return true,
