@@ -25,8 +25,11 @@ use tunnel_tests::{bin, memory_kib, token, NodeProc, RelayProc, TempDir};
 const SERVERS: usize = 8;
 const TARGETS_PER_SERVER: usize = 25;
 const CONCURRENCIES: [usize; 4] = [8, 16, 32, 64];
+/// Warm runs also try every target at once: with the sessions open, nothing queues on sshd.
+const WARM_EXTRA: [usize; 2] = [128, 200];
 const SCALE_TARGETS: usize = 10_000;
 const SCALE_CONCURRENCY: usize = 512;
+const SCALE_LISTENERS: usize = 100;
 
 fn main() -> anyhow::Result<()> {
     let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
@@ -262,7 +265,7 @@ fn fanout(with_others: bool) -> anyhow::Result<()> {
         }
     }
     let mut cold = Vec::new();
-    let mut warm = Duration::MAX;
+    let mut warm = (Duration::MAX, 0);
     for c in CONCURRENCIES {
         let (_relay, node) = tunnel_node(&t, c)?;
         let (took, ok) = tunnel_fleet(&node, c)?;
@@ -270,25 +273,32 @@ fn fanout(with_others: bool) -> anyhow::Result<()> {
             bail!("tunnel cold at {c}: {ok} of {} ok", t.endpoints.len());
         }
         cold.push(took);
-        for _ in 0..3 {
-            let (took, ok) = tunnel_fleet(&node, c)?;
-            if ok != t.endpoints.len() as u64 {
-                bail!("tunnel warm at {c}: {ok} ok");
+        let warm_at: Vec<usize> = if c == *CONCURRENCIES.last().expect("some") { [c].into_iter().chain(WARM_EXTRA).collect() } else { vec![c] };
+        for wc in warm_at {
+            for _ in 0..3 {
+                let (took, ok) = tunnel_fleet(&node, wc)?;
+                if ok != t.endpoints.len() as u64 {
+                    bail!("tunnel warm at {wc}: {ok} ok");
+                }
+                if took < warm.0 {
+                    warm = (took, wc);
+                }
             }
-            warm = warm.min(took);
         }
     }
     let (tunnel_cold, at) = row("tunnel cold", cold);
-    println!("{:<12} {:>10.2}s (best of 3 at each concurrency)", "tunnel warm", warm.as_secs_f64());
+    let (warm, warm_at) = warm;
+    println!("{:<12} {:>10.2}s (best of 3 at each concurrency, and 128 and 200; best at {warm_at})", "tunnel warm", warm.as_secs_f64());
     let cold_ratio = tunnel_cold.as_secs_f64() / best_other.0.as_secs_f64();
     let warm_speedup = best_other.0.min(tunnel_cold).as_secs_f64() / warm.as_secs_f64();
+    let warm_vs_others = best_other.0.as_secs_f64() / warm.as_secs_f64();
     println!("best other cold: {:.2}s ({})", best_other.0.as_secs_f64(), best_other.1);
     println!(
         "tunnel cold (concurrency {at}) / best other cold = {cold_ratio:.2} (target <= 1.05): {}",
         if cold_ratio <= 1.05 { "MET" } else { "NOT MET" }
     );
     println!(
-        "best cold / tunnel warm = {warm_speedup:.1}x (target >= 10x): {}",
+        "best cold of any tool / tunnel warm = {warm_speedup:.1}x (target >= 10x): {}; best other tool's cold / tunnel warm = {warm_vs_others:.1}x",
         if warm_speedup >= 10.0 { "MET" } else { "NOT MET" }
     );
     Ok(())
@@ -300,14 +310,17 @@ fn scale() -> anyhow::Result<()> {
     let key = keygen(dir.path(), "id_ed25519", "ed25519", "")?;
     let host_key_path = keygen(dir.path(), "fixture_host", "ed25519", "")?;
     let host_key = russh::keys::load_secret_key(&host_key_path, None)?;
+    // 100 listening addresses, 100 targets on each: every target is still its own session
+    // (tunnel keeps one per inventory host), and the fixture stays under the file limit.
     let port = free_port();
+    let addresses: Vec<String> = (0..SCALE_LISTENERS).map(|i| format!("127.2.0.{}", i + 1)).collect();
     let endpoints: Vec<(String, u16)> =
-        (0..SCALE_TARGETS).map(|i| (format!("127.2.{}.{}", i / 200, i % 200 + 1), port)).collect();
+        (0..SCALE_TARGETS).map(|i| (addresses[i % SCALE_LISTENERS].clone(), port)).collect();
     let _servers = rt.block_on(async {
         let mut listeners = Vec::new();
-        for (a, p) in &endpoints {
-            listeners
-                .push(tokio::net::TcpListener::bind((a.as_str(), *p)).await.with_context(|| format!("bind {a}:{p}"))?);
+        for a in &addresses {
+            let bound = tokio::net::TcpListener::bind((a.as_str(), port)).await;
+            listeners.push(bound.with_context(|| format!("bind {a}:{port}"))?);
         }
         anyhow::Ok(tunnel_tests::ssh_fixture::serve(host_key, listeners))
     })?;
