@@ -122,6 +122,26 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
     let on_hosts = |what: &str| audit.lines().filter(|l| l.contains("\"ssh.exec\"") && l.contains(what)).count();
     assert!(on_hosts("tr -s") >= 1 && on_hosts("sort") >= 1, "maps and reduces did not run on the SSH hosts");
 
+    // fleet read and write on SSH hosts (the jump node is in edit mode).
+    let shared = dir.path().join("shared.conf");
+    std::fs::write(dir.path().join("local.conf"), "v=2\n")?;
+    let o = op.cli(&[
+        "fleet",
+        "write",
+        "ssh:all",
+        dir.path().join("local.conf").to_str().unwrap(),
+        shared.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    let o = op.cli(&["fleet", "read", "ssh:all", shared.to_str().unwrap(), "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let groups = doc["reduction"]["groups"].as_array().unwrap();
+    assert_eq!(
+        (groups.len(), groups[0]["count"].as_u64(), groups[0]["stdout"].as_str()),
+        (1, Some(2), Some("v=2\n")),
+        "{doc}"
+    );
+
     // cp both ways, through SFTP on the host.
     let remote = dir.path().join("remote.txt");
     let local_src = dir.path().join("up.txt");

@@ -93,7 +93,12 @@ impl Targets {
             t.endpoints.iter().enumerate().map(|(i, (a, port))| f(i, a, *port) + "\n").collect()
         };
         std::fs::write(p("targets.txt"), lines(&|_, a, port| format!("{a} {port}")))?;
-        std::fs::write(p("known_hosts"), lines(&|_, a, port| host_key_line(a, port)))?;
+        // One line per endpoint: clients read the file per connection, and duplicates would
+        // measure their known_hosts parsing instead of SSH.
+        let mut known: Vec<String> = t.endpoints.iter().map(|(a, port)| host_key_line(a, *port)).collect();
+        known.sort();
+        known.dedup();
+        std::fs::write(p("known_hosts"), known.join("\n") + "\n")?;
         std::fs::write(p("pssh_hosts"), lines(&|_, a, port| format!("{}@{a}:{port}", user())))?;
         let inventory = lines(&|i, a, port| {
             format!("t{i:05} ansible_host={a} ansible_port={port} ansible_user={} ansible_python_interpreter=/usr/bin/python3", user())
@@ -273,7 +278,11 @@ fn fanout(with_others: bool) -> anyhow::Result<()> {
             bail!("tunnel cold at {c}: {ok} of {} ok", t.endpoints.len());
         }
         cold.push(took);
-        let warm_at: Vec<usize> = if c == *CONCURRENCIES.last().expect("some") { [c].into_iter().chain(WARM_EXTRA).collect() } else { vec![c] };
+        let warm_at: Vec<usize> = if c == *CONCURRENCIES.last().expect("some") {
+            [c].into_iter().chain(WARM_EXTRA).collect()
+        } else {
+            vec![c]
+        };
         for wc in warm_at {
             for _ in 0..3 {
                 let (took, ok) = tunnel_fleet(&node, wc)?;
@@ -288,7 +297,11 @@ fn fanout(with_others: bool) -> anyhow::Result<()> {
     }
     let (tunnel_cold, at) = row("tunnel cold", cold);
     let (warm, warm_at) = warm;
-    println!("{:<12} {:>10.2}s (best of 3 at each concurrency, and 128 and 200; best at {warm_at})", "tunnel warm", warm.as_secs_f64());
+    println!(
+        "{:<12} {:>10.2}s (best of 3 at each concurrency, and 128 and 200; best at {warm_at})",
+        "tunnel warm",
+        warm.as_secs_f64()
+    );
     let cold_ratio = tunnel_cold.as_secs_f64() / best_other.0.as_secs_f64();
     let warm_speedup = best_other.0.min(tunnel_cold).as_secs_f64() / warm.as_secs_f64();
     let warm_vs_others = best_other.0.as_secs_f64() / warm.as_secs_f64();
