@@ -89,11 +89,25 @@ pub(crate) async fn refuse(
     event: &str,
     refusal: crate::policy::Refusal,
     detail: serde_json::Value,
+    writer: StreamWriter,
+) {
+    refuse_as(node, peer, event, refusal, detail, writer, ExecEvent::Refused).await
+}
+
+/// Audits a refusal and sends the caller its one answer, the stream's own `Refused` frame.
+pub(crate) async fn refuse_as<E: serde::Serialize>(
+    node: &crate::Node,
+    peer: tunnel_proto::NodeId,
+    event: &str,
+    refusal: crate::policy::Refusal,
+    detail: serde_json::Value,
     mut writer: StreamWriter,
+    answer: impl FnOnce(String) -> E,
 ) {
     node.audit_op(peer, event, "refused", Some(refusal.rule.clone()), detail, None);
-    let _ = send(&mut writer, &ExecEvent::Refused(refusal.to_string())).await;
-    let _ = writer.finish().await;
+    if writer.write_all(&framing::encode(&answer(refusal.to_string()))).await.is_ok() {
+        let _ = writer.finish().await;
+    }
 }
 
 /// Audits how a command ended and sends the caller its last event: `Exit` or `Failed`.

@@ -84,12 +84,9 @@ pub(crate) async fn refuse(
     event: &str,
     refusal: crate::policy::Refusal,
     detail: serde_json::Value,
-    mut writer: StreamWriter,
+    writer: StreamWriter,
 ) {
-    node.audit_op(peer, event, "refused", Some(refusal.rule.clone()), detail, None);
-    if send(&mut writer, &FileEvent::Refused(refusal.to_string())).await {
-        let _ = writer.finish().await;
-    }
+    crate::exec::refuse_as(node, peer, event, refusal, detail, writer, FileEvent::Refused).await
 }
 
 /// Serves a read stream.
