@@ -167,10 +167,9 @@ impl Node {
 
     async fn on_target(&self, target: &Target, op: FleetOp, timeout: Duration) -> TargetResult {
         let started = Instant::now();
-        let Ok(peer) = target.id.parse::<NodeId>() else {
+        let Some(peer) = target.dest() else {
             return TargetResult::errored(target, Status::Unreachable, "not a node id");
         };
-        let peer = Dest { peer, ssh: target.ssh.clone() };
         let run = async {
             match op {
                 FleetOp::Exec(spec) => self.exec_on(target, peer, spec, timeout).await,

@@ -41,6 +41,13 @@ pub struct Target {
     pub ssh: Option<String>,
 }
 
+impl Target {
+    /// Where operations on this target run; `None` if `id` is not a node id.
+    pub fn dest(&self) -> Option<crate::Dest> {
+        Some(crate::Dest { peer: self.id.parse().ok()?, ssh: self.ssh.clone() })
+    }
+}
+
 /// The prefix of SSH host targets.
 pub const SSH_PREFIX: &str = "ssh:";
 

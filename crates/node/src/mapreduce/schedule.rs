@@ -50,10 +50,7 @@ impl<'a> Scheduler<'a> {
         retries: u32,
         cap: u64,
     ) -> Self {
-        let targets = targets
-            .iter()
-            .filter_map(|t| Some((Dest { peer: t.id.parse().ok()?, ssh: t.ssh.clone() }, t.name.clone())))
-            .collect();
+        let targets = targets.iter().filter_map(|t| Some((t.dest()?, t.name.clone()))).collect();
         Self { node, targets, command, timeout, retries, cap }
     }
 

@@ -21,6 +21,7 @@ use crate::audit::{AuditError, AuditLog, Entry};
 mod dest;
 mod gather;
 mod requests;
+mod ssh;
 use crate::identity::{load_or_create_identity, IdentityError};
 use crate::membership::{Membership, PeerInfo, ResolveError};
 use crate::policy::{Mode, Policy, Refusal};
@@ -135,7 +136,7 @@ struct Inner {
     policy: RwLock<Policy>,
     state_dir: Option<std::path::PathBuf>,
     /// The SSH client and inventory, when this node has SSH hosts configured.
-    ssh: Option<tunnel_ssh::Pool>,
+    ssh: Option<ssh::SshArm>,
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -150,24 +151,21 @@ impl Node {
             allow.push(config.secret.public());
         }
         let audit = config.state_dir.as_deref().map(AuditLog::open).transpose()?;
-        let ssh = start_ssh(&config.ssh).await;
-        let (ssh_hosts, left_out) = match &ssh {
-            Some(pool) => crate::ssh::announce(&pool.inventory()),
-            None => (vec![], 0),
-        };
-        if left_out > 0 {
-            warn!(left_out, "the SSH inventory is too large to announce whole; {left_out} hosts are not announced");
+        let ssh = ssh::SshArm::start(&config.ssh).await;
+        let ssh_hosts = ssh.as_ref().map(ssh::SshArm::announcement).unwrap_or_default();
+        let mut capabilities = vec!["ping".to_owned()];
+        if config.agent {
+            capabilities.extend(["echo", "exec"].map(String::from));
+            if ssh.is_some() {
+                capabilities.push("ssh".into());
+            }
         }
         let hello = Hello {
             tags: config.tags.clone(),
             os: config.os.clone(),
             tunnel_version: env!("CARGO_PKG_VERSION").to_owned(),
             mode: if config.agent { config.policy.mode } else { Mode::Disabled }.to_string(),
-            capabilities: match (config.agent, ssh.is_some()) {
-                (true, true) => vec!["ping".into(), "echo".into(), "exec".into(), "ssh".into()],
-                (true, false) => vec!["ping".into(), "echo".into(), "exec".into()],
-                (false, _) => vec!["ping".into()],
-            },
+            capabilities,
             ssh_hosts,
             ..Hello::new(config.name.clone())
         };
@@ -214,47 +212,6 @@ impl Node {
         &self.inner.name
     }
 
-    /// Every SSH host this node and its peers announce (call [`Node::discover`] first to
-    /// hear from every peer).
-    pub fn ssh_hosts(&self) -> crate::ssh::SshHostList {
-        let mut list = crate::ssh::SshHostList::default();
-        if let Some(pool) = &self.inner.ssh {
-            let inventory = pool.inventory();
-            list.problems = inventory.problems.iter().map(ToString::to_string).collect();
-            for h in &inventory.hosts {
-                let user = h.user.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
-                list.hosts.push(crate::ssh::SshHostRow {
-                    name: h.name.clone(),
-                    tags: h.tags.clone(),
-                    via: self.inner.name.clone(),
-                    via_id: self.id().to_string(),
-                    address: Some(format!("{user}{}:{}", h.address, h.port)),
-                    source: Some(h.source.clone()),
-                });
-            }
-        }
-        let peers = self.inner.members.lock().expect("members lock").candidates();
-        for peer in peers {
-            for h in peer.ssh_hosts.iter() {
-                list.hosts.push(crate::ssh::SshHostRow {
-                    name: h.name.clone(),
-                    tags: h.tags.clone(),
-                    via: peer.name.clone(),
-                    via_id: peer.id.to_string(),
-                    address: None,
-                    source: None,
-                });
-            }
-        }
-        list.hosts.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.via.cmp(&b.via)));
-        list
-    }
-
-    /// The SSH client, if this node has an SSH inventory.
-    pub fn ssh_pool(&self) -> Option<tunnel_ssh::Pool> {
-        self.inner.ssh.clone()
-    }
-
     pub fn endpoint(&self) -> &Endpoint {
         &self.inner.endpoint
     }
@@ -297,23 +254,6 @@ impl Node {
         let _ = tokio::time::timeout(within, greet_all).await;
     }
 
-    /// Where a single target runs: a peer as [`Node::find`] resolves it, or `ssh:HOST`
-    /// through the peer that announces the host.
-    pub async fn find_dest(&self, target: &str) -> Result<Dest, RpcError> {
-        if !target.starts_with(crate::targets::SSH_PREFIX) {
-            return Ok(self.find(target).await?.into());
-        }
-        let selected = self.select(target).await?;
-        match selected.as_slice() {
-            [one] => Ok(Dest { peer: one.id.parse().map_err(|_| RpcError::Closed)?, ssh: one.ssh.clone() }),
-            many => Err(crate::targets::TargetError::Bad {
-                term: target.to_owned(),
-                why: format!("names {} SSH hosts; this operation takes one (use tunnel fleet for many)", many.len()),
-            }
-            .into()),
-        }
-    }
-
     /// [`Node::resolve`], after discovering peers if the target is not known yet.
     pub async fn find(&self, target: &str) -> Result<NodeId, RpcError> {
         match self.resolve(target) {
@@ -333,7 +273,7 @@ impl Node {
         let me = crate::targets::Candidate {
             id: self.id(),
             name: self.inner.name.clone(),
-            ssh_hosts: Arc::new(crate::ssh::expand(&hello.ssh_hosts)),
+            ssh_hosts: self.own_ssh_hosts(),
             tags: hello.tags,
             os: Some(hello.os),
             is_self: true,
@@ -689,19 +629,6 @@ impl Node {
             | PeerMessage::Close { .. } => {}
         }
     }
-}
-
-/// Loads the SSH inventory (problems are logged, never fatal) and makes the client pool.
-async fn start_ssh(settings: &crate::ssh::SshSettings) -> Option<tunnel_ssh::Pool> {
-    if !settings.has_sources() {
-        return None;
-    }
-    let inventory = tunnel_ssh::Inventory::load(&settings.sources).await;
-    for problem in &inventory.problems {
-        warn!(%problem, "SSH inventory");
-    }
-    info!(hosts = inventory.hosts.len(), problems = inventory.problems.len(), "SSH inventory loaded");
-    Some(tunnel_ssh::Pool::new(settings.pool.clone(), inventory))
 }
 
 /// A record of something that happened to this node (not an operation anyone asked for).
