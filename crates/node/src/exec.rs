@@ -53,13 +53,7 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
     let cmd = command_line(&spec.command);
     let detail = audit_detail(&spec);
     if !node.begin_request(peer, spec.request_id) {
-        let _ = send(
-            &mut writer,
-            &ExecEvent::Failed(format!("request {} already ran; not running it twice", spec.request_id)),
-        )
-        .await;
-        let _ = writer.finish().await;
-        return;
+        return send_last(writer, &already_ran(spec.request_id)).await;
     }
     let decision = node
         .policy_check(|p| {
@@ -79,7 +73,7 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
     let started = Instant::now();
     let plan = mode == crate::policy::Mode::Plan;
     let result = run(&spec, &cmd, plan, &mut reader, &mut writer).await;
-    conclude(&node, peer, "exec", detail, started, result.map(|(exit, _)| exit), writer).await;
+    conclude(&node, peer, "exec", detail, started, result, writer).await;
 }
 
 /// Audits a refused command and tells the caller; nothing ran.
@@ -101,13 +95,23 @@ pub(crate) async fn refuse_as<E: serde::Serialize>(
     event: &str,
     refusal: crate::policy::Refusal,
     detail: serde_json::Value,
-    mut writer: StreamWriter,
+    writer: StreamWriter,
     answer: impl FnOnce(String) -> E,
 ) {
     node.audit_op(peer, event, "refused", Some(refusal.rule.clone()), detail, None);
-    if writer.write_all(&framing::encode(&answer(refusal.to_string()))).await.is_ok() {
+    send_last(writer, &answer(refusal.to_string())).await
+}
+
+/// Sends a stream's last frame and ends the stream (a caller that is gone gets neither).
+pub(crate) async fn send_last<E: serde::Serialize>(mut writer: StreamWriter, event: &E) {
+    if writer.write_all(&framing::encode(event)).await.is_ok() {
         let _ = writer.finish().await;
     }
+}
+
+/// The answer to a command whose request id already ran: at most once, never twice.
+pub(crate) fn already_ran(request_id: u64) -> ExecEvent {
+    ExecEvent::Failed(format!("request {request_id} already ran; not running it twice"))
 }
 
 /// Audits how a command ended and sends the caller its last event: `Exit` or `Failed`.
@@ -118,7 +122,7 @@ pub(crate) async fn conclude(
     detail: serde_json::Value,
     started: Instant,
     result: Result<ExecExit, String>,
-    mut writer: StreamWriter,
+    writer: StreamWriter,
 ) {
     let (last, decision, record) = match result {
         Ok(exit) => {
@@ -140,9 +144,7 @@ pub(crate) async fn conclude(
         Err(e) => (ExecEvent::Failed(e), "failed", crate::audit::Entry::default()),
     };
     node.audit_op(peer, event, decision, None, detail, Some(record));
-    if send(&mut writer, &last).await {
-        let _ = writer.finish().await;
-    }
+    send_last(writer, &last).await
 }
 
 /// In plan mode, git in a repository whose config runs programs is refused.
@@ -160,14 +162,14 @@ fn plan_git_check(
     crate::git_guard::check(&program, &crate::git_guard::effective_dir(argv, &cwd))
 }
 
-/// Spawns and supervises the command. Returns its exit and the output bytes it produced.
+/// Spawns and supervises the command. Returns its exit (with the output bytes it produced).
 async fn run(
     spec: &ExecSpec,
     cmd: &CommandLine,
     plan: bool,
     reader: &mut StreamReader,
     writer: &mut StreamWriter,
-) -> Result<(ExecExit, u64), String> {
+) -> Result<ExecExit, String> {
     let mut command = match cmd {
         CommandLine::Argv(argv) => {
             let first = argv.first().ok_or("empty command")?;
@@ -214,7 +216,7 @@ async fn run(
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let (mut out_buf, mut err_buf) = (vec![0u8; READ_CHUNK], vec![0u8; READ_CHUNK]);
-    let (mut out_sent, mut err_sent, mut total) = (0u64, 0u64, 0u64);
+    let (mut out_sent, mut err_sent) = (0u64, 0u64);
     let mut exit = ExecExit::default();
     let deadline = spec.timeout_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
     let mut status = None;
@@ -231,7 +233,6 @@ async fn run(
         tokio::select! {
             n = read_some(&mut stdout, &mut out_buf) => match n {
                 Some(n) => {
-                    total += n as u64;
                     exit.stdout_bytes += n as u64;
                     let keep = cap(&mut out_sent, n, spec.output_cap, &mut exit.stdout_truncated);
                     if !forward(writer, ExecEvent::Stdout, &out_buf[..keep]).await {
@@ -243,7 +244,6 @@ async fn run(
             },
             n = read_some(&mut stderr, &mut err_buf) => match n {
                 Some(n) => {
-                    total += n as u64;
                     exit.stderr_bytes += n as u64;
                     let keep = cap(&mut err_sent, n, spec.output_cap, &mut exit.stderr_truncated);
                     if !forward(writer, ExecEvent::Stderr, &err_buf[..keep]).await {
@@ -296,7 +296,7 @@ async fn run(
     exit.code = status.code();
     exit.signal = std::os::unix::process::ExitStatusExt::signal(&status);
     exit.duration_ms = started.elapsed().as_millis() as u64;
-    Ok((exit, total))
+    Ok(exit)
 }
 
 /// Sends output to the caller; false if the caller is gone. Nothing to send is a success.

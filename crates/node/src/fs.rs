@@ -115,7 +115,7 @@ pub(crate) async fn conclude(
     detail: serde_json::Value,
     started: Instant,
     result: Result<(u64, Option<PathBuf>), String>,
-    mut writer: StreamWriter,
+    writer: StreamWriter,
 ) {
     let (decision, answer, bytes) = match result {
         Ok((bytes, backup)) => {
@@ -129,9 +129,12 @@ pub(crate) async fn conclude(
         ..Default::default()
     };
     node.audit_op(peer, event, decision, None, detail, Some(outcome));
-    if send(&mut writer, &answer).await {
-        let _ = writer.finish().await;
-    }
+    crate::exec::send_last(writer, &answer).await
+}
+
+/// The answer to a write whose request id already ran.
+pub(crate) fn write_already_ran(request_id: u64) -> FileEvent {
+    FileEvent::Failed(format!("request {request_id} already ran"))
 }
 
 async fn read_to(path: &Path, spec: &ReadSpec, writer: &mut StreamWriter) -> Result<u64, String> {
@@ -184,13 +187,11 @@ pub(crate) fn mkdir(target: &Path, mode: Option<u32>) -> Result<(), String> {
 
 /// Serves a write stream.
 pub(crate) async fn serve_write(node: crate::Node, stream: Stream, spec: WriteSpec) {
-    let Stream { peer, mut reader, mut writer, .. } = stream;
+    let Stream { peer, mut reader, writer, .. } = stream;
     let detail =
         serde_json::json!({ "path": spec.path, "size": spec.size, "mode": spec.mode, "create_only": spec.create_only });
     if !node.begin_request(peer, spec.request_id) {
-        let _ = send(&mut writer, &FileEvent::Failed(format!("request {} already ran", spec.request_id))).await;
-        let _ = writer.finish().await;
-        return;
+        return crate::exec::send_last(writer, &write_already_ran(spec.request_id)).await;
     }
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tunnel_net::{Stream, StreamReader, StreamWriter};
-use tunnel_proto::message::{ExecCommand, ExecEvent, ExecSpec, FileEvent, ReadSpec, WriteSpec};
+use tunnel_proto::message::{ExecCommand, ExecSpec, ReadSpec, WriteSpec};
 use tunnel_ssh::ExecRequest;
 
 use crate::exec::{audit_detail, command_line, send};
@@ -39,10 +39,7 @@ pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, 
     let mut detail = audit_detail(&spec);
     detail["ssh_host"] = host.clone().into();
     if !node.begin_request(peer, spec.request_id) {
-        let why = format!("request {} already ran; not running it twice", spec.request_id);
-        let _ = send(&mut writer, &ExecEvent::Failed(why)).await;
-        let _ = writer.finish().await;
-        return;
+        return crate::exec::send_last(writer, &crate::exec::already_ran(spec.request_id)).await;
     }
     let cmd: CommandLine = command_line(&spec.command);
     let checked = node.policy_check(|p| {
@@ -161,15 +158,12 @@ pub(crate) async fn serve_read(node: crate::Node, stream: Stream, host: String, 
 }
 
 pub(crate) async fn serve_write(node: crate::Node, stream: Stream, host: String, spec: WriteSpec) {
-    let Stream { peer, mut reader, mut writer, .. } = stream;
+    let Stream { peer, mut reader, writer, .. } = stream;
     let detail = serde_json::json!({
         "ssh_host": host, "path": spec.path, "size": spec.size, "mode": spec.mode, "create_only": spec.create_only,
     });
     if !node.begin_request(peer, spec.request_id) {
-        let _ =
-            crate::fs::send(&mut writer, &FileEvent::Failed(format!("request {} already ran", spec.request_id))).await;
-        let _ = writer.finish().await;
-        return;
+        return crate::exec::send_last(writer, &crate::fs::write_already_ran(spec.request_id)).await;
     }
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
