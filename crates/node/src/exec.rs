@@ -14,7 +14,7 @@ use rustix::process::{kill_process_group, Pid, Signal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnel_net::{Stream, StreamReader, StreamWriter};
 use tunnel_proto::framing;
-use tunnel_proto::message::{ByteBuf, ExecCommand, ExecEvent, ExecExit, ExecSpec};
+use tunnel_proto::message::{cap_output, ByteBuf, ExecCommand, ExecEvent, ExecExit, ExecSpec};
 
 use crate::policy::{resolve_program, CommandLine, PathAccess};
 
@@ -234,7 +234,7 @@ async fn run(
             n = read_some(&mut stdout, &mut out_buf) => match n {
                 Some(n) => {
                     exit.stdout_bytes += n as u64;
-                    let keep = cap(&mut out_sent, n, spec.output_cap, &mut exit.stdout_truncated);
+                    let keep = cap_output(&mut out_sent, n, spec.output_cap, &mut exit.stdout_truncated);
                     if !forward(writer, ExecEvent::Stdout, &out_buf[..keep]).await {
                         exit.cancelled = true;
                         kill_group();
@@ -245,7 +245,7 @@ async fn run(
             n = read_some(&mut stderr, &mut err_buf) => match n {
                 Some(n) => {
                     exit.stderr_bytes += n as u64;
-                    let keep = cap(&mut err_sent, n, spec.output_cap, &mut exit.stderr_truncated);
+                    let keep = cap_output(&mut err_sent, n, spec.output_cap, &mut exit.stderr_truncated);
                     if !forward(writer, ExecEvent::Stderr, &err_buf[..keep]).await {
                         exit.cancelled = true;
                         kill_group();
@@ -302,16 +302,6 @@ async fn run(
 /// Sends output to the caller; false if the caller is gone. Nothing to send is a success.
 async fn forward(writer: &mut StreamWriter, event: fn(ByteBuf) -> ExecEvent, bytes: &[u8]) -> bool {
     bytes.is_empty() || send(writer, &event(ByteBuf(bytes.to_vec()))).await
-}
-
-/// How much of `n` new bytes fit under `limit`; sets `truncated` when some do not.
-fn cap(sent: &mut u64, n: usize, limit: u64, truncated: &mut bool) -> usize {
-    let room = limit.saturating_sub(*sent).min(n as u64) as usize;
-    if room < n {
-        *truncated = true;
-    }
-    *sent += room as u64;
-    room
 }
 
 async fn read_some<R: tokio::io::AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -> Option<usize> {

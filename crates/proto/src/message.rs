@@ -164,6 +164,17 @@ pub struct ExecSpec {
     pub stdin: bool,
 }
 
+/// How much of `n` new output bytes an executor delivers under [`ExecSpec::output_cap`]
+/// (`limit`), given `sent` so far; sets `truncated` when some are cut.
+pub fn cap_output(sent: &mut u64, n: usize, limit: u64, truncated: &mut bool) -> usize {
+    let room = limit.saturating_sub(*sent).min(n as u64) as usize;
+    if room < n {
+        *truncated = true;
+    }
+    *sent += room as u64;
+    room
+}
+
 /// What the executor sends back on an exec stream, each as one frame (see [`crate::framing`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecEvent {

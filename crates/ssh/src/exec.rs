@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use russh::{ChannelMsg, Sig};
 use tokio::sync::mpsc;
-use tunnel_proto::message::{ByteBuf, ExecEvent, ExecExit};
+use tunnel_proto::message::{cap_output, ByteBuf, ExecEvent, ExecExit};
 
 use crate::{Pool, SshError};
 
@@ -52,7 +52,7 @@ impl Pool {
                     None | Some(ChannelMsg::Close) => finished = true,
                     Some(ChannelMsg::Data { data }) => {
                         exit.stdout_bytes += data.len() as u64;
-                        let keep = cap(&mut out_sent, data.len(), request.output_cap, &mut exit.stdout_truncated);
+                        let keep = cap_output(&mut out_sent, data.len(), request.output_cap, &mut exit.stdout_truncated);
                         if keep > 0 && events.send(ExecEvent::Stdout(ByteBuf(data[..keep].to_vec()))).await.is_err() {
                             exit.cancelled = true;
                             break;
@@ -60,7 +60,7 @@ impl Pool {
                     }
                     Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
                         exit.stderr_bytes += data.len() as u64;
-                        let keep = cap(&mut err_sent, data.len(), request.output_cap, &mut exit.stderr_truncated);
+                        let keep = cap_output(&mut err_sent, data.len(), request.output_cap, &mut exit.stderr_truncated);
                         if keep > 0 && events.send(ExecEvent::Stderr(ByteBuf(data[..keep].to_vec()))).await.is_err() {
                             exit.cancelled = true;
                             break;
@@ -108,16 +108,6 @@ impl Pool {
         exit.duration_ms = started.elapsed().as_millis() as u64;
         Ok(exit)
     }
-}
-
-/// How much of `n` new bytes fit under `limit`; sets `truncated` when some do not.
-fn cap(sent: &mut u64, n: usize, limit: u64, truncated: &mut bool) -> usize {
-    let room = limit.saturating_sub(*sent).min(n as u64) as usize;
-    if room < n {
-        *truncated = true;
-    }
-    *sent += room as u64;
-    room
 }
 
 async fn next_input(stdin: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u8>> {

@@ -130,24 +130,21 @@ impl Pool {
             Some((d, b)) => (if d.is_empty() { "/" } else { d }, b),
             None => (".", path),
         };
-        let temp = format!("{}/.{base}.tunnel-{:016x}", dir.trim_end_matches('/'), rand_u64());
+        let temp = format!("{}/.{base}.tunnel-{:016x}", dir.trim_end_matches('/'), rand::random::<u64>());
         let attrs = FileAttributes { permissions: Some(mode), ..FileAttributes::default() };
         let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUDE;
         let handle = sftp.raw.open(temp.clone(), flags, attrs).await.map_err(ferr)?.handle;
         let written = copy_in(&sftp, &handle, size, input).await;
         let closed = sftp.raw.close(handle).await;
         let outcome = match (written, closed) {
-            (Ok(n), Ok(_)) => self.commit(&sftp, &temp, path, mode).await.map(|()| n).map_err(ferr),
-            (Err(e), _) => Err(e),
-            (_, Err(e)) => Err(ferr(e)),
+            (Ok(n), Ok(_)) => self.commit(&sftp, &temp, path, mode).await.map(|()| n).map_err(describe),
+            (Err(why), _) => Err(why),
+            (_, Err(e)) => Err(describe(e)),
         };
         if outcome.is_err() {
             let _ = sftp.raw.remove(temp).await;
         }
-        outcome.map_err(|e| match e {
-            SshError::File { .. } => e,
-            other => fail(other.to_string()),
-        })
+        outcome.map_err(fail)
     }
 
     async fn commit(&self, sftp: &Sftp, temp: &str, path: &str, mode: u32) -> Result<(), SftpError> {
@@ -171,23 +168,22 @@ impl Pool {
 }
 
 /// Copies exactly `size` bytes from `input` into the open handle, with writes in flight.
-async fn copy_in(sftp: &Sftp, handle: &str, size: u64, input: &mut mpsc::Receiver<Vec<u8>>) -> Result<u64, SshError> {
+async fn copy_in(sftp: &Sftp, handle: &str, size: u64, input: &mut mpsc::Receiver<Vec<u8>>) -> Result<u64, String> {
     let mut offset = 0u64;
     let mut pending = FuturesOrdered::new();
-    let fail = |reason: String| SshError::Channel { host: String::new(), reason };
     loop {
         let chunk = input.recv().await;
         let done = chunk.is_none();
         for piece in chunk.unwrap_or_default().chunks(CHUNK) {
             if offset + piece.len() as u64 > size {
-                return Err(fail(format!("more than the announced {size} bytes arrived")));
+                return Err(format!("more than the announced {size} bytes arrived"));
             }
             let raw = sftp.raw.clone();
             let (h, at, data) = (handle.to_owned(), offset, piece.to_vec());
             pending.push_back(async move { raw.write(h, at, data).await });
             offset += piece.len() as u64;
             while pending.len() >= IN_FLIGHT {
-                pending.next().await.expect("non-empty").map_err(|e| fail(describe(e)))?;
+                pending.next().await.expect("non-empty").map_err(describe)?;
             }
         }
         if done {
@@ -195,13 +191,13 @@ async fn copy_in(sftp: &Sftp, handle: &str, size: u64, input: &mut mpsc::Receive
         }
     }
     while let Some(w) = pending.next().await {
-        w.map_err(|e| fail(describe(e)))?;
+        w.map_err(describe)?;
     }
     if offset != size {
-        return Err(fail(format!("the input ended after {offset} of {size} bytes; nothing was replaced")));
+        return Err(format!("the input ended after {offset} of {size} bytes; nothing was replaced"));
     }
     if sftp.fsync {
-        sftp.raw.fsync(handle).await.map_err(|e| fail(format!("fsync: {}", describe(e))))?;
+        sftp.raw.fsync(handle).await.map_err(|e| format!("fsync: {}", describe(e)))?;
     }
     Ok(offset)
 }
@@ -229,11 +225,4 @@ fn describe(e: SftpError) -> String {
         SftpError::Status(s) => s.status_code.to_string(),
         other => other.to_string(),
     }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.finish()
 }
