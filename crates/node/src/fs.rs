@@ -195,12 +195,7 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, spec: WriteSp
     }
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
-        if spec.size > p.max_file_bytes {
-            return Err(crate::policy::Refusal::new(format!(
-                "max_file_bytes is {} (write of {} bytes)",
-                p.max_file_bytes, spec.size
-            )));
-        }
+        p.check_write_size(spec.size)?;
         Ok((p.check_path(&spec.path, PathAccess::Write)?, p.mode))
     });
     let (target, mode) = match checked {

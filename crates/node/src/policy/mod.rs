@@ -170,6 +170,14 @@ impl Policy {
         Ok(())
     }
 
+    /// Whether a file of `size` bytes may be written (`max_file_bytes`).
+    pub fn check_write_size(&self, size: u64) -> Result<(), Refusal> {
+        if size > self.max_file_bytes {
+            return Err(Refusal::new(format!("max_file_bytes is {} (write of {size} bytes)", self.max_file_bytes)));
+        }
+        Ok(())
+    }
+
     /// Whether a command may run on an SSH host this node reaches (the jump node's policy
     /// governs its hosts). In plan mode only allow-listed read-only programs, as argv.
     pub fn check_remote_command(&self, cmd: &CommandLine) -> Result<(), Refusal> {

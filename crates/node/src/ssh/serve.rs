@@ -167,9 +167,7 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, host: String,
     }
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
-        if spec.size > p.max_file_bytes {
-            return Err(Refusal::new(format!("max_file_bytes is {} (write of {} bytes)", p.max_file_bytes, spec.size)));
-        }
+        p.check_write_size(spec.size)?;
         p.check_remote_path(&spec.path, PathAccess::Write)
     });
     let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {

@@ -28,16 +28,11 @@ pub(crate) fn load(path: &Path) -> Loaded {
     let mut names: Vec<(String, String)> = Vec::new();
     read_file(path, 0, &mut blocks, &mut names, &mut loaded);
     for (name, source) in names {
-        if let Err(e) = check_name(&name) {
-            let (file, line) = super::split_source(&source);
-            loaded.problems.push(super::Problem { file, line, message: e });
-            continue;
-        }
-        match resolve(&name, &blocks, source.clone()) {
+        match check_name(&name).and_then(|()| resolve(&name, &blocks, source.clone())) {
             Ok(host) => loaded.hosts.push(host),
-            Err(e) => {
+            Err(message) => {
                 let (file, line) = super::split_source(&source);
-                loaded.problems.push(super::Problem { file, line, message: e });
+                loaded.problems.push(super::Problem { file, line, message });
             }
         }
     }
