@@ -68,7 +68,7 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
     // The command runs under the mode it was checked against, even if the mode changes now.
     let mode = match decision {
         Ok(mode) => mode,
-        Err(refusal) => return refuse(&node, peer, "exec", refusal, detail, writer).await,
+        Err(refusal) => return refuse(&node, peer, "exec", refusal, detail, writer, ExecEvent::Refused).await,
     };
     let started = Instant::now();
     let plan = mode == crate::policy::Mode::Plan;
@@ -76,20 +76,8 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
     conclude(&node, peer, "exec", detail, started, result, writer).await;
 }
 
-/// Audits a refused command and tells the caller; nothing ran.
-pub(crate) async fn refuse(
-    node: &crate::Node,
-    peer: tunnel_proto::NodeId,
-    event: &str,
-    refusal: crate::policy::Refusal,
-    detail: serde_json::Value,
-    writer: StreamWriter,
-) {
-    refuse_as(node, peer, event, refusal, detail, writer, ExecEvent::Refused).await
-}
-
 /// Audits a refusal and sends the caller its one answer, the stream's own `Refused` frame.
-pub(crate) async fn refuse_as<E: serde::Serialize>(
+pub(crate) async fn refuse<E: serde::Serialize>(
     node: &crate::Node,
     peer: tunnel_proto::NodeId,
     event: &str,

@@ -21,6 +21,7 @@ use tunnel_net::{Stream, StreamWriter};
 use tunnel_proto::framing;
 use tunnel_proto::message::{ByteBuf, FileEvent, FileKind, FileStat, ReadSpec, WriteSpec};
 
+use crate::exec::refuse;
 use crate::policy::{Mode, PathAccess};
 
 const CHUNK: usize = 64 * 1024;
@@ -77,18 +78,6 @@ pub(crate) async fn send(writer: &mut StreamWriter, event: &FileEvent) -> bool {
     writer.write_all(&framing::encode(event)).await.is_ok()
 }
 
-/// Audits a refusal and tells the caller.
-pub(crate) async fn refuse(
-    node: &crate::Node,
-    peer: tunnel_proto::NodeId,
-    event: &str,
-    refusal: crate::policy::Refusal,
-    detail: serde_json::Value,
-    writer: StreamWriter,
-) {
-    crate::exec::refuse_as(node, peer, event, refusal, detail, writer, FileEvent::Refused).await
-}
-
 /// Serves a read stream.
 pub(crate) async fn serve_read(node: crate::Node, stream: Stream, spec: ReadSpec) {
     let Stream { peer, mut writer, .. } = stream;
@@ -99,7 +88,7 @@ pub(crate) async fn serve_read(node: crate::Node, stream: Stream, spec: ReadSpec
     });
     let path = match checked {
         Ok(p) => p,
-        Err(refusal) => return refuse(&node, peer, "fs.read", refusal, detail, writer).await,
+        Err(refusal) => return refuse(&node, peer, "fs.read", refusal, detail, writer, FileEvent::Refused).await,
     };
     let started = Instant::now();
     let result = read_to(&path, &spec, &mut writer).await.map(|bytes| (bytes, None));
@@ -200,7 +189,7 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, spec: WriteSp
     });
     let (target, mode) = match checked {
         Ok(t) => t,
-        Err(refusal) => return refuse(&node, peer, "fs.write", refusal, detail, writer).await,
+        Err(refusal) => return refuse(&node, peer, "fs.write", refusal, detail, writer, FileEvent::Refused).await,
     };
     let started = Instant::now();
     let backups = (mode == Mode::Edit).then(|| node.state_dir().map(|d| d.join("backups"))).flatten();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tunnel_net::{Stream, StreamReader, StreamWriter};
-use tunnel_proto::message::{ExecCommand, ExecSpec, ReadSpec, WriteSpec};
+use tunnel_proto::message::{ExecCommand, ExecEvent, ExecSpec, FileEvent, ReadSpec, WriteSpec};
 use tunnel_ssh::ExecRequest;
 
 use crate::exec::{audit_detail, command_line, send};
@@ -52,7 +52,9 @@ pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, 
     });
     let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {
         Ok(pool) => pool,
-        Err(refusal) => return crate::exec::refuse(&node, peer, "ssh.exec", refusal, detail, writer).await,
+        Err(refusal) => {
+            return crate::exec::refuse(&node, peer, "ssh.exec", refusal, detail, writer, ExecEvent::Refused).await
+        }
     };
     let started = Instant::now();
     let outcome = match remote_command(&spec) {
@@ -135,7 +137,9 @@ pub(crate) async fn serve_read(node: crate::Node, stream: Stream, host: String, 
     });
     let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {
         Ok(pool) => pool,
-        Err(refusal) => return crate::fs::refuse(&node, peer, "ssh.read", refusal, detail, writer).await,
+        Err(refusal) => {
+            return crate::exec::refuse(&node, peer, "ssh.read", refusal, detail, writer, FileEvent::Refused).await
+        }
     };
     let started = Instant::now();
     let (tx, mut rx) = mpsc::channel(EVENTS);
@@ -172,7 +176,9 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, host: String,
     });
     let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {
         Ok(pool) => pool,
-        Err(refusal) => return crate::fs::refuse(&node, peer, "ssh.write", refusal, detail, writer).await,
+        Err(refusal) => {
+            return crate::exec::refuse(&node, peer, "ssh.write", refusal, detail, writer, FileEvent::Refused).await
+        }
     };
     let started = Instant::now();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
