@@ -311,3 +311,4 @@ pub mod netns;
 pub mod raw;
 pub mod ssh_fixture;
 pub mod sshd;
+pub mod tcp;

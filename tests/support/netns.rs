@@ -54,6 +54,15 @@ impl Netns {
         Ok(())
     }
 
+    /// The namespace's own `/etc/hosts`: `ip netns exec` puts it in place of the real one
+    /// for the processes it starts.
+    pub fn hosts(&self, text: &str) -> anyhow::Result<()> {
+        let dir = std::path::Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("hosts"), text)?;
+        Ok(())
+    }
+
     /// `ip netns exec NAME` as a command prefix.
     pub fn prefix(&self) -> Vec<String> {
         vec!["ip".into(), "netns".into(), "exec".into(), self.name.clone()]
@@ -64,5 +73,6 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace removes its veth end, and with it the pair.
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&self.name));
     }
 }

@@ -80,6 +80,53 @@ pub(crate) enum Command {
     /// The agentless arm: SSH hosts reached through peers (`ssh:HOST` targets).
     #[command(subcommand)]
     Ssh(SshCommand),
+    /// Forward TCP ports through a peer or an SSH host: `tunnel forward web1 -L 8080:db:5432`,
+    /// `-R 9000:localhost:3000`, `-D 1080`. Forwards run in the node; `list` and `close` them.
+    Forward(ForwardArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct ForwardArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<ForwardCommand>,
+    /// The peer, or `ssh:HOST`, the forward goes through.
+    #[arg(required = true)]
+    pub(crate) via: Option<String>,
+    /// Listen here; each connection is made to HOST:HOSTPORT from VIA's network.
+    #[arg(short = 'L', value_name = "[BIND:]PORT:HOST:HOSTPORT")]
+    pub(crate) local: Vec<String>,
+    /// Listen on VIA (a peer); each connection is made to HOST:HOSTPORT from here.
+    #[arg(short = 'R', value_name = "[BIND:]PORT:HOST:HOSTPORT")]
+    pub(crate) remote: Vec<String>,
+    /// A SOCKS5 proxy here; connections leave from VIA (names resolve there).
+    #[arg(short = 'D', value_name = "[BIND:]PORT")]
+    pub(crate) dynamic: Vec<String>,
+    /// Allow a listen address other than loopback (reachable from other machines).
+    #[arg(long)]
+    pub(crate) public: bool,
+    /// Username the SOCKS5 proxy requires; the password comes from TUNNEL_SOCKS_PASSWORD or
+    /// --socks-password-file, never the command line.
+    #[arg(long, value_name = "USER")]
+    pub(crate) socks_user: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub(crate) socks_password_file: Option<std::path::PathBuf>,
+    /// Keep the forward in this terminal: it closes when this command ends (Ctrl-C).
+    #[arg(long)]
+    pub(crate) foreground: bool,
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ForwardCommand {
+    /// The node's forwards: id, kind, endpoints, state, connections, bytes each way, errors.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a forward: its port is freed and its connections end.
+    Close { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -178,8 +225,8 @@ pub(crate) struct McpArgs {
     /// Another Host name HTTP clients may use (besides loopback and the listen address); repeatable.
     #[arg(long = "allow-host", value_name = "HOST")]
     pub(crate) allow_hosts: Vec<String>,
-    /// Tool groups to offer: a comma-separated list (core, fleet, ssh), or all.
-    #[arg(long, default_value = "core,fleet,ssh")]
+    /// Tool groups to offer: a comma-separated list (core, fleet, ssh, forward), or all.
+    #[arg(long, default_value = "core,fleet,ssh,forward")]
     pub(crate) tools: String,
     /// Default cap, in bytes, on what one tool call returns per output (a call may ask for another).
     #[arg(long, default_value_t = 65536, value_name = "BYTES")]

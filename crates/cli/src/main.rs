@@ -27,6 +27,7 @@ mod cp;
 mod demo;
 mod exec;
 mod fleet;
+mod forward;
 mod mapreduce;
 mod mcp;
 mod progress_bar;
@@ -102,6 +103,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Mapreduce(args) => mapreduce::run(global, args).await,
         Command::Audit(cmd) => audit::run(global, cmd),
         Command::Ssh(args::SshCommand::Hosts(args)) => query::ssh_hosts(global, args).await,
+        Command::Forward(args) => forward::run(global, args).await,
         Command::Backups(cmd) => audit::backups(global, cmd),
     }
 }

@@ -64,7 +64,7 @@ fn print_table(peers: &[PeerInfo]) -> anyhow::Result<()> {
 }
 
 /// Rows under a header, each column as wide as its widest cell.
-fn print_columns<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> anyhow::Result<()> {
+pub(crate) fn print_columns<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> anyhow::Result<()> {
     let mut widths = header.clone().map(|h| h.len());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

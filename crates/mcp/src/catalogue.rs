@@ -19,16 +19,19 @@ pub enum ToolGroup {
     Fleet,
     /// The SSH hosts reachable through the mesh (`ssh:HOST` targets work in every tool).
     Ssh,
+    /// Port forwards through peers and SSH hosts.
+    Forward,
 }
 
 impl ToolGroup {
-    const ALL: [ToolGroup; 3] = [ToolGroup::Core, ToolGroup::Fleet, ToolGroup::Ssh];
+    const ALL: [ToolGroup; 4] = [ToolGroup::Core, ToolGroup::Fleet, ToolGroup::Ssh, ToolGroup::Forward];
 
     fn name(self) -> &'static str {
         match self {
             ToolGroup::Core => "core",
             ToolGroup::Fleet => "fleet",
             ToolGroup::Ssh => "ssh",
+            ToolGroup::Forward => "forward",
         }
     }
 
@@ -175,7 +178,34 @@ pub(crate) fn tools(groups: &[ToolGroup]) -> Vec<Arc<Tool>> {
             READS,
         ));
     }
+    if groups.contains(&ToolGroup::Forward) {
+        out.extend(forward_tools());
+    }
     out.into_iter().map(Arc::new).collect()
+}
+
+fn forward_tools() -> [Tool; 3] {
+    use crate::ops_forward::{CloseParams, ForwardOut, ForwardsOut, OpenParams};
+    [
+        tool::<OpenParams, ForwardOut>(
+            "tunnel_open",
+            "Open a port forward",
+            "Makes a TCP service on another network reachable, or exposes one from here, without opening any              inbound port: `local` listens on this machine and connects each client to `to` from `target`'s              network (its LAN included; `target` may be `ssh:HOST`, then the SSH host connects); `remote`              listens on the peer `target` and connects each client to `to` from this machine; `socks` is a              SOCKS5 proxy here whose connections leave from `target` (names resolve there). Listen port 0              picks a free port; the answer says which. The forward runs in the node until `tunnel_close`. The              exit node's policy decides every connection (edit or bypass mode, or its forward_allow list) and              audits it; a destination it refuses is reported now.",
+            Hints { read_only: false, destructive: false, idempotent: false, open_world: true },
+        ),
+        tool::<NoParams, ForwardsOut>(
+            "tunnel_list",
+            "List port forwards",
+            "Lists this node's port forwards: id, kind, where each listens and where it goes, its state              (`listening`, or `waiting for PEER: why` while a peer is away), active and total connections, bytes              each way and errors with the last one. Changes nothing.",
+            READS,
+        ),
+        tool::<CloseParams, ForwardOut>(
+            "tunnel_close",
+            "Close a port forward",
+            "Closes a forward by id: its listening port is freed at once and its open connections end.              Answers with the forward's final figures.",
+            Hints { read_only: false, destructive: true, idempotent: false, open_world: false },
+        ),
+    ]
 }
 
 fn fleet_tools() -> [Tool; 4] {

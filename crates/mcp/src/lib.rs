@@ -17,6 +17,7 @@ pub mod http;
 mod ops_exec;
 mod ops_files;
 mod ops_fleet;
+mod ops_forward;
 mod ops_node;
 mod ops_ssh;
 mod params;

@@ -157,6 +157,9 @@ impl ServerHandler for TunnelMcp {
             "fleet_write" => crate::ops_fleet::fleet_write(self, parse(name, args)?, &context).await,
             "mapreduce" => crate::ops_fleet::mapreduce(self, parse(name, args)?, &context).await,
             "ssh_hosts" => crate::ops_ssh::ssh_hosts(self, parse(name, args)?).await,
+            "tunnel_open" => crate::ops_forward::tunnel_open(self, parse(name, args)?).await,
+            "tunnel_list" => crate::ops_forward::tunnel_list(self, parse(name, args)?).await,
+            "tunnel_close" => crate::ops_forward::tunnel_close(self, parse(name, args)?).await,
             _ => Err(McpError::internal_error(format!("tool {name:?} is listed but has no handler"), None)),
         }?;
         Ok(result.into())

@@ -85,6 +85,18 @@ pub enum ControlRequest {
     },
     /// The SSH hosts this node and its peers announce: one `SshHosts` answer.
     SshHosts,
+    /// Opens a port forward in the node: one `Forward` answer. With `hold`, the forward
+    /// lives only as long as this connection (`tunnel forward --foreground`).
+    ForwardOpen {
+        spec: crate::forward::ForwardSpec,
+        hold: bool,
+    },
+    /// The node's forwards: one `Forwards` answer.
+    ForwardList,
+    /// Closes a forward: one `Forward` answer with its final figures.
+    ForwardClose {
+        id: u64,
+    },
 }
 
 /// Where a job's input comes from.
@@ -128,6 +140,8 @@ pub enum ControlResponse {
     JobOutput(ByteBuf),
     JobDone(JobReport),
     SshHosts(crate::ssh::SshHostList),
+    Forward(crate::forward::ForwardInfo),
+    Forwards(Vec<crate::forward::ForwardInfo>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -325,6 +339,7 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node) {
             ControlRequest::MapReduce { target, job, input } => {
                 return crate::control_job::serve(stream, node, target, job, input).await
             }
+            ControlRequest::ForwardOpen { spec, hold: true } => return hold_forward(stream, node, spec).await,
             _ => {}
         }
         let resp = handle(&node, req).await;
@@ -365,6 +380,15 @@ async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
             Ok(targets) => ControlResponse::Targets(targets),
             Err(e) => ControlResponse::Error(e.to_string()),
         },
+        ControlRequest::ForwardOpen { spec, .. } => match node.forwards().open(node, spec, false).await {
+            Ok(info) => ControlResponse::Forward(info),
+            Err(e) => ControlResponse::Error(e.to_string()),
+        },
+        ControlRequest::ForwardList => ControlResponse::Forwards(node.forwards().list()),
+        ControlRequest::ForwardClose { id } => match node.forwards().close(id).await {
+            Ok(info) => ControlResponse::Forward(info),
+            Err(e) => ControlResponse::Error(e.to_string()),
+        },
         ControlRequest::LocalMode { mode } => match mode.parse::<crate::policy::Mode>() {
             Ok(mode) => match node.set_mode(mode, None) {
                 Ok(()) => ControlResponse::Done,
@@ -380,6 +404,22 @@ async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
         | ControlRequest::Input(_)
         | ControlRequest::InputEnd => ControlResponse::Error("input without an operation under way".into()),
     }
+}
+
+/// A `--foreground` forward: open, answer, and close it when the client goes.
+async fn hold_forward<S: ControlStream>(mut stream: S, node: Node, spec: crate::forward::ForwardSpec) {
+    let info = match node.forwards().open(&node, spec, true).await {
+        Ok(info) => info,
+        Err(e) => {
+            let _ = write_frame(&mut stream, &ControlResponse::Error(e.to_string())).await;
+            return;
+        }
+    };
+    if write_frame(&mut stream, &ControlResponse::Forward(info.clone())).await.is_ok() {
+        // The client sends nothing more; the end of its connection ends the forward.
+        while let Ok(Some(_)) = read_frame::<ControlRequest, _>(&mut stream).await {}
+    }
+    let _ = node.forwards().close(info.id).await;
 }
 
 /// Relays one exec between the control client and the peer. The client going away (its

@@ -22,6 +22,7 @@ mod control_job;
 mod exec;
 mod file_client;
 pub mod fleet;
+pub mod forward;
 
 mod fs;
 mod git_guard;

@@ -53,6 +53,8 @@ struct FileConfig {
     admins: Vec<String>,
     max_file_bytes: Option<u64>,
     #[serde(default)]
+    forward_allow: Vec<String>,
+    #[serde(default)]
     ssh: crate::ssh::SshFileConfig,
 }
 
@@ -170,6 +172,12 @@ impl Settings {
             allow: file.allow.as_deref().map(|ids| node_ids(ids, "allow")).transpose()?,
             admins: node_ids(&file.admins, "admins")?,
             max_file_bytes: file.max_file_bytes.unwrap_or(Policy::default().max_file_bytes),
+            forward_allow: file
+                .forward_allow
+                .iter()
+                .map(|rule| rule.parse())
+                .collect::<Result<_, String>>()
+                .map_err(|reason| SettingsError::BadConfig { path: config_path.clone().unwrap_or_default(), reason })?,
         };
         let config_dir = config_path.as_deref().and_then(Path::parent);
         let ssh =

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod base32;
+pub mod forward;
 pub mod framing;
 pub mod join;
 pub mod keys;

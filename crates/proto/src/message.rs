@@ -11,6 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::forward::{ConnectSpec, ListenSpec, ReverseSpec};
+
 /// Largest `Data` chunk a sender puts in one message.
 pub const MAX_CHUNK: usize = 64 * 1024;
 
@@ -139,6 +141,17 @@ pub enum StreamKind {
         host: String,
         spec: WriteSpec,
     },
+    /// A forwarded TCP connection: the node connects to the destination from its network.
+    Connect(ConnectSpec),
+    /// [`StreamKind::Connect`] through a `direct-tcpip` channel on an SSH host this node reaches.
+    SshConnect {
+        host: String,
+        spec: ConnectSpec,
+    },
+    /// A remote forward's listener on the node, alive as long as this stream.
+    Listen(ListenSpec),
+    /// A connection a [`StreamKind::Listen`] listener accepted, back to the forward's owner.
+    Reverse(ReverseSpec),
 }
 
 /// A command to run, as the caller sends it.

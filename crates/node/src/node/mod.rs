@@ -137,6 +137,7 @@ struct Inner {
     state_dir: Option<std::path::PathBuf>,
     /// The SSH client and inventory, when this node has SSH hosts configured.
     ssh: Option<ssh::SshArm>,
+    forwards: crate::forward::Forwards,
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -193,6 +194,7 @@ impl Node {
                 }),
                 state_dir: config.state_dir,
                 ssh,
+                forwards: crate::forward::Forwards::default(),
                 cancel: CancellationToken::new(),
                 task: Mutex::new(None),
             }),
@@ -422,8 +424,14 @@ impl Node {
         RpcError::Lost { peer: members.name_of(&peer), reason }
     }
 
+    /// The port forwards this node runs.
+    pub fn forwards(&self) -> &crate::forward::Forwards {
+        &self.inner.forwards
+    }
+
     /// Leaves the room and stops the node's tasks.
     pub async fn shutdown(&self) {
+        self.inner.forwards.close_all().await;
         self.inner.endpoint.shutdown();
         self.inner.cancel.cancel();
         let task = self.inner.task.lock().expect("task lock").take();
@@ -567,6 +575,19 @@ impl Node {
                 StreamKind::SshWrite { host, spec } => {
                     work.spawn(crate::ssh::serve_write(self.clone(), stream, host, spec));
                 }
+                StreamKind::Connect(spec) => {
+                    work.spawn(crate::forward::serve_connect(self.clone(), stream, spec));
+                }
+                StreamKind::SshConnect { host, spec } => {
+                    work.spawn(crate::forward::serve_ssh_connect(self.clone(), stream, host, spec));
+                }
+                StreamKind::Listen(spec) => {
+                    work.spawn(crate::forward::serve_listen(self.clone(), stream, spec));
+                }
+                // Served even with --no-agent: it is this node's own forward coming back.
+                StreamKind::Reverse(spec) => {
+                    work.spawn(crate::forward::serve_reverse(self.clone(), stream, spec));
+                }
                 _ if !self.inner.agent => stream.writer.reset("this node runs with --no-agent and serves no streams"),
                 _ => {
                     work.spawn(serve_stream(stream));
@@ -675,6 +696,10 @@ async fn serve_stream(stream: Stream) {
         | StreamKind::WriteFile(_)
         | StreamKind::SshExec { .. }
         | StreamKind::SshRead { .. }
-        | StreamKind::SshWrite { .. } => writer.reset("this stream is served by another service"),
+        | StreamKind::SshWrite { .. }
+        | StreamKind::Connect(_)
+        | StreamKind::SshConnect { .. }
+        | StreamKind::Listen(_)
+        | StreamKind::Reverse(_) => writer.reset("this stream is served by another service"),
     }
 }

@@ -7,15 +7,18 @@
 //! applies in every mode. Every refusal names the rule that refused.
 
 mod commands;
+mod forward;
 mod paths;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use tunnel_proto::NodeId;
 
 pub use commands::{resolve_program, CommandLine};
+pub use forward::ForwardRule;
 pub use paths::{canonical_target, PathAccess};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -82,6 +85,8 @@ pub struct Policy {
     pub admins: Vec<NodeId>,
     /// Largest file a peer may write here.
     pub max_file_bytes: u64,
+    /// Where forwards may go (and `-R` listeners bind) in `plan` mode.
+    pub forward_allow: Vec<ForwardRule>,
 }
 
 impl Default for Policy {
@@ -95,6 +100,7 @@ impl Default for Policy {
             allow: None,
             admins: vec![],
             max_file_bytes: 64 << 30,
+            forward_allow: vec![],
         }
     }
 }
@@ -122,6 +128,10 @@ impl Policy {
         }
         out.push(format!("admins {}", self.admins.len()));
         out.push(format!("max_file_bytes {}", self.max_file_bytes));
+        if !self.forward_allow.is_empty() {
+            let rules: Vec<String> = self.forward_allow.iter().map(ToString::to_string).collect();
+            out.push(format!("forward_allow {}", rules.join(", ")));
+        }
         out
     }
 }
@@ -174,6 +184,53 @@ impl Policy {
     pub fn check_write_size(&self, size: u64) -> Result<(), Refusal> {
         if size > self.max_file_bytes {
             return Err(Refusal::new(format!("max_file_bytes is {} (write of {size} bytes)", self.max_file_bytes)));
+        }
+        Ok(())
+    }
+
+    /// Which of `addrs` (what `name` resolved to) a forwarded connection may go to on `port`:
+    /// all of them in `edit` and `bypass`, those a `forward_allow` rule matches in `plan`.
+    /// For a destination resolved elsewhere (an SSH host's `direct-tcpip`), `addrs` holds
+    /// the name's own address if it is an IP literal, else nothing.
+    pub fn check_forward(&self, name: &str, port: u16, addrs: &[IpAddr]) -> Result<Vec<IpAddr>, Refusal> {
+        match self.mode {
+            Mode::Disabled => Err(Refusal::new("mode disabled refuses everything")),
+            Mode::Edit | Mode::Bypass => Ok(addrs.to_vec()),
+            Mode::Plan => {
+                let allowed = |a: Option<IpAddr>| self.forward_allow.iter().any(|r| r.allows(name, a, port));
+                if addrs.is_empty() && allowed(None) {
+                    return Ok(vec![]);
+                }
+                let kept: Vec<IpAddr> = addrs.iter().copied().filter(|a| allowed(Some(*a))).collect();
+                if kept.is_empty() {
+                    return Err(Refusal::new(format!(
+                        "mode plan forwards only to forward_allow destinations, and none matches {}",
+                        host_port(name, port)
+                    )));
+                }
+                Ok(kept)
+            }
+        }
+    }
+
+    /// Whether a remote forward's listener may bind `bind:port` here. Anything but loopback
+    /// needs the caller's explicit `public`; `plan` needs a matching `forward_allow` rule.
+    pub fn check_listen(&self, bind: IpAddr, port: u16, public: bool) -> Result<(), Refusal> {
+        if self.mode == Mode::Disabled {
+            return Err(Refusal::new("mode disabled refuses everything"));
+        }
+        if !bind.is_loopback() && !public {
+            return Err(Refusal::new(format!(
+                "binding {} reaches beyond this machine and needs the caller's --public",
+                host_port(&bind.to_string(), port)
+            )));
+        }
+        if self.mode == Mode::Plan && !self.forward_allow.iter().any(|r| r.allows(&bind.to_string(), Some(bind), port))
+        {
+            return Err(Refusal::new(format!(
+                "mode plan listens only where forward_allow allows, and nothing matches {}",
+                host_port(&bind.to_string(), port)
+            )));
         }
         Ok(())
     }
@@ -235,6 +292,15 @@ impl Policy {
             return Err(Refusal::new(format!("path {} is outside allow_paths", canonical.display())));
         }
         Ok(canonical)
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

@@ -5,7 +5,7 @@ mod serve;
 mod settings;
 pub(crate) mod targets;
 
-pub(crate) use serve::{serve_exec, serve_read, serve_write};
+pub(crate) use serve::{pool_or_refuse, serve_exec, serve_read, serve_write};
 pub(crate) use settings::SshFileConfig;
 pub use settings::SshSettings;
 

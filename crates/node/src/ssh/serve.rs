@@ -15,7 +15,7 @@ use crate::policy::{CommandLine, PathAccess, Refusal};
 /// Events buffered between the SSH channel and the peer stream.
 const EVENTS: usize = 64;
 
-fn pool_or_refuse(node: &crate::Node, host: &str) -> Result<tunnel_ssh::Pool, Refusal> {
+pub(crate) fn pool_or_refuse(node: &crate::Node, host: &str) -> Result<tunnel_ssh::Pool, Refusal> {
     let pool = node.ssh_pool().ok_or_else(|| Refusal::new("this node has no SSH inventory"))?;
     if pool.inventory().get(host).is_none() {
         return Err(Refusal::new(format!("ssh host {host:?} is not in this node's inventory")));

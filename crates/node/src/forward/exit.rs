@@ -1,0 +1,227 @@
+//! The exit of a forwarded connection: the node that connects to the destination. It decides
+//! under its own policy, audits the connection (`forward.connect`, or `forward.check` for a
+//! probe), answers with one [`ConnectReply`], then carries the bytes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tracing::debug;
+use tunnel_net::Stream;
+use tunnel_proto::forward::{ConnectFailure, ConnectReply, ConnectSpec, ReverseSpec};
+use tunnel_proto::NodeId;
+
+use super::pipe::{pipe, Counters};
+use super::reply::send_reply;
+use crate::exec::{refuse, send_last};
+use crate::policy::{host_port, Refusal};
+
+/// How long resolving the destination's name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting (all of the name's addresses together) may take.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn failed(why: ConnectFailure, message: String) -> ConnectReply {
+    ConnectReply::Failed { why, message }
+}
+
+/// The addresses `host` stands for: itself if it is an IP literal, else what it resolves to.
+async fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, ConnectReply> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let unreachable = |m: String| failed(ConnectFailure::HostUnreachable, m);
+    match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(addrs)) => {
+            let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+            ips.dedup();
+            if ips.is_empty() {
+                return Err(unreachable(format!("{host} resolves to no address")));
+            }
+            Ok(ips)
+        }
+        Ok(Err(e)) => Err(unreachable(format!("cannot resolve {host}: {e}"))),
+        Err(_) => Err(unreachable(format!("resolving {host} timed out after {} s", RESOLVE_TIMEOUT.as_secs()))),
+    }
+}
+
+fn connect_failure(e: &std::io::Error) -> ConnectFailure {
+    const ENETUNREACH: i32 = 101;
+    const EHOSTUNREACH: i32 = 113;
+    match (e.kind(), e.raw_os_error()) {
+        (std::io::ErrorKind::ConnectionRefused, _) => ConnectFailure::ConnectionRefused,
+        (_, Some(ENETUNREACH)) => ConnectFailure::NetworkUnreachable,
+        (_, Some(EHOSTUNREACH)) => ConnectFailure::HostUnreachable,
+        (std::io::ErrorKind::TimedOut, _) => ConnectFailure::TimedOut,
+        _ => ConnectFailure::Other,
+    }
+}
+
+/// Tries each address in turn within [`CONNECT_TIMEOUT`]; the last error explains a failure.
+async fn connect_any(addrs: &[IpAddr], port: u16) -> Result<(TcpStream, SocketAddr), ConnectReply> {
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    let mut last = failed(ConnectFailure::HostUnreachable, "no address to connect to".into());
+    for ip in addrs {
+        let addr = SocketAddr::new(*ip, port);
+        match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => {
+                let _ = tcp.set_nodelay(true);
+                return Ok((tcp, addr));
+            }
+            Ok(Err(e)) => last = failed(connect_failure(&e), format!("cannot connect to {addr}: {e}")),
+            Err(_) => {
+                let why = format!("connecting to {addr} timed out after {} s", CONNECT_TIMEOUT.as_secs());
+                return Err(failed(ConnectFailure::TimedOut, why));
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Resolves, applies policy, and connects: the socket, or the answer that explains why not.
+/// `Ok(None)` is a probe's success: allowed, nothing connected.
+pub(super) async fn decide_and_connect(
+    node: &crate::Node,
+    host: &str,
+    port: u16,
+    probe: bool,
+) -> Result<Option<(TcpStream, SocketAddr)>, Result<ConnectReply, Refusal>> {
+    let addrs = resolve(host, port).await.map_err(Ok)?;
+    let allowed = node.policy_check(|p| p.check_forward(host, port, &addrs)).map_err(Err)?;
+    if probe {
+        return Ok(None);
+    }
+    connect_any(&allowed, port).await.map(Some).map_err(Ok)
+}
+
+/// Serves a `Connect` stream from a peer (`-L`, `-D`).
+pub(crate) async fn serve_connect(node: crate::Node, stream: Stream, spec: ConnectSpec) {
+    let Stream { peer, reader, writer, .. } = stream;
+    let event = if spec.probe { "forward.check" } else { "forward.connect" };
+    let detail = serde_json::json!({ "forward": spec.label, "to": host_port(&spec.host, spec.port) });
+    if let Err(refusal) = node.policy_check(|p| p.check_caller(&peer)) {
+        return refuse(&node, peer, event, refusal, detail, writer, ConnectReply::Refused).await;
+    }
+    let connected = decide_and_connect(&node, &spec.host, spec.port, spec.probe).await;
+    finish(&node, peer, event, detail, connected, reader, writer, None).await;
+}
+
+/// Audits the decision, answers, and carries the connection if there is one.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    node: &crate::Node,
+    peer: NodeId,
+    event: &str,
+    mut detail: serde_json::Value,
+    connected: Result<Option<(TcpStream, SocketAddr)>, Result<ConnectReply, Refusal>>,
+    reader: tunnel_net::StreamReader,
+    mut writer: tunnel_net::StreamWriter,
+    counters: Option<(&super::registry::Stats, &tokio_util::sync::CancellationToken)>,
+) {
+    match connected {
+        Err(Err(refusal)) => refuse(node, peer, event, refusal, detail, writer, ConnectReply::Refused).await,
+        Err(Ok(answer)) => {
+            if let ConnectReply::Failed { message, .. } = &answer {
+                detail["error"] = message.clone().into();
+            }
+            node.audit_op(peer, event, "failed", None, detail, None);
+            send_last(writer, &answer).await;
+        }
+        Ok(None) => {
+            node.audit_op(peer, event, "allowed", None, detail, None);
+            send_last(writer, &ConnectReply::Connected { to: String::new() }).await;
+        }
+        Ok(Some((tcp, addr))) => {
+            detail["address"] = addr.to_string().into();
+            node.audit_op(peer, event, "allowed", None, detail, None);
+            if send_reply(&mut writer, &ConnectReply::Connected { to: addr.to_string() }).await.is_err() {
+                return;
+            }
+            let (unused_in, unused_out) = (AtomicU64::new(0), AtomicU64::new(0));
+            let result = match counters {
+                // A `-R` connection counts toward its forward: what comes from the stream goes
+                // to the destination.
+                Some((stats, cancel)) => {
+                    let _active = stats.connection();
+                    let counters = Counters { sent: &stats.bytes_in, received: &stats.bytes_out };
+                    tokio::select! {
+                        r = pipe(tcp, Bytes::new(), reader, writer, counters) => r,
+                        _ = cancel.cancelled() => Err("the forward was closed".into()),
+                    }
+                    .inspect_err(|e| stats.error(e))
+                }
+                None => {
+                    pipe(tcp, Bytes::new(), reader, writer, Counters { sent: &unused_in, received: &unused_out }).await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%addr, error = %e, "forwarded connection ended");
+            }
+        }
+    }
+}
+
+/// Serves an `SshConnect` stream: the same decision, then a `direct-tcpip` channel on one of
+/// this node's SSH hosts (which resolves the name itself).
+pub(crate) async fn serve_ssh_connect(node: crate::Node, stream: Stream, host: String, spec: ConnectSpec) {
+    let Stream { peer, reader, mut writer, .. } = stream;
+    let event = if spec.probe { "forward.check" } else { "forward.connect" };
+    let detail = serde_json::json!({ "forward": spec.label, "ssh_host": host, "to": host_port(&spec.host, spec.port) });
+    let literal: Vec<IpAddr> = spec.host.parse().into_iter().collect();
+    let checked = node.policy_check(|p| {
+        p.check_caller(&peer)?;
+        p.check_forward(&spec.host, spec.port, &literal)
+    });
+    let pool = match checked.and_then(|_| crate::ssh::pool_or_refuse(&node, &host)) {
+        Ok(pool) => pool,
+        Err(refusal) => return refuse(&node, peer, event, refusal, detail, writer, ConnectReply::Refused).await,
+    };
+    if spec.probe {
+        return finish(&node, peer, event, detail, Ok(None), reader, writer, None).await;
+    }
+    let channel = match pool.direct_tcpip(&host, &spec.host, spec.port).await {
+        Ok(channel) => channel,
+        Err(e) => {
+            let why = match &e {
+                tunnel_ssh::SshError::Channel { .. } => ConnectFailure::ConnectionRefused,
+                tunnel_ssh::SshError::Timeout { .. } => ConnectFailure::TimedOut,
+                tunnel_ssh::SshError::Connect { .. } => ConnectFailure::HostUnreachable,
+                _ => ConnectFailure::Other,
+            };
+            return finish(&node, peer, event, detail, Err(Ok(failed(why, e.to_string()))), reader, writer, None).await;
+        }
+    };
+    node.audit_op(peer, event, "allowed", None, detail, None);
+    let to = format!("{} via ssh:{host}", host_port(&spec.host, spec.port));
+    if send_reply(&mut writer, &ConnectReply::Connected { to }).await.is_err() {
+        return;
+    }
+    // The channel keeps its pool slot for as long as `channel` lives.
+    let tunnel_ssh::TcpipStream { stream: socket, .. } = channel;
+    let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
+    if let Err(e) = pipe(socket, Bytes::new(), reader, writer, Counters { sent: &a, received: &b }).await {
+        debug!(ssh_host = %host, error = %e, "forwarded connection ended");
+    }
+}
+
+/// Serves a `Reverse` stream: a connection a peer's `-R` listener accepted for one of this
+/// node's forwards. The destination is the forward's own; the peer cannot choose it.
+pub(crate) async fn serve_reverse(node: crate::Node, stream: Stream, spec: ReverseSpec) {
+    let Stream { peer, reader, writer, .. } = stream;
+    let Some(forward) = node.forwards().reverse(peer, spec.key) else {
+        let why = "no remote forward of this node matches; it was closed".to_owned();
+        return send_last(writer, &ConnectReply::Refused(why)).await;
+    };
+    let (host, port) = forward.to;
+    let detail = serde_json::json!({
+        "forward": forward.label, "to": host_port(&host, port), "from": spec.from,
+    });
+    let connected = decide_and_connect(&node, &host, port, false).await;
+    if let Err(Ok(ConnectReply::Failed { message, .. }) | Err(Refusal { rule: message })) = &connected {
+        forward.stats.error(message);
+    }
+    let counters = Some((&*forward.stats, &forward.cancel));
+    finish(&node, peer, "forward.connect", detail, connected, reader, writer, counters).await;
+}
