@@ -134,6 +134,18 @@ fn forwarded_connections_carry_bytes_intact_and_independently() -> anyhow::Resul
 }
 
 #[test]
+fn an_ai_client_opens_uses_and_closes_forwards_over_mcp() -> anyhow::Result<()> {
+    let servers = Servers::new();
+    let web = servers.http("through mcp\n");
+    let (_relay, op, _exit) = mesh("edit", None)?;
+    let mut env = NodeProc::env_of(op.dir.path());
+    env.push(("WEB_ADDR".into(), web.to_string()));
+    tunnel_tests::drive_mcp("forward", &env)?;
+    assert!(list(&op)?.iter().all(|f| f["kind"] == "socks"), "only the forward left open remains");
+    Ok(())
+}
+
+#[test]
 fn bad_input_and_refusals_leave_nothing_open() -> anyhow::Result<()> {
     let servers = Servers::new();
     let (allowed, other) = (servers.http("allowed\n"), servers.http("other\n"));

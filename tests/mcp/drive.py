@@ -9,11 +9,15 @@ every check held. Scenarios:
   stdio-local      no relay configured: the tools act on this machine only
   garbage          raw bytes on stdin: errors come back, the server survives
   bench            500 `exec true` calls on the peer `target`; prints p50/p99
+  ssh              SSH hosts through a jump peer (tests/e2e/ssh_mesh.rs)
+  forward          port forwards through the peer `exit` to WEB_ADDR (tests/e2e/forward.rs)
 """
 
 import asyncio
 import json
 import os
+import socket
+import struct
 import statistics
 import subprocess
 import sys
@@ -27,8 +31,9 @@ from mcp.client.streamable_http import streamable_http_client
 
 TUNNEL = os.environ.get("TUNNEL_BIN", "tunnel")
 EXPECTED_TOOLS = {"peers", "exec", "read_file", "write_file", "list_dir", "get_info", "set_mode", "audit_tail",
-                  "fleet_exec", "fleet_read", "fleet_write", "mapreduce", "ssh_hosts"}
-READ_ONLY = {"peers", "read_file", "list_dir", "get_info", "audit_tail", "fleet_read", "ssh_hosts"}
+                  "fleet_exec", "fleet_read", "fleet_write", "mapreduce", "ssh_hosts",
+                  "tunnel_open", "tunnel_list", "tunnel_close"}
+READ_ONLY = {"peers", "read_file", "list_dir", "get_info", "audit_tail", "fleet_read", "ssh_hosts", "tunnel_list"}
 
 
 def ok(what):
@@ -87,7 +92,7 @@ class Client:
 async def check_tool_list(c):
     tools = await c.list_tools()
     names = {t.name for t in tools}
-    check(names == EXPECTED_TOOLS, "tools/list has exactly the core, fleet and ssh tools", names)
+    check(names == EXPECTED_TOOLS, "tools/list has exactly the core, fleet, ssh and forward tools", names)
     for t in tools:
         jsonschema.Draft202012Validator.check_schema(t.input_schema)
         check(t.output_schema is not None, f"{t.name} has an outputSchema")
@@ -295,6 +300,70 @@ async def ssh_through_jump():
             check("no peer announces an SSH host named" in why, "an unknown SSH host is named", why)
 
 
+def http_get(host, port, path="/", socks=None):
+    """A GET over a plain socket, optionally through a SOCKS5 proxy (no auth, domain name)."""
+    with socket.create_connection(socks or (host, port), timeout=20) as s:
+        if socks:
+            s.sendall(b"\x05\x01\x00")
+            assert s.recv(2) == b"\x05\x00", "SOCKS5 method refused"
+            name = host.encode()
+            s.sendall(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + struct.pack(">H", port))
+            reply = s.recv(10)
+            assert reply[1] == 0, f"SOCKS5 CONNECT failed with code {reply[1]}"
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.split(b"\r\n\r\n", 1)[1].decode()
+
+
+def split_addr(addr):
+    host, port = addr.rsplit(":", 1)
+    return host, int(port)
+
+
+async def forward_through_peer():
+    """An AI client opening, using, listing and closing port forwards (see forward.rs)."""
+    web_host, web_port = split_addr(os.environ["WEB_ADDR"])
+    params = StdioServerParameters(command=TUNNEL, args=["mcp"], env=dict(os.environ))
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            c = Client(session)
+            await check_tool_list(c)
+            local = await c.ok("tunnel_open", {"target": "exit", "kind": "local", "listen": "0",
+                                               "to": os.environ["WEB_ADDR"]})
+            check(local["kind"] == "local" and local["state"] == "listening", "tunnel_open opens a local forward", local)
+            host, port = split_addr(local["listen"])
+            body = await anyio.to_thread.run_sync(http_get, host, port)
+            check(body == "through mcp\n", "a client reaches the service through the local forward", body)
+            socks = await c.ok("tunnel_open", {"target": "exit", "kind": "socks", "listen": "127.0.0.1:0"})
+            body = await anyio.to_thread.run_sync(lambda: http_get(web_host, web_port, socks=split_addr(socks["listen"])))
+            check(body == "through mcp\n", "a client reaches the service through the SOCKS5 forward", body)
+            listed = await c.ok("tunnel_list", {})
+            by_id = {f["id"]: f for f in listed["forwards"]}
+            check(set(by_id) == {local["id"], socks["id"]} and all(f["connections_total"] == 1 for f in by_id.values()),
+                  "tunnel_list shows both forwards with their connections", listed)
+            check(by_id[local["id"]]["bytes_in"] > 0, "tunnel_list counts bytes", listed)
+            closed = await c.ok("tunnel_close", {"id": local["id"]})
+            check(closed["state"] == "closed", "tunnel_close closes the forward", closed)
+            try:
+                socket.create_connection((host, port), timeout=5).close()
+                raise AssertionError("the closed forward's port still accepts connections")
+            except ConnectionRefusedError:
+                ok("the closed forward's port is free")
+            why = await c.tool_error("tunnel_open", {"target": "exit", "kind": "local", "listen": "0"})
+            check("needs `to`" in why, "a local forward without `to` is refused, naming it", why)
+            why = await c.tool_error("tunnel_open", {"target": "exit", "kind": "local", "listen": "http",
+                                                     "to": os.environ["WEB_ADDR"]})
+            check("listen port" in why, "a bad listen port is named", why)
+            why = await c.tool_error("tunnel_open", {"target": "nobody", "kind": "socks", "listen": "0"})
+            check("nobody" in why, "an unknown peer is named", why)
+            why = await c.tool_error("tunnel_close", {"id": local["id"]})
+            check(f"no forward {local['id']}" in why, "closing a closed forward says so", why)
+            await c.invalid_params("tunnel_open", {"target": "exit", "kind": "sideways", "listen": "0"}, "kind")
+
+
 def raw_post(url, headers):
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
                        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
@@ -430,6 +499,7 @@ SCENARIOS = {
     "garbage": garbage,
     "bench": bench,
     "ssh": ssh_through_jump,
+    "forward": forward_through_peer,
 }
 
 if __name__ == "__main__":
