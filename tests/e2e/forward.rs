@@ -218,6 +218,51 @@ fn socks_needs_its_credentials() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_foreground_forward_lives_with_its_command() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let servers = Servers::new();
+    let web = servers.http("foreground\n");
+    let (_relay, op, _exit) = mesh("edit", None)?;
+    let start = || -> anyhow::Result<(tunnel_tests::Proc, serde_json::Value)> {
+        let mut child = Command::new(tunnel_tests::bin("tunnel"))
+            .args(["forward", "exit", "-L", &format!("0:{web}"), "--foreground", "--json"])
+            .envs(NodeProc::env_of(op.dir.path()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let mut text = String::new();
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        for line in lines.by_ref() {
+            let line = line?;
+            text.push_str(&line);
+            if line == "]" {
+                break;
+            }
+        }
+        let opened: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+        Ok((tunnel_tests::Proc { child, name: "tunnel forward --foreground".into() }, opened[0].clone()))
+    };
+    let (mut held, fwd) = start()?;
+    assert_eq!(fwd["held"], true);
+    assert_eq!(curl(&[], &[&format!("http://{}/", listen_addr(&fwd))])?, "foreground\n");
+    held.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !list(&op)?.is_empty() {
+        assert!(Instant::now() < deadline, "the forward outlived its --foreground command");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    TcpListener::bind(listen_addr(&fwd))?;
+
+    // Closed from elsewhere, the foreground command ends and says why.
+    let (mut held, fwd) = start()?;
+    let o = op.cli(&["forward", "close", &fwd["id"].to_string()]);
+    assert!(o.status.success(), "{}", err(&o));
+    let code = held.wait_exit(Duration::from_secs(5))?;
+    assert_eq!(code, Some(1), "the foreground command kept running after its forward closed");
+    Ok(())
+}
+
+#[test]
 fn a_forward_outlives_a_relay_outage() -> anyhow::Result<()> {
     let servers = Servers::new();
     let web = servers.http("still here\n");

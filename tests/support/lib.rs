@@ -82,13 +82,18 @@ impl Proc {
     pub fn terminate(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
         // The shell's own `kill`: no dependency on procps.
         Command::new("sh").args(["-c", &format!("kill -TERM {}", self.pid())]).status()?;
+        self.wait_exit(within).with_context(|| format!("after SIGTERM to {}", self.name))
+    }
+
+    /// Waits up to `within` for the process to exit by itself; returns the exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status.code());
             }
             if Instant::now() > deadline {
-                bail!("{} did not exit within {within:?} of SIGTERM", self.name);
+                bail!("{} did not exit within {within:?}", self.name);
             }
             std::thread::sleep(Duration::from_millis(20));
         }

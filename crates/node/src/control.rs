@@ -415,9 +415,15 @@ async fn hold_forward<S: ControlStream>(mut stream: S, node: Node, spec: crate::
             return;
         }
     };
+    let closed = node.forwards().closed(info.id).unwrap_or_default();
     if write_frame(&mut stream, &ControlResponse::Forward(info.clone())).await.is_ok() {
-        // The client sends nothing more; the end of its connection ends the forward.
-        while let Ok(Some(_)) = read_frame::<ControlRequest, _>(&mut stream).await {}
+        // The client sends nothing more; the end of its connection ends the forward, and a
+        // `tunnel forward close` elsewhere ends the connection (the client then says so).
+        let client_gone = async { while let Ok(Some(_)) = read_frame::<ControlRequest, _>(&mut stream).await {} };
+        tokio::select! {
+            _ = client_gone => {}
+            _ = closed.cancelled() => return,
+        }
     }
     let _ = node.forwards().close(info.id).await;
 }

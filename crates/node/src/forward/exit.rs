@@ -14,6 +14,7 @@ use tunnel_proto::forward::{ConnectFailure, ConnectReply, ConnectSpec, ReverseSp
 use tunnel_proto::NodeId;
 
 use super::pipe::{pipe, Counters};
+use super::registry::ReverseTarget;
 use super::reply::send_reply;
 use crate::exec::{refuse, send_last};
 use crate::policy::{host_port, Refusal};
@@ -99,66 +100,90 @@ pub(super) async fn decide_and_connect(
 /// Serves a `Connect` stream from a peer (`-L`, `-D`).
 pub(crate) async fn serve_connect(node: crate::Node, stream: Stream, spec: ConnectSpec) {
     let Stream { peer, reader, writer, .. } = stream;
-    let event = if spec.probe { "forward.check" } else { "forward.connect" };
-    let detail = serde_json::json!({ "forward": spec.label, "to": host_port(&spec.host, spec.port) });
+    let detail = serde_json::json!({ "forward": clip(&spec.label), "to": host_port(&spec.host, spec.port) });
+    let audited = Audited { node: &node, peer, event: event(&spec), detail };
     if let Err(refusal) = node.policy_check(|p| p.check_caller(&peer)) {
-        return refuse(&node, peer, event, refusal, detail, writer, ConnectReply::Refused).await;
+        return audited.answer(Err(Err(refusal)), reader, writer, None).await;
     }
     let connected = decide_and_connect(&node, &spec.host, spec.port, spec.probe).await;
-    finish(&node, peer, event, detail, connected, reader, writer, None).await;
+    audited.answer(connected, reader, writer, None).await;
 }
 
-/// Audits the decision, answers, and carries the connection if there is one.
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    node: &crate::Node,
+fn event(spec: &ConnectSpec) -> &'static str {
+    if spec.probe {
+        "forward.check"
+    } else {
+        "forward.connect"
+    }
+}
+
+/// Text a peer chose, cut to a length fit for the audit log.
+fn clip(text: &str) -> String {
+    text.chars().take(128).collect()
+}
+
+/// What decided: resolving, policy, connecting. `Err(Err)` is a policy refusal.
+type Decided = Result<Option<(TcpStream, SocketAddr)>, Result<ConnectReply, Refusal>>;
+
+/// One connection's caller and audit record.
+struct Audited<'a> {
+    node: &'a crate::Node,
     peer: NodeId,
-    event: &str,
-    mut detail: serde_json::Value,
-    connected: Result<Option<(TcpStream, SocketAddr)>, Result<ConnectReply, Refusal>>,
-    reader: tunnel_net::StreamReader,
-    mut writer: tunnel_net::StreamWriter,
-    counters: Option<(&super::registry::Stats, &tokio_util::sync::CancellationToken)>,
-) {
-    match connected {
-        Err(Err(refusal)) => refuse(node, peer, event, refusal, detail, writer, ConnectReply::Refused).await,
-        Err(Ok(answer)) => {
-            if let ConnectReply::Failed { message, .. } = &answer {
-                detail["error"] = message.clone().into();
+    event: &'static str,
+    detail: serde_json::Value,
+}
+
+impl Audited<'_> {
+    /// Audits the decision, answers, and carries the connection if there is one (counted
+    /// toward `forward`, for this node's own `-R` forwards).
+    async fn answer(
+        mut self,
+        decided: Decided,
+        reader: tunnel_net::StreamReader,
+        mut writer: tunnel_net::StreamWriter,
+        forward: Option<&ReverseTarget>,
+    ) {
+        let (node, peer, event) = (self.node, self.peer, self.event);
+        let (tcp, addr) = match decided {
+            Err(Err(refusal)) => {
+                return refuse(node, peer, event, refusal, self.detail, writer, ConnectReply::Refused).await
             }
-            node.audit_op(peer, event, "failed", None, detail, None);
-            send_last(writer, &answer).await;
-        }
-        Ok(None) => {
-            node.audit_op(peer, event, "allowed", None, detail, None);
-            send_last(writer, &ConnectReply::Connected { to: String::new() }).await;
-        }
-        Ok(Some((tcp, addr))) => {
-            detail["address"] = addr.to_string().into();
-            node.audit_op(peer, event, "allowed", None, detail, None);
-            if send_reply(&mut writer, &ConnectReply::Connected { to: addr.to_string() }).await.is_err() {
-                return;
-            }
-            let (unused_in, unused_out) = (AtomicU64::new(0), AtomicU64::new(0));
-            let result = match counters {
-                // A `-R` connection counts toward its forward: what comes from the stream goes
-                // to the destination.
-                Some((stats, cancel)) => {
-                    let _active = stats.connection();
-                    let counters = Counters { sent: &stats.bytes_in, received: &stats.bytes_out };
-                    tokio::select! {
-                        r = pipe(tcp, Bytes::new(), reader, writer, counters) => r,
-                        _ = cancel.cancelled() => Err("the forward was closed".into()),
-                    }
-                    .inspect_err(|e| stats.error(e))
+            Err(Ok(answer)) => {
+                if let ConnectReply::Failed { message, .. } = &answer {
+                    self.detail["error"] = message.clone().into();
                 }
-                None => {
-                    pipe(tcp, Bytes::new(), reader, writer, Counters { sent: &unused_in, received: &unused_out }).await
-                }
-            };
-            if let Err(e) = result {
-                debug!(%addr, error = %e, "forwarded connection ended");
+                node.audit_op(peer, event, "failed", None, self.detail, None);
+                return send_last(writer, &answer).await;
             }
+            Ok(None) => {
+                node.audit_op(peer, event, "allowed", None, self.detail, None);
+                return send_last(writer, &ConnectReply::Connected { to: String::new() }).await;
+            }
+            Ok(Some(connected)) => connected,
+        };
+        self.detail["address"] = addr.to_string().into();
+        node.audit_op(peer, event, "allowed", None, self.detail, None);
+        if send_reply(&mut writer, &ConnectReply::Connected { to: addr.to_string() }).await.is_err() {
+            return;
+        }
+        let result = match forward {
+            // What comes from the stream goes to the destination.
+            Some(f) => {
+                let _active = f.stats.connection();
+                let counters = Counters { sent: &f.stats.bytes_in, received: &f.stats.bytes_out };
+                tokio::select! {
+                    r = pipe(tcp, Bytes::new(), reader, writer, counters) => r,
+                    _ = f.cancel.cancelled() => Err("the forward was closed".into()),
+                }
+                .inspect_err(|e| f.stats.error(e))
+            }
+            None => {
+                let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
+                pipe(tcp, Bytes::new(), reader, writer, Counters { sent: &a, received: &b }).await
+            }
+        };
+        if let Err(e) = result {
+            debug!(%addr, error = %e, "forwarded connection ended");
         }
     }
 }
@@ -167,8 +192,9 @@ async fn finish(
 /// this node's SSH hosts (which resolves the name itself).
 pub(crate) async fn serve_ssh_connect(node: crate::Node, stream: Stream, host: String, spec: ConnectSpec) {
     let Stream { peer, reader, mut writer, .. } = stream;
-    let event = if spec.probe { "forward.check" } else { "forward.connect" };
-    let detail = serde_json::json!({ "forward": spec.label, "ssh_host": host, "to": host_port(&spec.host, spec.port) });
+    let detail =
+        serde_json::json!({ "forward": clip(&spec.label), "ssh_host": host, "to": host_port(&spec.host, spec.port) });
+    let audited = Audited { node: &node, peer, event: event(&spec), detail };
     let literal: Vec<IpAddr> = spec.host.parse().into_iter().collect();
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
@@ -176,10 +202,10 @@ pub(crate) async fn serve_ssh_connect(node: crate::Node, stream: Stream, host: S
     });
     let pool = match checked.and_then(|_| crate::ssh::pool_or_refuse(&node, &host)) {
         Ok(pool) => pool,
-        Err(refusal) => return refuse(&node, peer, event, refusal, detail, writer, ConnectReply::Refused).await,
+        Err(refusal) => return audited.answer(Err(Err(refusal)), reader, writer, None).await,
     };
     if spec.probe {
-        return finish(&node, peer, event, detail, Ok(None), reader, writer, None).await;
+        return audited.answer(Ok(None), reader, writer, None).await;
     }
     let channel = match pool.direct_tcpip(&host, &spec.host, spec.port).await {
         Ok(channel) => channel,
@@ -190,10 +216,10 @@ pub(crate) async fn serve_ssh_connect(node: crate::Node, stream: Stream, host: S
                 tunnel_ssh::SshError::Connect { .. } => ConnectFailure::HostUnreachable,
                 _ => ConnectFailure::Other,
             };
-            return finish(&node, peer, event, detail, Err(Ok(failed(why, e.to_string()))), reader, writer, None).await;
+            return audited.answer(Err(Ok(failed(why, e.to_string()))), reader, writer, None).await;
         }
     };
-    node.audit_op(peer, event, "allowed", None, detail, None);
+    node.audit_op(peer, audited.event, "allowed", None, audited.detail, None);
     let to = format!("{} via ssh:{host}", host_port(&spec.host, spec.port));
     if send_reply(&mut writer, &ConnectReply::Connected { to }).await.is_err() {
         return;
@@ -214,14 +240,13 @@ pub(crate) async fn serve_reverse(node: crate::Node, stream: Stream, spec: Rever
         let why = "no remote forward of this node matches; it was closed".to_owned();
         return send_last(writer, &ConnectReply::Refused(why)).await;
     };
-    let (host, port) = forward.to;
-    let detail = serde_json::json!({
-        "forward": forward.label, "to": host_port(&host, port), "from": spec.from,
-    });
+    let (host, port) = forward.to.clone();
+    let detail =
+        serde_json::json!({ "forward": forward.label, "to": host_port(&host, port), "from": clip(&spec.from) });
     let connected = decide_and_connect(&node, &host, port, false).await;
     if let Err(Ok(ConnectReply::Failed { message, .. }) | Err(Refusal { rule: message })) = &connected {
         forward.stats.error(message);
     }
-    let counters = Some((&*forward.stats, &forward.cancel));
-    finish(&node, peer, "forward.connect", detail, connected, reader, writer, counters).await;
+    let audited = Audited { node: &node, peer, event: "forward.connect", detail };
+    audited.answer(connected, reader, writer, Some(&forward)).await;
 }

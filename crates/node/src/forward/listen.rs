@@ -24,7 +24,8 @@ const MAX_CONNECTIONS: usize = 4096;
 
 pub(crate) async fn serve_listen(node: crate::Node, stream: Stream, spec: ListenSpec) {
     let Stream { peer, mut reader, mut writer, .. } = stream;
-    let detail = serde_json::json!({ "forward": spec.label, "listen": host_port(&spec.bind, spec.port) });
+    let label: String = spec.label.chars().take(128).collect();
+    let detail = serde_json::json!({ "forward": label, "listen": host_port(&spec.bind, spec.port) });
     let bind: IpAddr = match spec.bind.parse() {
         Ok(ip) => ip,
         Err(_) => {

@@ -159,6 +159,11 @@ impl Forwards {
         Ok(info)
     }
 
+    /// Cancelled when forward `id` closes (for a `--foreground` client to learn of it).
+    pub fn closed(&self, id: u64) -> Option<CancellationToken> {
+        self.table.lock().expect("forwards lock").entries.get(&id).map(|e| e.cancel.clone())
+    }
+
     /// Closes every forward (the node is stopping).
     pub async fn close_all(&self) {
         let ids: Vec<u64> = self.table.lock().expect("forwards lock").entries.keys().copied().collect();
