@@ -275,29 +275,38 @@ async def stdio_attached():
             await check_fleet_tools(c, os.environ["SCRATCH"])
 
 
-async def ssh_through_jump():
-    """An operator's MCP client reaching plain SSH hosts through a jump peer (see ssh_mesh.rs)."""
+async def stdio_session(body):
+    """`tunnel mcp` over stdio with this environment; checks the tool list, then runs body."""
     params = StdioServerParameters(command=TUNNEL, args=["mcp"], env=dict(os.environ))
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:
             await session.initialize()
             c = Client(session)
             await check_tool_list(c)
-            hosts = await c.ok("ssh_hosts", {})
-            targets = sorted(h["target"] for h in hosts["hosts"])
-            check(targets == ["ssh:h0", "ssh:h1"] and all(h["via"] == "jump" for h in hosts["hosts"]),
-                  "ssh_hosts lists the jump peer's hosts", hosts)
-            out = await c.ok("exec", {"target": "ssh:h0", "argv": ["uname", "-s"]})
-            check(out["exit_code"] == 0 and out["stdout"] == "Linux\n", "exec runs on an SSH host", out)
-            fleet = await c.ok("fleet_exec", {"target": "ssh:tag:web", "argv": ["uname", "-s"]})
-            groups = fleet["groups"]
-            check(len(groups) == 1 and groups[0]["count"] == 2 and groups[0]["members"] == "ssh:h[0-1]",
-                  "fleet_exec groups SSH hosts", fleet)
-            path = os.environ["SSH_FILE"]
-            got = await c.ok("read_file", {"target": "ssh:h1", "path": path})
-            check(got["content"] == "on the ssh host\n", "read_file reads on an SSH host", got)
-            why = await c.tool_error("exec", {"target": "ssh:nope", "argv": ["true"]})
-            check("no peer announces an SSH host named" in why, "an unknown SSH host is named", why)
+            return await body(c)
+
+
+async def ssh_through_jump():
+    """An operator's MCP client reaching plain SSH hosts through a jump peer (see ssh_mesh.rs)."""
+    await stdio_session(ssh_checks)
+
+
+async def ssh_checks(c):
+    hosts = await c.ok("ssh_hosts", {})
+    targets = sorted(h["target"] for h in hosts["hosts"])
+    check(targets == ["ssh:h0", "ssh:h1"] and all(h["via"] == "jump" for h in hosts["hosts"]),
+          "ssh_hosts lists the jump peer's hosts", hosts)
+    out = await c.ok("exec", {"target": "ssh:h0", "argv": ["uname", "-s"]})
+    check(out["exit_code"] == 0 and out["stdout"] == "Linux\n", "exec runs on an SSH host", out)
+    fleet = await c.ok("fleet_exec", {"target": "ssh:tag:web", "argv": ["uname", "-s"]})
+    groups = fleet["groups"]
+    check(len(groups) == 1 and groups[0]["count"] == 2 and groups[0]["members"] == "ssh:h[0-1]",
+          "fleet_exec groups SSH hosts", fleet)
+    path = os.environ["SSH_FILE"]
+    got = await c.ok("read_file", {"target": "ssh:h1", "path": path})
+    check(got["content"] == "on the ssh host\n", "read_file reads on an SSH host", got)
+    why = await c.tool_error("exec", {"target": "ssh:nope", "argv": ["true"]})
+    check("no peer announces an SSH host named" in why, "an unknown SSH host is named", why)
 
 
 def http_get(host, port, path="/", socks=None):
@@ -324,44 +333,42 @@ def split_addr(addr):
 
 async def forward_through_peer():
     """An AI client opening, using, listing and closing port forwards (see forward.rs)."""
+    await stdio_session(forward_checks)
+
+
+async def forward_checks(c):
     web_host, web_port = split_addr(os.environ["WEB_ADDR"])
-    params = StdioServerParameters(command=TUNNEL, args=["mcp"], env=dict(os.environ))
-    async with stdio_client(params) as (read, write):
-        async with ClientSession(read, write) as session:
-            await session.initialize()
-            c = Client(session)
-            await check_tool_list(c)
-            local = await c.ok("tunnel_open", {"target": "exit", "kind": "local", "listen": "0",
-                                               "to": os.environ["WEB_ADDR"]})
-            check(local["kind"] == "local" and local["state"] == "listening", "tunnel_open opens a local forward", local)
-            host, port = split_addr(local["listen"])
-            body = await anyio.to_thread.run_sync(http_get, host, port)
-            check(body == "through mcp\n", "a client reaches the service through the local forward", body)
-            socks = await c.ok("tunnel_open", {"target": "exit", "kind": "socks", "listen": "127.0.0.1:0"})
-            body = await anyio.to_thread.run_sync(lambda: http_get(web_host, web_port, socks=split_addr(socks["listen"])))
-            check(body == "through mcp\n", "a client reaches the service through the SOCKS5 forward", body)
-            listed = await c.ok("tunnel_list", {})
-            by_id = {f["id"]: f for f in listed["forwards"]}
-            check(set(by_id) == {local["id"], socks["id"]} and all(f["connections_total"] == 1 for f in by_id.values()),
-                  "tunnel_list shows both forwards with their connections", listed)
-            check(by_id[local["id"]]["bytes_in"] > 0, "tunnel_list counts bytes", listed)
-            closed = await c.ok("tunnel_close", {"id": local["id"]})
-            check(closed["state"] == "closed", "tunnel_close closes the forward", closed)
-            try:
-                socket.create_connection((host, port), timeout=5).close()
-                raise AssertionError("the closed forward's port still accepts connections")
-            except ConnectionRefusedError:
-                ok("the closed forward's port is free")
-            why = await c.tool_error("tunnel_open", {"target": "exit", "kind": "local", "listen": "0"})
-            check("needs `to`" in why, "a local forward without `to` is refused, naming it", why)
-            why = await c.tool_error("tunnel_open", {"target": "exit", "kind": "local", "listen": "http",
-                                                     "to": os.environ["WEB_ADDR"]})
-            check("listen port" in why, "a bad listen port is named", why)
-            why = await c.tool_error("tunnel_open", {"target": "nobody", "kind": "socks", "listen": "0"})
-            check("nobody" in why, "an unknown peer is named", why)
-            why = await c.tool_error("tunnel_close", {"id": local["id"]})
-            check(f"no forward {local['id']}" in why, "closing a closed forward says so", why)
-            await c.invalid_params("tunnel_open", {"target": "exit", "kind": "sideways", "listen": "0"}, "kind")
+    local = await c.ok("tunnel_open", {"target": "exit", "kind": "local", "listen": "0",
+                                       "to": os.environ["WEB_ADDR"]})
+    check(local["kind"] == "local" and local["state"] == "listening", "tunnel_open opens a local forward", local)
+    host, port = split_addr(local["listen"])
+    body = await anyio.to_thread.run_sync(http_get, host, port)
+    check(body == "through mcp\n", "a client reaches the service through the local forward", body)
+    socks = await c.ok("tunnel_open", {"target": "exit", "kind": "socks", "listen": "127.0.0.1:0"})
+    body = await anyio.to_thread.run_sync(lambda: http_get(web_host, web_port, socks=split_addr(socks["listen"])))
+    check(body == "through mcp\n", "a client reaches the service through the SOCKS5 forward", body)
+    listed = await c.ok("tunnel_list", {})
+    by_id = {f["id"]: f for f in listed["forwards"]}
+    check(set(by_id) == {local["id"], socks["id"]} and all(f["connections_total"] == 1 for f in by_id.values()),
+          "tunnel_list shows both forwards with their connections", listed)
+    check(by_id[local["id"]]["bytes_in"] > 0, "tunnel_list counts bytes", listed)
+    closed = await c.ok("tunnel_close", {"id": local["id"]})
+    check(closed["state"] == "closed", "tunnel_close closes the forward", closed)
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        raise AssertionError("the closed forward's port still accepts connections")
+    except ConnectionRefusedError:
+        ok("the closed forward's port is free")
+    why = await c.tool_error("tunnel_open", {"target": "exit", "kind": "local", "listen": "0"})
+    check("needs `to`" in why, "a local forward without `to` is refused, naming it", why)
+    why = await c.tool_error("tunnel_open", {"target": "exit", "kind": "local", "listen": "http",
+                                             "to": os.environ["WEB_ADDR"]})
+    check("listen port" in why, "a bad listen port is named", why)
+    why = await c.tool_error("tunnel_open", {"target": "nobody", "kind": "socks", "listen": "0"})
+    check("nobody" in why, "an unknown peer is named", why)
+    why = await c.tool_error("tunnel_close", {"id": local["id"]})
+    check(f"no forward {local['id']}" in why, "closing a closed forward says so", why)
+    await c.invalid_params("tunnel_open", {"target": "exit", "kind": "sideways", "listen": "0"}, "kind")
 
 
 def raw_post(url, headers):

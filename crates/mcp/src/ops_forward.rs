@@ -139,10 +139,15 @@ pub(crate) async fn tunnel_open(srv: &TunnelMcp, p: OpenParams) -> Result<CallTo
         Ok(spec) => spec,
         Err(e) => return failure(e),
     };
-    match srv.backend().request(&ControlRequest::ForwardOpen { spec, hold: false }).await {
+    answer(srv.backend().request(&ControlRequest::ForwardOpen { spec, hold: false }).await, "opened")
+}
+
+/// One forward's figures as the tool's result; `done` says what happened to it.
+fn answer(resp: Result<ControlResponse, String>, done: &str) -> Result<CallToolResult, McpError> {
+    match resp {
         Ok(ControlResponse::Forward(info)) => {
             let out = ForwardOut::from(info);
-            let text = format!("opened {}", line(&out));
+            let text = format!("{done} {}", line(&out));
             success(&out, text)
         }
         Ok(other) => failure(format!("unexpected answer from the node: {other:?}")),
@@ -164,13 +169,5 @@ pub(crate) async fn tunnel_list(srv: &TunnelMcp, _: NoParams) -> Result<CallTool
 }
 
 pub(crate) async fn tunnel_close(srv: &TunnelMcp, p: CloseParams) -> Result<CallToolResult, McpError> {
-    match srv.backend().request(&ControlRequest::ForwardClose { id: p.id }).await {
-        Ok(ControlResponse::Forward(info)) => {
-            let out = ForwardOut::from(info);
-            let text = format!("closed {}", line(&out));
-            success(&out, text)
-        }
-        Ok(other) => failure(format!("unexpected answer from the node: {other:?}")),
-        Err(e) => failure(e),
-    }
+    answer(srv.backend().request(&ControlRequest::ForwardClose { id: p.id }).await, "closed")
 }
