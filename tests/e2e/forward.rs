@@ -53,12 +53,17 @@ fn curl(prefix: &[String], args: &[&str]) -> anyhow::Result<String> {
     Ok(out(&o))
 }
 
-/// A relay, an operator node `op` in plan mode, and an exit node `exit` in `exit_mode`.
-fn mesh(exit_mode: &str, exit_config: Option<&str>) -> anyhow::Result<(RelayProc, NodeProc, NodeProc)> {
+/// A relay, an operator node `op` in plan mode (with `op_config`), and an exit node `exit` in
+/// `exit_mode`.
+fn mesh(
+    exit_mode: &str,
+    exit_config: Option<&str>,
+    op_config: Option<&str>,
+) -> anyhow::Result<(RelayProc, NodeProc, NodeProc)> {
     let relay = RelayProc::start("127.0.0.1:0", &[])?;
     let t = token();
     let exit = NodeProc::start_configured(&relay.url, "r", &t, "exit", &[("TUNNEL_MODE", exit_mode)], exit_config)?;
-    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
+    let op = NodeProc::start_configured(&relay.url, "r", &t, "op", &[], op_config)?;
     op.wait_for_peers(&["exit"], Duration::from_secs(10))?;
     Ok((relay, op, exit))
 }
@@ -67,7 +72,7 @@ fn mesh(exit_mode: &str, exit_config: Option<&str>) -> anyhow::Result<(RelayProc
 fn forwarded_connections_carry_bytes_intact_and_independently() -> anyhow::Result<()> {
     let servers = Servers::new();
     let (echo, source) = (servers.echo(), servers.source());
-    let (_relay, op, _exit) = mesh("edit", None)?;
+    let (_relay, op, _exit) = mesh("edit", None, None)?;
     let fwd = open(&op, &["exit", "-L", &format!("0:{echo}")])?;
     let at = listen_addr(&fwd);
 
@@ -137,7 +142,7 @@ fn forwarded_connections_carry_bytes_intact_and_independently() -> anyhow::Resul
 fn an_ai_client_opens_uses_and_closes_forwards_over_mcp() -> anyhow::Result<()> {
     let servers = Servers::new();
     let web = servers.http("through mcp\n");
-    let (_relay, op, _exit) = mesh("edit", None)?;
+    let (_relay, op, _exit) = mesh("edit", None, None)?;
     let mut env = NodeProc::env_of(op.dir.path());
     env.push(("WEB_ADDR".into(), web.to_string()));
     tunnel_tests::drive_mcp("forward", &env)?;
@@ -150,7 +155,7 @@ fn bad_input_and_refusals_leave_nothing_open() -> anyhow::Result<()> {
     let servers = Servers::new();
     let (allowed, other) = (servers.http("allowed\n"), servers.http("other\n"));
     let config = format!("forward_allow = [\"127.0.0.1:{}\"]\n", allowed.port());
-    let (_relay, op, exit) = mesh("plan", Some(&config))?;
+    let (_relay, op, exit) = mesh("plan", Some(&config), None)?;
     let fails = |args: &[&str], needle: &str| {
         let mut all = vec!["forward"];
         all.extend_from_slice(args);
@@ -202,7 +207,7 @@ fn bad_input_and_refusals_leave_nothing_open() -> anyhow::Result<()> {
 fn socks_needs_its_credentials() -> anyhow::Result<()> {
     let servers = Servers::new();
     let web = servers.http("hello\n");
-    let (_relay, op, _exit) = mesh("edit", None)?;
+    let (_relay, op, _exit) = mesh("edit", None, None)?;
     let dir = TempDir::new("socks-auth");
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "s3cret-pass\n")?;
@@ -222,7 +227,7 @@ fn a_foreground_forward_lives_with_its_command() -> anyhow::Result<()> {
     use std::io::BufRead;
     let servers = Servers::new();
     let web = servers.http("foreground\n");
-    let (_relay, op, _exit) = mesh("edit", None)?;
+    let (_relay, op, _exit) = mesh("edit", None, None)?;
     let start = || -> anyhow::Result<(tunnel_tests::Proc, serde_json::Value)> {
         let mut child = Command::new(tunnel_tests::bin("tunnel"))
             .args(["forward", "exit", "-L", &format!("0:{web}"), "--foreground", "--json"])
@@ -266,11 +271,16 @@ fn a_foreground_forward_lives_with_its_command() -> anyhow::Result<()> {
 fn a_forward_outlives_a_relay_outage() -> anyhow::Result<()> {
     let servers = Servers::new();
     let web = servers.http("still here\n");
-    let (mut relay, op, _exit) = mesh("edit", None)?;
+    // `op` is the exit of its own remote forward: its plan mode allows loopback.
+    let (mut relay, op, _exit) = mesh("edit", None, Some("forward_allow = [\"127.0.0.1:*\"]\n"))?;
     let port = relay.port();
     let fwd = open(&op, &["exit", "-L", &format!("0:{web}")])?;
     let url = format!("http://{}/", listen_addr(&fwd));
     assert_eq!(curl(&[], &[&url])?, "still here\n");
+    // A remote forward too: its listener is on the exit (here on this machine's loopback).
+    let rev = open(&op, &["exit", "-R", &format!("0:{web}")])?;
+    let rev_url = format!("http://{}/", listen_addr(&rev));
+    assert_eq!(curl(&[], &[&rev_url])?, "still here\n");
 
     relay.proc.kill();
     // The listener stays; a connection now waits for the peer, then fails cleanly.
@@ -278,7 +288,7 @@ fn a_forward_outlives_a_relay_outage() -> anyhow::Result<()> {
     let during = curl(&[], &["--max-time", "60", &url]);
     assert!(during.is_err(), "answered with no relay: {during:?}");
     assert!(started.elapsed() < Duration::from_secs(45), "the failing connection hung for {:?}", started.elapsed());
-    let info = &list(&op)?[0];
+    let info = list(&op)?.into_iter().find(|f| f["id"] == fwd["id"]).expect("the -L forward");
     assert_eq!(info["state"], "listening");
     assert!(info["errors"].as_u64() >= Some(1), "{info}");
 
@@ -295,7 +305,22 @@ fn a_forward_outlives_a_relay_outage() -> anyhow::Result<()> {
             Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
     }
-    assert_eq!(list(&op)?[0]["id"], fwd["id"], "the same forward carried on");
+    // The remote forward listens again on the same port by itself once the exit is back.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        match curl(&[], &["--max-time", "5", &rev_url]) {
+            Ok(body) => {
+                assert_eq!(body, "still here\n");
+                break;
+            }
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("the remote forward did not come back: {:?}", list(&op))))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+    let ids: Vec<_> = list(&op)?.iter().map(|f| f["id"].clone()).collect();
+    assert_eq!(ids, [fwd["id"].clone(), rev["id"].clone()], "the same forwards carried on");
     Ok(())
 }
 
@@ -324,7 +349,7 @@ fn an_ssh_hosts_services_through_its_jump_peer() -> anyhow::Result<()> {
     let known = dir.path().join("known_hosts");
     std::fs::write(&known, sshd.known_hosts_line() + "\n")?;
     let config = format!("[ssh]\nhosts_files = [\"{}\"]\nknown_hosts = [\"{}\"]\n", hosts.display(), known.display());
-    let (_relay, op, exit) = mesh("edit", Some(&config))?;
+    let (_relay, op, exit) = mesh("edit", Some(&config), None)?;
 
     let fwd = open(&op, &["ssh:h0", "-L", &format!("0:{web}")])?;
     assert_eq!(fwd["via"], "ssh:h0");
