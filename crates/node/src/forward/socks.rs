@@ -162,6 +162,60 @@ pub(super) async fn reply(tcp: &mut TcpStream, failed: Option<&ConnectReply>) ->
 mod tests {
     use super::*;
 
+    /// Runs the server side on one end of a loopback connection; the client writes `bytes`
+    /// and gets back what the server answered.
+    async fn exchange(bytes: &[u8], auth: Option<SocksAuth>) -> (Result<(String, u16), String>, Vec<u8>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        client.write_all(bytes).await.unwrap();
+        let result = handshake(&mut server, auth.as_ref()).await;
+        // A FIN, not a close: closing with the client's bytes unread would reset the
+        // connection and could discard the answer before the client reads it.
+        server.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        (result, answer)
+    }
+
+    #[tokio::test]
+    async fn connect_requests_by_address_type() {
+        let v6 = [&[5u8, 1, 0, 5, 1, 0, IPV6][..], &[0; 15], &[1]].concat();
+        let (target, answer) = exchange(&[v6, vec![0x01, 0xbb]].concat(), None).await;
+        assert_eq!(target, Ok(("::1".into(), 443)));
+        assert_eq!(answer, [5, 0]);
+        let v4 = [5, 1, 0, 5, 1, 0, IPV4, 10, 0, 0, 7, 0, 22];
+        assert_eq!(exchange(&v4, None).await.0, Ok(("10.0.0.7".into(), 22)));
+        let name = [&[5u8, 1, 0, 5, 1, 0, DOMAIN, 8][..], b"db.local", &[0x15, 0x38]].concat();
+        assert_eq!(exchange(&name, None).await.0, Ok(("db.local".into(), 5432)));
+    }
+
+    #[tokio::test]
+    async fn what_it_does_not_do_is_answered_in_the_protocol() {
+        let bind = [5, 1, 0, 5, 2, 0, IPV4, 10, 0, 0, 7, 0, 22];
+        let (result, answer) = exchange(&bind, None).await;
+        assert!(result.unwrap_err().contains("only CONNECT"));
+        assert_eq!(answer[2..4], [5, COMMAND_NOT_SUPPORTED]);
+        let odd_type = [5, 1, 0, 5, 1, 0, 9];
+        let (result, answer) = exchange(&odd_type, None).await;
+        assert!(result.unwrap_err().contains("address type 9"));
+        assert_eq!(answer[2..4], [5, ADDRESS_TYPE_NOT_SUPPORTED]);
+        let (result, answer) = exchange(&[4, 1, 0], None).await;
+        assert!(result.unwrap_err().contains("not a SOCKS5 client"));
+        assert!(answer.is_empty());
+        let auth = SocksAuth { user: "u".into(), password: "pw".into() };
+        let (result, answer) = exchange(&[5, 1, NO_AUTH], Some(auth.clone())).await;
+        assert!(result.unwrap_err().contains("requires"));
+        assert_eq!(answer, [5, NO_ACCEPTABLE_METHOD]);
+        let wrong = [&[5u8, 1, USER_PASSWORD, 1, 1][..], b"u", &[2], b"no"].concat();
+        let (result, answer) = exchange(&wrong, Some(auth.clone())).await;
+        assert_eq!(result.unwrap_err(), "wrong username or password");
+        assert_eq!(answer, [5, USER_PASSWORD, 1, 1]);
+        let right =
+            [&[5u8, 1, USER_PASSWORD, 1, 1][..], b"u", &[2], b"pw", &[5, 1, 0, IPV4, 1, 2, 3, 4, 0, 80]].concat();
+        assert_eq!(exchange(&right, Some(auth)).await.0, Ok(("1.2.3.4".into(), 80)));
+    }
+
     #[test]
     fn constant_time_equality() {
         assert!(same(b"secret", b"secret"));
