@@ -200,6 +200,17 @@ async fn send(ws: &mut Ws, frame: &RelayFrame) -> Result<(), String> {
     ws.send(Message::Binary(frame.encode())).await.map_err(|e| e.to_string())
 }
 
+/// Why a connection's reading side stopped.
+enum ReadEnd {
+    Closed,
+    Error(String),
+    Bad(String),
+    Idle,
+}
+
+/// Carries frames for a joined node until the connection ends. Reading and writing run side
+/// by side: a node slow to read what we send must never stop us reading what it sends (it may
+/// be waiting for exactly that to read again, and both sides would stall for good).
 async fn forward(
     ws: &mut Ws,
     node: NodeId,
@@ -209,61 +220,84 @@ async fn forward(
     shutdown: &CancellationToken,
 ) -> End {
     let cfg = &shared.config;
-    let mut bucket = TokenBucket::new(cfg.rate_bytes_per_sec, cfg.rate_burst_bytes);
-    let mut idle_check = interval(cfg.idle_timeout / 3);
-    idle_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_rx = Instant::now();
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => {
-                let hint = RelayFrame::Restarting { reconnect_in_ms: cfg.reconnect_hint.as_millis() as u32 };
-                let _ = send(ws, &hint).await;
-                let _ = ws.close(None).await;
-                return End::Shutdown;
+    let (mut sink, mut stream) = (&mut *ws).split();
+    let read = async {
+        let mut bucket = TokenBucket::new(cfg.rate_bytes_per_sec, cfg.rate_burst_bytes);
+        let mut idle_check = interval(cfg.idle_timeout / 3);
+        idle_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_rx = Instant::now();
+        loop {
+            let msg = tokio::select! {
+                msg = stream.next() => msg,
+                _ = idle_check.tick() => {
+                    if last_rx.elapsed() > cfg.idle_timeout {
+                        return ReadEnd::Idle;
+                    }
+                    continue;
+                }
+            };
+            let bytes = match msg {
+                Some(Ok(Message::Binary(b))) => b,
+                Some(Ok(Message::Close(_))) | None => return ReadEnd::Closed,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                    last_rx = Instant::now();
+                    continue;
+                }
+                Some(Ok(Message::Text(_) | Message::Frame(_))) => {
+                    return ReadEnd::Bad("text frames are not part of tunnel-relay.v1".into())
+                }
+                Some(Err(e)) => return ReadEnd::Error(e.to_string()),
+            };
+            last_rx = Instant::now();
+            if let Some(tap) = &cfg.intercept {
+                tap.received(&bytes);
             }
-            out = mailbox.next() => match out {
+            let wait = bucket.take(bytes.len());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            if let Err(text) = on_frame(bytes, node, room, mailbox, shared) {
+                return ReadEnd::Bad(text);
+            }
+        }
+    };
+    let write = async {
+        loop {
+            match mailbox.next().await {
                 Outgoing::Frame(bytes) => {
-                    if let Err(e) = ws.send(Message::Binary(bytes)).await {
+                    if let Err(e) = sink.send(Message::Binary(bytes)).await {
                         return End::Error(e.to_string());
                     }
                 }
                 Outgoing::Close(error) => {
-                    let _ = ws.send(Message::Binary(error)).await;
-                    let _ = ws.close(None).await;
+                    let _ = sink.send(Message::Binary(error)).await;
+                    let _ = sink.close().await;
                     return End::Replaced;
                 }
-            },
-            msg = ws.next() => {
-                let msg = match msg {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => return End::Error(e.to_string()),
-                    None => return End::Closed,
-                };
-                last_rx = Instant::now();
-                let bytes = match msg {
-                    Message::Binary(b) => b,
-                    Message::Close(_) => return End::Closed,
-                    Message::Ping(_) | Message::Pong(_) => continue,
-                    Message::Text(_) | Message::Frame(_) => return bad_frame(ws, shared, "text frames are not part of tunnel-relay.v1".into()).await,
-                };
-                if let Some(tap) = &cfg.intercept {
-                    tap.received(&bytes);
-                }
-                let wait = bucket.take(bytes.len());
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-                if let Err(text) = on_frame(bytes, node, room, mailbox, shared) {
-                    return bad_frame(ws, shared, text).await;
-                }
             }
-            _ = idle_check.tick() => {
-                if last_rx.elapsed() > cfg.idle_timeout {
-                    let _ = ws.close(None).await;
-                    return End::Refused("idle timeout");
-                }
-            }
+        }
+    };
+    let ended = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        end = write => Some(Ok(end)),
+        end = read => Some(Err(end)),
+    };
+    drop((sink, stream));
+    match ended {
+        None => {
+            let hint = RelayFrame::Restarting { reconnect_in_ms: cfg.reconnect_hint.as_millis() as u32 };
+            let _ = send(ws, &hint).await;
+            let _ = ws.close(None).await;
+            End::Shutdown
+        }
+        Some(Ok(end)) => end,
+        Some(Err(ReadEnd::Closed)) => End::Closed,
+        Some(Err(ReadEnd::Error(e))) => End::Error(e),
+        Some(Err(ReadEnd::Bad(text))) => bad_frame(ws, shared, text).await,
+        Some(Err(ReadEnd::Idle)) => {
+            let _ = ws.close(None).await;
+            End::Refused("idle timeout")
         }
     }
 }

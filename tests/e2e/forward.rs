@@ -7,6 +7,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use tunnel_tests::netns::Netns;
 use tunnel_tests::sshd::{keygen, public_key, Sshd};
 use tunnel_tests::tcp::{echo_round_trip, Servers};
@@ -53,6 +55,18 @@ fn curl(prefix: &[String], args: &[&str]) -> anyhow::Result<String> {
     Ok(out(&o))
 }
 
+/// Fetches `url` until it answers (each try bounded to 5 s), for at most `within`.
+fn fetch_until(url: &str, within: Duration) -> anyhow::Result<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        match curl(&[], &["--max-time", "5", url]) {
+            Ok(body) => return Ok(body),
+            Err(e) if Instant::now() > deadline => return Err(e.context(format!("{url} did not answer in {within:?}"))),
+            Err(_) => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
+}
+
 /// A relay, an operator node `op` in plan mode (with `op_config`), and an exit node `exit` in
 /// `exit_mode`.
 fn mesh(
@@ -77,14 +91,14 @@ fn forwarded_connections_carry_bytes_intact_and_independently() -> anyhow::Resul
     let at = listen_addr(&fwd);
 
     // 1 GiB each way through one forwarded connection.
-    let (sent, back) = echo_round_trip(at, 1 << 30, 7)?;
+    let (sent, back) = echo_round_trip(at, 1 << 30, 7).context("1 GiB through one connection")?;
     assert_eq!(sent, back, "SHA-256 of 1 GiB echoed through the forward differs");
 
     // 100 connections at once, each with its own bytes.
     let conns: Vec<_> =
         (0..100u64).map(|i| std::thread::spawn(move || echo_round_trip(at, 1 << 20, 1000 + i))).collect();
     for (i, c) in conns.into_iter().enumerate() {
-        let (sent, back) = c.join().expect("client thread")?;
+        let (sent, back) = c.join().expect("client thread").with_context(|| format!("connection {i} of 100"))?;
         assert_eq!(sent, back, "connection {i} of 100 came back different");
     }
     let info = &list(&op)?[0];
@@ -114,11 +128,12 @@ fn forwarded_connections_carry_bytes_intact_and_independently() -> anyhow::Resul
         })
         .collect();
     for r in readers {
-        assert!(r.join().expect("reader thread")? >= 64 << 20);
+        let got = r.join().expect("reader thread").context("a reader beside the stalled connection")?;
+        assert!(got >= 64 << 20);
     }
     stalled.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut buf = vec![0u8; 1 << 20];
-    stalled.read_exact(&mut buf)?; // still alive, and flowing once read again
+    stalled.read_exact(&mut buf).context("the stalled connection, read again")?; // still alive
 
     // Closing a forward frees its port at once and ends its connections.
     let mut idle = TcpStream::connect(at)?;
@@ -294,31 +309,10 @@ fn a_forward_outlives_a_relay_outage() -> anyhow::Result<()> {
 
     let _relay = RelayProc::start(&format!("127.0.0.1:{port}"), &[])?;
     // The nodes come back on their own; their reconnect backoff is capped at 30 s.
-    let deadline = Instant::now() + Duration::from_secs(75);
-    loop {
-        match curl(&[], &["--max-time", "5", &url]) {
-            Ok(body) => {
-                assert_eq!(body, "still here\n");
-                break;
-            }
-            Err(e) if Instant::now() > deadline => return Err(e.context("the forward did not recover")),
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
+    assert_eq!(fetch_until(&url, Duration::from_secs(75))?, "still here\n");
     // The remote forward listens again on the same port by itself once the exit is back.
-    let deadline = Instant::now() + Duration::from_secs(45);
-    loop {
-        match curl(&[], &["--max-time", "5", &rev_url]) {
-            Ok(body) => {
-                assert_eq!(body, "still here\n");
-                break;
-            }
-            Err(e) if Instant::now() > deadline => {
-                return Err(e.context(format!("the remote forward did not come back: {:?}", list(&op))))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
+    let back = fetch_until(&rev_url, Duration::from_secs(45));
+    assert_eq!(back.map_err(|e| e.context(format!("forwards: {:?}", list(&op))))?, "still here\n");
     let ids: Vec<_> = list(&op)?.iter().map(|f| f["id"].clone()).collect();
     assert_eq!(ids, [fwd["id"].clone(), rev["id"].clone()], "the same forwards carried on");
     Ok(())
@@ -401,16 +395,8 @@ fn forwards_reach_a_network_only_the_peer_sees() -> anyhow::Result<()> {
     // -L: listen here, connect from the peer's namespace.
     let fwd = open(&op, &["gw", "-L", &format!("0:127.0.0.1:{web_port}")])?;
     // The web server may still be starting: retry the fetch for a while.
-    let deadline = Instant::now() + Duration::from_secs(10);
     let url = format!("http://{}/index.txt", listen_addr(&fwd));
-    let body = loop {
-        match curl(&[], &[&url]) {
-            Ok(body) => break body,
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    };
-    assert_eq!(body, "only on the LAN\n");
+    assert_eq!(fetch_until(&url, Duration::from_secs(10))?, "only on the LAN\n");
 
     // -D: names resolve at the peer.
     let socks = listen_addr(&open(&op, &["gw", "-D", "0"])?);

@@ -89,3 +89,47 @@ fn stalled_reader_does_not_slow_other_peers() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// A peer that stops reading is still heard. The relay once wrote to a connection and read
+/// from it in one loop: a node busy sending (and so not reading for a while) filled its
+/// socket, the relay blocked writing to it and stopped reading it, and the node blocked
+/// sending: both waited forever (found by 100 forwarded connections echoing at once).
+#[test]
+fn regression_a_peer_that_stops_reading_is_still_heard() -> anyhow::Result<()> {
+    run_async(Duration::from_secs(60), async {
+        let config = RelayConfig { mailbox_bytes: 256 * 1024, ..Default::default() };
+        let relay = Relay::bind("127.0.0.1:0", config).await?;
+        let room_id = RoomKeys::derive("r", &token())?.room_id;
+        let (mut deaf, deaf_key) = raw::joined(&relay.url(), room_id).await?;
+        let (listener, listener_key) = raw::joined(&relay.url(), room_id).await?;
+        // Fill every buffer between the relay and the peer that never reads.
+        let (mut flooder, _) = raw::joined(&relay.url(), room_id).await?;
+        let flood = RelayFrame::Send { to: deaf_key.public(), payload: vec![0x55; 64 * 1024] };
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            raw::send(&mut flooder, &flood).await?;
+        }
+        // The deaf peer talks; what it sends must still get through.
+        let (_, mut heard) = listener.split();
+        let counted = tokio::spawn(async move {
+            let mut got = 0u32;
+            while got < 200 {
+                match heard.next().await {
+                    Some(Ok(Message::Binary(b))) if matches!(RelayFrame::decode(&b), Ok(RelayFrame::Recv { .. })) => {
+                        got += 1
+                    }
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+            got
+        });
+        let hello = RelayFrame::Send { to: listener_key.public(), payload: vec![0x11; 1024] };
+        for _ in 0..200 {
+            raw::send(&mut deaf, &hello).await?;
+        }
+        let got = tokio::time::timeout(Duration::from_secs(10), counted).await.unwrap_or(Ok(0))?;
+        assert_eq!(got, 200, "the relay stopped reading a peer it could not write to");
+        Ok(())
+    })
+}

@@ -10,7 +10,7 @@
 //! [`StreamTable`] is the actor-side state; [`Stream`], [`StreamReader`], [`StreamWriter`]
 //! are what callers hold.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
@@ -23,6 +23,8 @@ use crate::error::StreamError;
 pub(crate) const WINDOW: u64 = 512 * 1024;
 /// Resets remembered so a lost one can be sent again.
 const RECENT_RESETS: usize = 64;
+/// Skipped-over remote stream ids remembered (their `Open` was lost and may be resent).
+const MAX_MISSING: usize = 4096;
 
 /// Sent by stream handles to their peer actor.
 #[derive(Debug)]
@@ -227,8 +229,11 @@ pub(crate) struct StreamTable {
     peer: NodeId,
     slots: HashMap<u64, Slot>,
     next_local: u64,
-    /// Highest stream id the peer has opened; lower unknown ids are finished streams.
+    /// Highest stream id the peer has opened; lower unknown ids are finished streams...
     highest_remote: u64,
+    /// ...except these, skipped over when a later `Open` overtook theirs (theirs was dropped
+    /// on the way and will be resent). Bounded: the oldest are forgotten first.
+    missing_remote: BTreeSet<u64>,
     local_odd: bool,
     recent_resets: VecDeque<(u64, String)>,
 }
@@ -246,6 +251,7 @@ impl StreamTable {
             slots: HashMap::new(),
             next_local: if local_odd { 1 } else { 2 },
             highest_remote: 0,
+            missing_remote: BTreeSet::new(),
             local_odd,
             recent_resets: VecDeque::new(),
         }
@@ -321,9 +327,12 @@ impl StreamTable {
             );
         }
         if id <= self.highest_remote {
-            return (None, vec![]);
+            if !self.missing_remote.remove(&id) {
+                return (None, vec![]); // finished long ago: a late duplicate
+            }
+        } else {
+            self.skip_to(id);
         }
-        self.highest_remote = id;
         let stream = self.new_slot(id, kind, window, ports, false);
         (Some(stream), vec![PeerMessage::Credit { stream: id, max_offset: WINDOW, received: 0 }])
     }
@@ -359,6 +368,30 @@ impl StreamTable {
         vec![]
     }
 
+    /// Whether stream `id` existed and is gone (as opposed to never opened).
+    fn is_finished(&self, id: u64) -> bool {
+        if self.slots.contains_key(&id) {
+            return false;
+        }
+        if self.is_remote_id(id) {
+            id <= self.highest_remote && !self.missing_remote.contains(&id)
+        } else {
+            id < self.next_local
+        }
+    }
+
+    /// Records the remote ids between the highest seen and `id` as missing, then `id` as seen.
+    fn skip_to(&mut self, id: u64) {
+        let first_remote = if self.local_odd { 2 } else { 1 };
+        let from = if self.highest_remote == 0 { first_remote } else { self.highest_remote.saturating_add(2) };
+        let from = from.max(id.saturating_sub(2 * MAX_MISSING as u64));
+        self.missing_remote.extend((from..id).step_by(2));
+        while self.missing_remote.len() > MAX_MISSING {
+            self.missing_remote.pop_first();
+        }
+        self.highest_remote = id;
+    }
+
     /// Returns the first unacknowledged chunk when the peer reports a gap there (fast
     /// retransmit), at most once per acknowledged position.
     pub(crate) fn on_credit(&mut self, id: u64, max_offset: u64, received: u64) -> Option<PeerMessage> {
@@ -376,7 +409,9 @@ impl StreamTable {
                 slot.unacked.pop_front();
             }
         }
-        if slot.out_fin.is_some_and(|fin| received >= fin) {
+        // The FIN counts as one byte past the data: an ack of every data byte is not an ack
+        // of the FIN, which may still have been lost (and must then be sent again).
+        if slot.out_fin.is_some_and(|fin| received > fin) {
             slot.out_done = true;
         }
         let resend = match slot.unacked.front() {
@@ -394,16 +429,22 @@ impl StreamTable {
         if let Some(reason) = error {
             return self.fail(id, StreamError::Reset(reason), false);
         }
+        let fin_ack = |max_offset| PeerMessage::Credit { stream: id, max_offset, received: final_offset + 1 };
         let Some(slot) = self.slots.get_mut(&id) else {
-            return vec![];
+            // A stream that ended here already: our ack of its FIN was lost. Ack it again, or
+            // the peer resends the FIN forever.
+            return if self.is_finished(id) { vec![fin_ack(0)] } else { vec![] };
         };
-        if slot.in_done || final_offset != slot.in_expected {
+        if slot.in_done {
+            return vec![fin_ack(slot.in_granted)];
+        }
+        if final_offset != slot.in_expected {
             // Early FIN: some data is still missing and will be resent with the FIN.
             return vec![];
         }
         slot.in_done = true;
         let _ = slot.in_tx.send(Chunk::Fin);
-        let ack = PeerMessage::Credit { stream: id, max_offset: slot.in_granted, received: final_offset };
+        let ack = fin_ack(slot.in_granted);
         self.remove_if_done(id);
         vec![ack]
     }
@@ -536,6 +577,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn regression_an_open_overtaken_by_a_later_one_is_still_accepted() {
+        // 100 streams opened at once, the relay dropping some Opens: their resends arrive
+        // after later Opens, and used to be taken for finished streams and ignored.
+        let (mut t, ports, _d, _c) = table();
+        assert!(t.on_open(5, StreamKind::Sink, WINDOW, &ports).0.is_some());
+        assert!(t.on_open(1, StreamKind::Sink, WINDOW, &ports).0.is_some(), "the resent Open of 1");
+        assert!(t.on_open(3, StreamKind::Sink, WINDOW, &ports).0.is_some(), "the resent Open of 3");
+        assert!(t.on_open(3, StreamKind::Sink, WINDOW, &ports).0.is_none(), "a duplicate is not a new stream");
+        t.slots.remove(&1);
+        assert!(t.on_open(1, StreamKind::Sink, WINDOW, &ports).0.is_none(), "a finished stream stays finished");
+        assert!(t.on_open(2, StreamKind::Sink, WINDOW, &ports).0.is_none(), "our own parity");
+        // A peer jumping far ahead costs bounded memory.
+        assert!(t.on_open(u64::MAX, StreamKind::Sink, WINDOW, &ports).0.is_some());
+        assert!(t.missing_remote.len() <= MAX_MISSING);
+    }
+
+    #[tokio::test]
     async fn in_order_duplicates_and_gaps() {
         let (mut t, ports, _d, _c) = table();
         let mut s = accepted(&mut t, &ports);
@@ -550,9 +608,10 @@ mod tests {
         // A gap is reported at once and nothing past it is delivered.
         let (id, off, b) = data(1, 20, b"later");
         assert!(matches!(t.on_data(id, off, b).as_slice(), [PeerMessage::Credit { received: 11, .. }]));
-        // An early FIN waits for the missing bytes; the right one ends the stream.
+        // An early FIN waits for the missing bytes; the right one ends the stream (its ack
+        // counts the FIN as one byte more).
         assert!(t.on_close(1, 25, None).is_empty());
-        assert!(matches!(t.on_close(1, 11, None).as_slice(), [PeerMessage::Credit { received: 11, .. }]));
+        assert!(matches!(t.on_close(1, 11, None).as_slice(), [PeerMessage::Credit { received: 12, .. }]));
         let mut got = Vec::new();
         while let Some(chunk) = s.reader.read().await.unwrap() {
             got.extend_from_slice(&chunk);
@@ -600,5 +659,34 @@ mod tests {
         assert!(matches!(resend.as_slice(), [PeerMessage::Data { offset: 3, .. }, PeerMessage::Credit { .. }]));
         t.on_credit(id, WINDOW, 6);
         assert!(!t.has_unacked());
+    }
+
+    #[tokio::test]
+    async fn regression_a_fin_lost_after_its_data_arrived_is_sent_again() {
+        // The peer acked every data byte; the FIN behind them was dropped by the relay. An ack
+        // of the data used to count as an ack of the FIN, so it was never resent, and the
+        // peer's reader waited forever (a forwarded connection whose half-close never came).
+        let (mut t, ports, _d, _c) = table();
+        let (_stream, _open) = t.open(StreamKind::Sink, &ports);
+        let id = 2;
+        t.local_data(id, 0, Bytes::from_static(b"abc"));
+        t.local_finish(id, 3);
+        t.on_credit(id, WINDOW, 3);
+        assert!(t.has_unacked(), "the FIN is not acknowledged yet");
+        assert!(t.resend().iter().any(|m| matches!(m, PeerMessage::Close { final_offset: 3, error: None, .. })));
+        t.on_credit(id, WINDOW, 4);
+        assert!(!t.has_unacked());
+
+        // The receiving side acks a FIN as the byte after the data, and again if it comes
+        // back (its first ack lost), even once the stream is gone.
+        let mut s = accepted(&mut t, &ports);
+        assert!(t.on_data(1, 0, b"xy".to_vec()).is_empty());
+        let acks = t.on_close(1, 2, None);
+        assert!(matches!(acks.as_slice(), [PeerMessage::Credit { stream: 1, received: 3, .. }]), "{acks:?}");
+        assert_eq!(s.reader.read().await.unwrap().as_deref(), Some(&b"xy"[..]));
+        assert_eq!(s.reader.read().await.unwrap(), None);
+        t.slots.remove(&1);
+        assert!(matches!(t.on_close(1, 2, None).as_slice(), [PeerMessage::Credit { received: 3, .. }]));
+        assert!(t.on_close(7, 0, None).is_empty(), "no ack for a stream never opened");
     }
 }

@@ -50,6 +50,7 @@ pub enum PeerMessage {
     /// The receiver may now be sent bytes up to `max_offset` (absolute, so a lost `Credit`
     /// is repaired by the next one), and has received every byte below `received`: the
     /// sender may forget them (it keeps unacknowledged bytes to resend after a relay drop).
+    /// The FIN counts as the byte at `final_offset`: `received = final_offset + 1` acks it.
     Credit {
         stream: u64,
         max_offset: u64,
