@@ -2,6 +2,7 @@
 //! each to its exit through a stream. Also how any side opens such a stream: waiting
 //! briefly for a peer that is away (a relay reconnecting), then for the exit's answer.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use tunnel_proto::NodeId;
 
 use super::pipe::{pipe, Counters};
 use super::registry::Stats;
-use super::reply::read_reply;
+use super::reply::{answered, failed};
 use super::{socks, ForwardKind, ForwardSpec};
 use crate::node::Dest;
 
@@ -42,10 +43,6 @@ pub(super) struct Carried {
     pub(super) to: String,
 }
 
-fn failure(message: String) -> ConnectReply {
-    ConnectReply::Failed { why: ConnectFailure::Other, message }
-}
-
 /// Opens a `kind` stream to `peer` and waits for its [`ConnectReply`]. Any answer but
 /// `Connected` (and any failure to get one) comes back as the `Err` reply.
 pub(super) async fn open_through(node: &crate::Node, peer: NodeId, kind: StreamKind) -> Result<Carried, ConnectReply> {
@@ -57,18 +54,18 @@ pub(super) async fn open_through(node: &crate::Node, peer: NodeId, kind: StreamK
                 debug!(error = %e, "waiting for the peer to open a forwarded connection");
                 tokio::time::sleep(PEER_RETRY).await;
             }
-            Err(e) => return Err(failure(format!("peer not reachable for {} s: {e}", PEER_WAIT.as_secs()))),
+            Err(e) => {
+                let why = format!("peer not reachable for {} s: {e}", PEER_WAIT.as_secs());
+                return Err(failed(ConnectFailure::Other, why));
+            }
         }
     };
-    let tunnel_net::Stream { mut reader, writer, .. } = stream;
-    match tokio::time::timeout(ANSWER_WAIT, read_reply::<ConnectReply>(&mut reader)).await {
-        Ok(Ok((ConnectReply::Connected { to }, first))) => Ok(Carried { reader, writer, first, to }),
-        Ok(Ok((other, _))) => Err(other),
-        Ok(Err(why)) => Err(failure(node.lost(peer, why).to_string())),
-        Err(_) => {
-            let why = format!("no answer from the exit within {} s", ANSWER_WAIT.as_secs());
-            Err(failure(node.lost(peer, why).to_string()))
+    match answered::<ConnectReply>(node, peer, stream, ANSWER_WAIT).await {
+        Ok((stream, ConnectReply::Connected { to }, first)) => {
+            Ok(Carried { reader: stream.reader, writer: stream.writer, first, to })
         }
+        Ok((_, other, _)) => Err(other),
+        Err(why) => Err(failed(ConnectFailure::Other, why)),
     }
 }
 
@@ -109,24 +106,39 @@ pub(super) struct Entry {
 /// all of them end when this does.
 pub(super) async fn serve(entry: Entry, listener: TcpListener, cancel: CancellationToken) {
     let entry = Arc::new(entry);
+    let problem = |why: String| {
+        warn!(listen = %entry.spec.listen_addr(), %why, "forward listener");
+        entry.stats.error(&why);
+    };
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        never = accept_each(&listener, |tcp, from| carry(entry.clone(), tcp, from), problem) => match never {},
+    }
+}
+
+/// Accepts connections for as long as it runs, each carried by `carry` in its own task; the
+/// tasks end when this future is dropped. Past [`MAX_CONNECTIONS`] new ones are turned away,
+/// and that and accept errors are told to `problem`.
+pub(super) async fn accept_each<F, Fut>(listener: &TcpListener, mut carry: F, problem: impl Fn(String)) -> Infallible
+where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((tcp, from)) if conns.len() >= MAX_CONNECTIONS => {
-                    entry.stats.error(&format!("turned away {from}: {MAX_CONNECTIONS} connections already open"));
-                    drop(tcp);
+                Ok((_, from)) if conns.len() >= MAX_CONNECTIONS => {
+                    problem(format!("turned away {from}: {MAX_CONNECTIONS} connections already open"));
                 }
                 Ok((tcp, from)) => {
                     let _ = tcp.set_nodelay(true);
-                    conns.spawn(carry(entry.clone(), tcp, from));
+                    conns.spawn(carry(tcp, from));
                 }
                 Err(e) => {
                     // Out of file descriptors, usually: wait rather than spin.
-                    warn!(error = %e, listen = %entry.spec.listen_addr(), "forward accept failed");
-                    entry.stats.error(&format!("accept failed: {e}"));
+                    problem(format!("accept failed: {e}"));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },

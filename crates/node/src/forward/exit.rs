@@ -3,10 +3,10 @@
 //! probe), answers with one [`ConnectReply`], then carries the bytes.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::debug;
 use tunnel_net::Stream;
@@ -15,7 +15,7 @@ use tunnel_proto::NodeId;
 
 use super::pipe::{pipe, Counters};
 use super::registry::ReverseTarget;
-use super::reply::send_reply;
+use super::reply::{clip, failed, send_reply};
 use crate::exec::{refuse, send_last};
 use crate::policy::{host_port, Refusal};
 
@@ -23,10 +23,6 @@ use crate::policy::{host_port, Refusal};
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting (all of the name's addresses together) may take.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn failed(why: ConnectFailure, message: String) -> ConnectReply {
-    ConnectReply::Failed { why, message }
-}
 
 /// The addresses `host` stands for: itself if it is an IP literal, else what it resolves to.
 async fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, ConnectReply> {
@@ -83,18 +79,16 @@ async fn connect_any(addrs: &[IpAddr], port: u16) -> Result<(TcpStream, SocketAd
 
 /// Resolves, applies policy, and connects: the socket, or the answer that explains why not.
 /// `Ok(None)` is a probe's success: allowed, nothing connected.
-pub(super) async fn decide_and_connect(
-    node: &crate::Node,
-    host: &str,
-    port: u16,
-    probe: bool,
-) -> Result<Option<(TcpStream, SocketAddr)>, Result<ConnectReply, Refusal>> {
+pub(super) async fn decide_and_connect(node: &crate::Node, host: &str, port: u16, probe: bool) -> Decided<TcpStream> {
     let addrs = resolve(host, port).await.map_err(Ok)?;
     let allowed = node.policy_check(|p| p.check_forward(host, port, &addrs)).map_err(Err)?;
     if probe {
         return Ok(None);
     }
-    connect_any(&allowed, port).await.map(Some).map_err(Ok)
+    match connect_any(&allowed, port).await {
+        Ok((tcp, addr)) => Ok(Some((tcp, addr.to_string()))),
+        Err(answer) => Err(Ok(answer)),
+    }
 }
 
 /// Serves a `Connect` stream from a peer (`-L`, `-D`).
@@ -103,7 +97,7 @@ pub(crate) async fn serve_connect(node: crate::Node, stream: Stream, spec: Conne
     let detail = serde_json::json!({ "forward": clip(&spec.label), "to": host_port(&spec.host, spec.port) });
     let audited = Audited { node: &node, peer, event: event(&spec), detail };
     if let Err(refusal) = node.policy_check(|p| p.check_caller(&peer)) {
-        return audited.answer(Err(Err(refusal)), reader, writer, None).await;
+        return audited.conclude(Err(Err(refusal)), reader, writer).await;
     }
     let connected = decide_and_connect(&node, &spec.host, spec.port, spec.probe).await;
     audited.answer(connected, reader, writer, None).await;
@@ -117,13 +111,9 @@ fn event(spec: &ConnectSpec) -> &'static str {
     }
 }
 
-/// Text a peer chose, cut to a length fit for the audit log.
-fn clip(text: &str) -> String {
-    text.chars().take(128).collect()
-}
-
-/// What decided: resolving, policy, connecting. `Err(Err)` is a policy refusal.
-type Decided = Result<Option<(TcpStream, SocketAddr)>, Result<ConnectReply, Refusal>>;
+/// What decided: resolving, policy, connecting. `Ok(Some)` is the connected socket and the
+/// address it reached; `Ok(None)` a probe's yes; `Err(Err)` a policy refusal.
+type Decided<S> = Result<Option<(S, String)>, Result<ConnectReply, Refusal>>;
 
 /// One connection's caller and audit record.
 struct Audited<'a> {
@@ -136,34 +126,57 @@ struct Audited<'a> {
 impl Audited<'_> {
     /// Audits the decision, answers, and carries the connection if there is one (counted
     /// toward `forward`, for this node's own `-R` forwards).
-    async fn answer(
-        mut self,
-        decided: Decided,
+    async fn answer<S: AsyncRead + AsyncWrite>(
+        self,
+        decided: Decided<S>,
         reader: tunnel_net::StreamReader,
-        mut writer: tunnel_net::StreamWriter,
+        writer: tunnel_net::StreamWriter,
         forward: Option<&ReverseTarget>,
     ) {
+        match decided {
+            Ok(Some((socket, to))) => self.carry(socket, to, reader, writer, forward).await,
+            Ok(None) => self.conclude(Ok(()), reader, writer).await,
+            Err(declined) => self.conclude(Err(declined), reader, writer).await,
+        }
+    }
+
+    /// Audits and sends an answer that carries nothing: a probe's yes, a failure, a refusal.
+    /// The reader is held until the answer is sent, so no reset can overtake it.
+    async fn conclude(
+        mut self,
+        outcome: Result<(), Result<ConnectReply, Refusal>>,
+        _reader: tunnel_net::StreamReader,
+        writer: tunnel_net::StreamWriter,
+    ) {
         let (node, peer, event) = (self.node, self.peer, self.event);
-        let (tcp, addr) = match decided {
-            Err(Err(refusal)) => {
-                return refuse(node, peer, event, refusal, self.detail, writer, ConnectReply::Refused).await
-            }
+        match outcome {
+            Err(Err(refusal)) => refuse(node, peer, event, refusal, self.detail, writer, ConnectReply::Refused).await,
             Err(Ok(answer)) => {
                 if let ConnectReply::Failed { message, .. } = &answer {
                     self.detail["error"] = message.clone().into();
                 }
                 node.audit_op(peer, event, "failed", None, self.detail, None);
-                return send_last(writer, &answer).await;
+                send_last(writer, &answer).await;
             }
-            Ok(None) => {
+            Ok(()) => {
                 node.audit_op(peer, event, "allowed", None, self.detail, None);
-                return send_last(writer, &ConnectReply::Connected { to: String::new() }).await;
+                send_last(writer, &ConnectReply::Connected { to: String::new() }).await;
             }
-            Ok(Some(connected)) => connected,
-        };
-        self.detail["address"] = addr.to_string().into();
-        node.audit_op(peer, event, "allowed", None, self.detail, None);
-        if send_reply(&mut writer, &ConnectReply::Connected { to: addr.to_string() }).await.is_err() {
+        }
+    }
+
+    /// Audits the connection to `to`, answers, and carries its bytes.
+    async fn carry<S: AsyncRead + AsyncWrite>(
+        mut self,
+        socket: S,
+        to: String,
+        reader: tunnel_net::StreamReader,
+        mut writer: tunnel_net::StreamWriter,
+        forward: Option<&ReverseTarget>,
+    ) {
+        self.detail["address"] = to.clone().into();
+        self.node.audit_op(self.peer, self.event, "allowed", None, self.detail, None);
+        if send_reply(&mut writer, &ConnectReply::Connected { to: to.clone() }).await.is_err() {
             return;
         }
         let result = match forward {
@@ -172,18 +185,15 @@ impl Audited<'_> {
                 let _active = f.stats.connection();
                 let counters = Counters { sent: &f.stats.bytes_in, received: &f.stats.bytes_out };
                 tokio::select! {
-                    r = pipe(tcp, Bytes::new(), reader, writer, counters) => r,
+                    r = pipe(socket, Bytes::new(), reader, writer, counters) => r,
                     _ = f.cancel.cancelled() => Err("the forward was closed".into()),
                 }
                 .inspect_err(|e| f.stats.error(e))
             }
-            None => {
-                let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
-                pipe(tcp, Bytes::new(), reader, writer, Counters { sent: &a, received: &b }).await
-            }
+            None => pipe(socket, Bytes::new(), reader, writer, Counters::uncounted()).await,
         };
         if let Err(e) = result {
-            debug!(%addr, error = %e, "forwarded connection ended");
+            debug!(%to, error = %e, "forwarded connection ended");
         }
     }
 }
@@ -191,7 +201,7 @@ impl Audited<'_> {
 /// Serves an `SshConnect` stream: the same decision, then a `direct-tcpip` channel on one of
 /// this node's SSH hosts (which resolves the name itself).
 pub(crate) async fn serve_ssh_connect(node: crate::Node, stream: Stream, host: String, spec: ConnectSpec) {
-    let Stream { peer, reader, mut writer, .. } = stream;
+    let Stream { peer, reader, writer, .. } = stream;
     let detail =
         serde_json::json!({ "forward": clip(&spec.label), "ssh_host": host, "to": host_port(&spec.host, spec.port) });
     let audited = Audited { node: &node, peer, event: event(&spec), detail };
@@ -202,10 +212,10 @@ pub(crate) async fn serve_ssh_connect(node: crate::Node, stream: Stream, host: S
     });
     let pool = match checked.and_then(|_| crate::ssh::pool_or_refuse(&node, &host)) {
         Ok(pool) => pool,
-        Err(refusal) => return audited.answer(Err(Err(refusal)), reader, writer, None).await,
+        Err(refusal) => return audited.conclude(Err(Err(refusal)), reader, writer).await,
     };
     if spec.probe {
-        return audited.answer(Ok(None), reader, writer, None).await;
+        return audited.conclude(Ok(()), reader, writer).await;
     }
     let channel = match pool.direct_tcpip(&host, &spec.host, spec.port).await {
         Ok(channel) => channel,
@@ -216,20 +226,13 @@ pub(crate) async fn serve_ssh_connect(node: crate::Node, stream: Stream, host: S
                 tunnel_ssh::SshError::Connect { .. } => ConnectFailure::HostUnreachable,
                 _ => ConnectFailure::Other,
             };
-            return audited.answer(Err(Ok(failed(why, e.to_string()))), reader, writer, None).await;
+            return audited.conclude(Err(Ok(failed(why, e.to_string()))), reader, writer).await;
         }
     };
-    node.audit_op(peer, audited.event, "allowed", None, audited.detail, None);
-    let to = format!("{} via ssh:{host}", host_port(&spec.host, spec.port));
-    if send_reply(&mut writer, &ConnectReply::Connected { to }).await.is_err() {
-        return;
-    }
-    // The channel keeps its pool slot for as long as `channel` lives.
+    // The channel keeps its pool slot for as long as `channel` lives (to the end of this).
     let tunnel_ssh::TcpipStream { stream: socket, .. } = channel;
-    let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
-    if let Err(e) = pipe(socket, Bytes::new(), reader, writer, Counters { sent: &a, received: &b }).await {
-        debug!(ssh_host = %host, error = %e, "forwarded connection ended");
-    }
+    let to = format!("{} via ssh:{host}", host_port(&spec.host, spec.port));
+    audited.carry(socket, to, reader, writer, None).await;
 }
 
 /// Serves a `Reverse` stream: a connection a peer's `-R` listener accepted for one of this

@@ -22,6 +22,16 @@ pub(super) struct Counters<'a> {
     pub(super) received: &'a AtomicU64,
 }
 
+/// Where connections no forward of this node owns count: nobody reads it.
+static UNCOUNTED: AtomicU64 = AtomicU64::new(0);
+
+impl Counters<'static> {
+    /// For the far side of someone else's forward (an exit, a `-R` listener).
+    pub(super) fn uncounted() -> Self {
+        Self { sent: &UNCOUNTED, received: &UNCOUNTED }
+    }
+}
+
 /// Runs until both directions end; `Err` says which side failed first. `first` are bytes
 /// that already arrived from the stream (after its reply frame).
 pub(super) async fn pipe<S: AsyncRead + AsyncWrite>(

@@ -13,7 +13,7 @@ use tunnel_proto::message::StreamKind;
 use tunnel_proto::NodeId;
 
 use super::registry::Stats;
-use super::reply::read_reply;
+use super::reply::answered;
 
 /// How long the listening peer may take to answer.
 const ANSWER_WAIT: Duration = Duration::from_secs(15);
@@ -22,12 +22,10 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Asks `peer` to listen; the stream that keeps the listener, and the address it got.
 pub(super) async fn listen(node: &crate::Node, peer: NodeId, spec: &ListenSpec) -> Result<(Stream, String), String> {
-    let mut stream = node.open_stream(peer, StreamKind::Listen(spec.clone())).await.map_err(|e| e.to_string())?;
-    match tokio::time::timeout(ANSWER_WAIT, read_reply::<ListenReply>(&mut stream.reader)).await {
-        Ok(Ok((ListenReply::Listening { addr }, _))) => Ok((stream, addr)),
-        Ok(Ok((ListenReply::Refused(why) | ListenReply::Failed(why), _))) => Err(why),
-        Ok(Err(why)) => Err(node.lost(peer, why).to_string()),
-        Err(_) => Err(node.lost(peer, format!("no answer within {} s", ANSWER_WAIT.as_secs())).to_string()),
+    let stream = node.open_stream(peer, StreamKind::Listen(spec.clone())).await.map_err(|e| e.to_string())?;
+    match answered::<ListenReply>(node, peer, stream, ANSWER_WAIT).await? {
+        (stream, ListenReply::Listening { addr }, _) => Ok((stream, addr)),
+        (_, ListenReply::Refused(why) | ListenReply::Failed(why), _) => Err(why),
     }
 }
 

@@ -4,10 +4,38 @@
 //! [`ConnectReply`]: tunnel_proto::forward::ConnectReply
 //! [`ListenReply`]: tunnel_proto::forward::ListenReply
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use tunnel_net::{StreamReader, StreamWriter};
-use tunnel_proto::forward::REPLY_FRAME_MAX;
+use tunnel_net::{Stream, StreamReader, StreamWriter};
+use tunnel_proto::forward::{ConnectFailure, ConnectReply, REPLY_FRAME_MAX};
+use tunnel_proto::NodeId;
+
+/// A `Failed` answer.
+pub(super) fn failed(why: ConnectFailure, message: String) -> ConnectReply {
+    ConnectReply::Failed { why, message }
+}
+
+/// Text a peer chose, cut to a length fit for the audit log.
+pub(super) fn clip(text: &str) -> String {
+    text.chars().take(128).collect()
+}
+
+/// Waits up to `wait` for the answer on a stream just opened to `peer`. A stream that breaks
+/// or stays silent is explained with the link's own reason, if it has one.
+pub(super) async fn answered<T: DeserializeOwned>(
+    node: &crate::Node,
+    peer: NodeId,
+    mut stream: Stream,
+    wait: Duration,
+) -> Result<(Stream, T, Bytes), String> {
+    match tokio::time::timeout(wait, read_reply::<T>(&mut stream.reader)).await {
+        Ok(Ok((reply, first))) => Ok((stream, reply, first)),
+        Ok(Err(why)) => Err(node.lost(peer, why).to_string()),
+        Err(_) => Err(node.lost(peer, format!("no answer within {} s", wait.as_secs())).to_string()),
+    }
+}
 
 /// Reads the first frame; returns it with whatever bytes came after it (the destination may
 /// speak first, as SSH and SMTP servers do, and those bytes must not be lost).
