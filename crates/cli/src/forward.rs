@@ -5,6 +5,7 @@ use tunnel_node::control::{ControlRequest, ControlResponse};
 use tunnel_node::forward::{parse_dynamic, parse_forward, ForwardInfo, ForwardKind, ForwardSpec, SocksAuth};
 
 use crate::args::{ForwardArgs, ForwardCommand, Global};
+use crate::query::unexpected;
 use crate::remote::client;
 
 pub(crate) async fn run(global: Global, args: ForwardArgs) -> anyhow::Result<i32> {
@@ -26,7 +27,7 @@ pub(crate) async fn run(global: Global, args: ForwardArgs) -> anyhow::Result<i32
                 for info in &opened {
                     let _ = client(&global).await?.request(&ControlRequest::ForwardClose { id: info.id }).await;
                 }
-                bail!(error_text(other));
+                return Err(unexpected(other));
             }
         }
     }
@@ -104,7 +105,7 @@ async fn foreground(global: &Global, specs: Vec<ForwardSpec>, json: bool) -> any
         match conn.request(&ControlRequest::ForwardOpen { spec, hold: true }).await? {
             // Dropping `held` on the way out closes the ones already open.
             ControlResponse::Forward(info) => opened.push(info),
-            other => bail!(error_text(other)),
+            other => return Err(unexpected(other)),
         }
         held.spawn(wait_closed(conn.into_stream()));
     }
@@ -122,13 +123,6 @@ async fn wait_closed(mut stream: tokio::net::UnixStream) {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 64];
     while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-}
-
-fn error_text(resp: ControlResponse) -> String {
-    match resp {
-        ControlResponse::Error(e) => e,
-        other => format!("unexpected answer from the node: {other:?}"),
-    }
 }
 
 fn describe(f: &ForwardInfo) -> String {
@@ -154,7 +148,7 @@ fn print_opened(opened: &[ForwardInfo], json: bool) -> anyhow::Result<()> {
 async fn list(global: &Global, json: bool) -> anyhow::Result<i32> {
     let forwards = match client(global).await?.request(&ControlRequest::ForwardList).await? {
         ControlResponse::Forwards(list) => list,
-        other => bail!(error_text(other)),
+        other => return Err(unexpected(other)),
     };
     if json {
         outln!("{}", serde_json::to_string_pretty(&forwards)?);
@@ -198,7 +192,7 @@ async fn close(global: &Global, id: u64) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        other => bail!(error_text(other)),
+        other => Err(unexpected(other)),
     }
 }
 

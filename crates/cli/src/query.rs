@@ -11,7 +11,7 @@ async fn client(global: &Global) -> anyhow::Result<(ControlClient, Settings)> {
     Ok((ControlClient::connect(&settings.socket_path()).await?, settings))
 }
 
-fn unexpected(resp: ControlResponse) -> anyhow::Error {
+pub(crate) fn unexpected(resp: ControlResponse) -> anyhow::Error {
     match resp {
         ControlResponse::Error(e) => anyhow::anyhow!(e),
         other => anyhow::anyhow!("unexpected answer from the node: {other:?}"),

@@ -141,10 +141,14 @@ impl Drop for Symmetric {
 }
 
 /// The Noise AESGCM nonce: 32 zero bits then the counter, big-endian.
-pub(crate) fn nonce(n: u64) -> Nonce<aes_gcm::aead::consts::U12> {
+pub(crate) fn nonce_bytes(n: u64) -> [u8; 12] {
     let mut bytes = [0u8; 12];
     bytes[4..].copy_from_slice(&n.to_be_bytes());
-    bytes.into()
+    bytes
+}
+
+fn nonce(n: u64) -> Nonce<aes_gcm::aead::consts::U12> {
+    nonce_bytes(n).into()
 }
 
 /// An initiator waiting for message 2.

@@ -163,11 +163,9 @@ fn aead_key(key: &[u8; 32]) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte key is an AES-256 key"))
 }
 
-/// Noise's AES-GCM nonce: 32 zero bits, then the counter big-endian.
+/// Noise's AES-GCM nonce for `counter` (a counter is never sealed twice).
 fn nonce(counter: u64) -> Nonce {
-    let mut bytes = [0u8; 12];
-    bytes[4..].copy_from_slice(&counter.to_be_bytes());
-    Nonce::assume_unique_for_key(bytes)
+    Nonce::assume_unique_for_key(crate::noise::nonce_bytes(counter))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod dest;
 mod gather;
 mod requests;
 mod ssh;
+mod streams;
 use crate::identity::{load_or_create_identity, IdentityError};
 use crate::membership::{Membership, PeerInfo, ResolveError};
 use crate::policy::{Mode, Policy, Refusal};
@@ -45,8 +46,6 @@ const DISCOVER_PARALLEL: usize = 256;
 const EXEC_FRAME_MAX: usize = 1 << 20;
 /// How often audit records are forced to disk.
 const AUDIT_SYNC_EVERY: Duration = Duration::from_secs(5);
-/// Largest echo stream the node serves back (a test and demo service).
-const ECHO_LIMIT: u64 = 1 << 40;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -556,43 +555,7 @@ impl Node {
                 self.audit(peer_event("peer.absent", &id, Some(name)));
             }
             NetEvent::Message { from, msg } => self.on_message(from, msg, work),
-            NetEvent::Stream(stream) => match stream.kind.clone() {
-                StreamKind::Exec(spec) => {
-                    work.spawn(crate::exec::serve(self.clone(), stream, spec));
-                }
-                StreamKind::ReadFile(spec) => {
-                    work.spawn(crate::fs::serve_read(self.clone(), stream, spec));
-                }
-                StreamKind::WriteFile(spec) => {
-                    work.spawn(crate::fs::serve_write(self.clone(), stream, spec));
-                }
-                StreamKind::SshExec { host, spec } => {
-                    work.spawn(crate::ssh::serve_exec(self.clone(), stream, host, spec));
-                }
-                StreamKind::SshRead { host, spec } => {
-                    work.spawn(crate::ssh::serve_read(self.clone(), stream, host, spec));
-                }
-                StreamKind::SshWrite { host, spec } => {
-                    work.spawn(crate::ssh::serve_write(self.clone(), stream, host, spec));
-                }
-                StreamKind::Connect(spec) => {
-                    work.spawn(crate::forward::serve_connect(self.clone(), stream, spec));
-                }
-                StreamKind::SshConnect { host, spec } => {
-                    work.spawn(crate::forward::serve_ssh_connect(self.clone(), stream, host, spec));
-                }
-                StreamKind::Listen(spec) => {
-                    work.spawn(crate::forward::serve_listen(self.clone(), stream, spec));
-                }
-                // Served even with --no-agent: it is this node's own forward coming back.
-                StreamKind::Reverse(spec) => {
-                    work.spawn(crate::forward::serve_reverse(self.clone(), stream, spec));
-                }
-                _ if !self.inner.agent => stream.writer.reset("this node runs with --no-agent and serves no streams"),
-                _ => {
-                    work.spawn(serve_stream(stream));
-                }
-            },
+            NetEvent::Stream(stream) => self.serve_stream(stream, work),
             NetEvent::LinkFailed { peer, reason } => {
                 self.audit(Entry { rule: Some(reason.clone()), ..peer_event("peer.link_failed", &peer, None) });
                 self.inner.members.lock().expect("members lock").link_error(&peer, reason);
@@ -659,47 +622,4 @@ fn info_event(event: &str, detail: serde_json::Value) -> Entry {
 
 fn peer_event(event: &str, id: &NodeId, name: Option<String>) -> Entry {
     Entry { caller: Some(id.to_string()), caller_name: name, ..info_event(event, serde_json::Value::Null) }
-}
-
-/// Built-in stream services: `Echo` sends every byte back; `Sink` reads and discards.
-async fn serve_stream(stream: Stream) {
-    let Stream { kind, mut reader, writer, .. } = stream;
-    match kind {
-        StreamKind::Echo => {
-            let mut writer = writer;
-            let mut total = 0u64;
-            loop {
-                match reader.read().await {
-                    Ok(Some(chunk)) => {
-                        total += chunk.len() as u64;
-                        if total > ECHO_LIMIT || writer.write_all(&chunk).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {
-                        let _ = writer.finish().await;
-                        return;
-                    }
-                    Err(_) => return,
-                }
-            }
-        }
-        StreamKind::Sink => {
-            drop(writer);
-            while let Ok(Some(_)) = reader.read().await {}
-        }
-        StreamKind::Service(name) => {
-            writer.reset(&format!("no stream service {name:?} on this node"));
-        }
-        StreamKind::Exec(_)
-        | StreamKind::ReadFile(_)
-        | StreamKind::WriteFile(_)
-        | StreamKind::SshExec { .. }
-        | StreamKind::SshRead { .. }
-        | StreamKind::SshWrite { .. }
-        | StreamKind::Connect(_)
-        | StreamKind::SshConnect { .. }
-        | StreamKind::Listen(_)
-        | StreamKind::Reverse(_) => writer.reset("this stream is served by another service"),
-    }
 }
