@@ -29,12 +29,7 @@ fn make_file(path: &std::path::Path, mib: usize) -> anyhow::Result<()> {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut chunk = vec![0u8; 1 << 20];
     for _ in 0..mib {
-        for b in chunk.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b.copy_from_slice(&x.to_le_bytes());
-        }
+        tunnel_tests::fill(&mut x, &mut chunk);
         f.write_all(&chunk)?;
     }
     Ok(())

@@ -14,14 +14,9 @@ const CHUNK: usize = 64 * 1024;
 /// Deterministic bytes, produced a chunk at a time so the sender never holds the whole file.
 fn chunk(index: u64) -> Vec<u8> {
     let mut x = index.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..CHUNK / 8)
-        .flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()
-        })
-        .collect()
+    let mut bytes = vec![0u8; CHUNK];
+    tunnel_tests::fill(&mut x, &mut bytes);
+    bytes
 }
 
 #[test]

@@ -49,6 +49,18 @@ impl Drop for TempDir {
     }
 }
 
+/// Fills `buf` with bytes from a simple generator: cheap, and different for every seed
+/// (xorshift64; a zero seed stays zero).
+pub fn fill(seed: &mut u64, buf: &mut [u8]) {
+    for chunk in buf.chunks_mut(8) {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        let bytes = seed.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
 /// A random room token long enough to be accepted.
 pub fn token() -> String {
     tunnel_proto::room::generate_token(&mut rand::rngs::OsRng)
