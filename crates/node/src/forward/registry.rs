@@ -97,25 +97,22 @@ struct Table {
 
 impl Entry {
     fn info(&self, id: u64) -> ForwardInfo {
-        info(id, &self.spec, &self.listen, &self.stats, self.held)
-    }
-}
-
-fn info(id: u64, spec: &ForwardSpec, listen: &str, s: &Stats, held: bool) -> ForwardInfo {
-    ForwardInfo {
-        id,
-        kind: spec.kind,
-        via: spec.via.clone(),
-        listen: listen.to_owned(),
-        to: spec.to_text(),
-        state: s.state.lock().expect("stats lock").clone(),
-        active: s.active.load(Relaxed),
-        total: s.total.load(Relaxed),
-        bytes_out: s.bytes_out.load(Relaxed),
-        bytes_in: s.bytes_in.load(Relaxed),
-        errors: s.errors.load(Relaxed),
-        last_error: s.last_error.lock().expect("stats lock").clone(),
-        held,
+        let s = &self.stats;
+        ForwardInfo {
+            id,
+            kind: self.spec.kind,
+            via: self.spec.via.clone(),
+            listen: self.listen.clone(),
+            to: self.spec.to_text(),
+            state: s.state.lock().expect("stats lock").clone(),
+            active: s.active.load(Relaxed),
+            total: s.total.load(Relaxed),
+            bytes_out: s.bytes_out.load(Relaxed),
+            bytes_in: s.bytes_in.load(Relaxed),
+            errors: s.errors.load(Relaxed),
+            last_error: s.last_error.lock().expect("stats lock").clone(),
+            held: self.held,
+        }
     }
 }
 
@@ -146,15 +143,15 @@ impl Forwards {
     /// connections end.
     pub async fn close(&self, id: u64) -> Result<ForwardInfo, ForwardError> {
         let entry = self.table.lock().expect("forwards lock").entries.remove(&id);
-        let Some(entry) = entry else {
+        let Some(mut entry) = entry else {
             return Err(ForwardError(format!("no forward {id} on this node (see `tunnel forward list`)")));
         };
         entry.stats.set_state("closed");
         entry.cancel.cancel();
         entry.task.abort();
         // Waiting for the task means its listener is dropped and the port is free.
-        let _ = entry.task.await;
-        let info = info(id, &entry.spec, &entry.listen, &entry.stats, entry.held);
+        let _ = (&mut entry.task).await;
+        let info = entry.info(id);
         info!(id, kind = %info.kind, listen = %info.listen, "forward closed");
         Ok(info)
     }
