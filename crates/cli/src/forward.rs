@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use tunnel_node::control::{ControlRequest, ControlResponse};
-use tunnel_node::forward::{parse_dynamic, parse_forward, ForwardInfo, ForwardKind, ForwardSpec, SocksAuth};
+use tunnel_node::forward::{ForwardInfo, ForwardKind, ForwardSpec, SocksAuth};
 
 use crate::args::{ForwardArgs, ForwardCommand, Global};
 use crate::query::unexpected;
@@ -35,7 +35,7 @@ pub(crate) async fn run(global: Global, args: ForwardArgs) -> anyhow::Result<i32
     Ok(0)
 }
 
-/// The forwards the flags ask for, checked as far as they can be here.
+/// The forwards the flags ask for (the node checks the rest).
 fn specs(args: &ForwardArgs) -> anyhow::Result<Vec<ForwardSpec>> {
     let via = args.via.clone().context("name the peer (or ssh:HOST) to forward through")?;
     if args.local.is_empty() && args.remote.is_empty() && args.dynamic.is_empty() {
@@ -45,34 +45,14 @@ fn specs(args: &ForwardArgs) -> anyhow::Result<Vec<ForwardSpec>> {
     if socks_auth.is_some() && args.dynamic.is_empty() {
         bail!("--socks-user is for -D forwards");
     }
-    let base = ForwardSpec {
-        via,
-        kind: ForwardKind::Local,
-        bind: std::net::Ipv4Addr::LOCALHOST.into(),
-        port: 0,
-        to: None,
-        public: args.public,
-        socks_auth: None,
-    };
-    let mut specs = Vec::new();
-    for (texts, kind) in [(&args.local, ForwardKind::Local), (&args.remote, ForwardKind::Remote)] {
+    let (public, mut specs) = (args.public, Vec::new());
+    for (texts, kind) in
+        [(&args.local, ForwardKind::Local), (&args.remote, ForwardKind::Remote), (&args.dynamic, ForwardKind::Socks)]
+    {
         for text in texts {
-            let (bind, port, to) = parse_forward(text).map_err(anyhow::Error::msg)?;
-            specs.push(ForwardSpec { kind, bind, port, to: Some(to), ..base.clone() });
+            let auth = if kind == ForwardKind::Socks { socks_auth.clone() } else { None };
+            specs.push(ForwardSpec::parse(&via, kind, text, public, auth).map_err(anyhow::Error::msg)?);
         }
-    }
-    for text in &args.dynamic {
-        let (bind, port) = parse_dynamic(text).map_err(anyhow::Error::msg)?;
-        specs.push(ForwardSpec {
-            kind: ForwardKind::Socks,
-            bind,
-            port,
-            socks_auth: socks_auth.clone(),
-            ..base.clone()
-        });
-    }
-    for spec in &specs {
-        spec.validate().map_err(anyhow::Error::msg)?;
     }
     Ok(specs)
 }

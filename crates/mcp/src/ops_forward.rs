@@ -6,7 +6,7 @@ use rmcp::ErrorData as McpError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tunnel_node::control::{ControlRequest, ControlResponse};
-use tunnel_node::forward::{parse_dynamic, parse_forward, ForwardInfo, ForwardKind, ForwardSpec, SocksAuth};
+use tunnel_node::forward::{ForwardInfo, ForwardKind, ForwardSpec, SocksAuth};
 
 use crate::params::NoParams;
 use crate::server::{failure, success, TunnelMcp};
@@ -112,26 +112,19 @@ fn spec(p: OpenParams) -> Result<ForwardSpec, String> {
         KindParam::Remote => ForwardKind::Remote,
         KindParam::Socks => ForwardKind::Socks,
     };
-    let (bind, port, to) = match (kind, p.to) {
-        (ForwardKind::Socks, None) => {
-            let (bind, port) = parse_dynamic(&p.listen)?;
-            (bind, port, None)
-        }
+    let text = match (kind, p.to) {
+        (ForwardKind::Socks, None) => p.listen,
         (ForwardKind::Socks, Some(_)) => return Err("`to` is not for socks forwards: each client names its own".into()),
         (_, None) => return Err(format!("a {kind} forward needs `to` (HOST:PORT)")),
-        (_, Some(to)) => {
-            let (bind, port, to) = parse_forward(&format!("{}:{to}", p.listen))?;
-            (bind, port, Some(to))
-        }
+        (_, Some(to)) => format!("{}:{to}", p.listen),
     };
     let socks_auth = match (p.socks_user, p.socks_password) {
         (Some(user), Some(password)) => Some(SocksAuth { user, password }),
         (None, None) => None,
         _ => return Err("give both socks_user and socks_password, or neither".into()),
     };
-    let spec = ForwardSpec { via: p.target, kind, bind, port, to, public: p.public, socks_auth };
-    spec.validate()?;
-    Ok(spec)
+    // The node checks the rest of the spec.
+    ForwardSpec::parse(&p.target, kind, &text, p.public, socks_auth)
 }
 
 pub(crate) async fn tunnel_open(srv: &TunnelMcp, p: OpenParams) -> Result<CallToolResult, McpError> {

@@ -26,7 +26,7 @@ mod spec;
 pub(crate) use exit::{serve_connect, serve_reverse, serve_ssh_connect};
 pub(crate) use listen::serve_listen;
 pub use registry::Forwards;
-pub use spec::{parse_dynamic, parse_forward, ForwardKind, ForwardSpec, SocksAuth};
+pub use spec::{ForwardKind, ForwardSpec, SocksAuth};
 
 use serde::{Deserialize, Serialize};
 

@@ -110,7 +110,7 @@ fn host(text: &str) -> Result<String, String> {
 }
 
 /// Parses `-L`/`-R`'s `[BIND:]PORT:HOST:HOSTPORT` into (bind, port, (host, hostport)).
-pub fn parse_forward(text: &str) -> Result<(IpAddr, u16, (String, u16)), String> {
+fn parse_forward(text: &str) -> Result<(IpAddr, u16, (String, u16)), String> {
     let bad = |why: String| format!("forward {text:?}: {why}; want [BIND:]PORT:HOST:HOSTPORT");
     let f = fields(text).map_err(bad)?;
     let (b, p, h, hp) = match f.as_slice() {
@@ -126,7 +126,7 @@ pub fn parse_forward(text: &str) -> Result<(IpAddr, u16, (String, u16)), String>
 }
 
 /// Parses `-D`'s `[BIND:]PORT`.
-pub fn parse_dynamic(text: &str) -> Result<(IpAddr, u16), String> {
+fn parse_dynamic(text: &str) -> Result<(IpAddr, u16), String> {
     let bad = |why: String| format!("SOCKS forward {text:?}: {why}; want [BIND:]PORT");
     let f = fields(text).map_err(bad)?;
     match f.as_slice() {
@@ -137,6 +137,28 @@ pub fn parse_dynamic(text: &str) -> Result<(IpAddr, u16), String> {
 }
 
 impl ForwardSpec {
+    /// A forward from its OpenSSH spelling: `[BIND:]PORT:HOST:HOSTPORT` for `Local` and
+    /// `Remote`, `[BIND:]PORT` for `Socks`. See [`ForwardSpec::validate`] for the rest.
+    pub fn parse(
+        via: &str,
+        kind: ForwardKind,
+        text: &str,
+        public: bool,
+        socks_auth: Option<SocksAuth>,
+    ) -> Result<Self, String> {
+        let (bind, port, to) = match kind {
+            ForwardKind::Socks => {
+                let (bind, port) = parse_dynamic(text)?;
+                (bind, port, None)
+            }
+            ForwardKind::Local | ForwardKind::Remote => {
+                let (bind, port, to) = parse_forward(text)?;
+                (bind, port, Some(to))
+            }
+        };
+        Ok(Self { via: via.to_owned(), kind, bind, port, to, public, socks_auth })
+    }
+
     /// The checks that need no network: ports, and `--public` for a wide listen address.
     pub fn validate(&self) -> Result<(), String> {
         if self.kind == ForwardKind::Socks && self.to.is_some() {
