@@ -58,6 +58,14 @@ fn argv_shell_stdin_and_exit_codes() -> anyhow::Result<()> {
     drop(child.stdin.take());
     let o = child.wait_with_output()?;
     assert_eq!(out(&o).trim(), "300000");
+    // From a terminal (stdin not forwarded), the command still runs to its end.
+    if Command::new("script").arg("--version").output().is_ok() {
+        let line = format!("{} exec target -- sh -c 'sleep 0.5; echo finished'", bin("tunnel").display());
+        let o = Command::new("script").args(["-qec", &line, "/dev/null"]).envs(op_env(&op)).output()?;
+        assert_eq!((o.status.code(), out(&o).trim()), (Some(0), "finished"), "{}", err(&o));
+    } else {
+        eprintln!("SKIPPED the terminal case: no `script` (util-linux) to give tunnel a terminal");
+    }
     // Killed by a signal: 128 + signal.
     let o = op.cli(&["exec", "target", "--shell", "kill -TERM $$"]);
     assert_eq!(o.status.code(), Some(128 + 15));

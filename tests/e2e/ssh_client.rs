@@ -1,11 +1,11 @@
 //! tunnel-ssh against real OpenSSH servers: exec, SFTP, host key policy and authentication.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tunnel_proto::message::{ExecEvent, FileEvent};
-use tunnel_ssh::{ClientSettings, ExecRequest, Host, Inventory, Pool, PoolSettings, SshError, StrictHostKeys};
+use tunnel_ssh::{ExecRequest, Host, Inventory, Pool, PoolSettings, SshError, StrictHostKeys};
+use tunnel_tests::ssh_client::{host, pool, run, settings};
 use tunnel_tests::sshd::{keygen, public_key, unavailable, Agent, Sshd};
 use tunnel_tests::TempDir;
 
@@ -15,67 +15,6 @@ fn skip() -> bool {
         return true;
     }
     false
-}
-
-fn user() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "root".into())
-}
-
-fn host(name: &str, sshd: &Sshd, key: Option<&PathBuf>) -> Host {
-    let mut h = Host::new(name, "test");
-    h.address = sshd.address.clone();
-    h.port = sshd.port;
-    h.user = Some(user());
-    h.identity_files = key.into_iter().cloned().collect();
-    h
-}
-
-fn settings(dir: &TempDir, known: &[String]) -> ClientSettings {
-    let file = dir.path().join("known_hosts");
-    std::fs::write(&file, known.join("\n") + "\n").unwrap();
-    ClientSettings {
-        known_hosts: vec![file.clone()],
-        record_to: file,
-        strict_host_keys: StrictHostKeys::Yes,
-        connect_timeout: Duration::from_secs(10),
-        agent: None,
-        default_user: user(),
-        default_identities: vec![],
-    }
-}
-
-fn pool(settings: ClientSettings, hosts: Vec<Host>) -> Pool {
-    Pool::new(PoolSettings::new(settings), Inventory { hosts, problems: vec![] })
-}
-
-#[derive(Debug)]
-struct Ran {
-    stdout: String,
-    stderr: String,
-    exit: tunnel_proto::message::ExecExit,
-}
-
-async fn run(pool: &Pool, host: &str, command: &str, timeout: Option<Duration>) -> Result<Ran, SshError> {
-    let (tx, mut rx) = mpsc::channel(64);
-    let request = ExecRequest { command: command.into(), timeout, output_cap: 1 << 20, stdin: None };
-    let collect = async {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                ExecEvent::Stdout(b) => out.extend(b.0),
-                ExecEvent::Stderr(b) => err.extend(b.0),
-                _ => {}
-            }
-        }
-        (out, err)
-    };
-    let exec = async {
-        let r = pool.exec(host, request, &tx).await;
-        drop(tx);
-        r
-    };
-    let (exit, (out, err)) = tokio::join!(exec, collect);
-    Ok(Ran { stdout: String::from_utf8_lossy(&out).into(), stderr: String::from_utf8_lossy(&err).into(), exit: exit? })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,10 +35,12 @@ async fn exec_and_files_on_several_servers() {
         assert_eq!(ran.stderr, "err\n");
         assert_eq!(ran.exit.code, Some(3));
     }
-    // argv quoting survives the remote shell.
+    // argv quoting survives the remote shell, as a command line and in a runner.
     let argv: Vec<String> = ["printf", "%s|", "a b", "it's", "$HOME"].iter().map(|s| s.to_string()).collect();
     let line = tunnel_ssh::quote::command_line(&argv, &[], None).unwrap();
-    assert_eq!(run(&pool, "h0", &line, None).await.unwrap().stdout, "a b|it's|$HOME|");
+    assert_eq!(run(&pool, "h0", line.as_str(), None).await.unwrap().stdout, "a b|it's|$HOME|");
+    let command = tunnel_ssh::RemoteCommand::argv(argv, vec![], None).unwrap();
+    assert_eq!(run(&pool, "h0", command, None).await.unwrap().stdout, "a b|it's|$HOME|");
     // A signal is reported as one.
     let killed = run(&pool, "h1", "kill -TERM $$", None).await.unwrap();
     assert_eq!((killed.exit.code, killed.exit.signal), (None, Some(15)), "{:?}", killed.exit);
@@ -360,7 +301,8 @@ async fn idle_sessions_close_and_connects_are_bounded() {
     let key = keygen(dir.path(), "id_ed25519", "ed25519", "").unwrap();
     let sshd = Sshd::start(&[public_key(&key)]).unwrap();
     let mut shared = PoolSettings::new(settings(&dir, &[sshd.known_hosts_line()]));
-    shared.idle_timeout = Duration::from_millis(400);
+    // Long enough that no session idles out between two uses on a loaded machine.
+    shared.idle_timeout = Duration::from_secs(2);
     shared.max_connecting = 1;
     let hosts: Vec<Host> = (0..4).map(|i| host(&format!("alias{i}"), &sshd, Some(&key))).collect();
     let pool = Pool::new(shared, Inventory { hosts, problems: vec![] });
@@ -377,7 +319,7 @@ async fn idle_sessions_close_and_connects_are_bounded() {
     assert_eq!(pool.open_sessions(), 4);
     assert_eq!(sshd.log_text().matches("Accepted publickey").count(), 4);
     // Idle past the timeout: closed, then reopened on the next use.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(pool.open_sessions(), 0, "the idle sessions were not closed");
     assert_eq!(run(&pool, "alias0", "echo again", None).await.unwrap().stdout, "again\n");
     assert_eq!(sshd.log_text().matches("Accepted publickey").count(), 5);

@@ -78,6 +78,11 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
     assert_eq!((o.status.code(), err(&o).contains("to-err")), (Some(4), true), "{}", err(&o));
     let o = op.cli(&["exec", "ssh:h1", "--", "printf", "%s|", "a b", "$HOME", "it's"]);
     assert_eq!(out(&o), "a b|$HOME|it's|");
+    // Without input (stdin is /dev/null here), commands run in the host's runner, one shell
+    // for all of them.
+    let parents: Vec<String> =
+        (0..2).map(|_| out(&op.cli(&["exec", "ssh:h1", "--", "sh", "-c", "echo $PPID"]))).collect();
+    assert_eq!(parents[0], parents[1]);
     let o = op.cli(&["exec", "ssh:nope", "--", "true"]);
     assert!(
         o.status.code() != Some(0) && err(&o).contains("no peer announces an SSH host named \"nope\""),

@@ -326,6 +326,7 @@ pub fn drive_mcp(scenario: &str, env: &[(String, String)]) -> anyhow::Result<Str
 pub mod inproc;
 pub mod netns;
 pub mod raw;
+pub mod ssh_client;
 pub mod ssh_fixture;
 pub mod sshd;
 pub mod tcp;

@@ -1,8 +1,9 @@
 //! `tunnel exec PEER -- PROG ARGS...` and `tunnel exec PEER --shell 'STRING'`.
 //!
-//! Output streams as it is produced; stdin is forwarded when it is not a terminal; the exit
-//! code is the remote command's (128 + signal if it was killed, 124 on timeout, 126 when
-//! policy refused it, 127 when it could not run). Interrupting tunnel cancels the command.
+//! Output streams as it is produced; stdin is forwarded when it is neither a terminal nor
+//! `/dev/null`; the exit code is the remote command's (128 + signal if it was killed, 124 on
+//! timeout, 126 when policy refused it, 127 when it could not run). Interrupting tunnel
+//! cancels the command.
 
 use std::io::{IsTerminal, Write};
 
@@ -41,11 +42,21 @@ pub(crate) fn millis_of(secs: f64) -> anyhow::Result<u64> {
     Ok((secs * 1000.0) as u64)
 }
 
+/// Whether stdin is `/dev/null`: forwarding it would only send end of file, and a command
+/// without input can run in an SSH host's runner.
+fn stdin_is_null() -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    match (std::fs::metadata("/dev/stdin"), std::fs::metadata("/dev/null")) {
+        (Ok(stdin), Ok(null)) => stdin.file_type().is_char_device() && stdin.rdev() == null.rdev(),
+        _ => false,
+    }
+}
+
 pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
     let command = command_of(args.shell, args.argv, "tunnel exec PEER")?;
     let env = env_of(&args.env)?;
     let timeout_ms = args.timeout.map(millis_of).transpose()?;
-    let forward_stdin = !std::io::stdin().is_terminal();
+    let forward_stdin = !std::io::stdin().is_terminal() && !stdin_is_null();
     let spec = ExecSpec {
         request_id: rand::random(),
         command,
@@ -59,25 +70,12 @@ pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
     let client = ControlClient::connect(&settings.socket_path()).await?;
     let (mut rd, mut wr) = client.into_split();
     write_frame(&mut wr, &ControlRequest::Exec { target: args.peer, spec }).await?;
-    let _stdin = forward_stdin.then(|| {
-        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            let mut input = tokio::io::stdin();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match input.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if write_frame(&mut wr, &ControlRequest::Input(ByteBuf(buf[..n].to_vec()))).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = write_frame(&mut wr, &ControlRequest::InputEnd).await;
-            // Keep the connection open: closing it would cancel the command.
-            std::future::pending::<()>().await;
-        }))
-    });
+    // The connection stays open until the answer: closing it would cancel the command.
+    let (_input, _open) = if forward_stdin {
+        (Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(forward_input(wr)))), None)
+    } else {
+        (None, Some(wr))
+    };
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
     loop {
         let Some(resp) = read_frame::<ControlResponse, _>(&mut rd).await? else {
@@ -116,4 +114,22 @@ pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
             other => bail!("unexpected answer from the node: {other:?}"),
         }
     }
+}
+
+/// Sends this process's stdin to the node, then its end, and keeps the connection open.
+async fn forward_input<W: tokio::io::AsyncWrite + Unpin>(mut wr: W) {
+    let mut input = tokio::io::stdin();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match input.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if write_frame(&mut wr, &ControlRequest::Input(ByteBuf(buf[..n].to_vec()))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = write_frame(&mut wr, &ControlRequest::InputEnd).await;
+    std::future::pending::<()>().await;
 }

@@ -1,20 +1,24 @@
 //! Running a command on an SSH host: output streamed as [`ExecEvent`]s with per-stream caps,
-//! stdin forwarded, and a timeout or cancellation that signals the remote command and closes
-//! its channel.
+//! stdin forwarded, and a timeout or cancellation that ends the remote command.
+//!
+//! An argv command without input runs in one of the host's runners (see [`crate::runner`]);
+//! anything else, or every command when runners are off or the host cannot have one, gets
+//! an exec channel of its own.
 
 use std::time::{Duration, Instant};
 
 use russh::{ChannelMsg, Sig};
 use tokio::sync::mpsc;
+use tokio::time::Instant as Deadline;
 use tunnel_proto::message::{cap_output, ByteBuf, ExecEvent, ExecExit};
 
+use crate::quote::RemoteCommand;
 use crate::{Pool, SshError};
 
 /// A command for an SSH host.
 #[derive(Debug)]
 pub struct ExecRequest {
-    /// The whole command line (see [`crate::quote::command_line`] for argv).
-    pub command: String,
+    pub command: RemoteCommand,
     pub timeout: Option<Duration>,
     /// Bytes of stdout, and separately of stderr, delivered before output is cut.
     pub output_cap: u64,
@@ -32,42 +36,57 @@ impl Pool {
         events: &mpsc::Sender<ExecEvent>,
     ) -> Result<ExecExit, SshError> {
         let started = Instant::now();
+        let deadline = request.timeout.map(|t| Deadline::now() + t);
+        let mut sink = Sink::new(events, request.output_cap);
+        let in_runner = match request.command.exec_line() {
+            Some(line) if request.stdin.is_none() && self.settings().runners => {
+                self.run_in_runner(name, &line, deadline, &mut sink).await?
+            }
+            _ => false,
+        };
+        if !in_runner {
+            self.exec_channel(name, &request.command.line(), request.stdin, deadline, &mut sink).await?;
+        }
+        let mut exit = sink.exit;
+        exit.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(exit)
+    }
+
+    /// Runs `command` on an exec channel of its own.
+    pub(crate) async fn exec_channel(
+        &self,
+        name: &str,
+        command: &str,
+        mut stdin: Option<mpsc::Receiver<Vec<u8>>>,
+        deadline: Option<Deadline>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), SshError> {
         let mut lease = self.lease(name).await?;
         let channel = self.open(&mut lease, |s| async move { s.channel_open_session().await }).await?;
         let host = lease.host.name.clone();
         let channel_err = |e: russh::Error| SshError::Channel { host: host.clone(), reason: e.to_string() };
-        channel.exec(true, request.command.as_bytes()).await.map_err(channel_err)?;
+        channel.exec(true, command.as_bytes()).await.map_err(channel_err)?;
         let (mut read, write) = channel.split();
-        let mut stdin = request.stdin;
         if stdin.is_none() {
             write.eof().await.map_err(channel_err)?;
         }
-        let deadline = request.timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut exit = ExecExit::default();
-        let (mut out_sent, mut err_sent) = (0u64, 0u64);
         let mut finished = false;
         while !finished {
             tokio::select! {
                 msg = read.wait() => match msg {
                     None | Some(ChannelMsg::Close) => finished = true,
                     Some(ChannelMsg::Data { data }) => {
-                        exit.stdout_bytes += data.len() as u64;
-                        let keep = cap_output(&mut out_sent, data.len(), request.output_cap, &mut exit.stdout_truncated);
-                        if keep > 0 && events.send(ExecEvent::Stdout(ByteBuf(data[..keep].to_vec()))).await.is_err() {
-                            exit.cancelled = true;
+                        if !sink.stdout(&data).await {
                             break;
                         }
                     }
                     Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                        exit.stderr_bytes += data.len() as u64;
-                        let keep = cap_output(&mut err_sent, data.len(), request.output_cap, &mut exit.stderr_truncated);
-                        if keep > 0 && events.send(ExecEvent::Stderr(ByteBuf(data[..keep].to_vec()))).await.is_err() {
-                            exit.cancelled = true;
+                        if !sink.stderr(&data).await {
                             break;
                         }
                     }
-                    Some(ChannelMsg::ExitStatus { exit_status }) => exit.code = Some(exit_status as i32),
-                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => exit.signal = Some(signal_number(&signal_name)),
+                    Some(ChannelMsg::ExitStatus { exit_status }) => sink.exit.code = Some(exit_status as i32),
+                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => sink.exit.signal = Some(signal_number(&signal_name)),
                     Some(ChannelMsg::Failure) => {
                         return Err(SshError::Channel { host: host.clone(), reason: "the host refused to run the command".into() });
                     }
@@ -85,28 +104,68 @@ impl Pool {
                     }
                 },
                 _ = sleep_until(deadline) => {
-                    exit.timed_out = true;
+                    sink.exit.timed_out = true;
                     break;
                 }
-                _ = events.closed() => {
-                    exit.cancelled = true;
+                _ = sink.closed() => {
+                    sink.exit.cancelled = true;
                     break;
                 }
             }
         }
-        if exit.timed_out || exit.cancelled {
+        if sink.exit.timed_out || sink.exit.cancelled {
             // Ask the remote side to kill the command; closing the channel also hangs it up.
             let _ = write.signal(Sig::KILL).await;
             let _ = write.close().await;
         }
-        if finished && exit.code.is_none() && exit.signal.is_none() {
+        if finished && sink.exit.code.is_none() && sink.exit.signal.is_none() {
             return Err(SshError::Channel {
                 host: host.clone(),
                 reason: "the session closed before the command's exit status arrived".into(),
             });
         }
-        exit.duration_ms = started.elapsed().as_millis() as u64;
-        Ok(exit)
+        Ok(())
+    }
+}
+
+/// Where a command's output goes: to the caller as events, each stream cut at the cap and
+/// counted whole; and the exit being built.
+pub(crate) struct Sink<'a> {
+    events: &'a mpsc::Sender<ExecEvent>,
+    cap: u64,
+    pub(crate) exit: ExecExit,
+    out_sent: u64,
+    err_sent: u64,
+}
+
+impl<'a> Sink<'a> {
+    pub(crate) fn new(events: &'a mpsc::Sender<ExecEvent>, cap: u64) -> Self {
+        Self { events, cap, exit: ExecExit::default(), out_sent: 0, err_sent: 0 }
+    }
+
+    /// Passes on stdout bytes; false (and the exit marked cancelled) when the caller is gone.
+    pub(crate) async fn stdout(&mut self, data: &[u8]) -> bool {
+        self.exit.stdout_bytes += data.len() as u64;
+        let keep = cap_output(&mut self.out_sent, data.len(), self.cap, &mut self.exit.stdout_truncated);
+        keep == 0 || self.send(ExecEvent::Stdout(ByteBuf(data[..keep].to_vec()))).await
+    }
+
+    /// Like [`Sink::stdout`], for stderr.
+    pub(crate) async fn stderr(&mut self, data: &[u8]) -> bool {
+        self.exit.stderr_bytes += data.len() as u64;
+        let keep = cap_output(&mut self.err_sent, data.len(), self.cap, &mut self.exit.stderr_truncated);
+        keep == 0 || self.send(ExecEvent::Stderr(ByteBuf(data[..keep].to_vec()))).await
+    }
+
+    async fn send(&mut self, event: ExecEvent) -> bool {
+        let sent = self.events.send(event).await.is_ok();
+        self.exit.cancelled |= !sent;
+        sent
+    }
+
+    /// Resolves when the caller stops listening.
+    pub(crate) async fn closed(&self) {
+        self.events.closed().await
     }
 }
 
@@ -117,7 +176,7 @@ async fn next_input(stdin: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until(at: Option<Deadline>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,

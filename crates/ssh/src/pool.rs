@@ -7,8 +7,11 @@
 //! - Connect failures that may pass (network, timeouts) are retried with backoff; refusals
 //!   (host key, authentication) never are. Commands are never retried.
 //! - A session idle for `idle_timeout` is closed; a dead one is replaced on next use.
+//! - Up to [`RUNNERS_KEPT`] idle runners (see [`crate::runner`]) stay on a session, each in a
+//!   channel slot; an operation that finds no free slot closes one.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -19,10 +22,14 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::client::{self, ClientSettings, Session};
 use crate::inventory::{Host, Inventory};
+use crate::runner::Runner;
 use crate::SshError;
 
 /// How many jump hosts may be chained.
 const MAX_JUMPS: usize = 8;
+/// Idle runners kept per session: enough for a few commands at once on one host, while most
+/// of OpenSSH's 10 channel slots stay free.
+pub(crate) const RUNNERS_KEPT: usize = 3;
 
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -31,6 +38,8 @@ pub struct PoolSettings {
     pub channels_per_session: usize,
     pub idle_timeout: Duration,
     pub connect_retries: u32,
+    /// Whether argv commands without input run in runners (see [`crate::runner`]).
+    pub runners: bool,
 }
 
 impl PoolSettings {
@@ -41,6 +50,7 @@ impl PoolSettings {
             channels_per_session: 10,
             idle_timeout: Duration::from_secs(300),
             connect_retries: 2,
+            runners: true,
         }
     }
 }
@@ -49,6 +59,44 @@ pub(crate) struct Conn {
     session: Arc<Session>,
     channels: Arc<Semaphore>,
     last_used: Mutex<Instant>,
+    /// Idle runners, each holding a channel slot.
+    runners: Mutex<Vec<Runner>>,
+    /// Set when the host's shell could not start a runner.
+    pub(crate) no_runners: AtomicBool,
+}
+
+impl Conn {
+    /// An idle runner that stayed quiet while idle; any that did not are closed.
+    pub(crate) fn idle_runner(&self) -> Option<Runner> {
+        loop {
+            let mut runner = self.runners.lock().expect("runners lock").pop()?;
+            if runner.quiet() {
+                return Some(runner);
+            }
+            runner.close();
+        }
+    }
+
+    /// Keeps `runner` for the next command, or closes it if enough are kept.
+    pub(crate) fn park(&self, runner: Runner) {
+        *self.last_used.lock().expect("last_used lock") = Instant::now();
+        let extra = {
+            let mut idle = self.runners.lock().expect("runners lock");
+            if idle.len() < RUNNERS_KEPT {
+                idle.push(runner);
+                None
+            } else {
+                Some(runner)
+            }
+        };
+        if let Some(runner) = extra {
+            runner.close();
+        }
+    }
+
+    fn idle_runners(&self) -> usize {
+        self.runners.lock().expect("runners lock").len()
+    }
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
@@ -71,8 +119,15 @@ pub struct Pool {
 /// A channel slot on a live session: hold it while the channel is open.
 pub(crate) struct Lease {
     pub(crate) host: Arc<Host>,
-    conn: Arc<Conn>,
-    _permit: OwnedSemaphorePermit,
+    pub(crate) conn: Arc<Conn>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Lease {
+    /// The channel slot, to be held by something that outlives the lease (a runner).
+    pub(crate) fn take_permit(&mut self) -> OwnedSemaphorePermit {
+        self.permit.take().expect("a lease's permit is taken once")
+    }
 }
 
 impl Drop for Lease {
@@ -93,6 +148,10 @@ impl Pool {
         });
         let reaper = AbortOnDropHandle::new(tokio::spawn(reap(Arc::downgrade(&inner))));
         Self { inner, _reaper: Arc::new(reaper) }
+    }
+
+    pub(crate) fn settings(&self) -> &PoolSettings {
+        &self.inner.settings
     }
 
     pub fn inventory(&self) -> Arc<Inventory> {
@@ -121,15 +180,25 @@ impl Pool {
         self.lease_host(host, 0).await
     }
 
-    fn lease_host(
+    pub(crate) fn lease_host(
         &self,
         host: Arc<Host>,
         depth: usize,
     ) -> futures_util::future::BoxFuture<'_, Result<Lease, SshError>> {
         Box::pin(async move {
             let conn = self.conn(&host, depth).await?;
-            let permit = conn.channels.clone().acquire_owned().await.expect("channel semaphore never closes");
-            Ok(Lease { host, conn, _permit: permit })
+            let permit = match conn.channels.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    // Every slot is taken: an idle runner gives its slot up.
+                    let idle = conn.runners.lock().expect("runners lock").pop();
+                    if let Some(runner) = idle {
+                        runner.retire().await;
+                    }
+                    conn.channels.clone().acquire_owned().await.expect("channel semaphore never closes")
+                }
+            };
+            Ok(Lease { host, conn, permit: Some(permit) })
         })
     }
 
@@ -173,7 +242,7 @@ impl Pool {
         format!("{} = {user}@{}:{} via {via}", host.name, host.address, host.port)
     }
 
-    async fn conn(&self, host: &Arc<Host>, depth: usize) -> Result<Arc<Conn>, SshError> {
+    pub(crate) async fn conn(&self, host: &Arc<Host>, depth: usize) -> Result<Arc<Conn>, SshError> {
         let slot = self.slot(&self.key(host));
         let mut current = slot.lock().await;
         if let Some(conn) = current.as_ref().filter(|c| !c.session.is_closed()) {
@@ -187,6 +256,8 @@ impl Pool {
             session: Arc::new(session),
             channels: Arc::new(Semaphore::new(self.inner.settings.channels_per_session.max(1))),
             last_used: Mutex::new(Instant::now()),
+            runners: Mutex::new(Vec::new()),
+            no_runners: AtomicBool::new(false),
         });
         *current = Some(conn.clone());
         Ok(conn)
@@ -274,7 +345,7 @@ async fn reap(pool: std::sync::Weak<PoolInner>) {
         for slot in slots {
             let Ok(mut current) = slot.try_lock() else { continue };
             let idle = current.as_ref().is_some_and(|c| {
-                c.channels.available_permits() == max
+                c.channels.available_permits() + c.idle_runners() == max
                     && c.last_used.lock().expect("last_used lock").elapsed() >= pool.settings.idle_timeout
             });
             if idle {

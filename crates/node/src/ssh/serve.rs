@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tunnel_net::{Stream, StreamReader, StreamWriter};
 use tunnel_proto::message::{ExecCommand, ExecEvent, ExecSpec, FileEvent, ReadSpec, WriteSpec};
-use tunnel_ssh::ExecRequest;
+use tunnel_ssh::{ExecRequest, RemoteCommand};
 
 use crate::exec::{audit_detail, command_line, send};
 use crate::policy::{CommandLine, PathAccess, Refusal};
@@ -23,14 +23,14 @@ pub(crate) fn pool_or_refuse(node: &crate::Node, host: &str) -> Result<tunnel_ss
     Ok(pool)
 }
 
-/// The command line the host's shell gets: argv words quoted so the shell rebuilds them as
-/// given; a shell command goes to `/bin/sh -c`.
-fn remote_command(spec: &ExecSpec) -> Result<String, String> {
+/// What the host runs: argv words quoted so the host's shell rebuilds them as given; a shell
+/// command goes to `/bin/sh -c`.
+fn remote_command(spec: &ExecSpec) -> Result<RemoteCommand, String> {
     let argv = match &spec.command {
         ExecCommand::Argv(argv) => argv.clone(),
         ExecCommand::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
     };
-    tunnel_ssh::quote::command_line(&argv, &spec.env, spec.cwd.as_deref())
+    RemoteCommand::argv(argv, spec.env.clone(), spec.cwd.clone())
 }
 
 pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, spec: ExecSpec) {
@@ -69,7 +69,7 @@ async fn run(
     pool: &tunnel_ssh::Pool,
     host: &str,
     spec: &ExecSpec,
-    command: String,
+    command: RemoteCommand,
     reader: &mut StreamReader,
     writer: &mut StreamWriter,
 ) -> Result<tunnel_proto::message::ExecExit, String> {

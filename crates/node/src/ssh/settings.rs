@@ -12,6 +12,7 @@
 //! connect_timeout_secs = 10
 //! max_connecting = 256
 //! idle_timeout_secs = 300
+//! runners = true        # warm argv commands run in a shell kept on the session
 //! ```
 //!
 //! `~/.ssh/config` is not read unless listed: announcing every host a user has ever configured
@@ -39,6 +40,7 @@ pub(crate) struct SshFileConfig {
     connect_timeout_secs: Option<u64>,
     max_connecting: Option<usize>,
     idle_timeout_secs: Option<u64>,
+    runners: Option<bool>,
 }
 
 /// Resolved SSH settings: inventory sources and pool settings.
@@ -99,6 +101,9 @@ impl SshSettings {
         }
         if let Some(secs) = file.idle_timeout_secs {
             out.pool.idle_timeout = Duration::from_secs(secs.max(1));
+        }
+        if let Some(on) = file.runners {
+            out.pool.runners = on;
         }
         Ok(out)
     }
