@@ -5,17 +5,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tunnel_proto::message::{ExecEvent, FileEvent};
 use tunnel_ssh::{ExecRequest, Host, Inventory, Pool, PoolSettings, SshError, StrictHostKeys};
-use tunnel_tests::ssh_client::{host, pool, run, settings};
-use tunnel_tests::sshd::{keygen, public_key, unavailable, Agent, Sshd};
+use tunnel_tests::ssh_client::{host, pool, run, settings, skip};
+use tunnel_tests::sshd::{keygen, public_key, Agent, Sshd};
 use tunnel_tests::TempDir;
-
-fn skip() -> bool {
-    if let Some(why) = unavailable() {
-        eprintln!("SKIPPED: {why}");
-        return true;
-    }
-    false
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_and_files_on_several_servers() {

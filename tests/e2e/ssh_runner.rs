@@ -9,30 +9,34 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tunnel_proto::message::ExecEvent;
 use tunnel_ssh::{ExecRequest, Inventory, Pool, PoolSettings, RemoteCommand};
-use tunnel_tests::ssh_client::{host, run, settings, Ran};
-use tunnel_tests::sshd::{keygen, public_key, unavailable, Sshd};
+use tunnel_tests::ssh_client::{host, run, settings, skip, Ran};
+use tunnel_tests::sshd::{keygen, public_key, Sshd};
 use tunnel_tests::TempDir;
-
-fn skip() -> bool {
-    if let Some(why) = unavailable() {
-        eprintln!("SKIPPED: {why}");
-        return true;
-    }
-    false
-}
 
 fn argv(words: &[&str]) -> RemoteCommand {
     RemoteCommand::argv(words.iter().map(|w| w.to_string()).collect(), vec![], None).unwrap()
 }
 
-/// Two pools on one sshd: one with runners (the default), one with exec channels only.
-fn pools(dir: &TempDir, sshd: &Sshd, key: &std::path::Path) -> (Pool, Pool) {
+/// One sshd, whose authorized_keys line for the client key is `key_line` of it, and two
+/// pools on it: one with runners (the default), one with exec channels only.
+struct Setup {
+    sshd: Sshd,
+    runners: Pool,
+    channels: Pool,
+    _dir: TempDir,
+}
+
+fn setup(name: &str, key_line: impl Fn(String) -> String) -> Setup {
+    let dir = TempDir::new(name);
+    let key = keygen(dir.path(), "id_ed25519", "ed25519", "").unwrap();
+    let sshd = Sshd::start(&[key_line(public_key(&key))]).unwrap();
     let make = |runners: bool| {
-        let mut s = PoolSettings::new(settings(dir, &[sshd.known_hosts_line()]));
+        let mut s = PoolSettings::new(settings(&dir, &[sshd.known_hosts_line()]));
         s.runners = runners;
-        Pool::new(s, Inventory { hosts: vec![host("h", sshd, Some(&key.to_path_buf()))], problems: vec![] })
+        Pool::new(s, Inventory { hosts: vec![host("h", &sshd, Some(&key))], problems: vec![] })
     };
-    (make(true), make(false))
+    let (runners, channels) = (make(true), make(false));
+    Setup { sshd, runners, channels, _dir: dir }
 }
 
 /// The process id of the shell that ran a command: the runner's, when it ran in one.
@@ -63,10 +67,8 @@ async fn a_runner_gives_what_an_exec_channel_gives() {
     if skip() {
         return;
     }
-    let dir = TempDir::new("runner-same");
-    let key = keygen(dir.path(), "id_ed25519", "ed25519", "").unwrap();
-    let sshd = Sshd::start(&[public_key(&key)]).unwrap();
-    let (runners, channels) = pools(&dir, &sshd, &key);
+    let s = setup("runner-same", |k| k);
+    let (runners, channels) = (&s.runners, &s.channels);
     let with_env = RemoteCommand::argv(
         ["sh", "-c", "pwd; echo \"$X\"; echo to-err >&2"].map(String::from).to_vec(),
         vec![("X".into(), "v $w 'q'".into())],
@@ -83,14 +85,14 @@ async fn a_runner_gives_what_an_exec_channel_gives() {
         with_env,
     ];
     for case in cases {
-        let a = run(&runners, "h", case.clone(), None).await.unwrap();
-        let b = run(&channels, "h", case.clone(), None).await.unwrap();
+        let a = run(runners, "h", case.clone(), None).await.unwrap();
+        let b = run(channels, "h", case.clone(), None).await.unwrap();
         let outcome = |r: &Ran| (r.raw.clone(), r.exit.code, r.exit.signal, r.exit.stdout_bytes, r.exit.stderr_bytes);
         assert!(outcome(&a) == outcome(&b), "{case:?}: runner {:?} vs channel {:?}", a.exit, b.exit);
     }
     // The runner's commands are the children of one shell; an exec channel's, of sshd.
-    let (a, b) = (parent(&runners).await, parent(&channels).await);
-    assert_eq!(a, parent(&runners).await, "the runner was not reused");
+    let (a, b) = (parent(runners).await, parent(channels).await);
+    assert_eq!(a, parent(runners).await, "the runner was not reused");
     assert_eq!((name_of(&a).as_str(), name_of(&b).as_str()), ("sh", "sshd"));
 
     // Output past the cap is cut alike, and counted whole.
@@ -117,15 +119,15 @@ async fn a_runner_gives_what_an_exec_channel_gives() {
         argv(&["no-such-program-here"]),
         RemoteCommand::argv(vec!["true".into()], vec![], Some("/no/such/dir".into())).unwrap(),
     ] {
-        let a = run(&runners, "h", case.clone(), None).await.unwrap();
-        let b = run(&channels, "h", case.clone(), None).await.unwrap();
+        let a = run(runners, "h", case.clone(), None).await.unwrap();
+        let b = run(channels, "h", case.clone(), None).await.unwrap();
         assert!(a.exit.code.is_some_and(|c| c != 0) && b.exit.code.is_some_and(|c| c != 0), "{a:?} {b:?}");
         assert!(!a.stderr.is_empty() && !b.stderr.is_empty());
     }
     // A death by signal: the exec channel names the signal; a runner gives the shell's 128+N.
     let killed = argv(&["sh", "-c", "kill -TERM $$"]);
-    let a = run(&runners, "h", killed.clone(), None).await.unwrap();
-    let b = run(&channels, "h", killed, None).await.unwrap();
+    let a = run(runners, "h", killed.clone(), None).await.unwrap();
+    let b = run(channels, "h", killed, None).await.unwrap();
     assert_eq!((a.exit.code, a.exit.signal), (Some(143), None));
     assert_eq!((b.exit.code, b.exit.signal), (None, Some(15)));
 }
@@ -135,32 +137,30 @@ async fn runners_are_replaced_when_they_die_or_something_else_writes() {
     if skip() {
         return;
     }
-    let dir = TempDir::new("runner-replace");
-    let key = keygen(dir.path(), "id_ed25519", "ed25519", "").unwrap();
-    let sshd = Sshd::start(&[public_key(&key)]).unwrap();
-    let (pool, _) = pools(&dir, &sshd, &key);
+    let s = setup("runner-replace", |k| k);
+    let pool = &s.runners;
 
     // A runner killed while idle: the next command gets a new one and runs once.
-    let first = parent(&pool).await;
+    let first = parent(pool).await;
     assert!(Command::new("kill").args(["-9", first.trim()]).status().unwrap().success());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let second = parent(&pool).await;
+    let second = parent(pool).await;
     assert_ne!(first, second);
 
     // A background process that writes after its command ended: that output belongs to no
     // command, and the runner it wrote to is not used again.
     let ran =
-        run(&pool, "h", argv(&["sh", "-c", "(sleep 0.3; echo late; echo late >&2) & echo now"]), None).await.unwrap();
+        run(pool, "h", argv(&["sh", "-c", "(sleep 0.3; echo late; echo late >&2) & echo now"]), None).await.unwrap();
     assert_eq!((ran.stdout.as_str(), ran.exit.code), ("now\n", Some(0)));
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let next = run(&pool, "h", argv(&["sh", "-c", "echo next; echo $PPID"]), None).await.unwrap();
+    let next = run(pool, "h", argv(&["sh", "-c", "echo next; echo $PPID"]), None).await.unwrap();
     assert_eq!(next.stdout.lines().next(), Some("next"));
     assert_eq!(next.stderr, "");
     assert_ne!(next.stdout.lines().nth(1).unwrap(), second.trim(), "the written-to runner was reused");
 
     // A timeout kills the command itself, not only the runner.
     let started = Instant::now();
-    let slow = run(&pool, "h", argv(&["sleep", "31.7"]), Some(Duration::from_millis(500))).await.unwrap();
+    let slow = run(pool, "h", argv(&["sleep", "31.7"]), Some(Duration::from_millis(500))).await.unwrap();
     assert!(slow.exit.timed_out && started.elapsed() < Duration::from_secs(5), "{:?}", slow.exit);
     assert!(gone("sleep 31.7"), "the timed-out command is still running");
     // So does a caller that goes away.
@@ -175,7 +175,7 @@ async fn runners_are_replaced_when_they_die_or_something_else_writes() {
     assert!(exec.await.unwrap().unwrap().cancelled);
     assert!(gone("sleep 32.3"), "the cancelled command is still running");
     // And the host is still fine.
-    assert_eq!(run(&pool, "h", argv(&["echo", "ok"]), None).await.unwrap().stdout, "ok\n");
+    assert_eq!(run(pool, "h", argv(&["echo", "ok"]), None).await.unwrap().stdout, "ok\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,10 +183,8 @@ async fn idle_runners_give_up_their_channel_slots() {
     if skip() {
         return;
     }
-    let dir = TempDir::new("runner-slots");
-    let key = keygen(dir.path(), "id_ed25519", "ed25519", "").unwrap();
-    let sshd = Sshd::start(&[public_key(&key)]).unwrap();
-    let (pool, _) = pools(&dir, &sshd, &key);
+    let s = setup("runner-slots", |k| k);
+    let pool = &s.runners;
     // Ten commands at once (OpenSSH's MaxSessions): ten runners; some stay, idle.
     let many = (0..10).map(|i| {
         let pool = pool.clone();
@@ -226,7 +224,7 @@ async fn idle_runners_give_up_their_channel_slots() {
     for (i, out) in all.into_iter().enumerate() {
         assert_eq!(out, (format!("in-{i}"), Some(0)));
     }
-    assert_eq!(sshd.log_text().matches("Accepted publickey").count(), 1, "one session for everything");
+    assert_eq!(s.sshd.log_text().matches("Accepted publickey").count(), 1, "one session for everything");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,17 +232,14 @@ async fn a_host_that_cannot_have_a_runner_gets_exec_channels() {
     if skip() {
         return;
     }
-    let dir = TempDir::new("runner-forced");
-    let key = keygen(dir.path(), "id_ed25519", "ed25519", "").unwrap();
     // A forced command runs whatever is asked: no runner can start.
-    let forced = format!("command=\"echo forced: $SSH_ORIGINAL_COMMAND\" {}", public_key(&key));
-    let sshd = Sshd::start(&[forced]).unwrap();
-    let (pool, _) = pools(&dir, &sshd, &key);
+    let s = setup("runner-forced", |k| format!("command=\"echo forced: $SSH_ORIGINAL_COMMAND\" {k}"));
+    let pool = &s.runners;
     for _ in 0..2 {
-        let ran = run(&pool, "h", argv(&["uname"]), None).await.unwrap();
+        let ran = run(pool, "h", argv(&["uname"]), None).await.unwrap();
         assert_eq!((ran.stdout.as_str(), ran.exit.code), ("forced: uname\n", Some(0)));
     }
     // One attempt at a runner in the session, then exec channels only.
-    let log = sshd.log_text();
+    let log = s.sshd.log_text();
     assert_eq!(log.matches("Starting session: forced-command").count(), 3, "{log}");
 }

@@ -9,8 +9,17 @@ use tunnel_ssh::{
     ClientSettings, ExecRequest, Host, Inventory, Pool, PoolSettings, RemoteCommand, SshError, StrictHostKeys,
 };
 
-use crate::sshd::Sshd;
+use crate::sshd::{unavailable, Sshd};
 use crate::TempDir;
+
+/// True, after saying why, when sshd cannot run here.
+pub fn skip() -> bool {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return true;
+    }
+    false
+}
 
 pub fn user() -> String {
     std::env::var("USER").unwrap_or_else(|_| "root".into())

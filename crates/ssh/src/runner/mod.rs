@@ -19,8 +19,10 @@
 //!
 //! Differences from an exec channel, and what is done about them:
 //! - A command killed by signal N reports exit status 128+N, as any shell reports it.
-//! - Output a background process writes after its command ended is not that command's; it is
-//!   seen as stray and the runner is closed instead of reused.
+//! - A background process left holding stdout does not keep its command waiting (an exec
+//!   channel waits for it). What it writes between commands is seen as stray, and the runner
+//!   is closed instead of reused; what it writes during a later command on this runner cannot
+//!   be told from that command's output, as in an interactive shell.
 //! - A command with input, or a free-form command line, always gets an exec channel.
 //! - `/bin/sh`, not the login shell, reads the quoted line: only the wording and status of a
 //!   failed `cd` or a missing program can differ.
@@ -78,6 +80,8 @@ pub(crate) enum Ran {
     Stopped(Runner),
     /// The runner ended or misbehaved during the command; whether the command ran is unknown.
     Lost(String),
+    /// The command could not be sent: it did not run.
+    NotSent,
 }
 
 impl Runner {
@@ -159,8 +163,9 @@ impl Runner {
              printf '\\n%s %d\\n' {n} $s; printf '\\n%s\\n' {n} >&2\n"
         );
         if let Err(e) = self.write.data_bytes(script.into_bytes()).await {
+            tracing::debug!(error = %e, "cannot send a command to a runner");
             self.close();
-            return Ran::Lost(format!("cannot send the command to the runner: {e}"));
+            return Ran::NotSent;
         }
         let (mut out, mut err) = (Marks::new(&n), Marks::new(&n));
         let mut bytes = Vec::new();
@@ -228,8 +233,8 @@ impl Runner {
 
 impl Pool {
     /// Runs `line` in one of `name`'s runners, starting one if none is idle. `Ok(false)` when
-    /// the host gets no runner (the command did not run; give it an exec channel). An error
-    /// means the command may have run.
+    /// it did not run (the host gets no runner, or the runner could not take the command):
+    /// give it an exec channel. An error means the command may have run.
     pub(crate) async fn run_in_runner(
         &self,
         name: &str,
@@ -250,7 +255,7 @@ impl Pool {
                 match Runner::start(channel, lease.take_permit()).await {
                     Ok(runner) => (runner, lease.conn.clone()),
                     Err(StartError::Unsupported(why)) => {
-                        tracing::info!(host = name, %why, "no runner on this host; its commands get exec channels");
+                        tracing::debug!(host = name, %why, "no runner on this host; its commands get exec channels");
                         lease.conn.no_runners.store(true, Ordering::Relaxed);
                         return Ok(false);
                     }
@@ -268,6 +273,7 @@ impl Pool {
             Ran::Exited(None) => {}
             Ran::Stopped(runner) => self.kill(name, runner).await,
             Ran::Lost(why) => return Err(SshError::Channel { host: name.into(), reason: why }),
+            Ran::NotSent => return Ok(false),
         }
         Ok(true)
     }
