@@ -114,6 +114,14 @@ async fn a_runner_gives_what_an_exec_channel_gives() {
     assert_eq!(a, b);
     assert_eq!((a.0.len(), a.1), (1000, true));
 
+    // No word of a command is read as runner script, however hostile.
+    let hostile = ["') </dev/null & echo injected; ('", "\n; echo injected\n", "$(id)", "`id`", "*", ""];
+    let mut words = vec!["printf", "%s|"];
+    words.extend(hostile);
+    let ran = run(runners, "h", argv(&words), None).await.unwrap();
+    assert_eq!(ran.stdout, hostile.map(|w| format!("{w}|")).concat());
+    assert_eq!(ran.exit.code, Some(0));
+
     // A missing program or directory fails alike (the wording is each shell's own).
     for case in [
         argv(&["no-such-program-here"]),
