@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tunnel_proto::message::{ExecCommand, ExecEvent, ExecSpec};
 use tunnel_tests::inproc::{node_config, wait_named};
-use tunnel_tests::{bin, run_async, token, NodeProc, RelayProc, TempDir};
+use tunnel_tests::{bin, processes_with, run_async, token, NodeProc, RelayProc, TempDir};
 
 fn out(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -28,15 +28,6 @@ fn setup(mode: &str) -> anyhow::Result<(RelayProc, NodeProc, NodeProc)> {
 }
 
 /// Processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(needle) && !c.contains("tunnel"))
-        .collect()
-}
-
 #[test]
 fn argv_shell_stdin_and_exit_codes() -> anyhow::Result<()> {
     let (_relay, op, _target) = setup("edit")?;

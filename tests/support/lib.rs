@@ -66,6 +66,15 @@ pub fn token() -> String {
     tunnel_proto::room::generate_token(&mut rand::rngs::OsRng)
 }
 
+/// Command lines of running processes that contain `needle` (tunnel's own left out).
+pub fn processes_with(needle: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle) && !c.contains("tunnel"))
+        .collect()
+}
+
 /// Resident memory of a process in KiB (`VmRSS`), or its peak (`VmHWM`).
 pub fn memory_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
