@@ -239,14 +239,19 @@ async fn a_host_that_cannot_have_a_runner_gets_exec_channels() {
     if skip() {
         return;
     }
-    // A forced command runs whatever is asked: no runner can start.
-    let s = setup("runner-forced", |k| format!("command=\"echo forced: $SSH_ORIGINAL_COMMAND\" {k}"));
-    let pool = &s.runners;
-    for _ in 0..2 {
-        let ran = run(pool, "h", argv(&["uname"]), None).await.unwrap();
-        assert_eq!((ran.stdout.as_str(), ran.exit.code), ("forced: uname\n", Some(0)));
+    // A forced command that runs something else: no runner can start. One that runs only
+    // what comes before `exec`: a runner greets, then ends before its first command.
+    let forced = ["echo forced: $SSH_ORIGINAL_COMMAND", "eval \\\"${SSH_ORIGINAL_COMMAND%%exec*}\\\""];
+    let expected = ["forced: uname\n", "Linux\n"];
+    for (forced, expected) in forced.into_iter().zip(expected) {
+        let s = setup("runner-forced", |k| format!("command=\"{forced}\" {k}"));
+        let pool = &s.runners;
+        for _ in 0..2 {
+            let ran = run(pool, "h", argv(&["uname"]), None).await.unwrap();
+            assert_eq!((ran.stdout.as_str(), ran.exit.code), (expected, Some(0)), "{forced}: {ran:?}");
+        }
+        // One attempt at a runner in the session, then exec channels only.
+        let log = s.sshd.log_text();
+        assert_eq!(log.matches("Starting session: forced-command").count(), 3, "{forced}: {log}");
     }
-    // One attempt at a runner in the session, then exec channels only.
-    let log = s.sshd.log_text();
-    assert_eq!(log.matches("Starting session: forced-command").count(), 3, "{log}");
 }

@@ -101,6 +101,11 @@ impl Marks {
         }
     }
 
+    /// Whether the start marker has arrived: the runner got as far as starting the command.
+    pub(crate) fn started(&self) -> bool {
+        !matches!(self.state, State::Before)
+    }
+
     /// Whether the end marker and its line have arrived.
     pub(crate) fn done(&self) -> bool {
         matches!(self.state, State::Done(_))

@@ -80,7 +80,7 @@ pub(crate) enum Ran {
     Stopped(Runner),
     /// The runner ended or misbehaved during the command; whether the command ran is unknown.
     Lost(String),
-    /// The command could not be sent: it did not run.
+    /// The runner could not take the command (it was gone before starting it): it did not run.
     NotSent,
 }
 
@@ -183,6 +183,11 @@ impl Runner {
                             bytes.is_empty() || sink.stderr(&bytes).await
                         }
                         Some(ChannelMsg::WindowAdjusted { .. } | ChannelMsg::Success) => true,
+                        _ if !out.started() => {
+                            // It ended before its marker for this command: it never started it.
+                            self.close();
+                            return Ran::NotSent;
+                        }
                         _ => {
                             self.close();
                             return Ran::Lost("the runner ended before the command finished".into());
@@ -247,13 +252,13 @@ impl Pool {
         if conn.no_runners.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let (runner, conn) = match conn.idle_runner() {
-            Some(runner) => (runner, conn),
+        let (runner, conn, fresh) = match conn.idle_runner() {
+            Some(runner) => (runner, conn, false),
             None => {
                 let mut lease = self.lease_host(host, 0).await?;
                 let channel = self.open(&mut lease, |s| async move { s.channel_open_session().await }).await?;
                 match Runner::start(channel, lease.take_permit()).await {
-                    Ok(runner) => (runner, lease.conn.clone()),
+                    Ok(runner) => (runner, lease.conn.clone(), true),
                     Err(StartError::Unsupported(why)) => {
                         tracing::debug!(host = name, %why, "no runner on this host; its commands get exec channels");
                         lease.conn.no_runners.store(true, Ordering::Relaxed);
@@ -273,7 +278,14 @@ impl Pool {
             Ran::Exited(None) => {}
             Ran::Stopped(runner) => self.kill(name, runner).await,
             Ran::Lost(why) => return Err(SshError::Channel { host: name.into(), reason: why }),
-            Ran::NotSent => return Ok(false),
+            Ran::NotSent => {
+                if fresh {
+                    // A runner that greets but cannot take a command (no /bin/sh?) never will.
+                    tracing::debug!(host = name, "a new runner could not take a command; exec channels it is");
+                    conn.no_runners.store(true, Ordering::Relaxed);
+                }
+                return Ok(false);
+            }
         }
         Ok(true)
     }
