@@ -29,9 +29,8 @@ async fn exec_and_files_on_several_servers() {
     }
     // argv quoting survives the remote shell, as a command line and in a runner.
     let argv: Vec<String> = ["printf", "%s|", "a b", "it's", "$HOME"].iter().map(|s| s.to_string()).collect();
-    let line = tunnel_ssh::quote::command_line(&argv, &[], None).unwrap();
-    assert_eq!(run(&pool, "h0", line.as_str(), None).await.unwrap().stdout, "a b|it's|$HOME|");
     let command = tunnel_ssh::RemoteCommand::argv(argv, vec![], None).unwrap();
+    assert_eq!(run(&pool, "h0", command.line().as_str(), None).await.unwrap().stdout, "a b|it's|$HOME|");
     assert_eq!(run(&pool, "h0", command, None).await.unwrap().stdout, "a b|it's|$HOME|");
     // A signal is reported as one.
     let killed = run(&pool, "h1", "kill -TERM $$", None).await.unwrap();

@@ -38,11 +38,10 @@ impl Pool {
         let started = Instant::now();
         let deadline = request.timeout.map(|t| Deadline::now() + t);
         let mut sink = Sink::new(events, request.output_cap);
-        let in_runner = match request.command.exec_line() {
-            Some(line) if request.stdin.is_none() && self.settings().runners => {
-                self.run_in_runner(name, &line, deadline, &mut sink).await?
-            }
-            _ => false,
+        let runnable = request.stdin.is_none() && self.settings().runners;
+        let in_runner = match request.command.exec_line().filter(|_| runnable) {
+            Some(line) => self.run_in_runner(name, &line, deadline, &mut sink).await?,
+            None => false,
         };
         if !in_runner {
             self.exec_channel(name, &request.command.line(), request.stdin, deadline, &mut sink).await?;

@@ -71,10 +71,6 @@ pub fn quote(word: &str) -> String {
 }
 
 /// The command line for `argv`, with `env` assignments and a working directory in front.
-pub fn command_line(argv: &[String], env: &[(String, String)], cwd: Option<&str>) -> Result<String, String> {
-    RemoteCommand::argv(argv.to_vec(), env.to_vec(), cwd.map(str::to_owned)).map(|c| c.line())
-}
-
 fn build(argv: &[String], env: &[(String, String)], cwd: Option<&str>, exec: bool) -> String {
     let mut out = String::new();
     if let Some(dir) = cwd {
@@ -100,11 +96,12 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let line = command_line(&argv, &[("X_Y".into(), "v $w".into())], Some("/")).unwrap();
+        let line =
+            RemoteCommand::argv(argv.clone(), vec![("X_Y".into(), "v $w".into())], Some("/".into())).unwrap().line();
         let out = std::process::Command::new("/bin/sh").arg("-c").arg(&line).output().unwrap();
         assert!(out.status.success(), "{line}");
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "a b|it's|$HOME|`id`|*||;rm -rf /|\n|");
-        assert!(command_line(&argv, &[("A;B".into(), "x".into())], None).unwrap_err().contains("A;B"));
-        assert!(command_line(&[], &[], None).is_err());
+        assert!(RemoteCommand::argv(argv, vec![("A;B".into(), "x".into())], None).unwrap_err().contains("A;B"));
+        assert!(RemoteCommand::argv(vec![], vec![], None).is_err());
     }
 }

@@ -92,18 +92,17 @@ impl Runner {
         channel.exec(true, bootstrap).await.map_err(|e| StartError::Channel(e.to_string()))?;
         let (read, write) = channel.split();
         let mut runner = Self { read, write, pid: 0, permit };
-        match tokio::time::timeout(HELLO_WAIT, runner.greeting(&hello)).await {
-            Ok(Ok(pid)) => {
+        let greeted = tokio::time::timeout(HELLO_WAIT, runner.greeting(&hello))
+            .await
+            .unwrap_or_else(|_| Err(format!("no greeting within {} s", HELLO_WAIT.as_secs())));
+        match greeted {
+            Ok(pid) => {
                 runner.pid = pid;
                 Ok(runner)
             }
-            Ok(Err(why)) => {
+            Err(why) => {
                 runner.close();
                 Err(StartError::Unsupported(why))
-            }
-            Err(_) => {
-                runner.close();
-                Err(StartError::Unsupported(format!("no greeting within {} s", HELLO_WAIT.as_secs())))
             }
         }
     }
@@ -114,17 +113,18 @@ impl Runner {
         let (out_hello, err_hello) = (format!("{hello} "), format!("{hello}\n"));
         let (mut out, mut err) = (Vec::new(), Vec::new());
         loop {
-            let pid = memchr::memmem::find(&out, out_hello.as_bytes()).and_then(|at| {
+            // The rest of the stdout greeting's line: the pid.
+            let pid_text = memchr::memmem::find(&out, out_hello.as_bytes()).and_then(|at| {
                 let rest = &out[at + out_hello.len()..];
-                let end = memchr::memchr(b'\n', rest)?;
-                Some(std::str::from_utf8(&rest[..end]).ok()?.trim().parse::<u32>().ok())
+                memchr::memchr(b'\n', rest).map(|end| String::from_utf8_lossy(&rest[..end]).into_owned())
             });
-            match pid {
-                Some(Some(pid)) if pid > 1 && memchr::memmem::find(&err, err_hello.as_bytes()).is_some() => {
-                    return Ok(pid)
-                }
-                Some(None) => return Err("the runner's greeting had no process id".into()),
-                _ => {}
+            if let Some(text) = pid_text.filter(|_| memchr::memmem::find(&err, err_hello.as_bytes()).is_some()) {
+                return text
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&pid| pid > 1)
+                    .ok_or_else(|| format!("the runner's greeting had no process id but {text:?}"));
             }
             let (seen, data) = match self.read.wait().await {
                 Some(ChannelMsg::Data { data }) => (&mut out, data),
