@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tunnel_proto::message::{ExecEvent, FileEvent};
+use tunnel_proto::message::FileEvent;
 use tunnel_ssh::{ExecRequest, Host, Inventory, Pool, PoolSettings, SshError, StrictHostKeys};
-use tunnel_tests::ssh_client::{host, pool, run, settings, skip};
+use tunnel_tests::ssh_client::{host, pool, run, run_request, settings, skip};
 use tunnel_tests::sshd::{keygen, public_key, Agent, Sshd};
 use tunnel_tests::TempDir;
 
@@ -41,34 +41,19 @@ async fn exec_and_files_on_several_servers() {
     assert!(slow.exit.timed_out);
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     // Output past the cap is cut and flagged, and still counted.
-    let (tx, mut rx) = mpsc::channel(64);
     let req = ExecRequest { command: "head -c 100000 /dev/zero".into(), timeout: None, output_cap: 1000, stdin: None };
-    let collect = tokio::spawn(async move {
-        let mut n = 0;
-        while let Some(ExecEvent::Stdout(b)) = rx.recv().await {
-            n += b.0.len();
-        }
-        n
-    });
-    let exit = pool.exec("h0", req, &tx).await.unwrap();
-    drop(tx);
-    assert_eq!(collect.await.unwrap(), 1000);
-    assert!(exit.stdout_truncated && exit.stdout_bytes == 100_000);
+    let ran = run_request(&pool, "h0", req).await.unwrap();
+    assert_eq!(ran.raw.0.len(), 1000);
+    assert!(ran.exit.stdout_truncated && ran.exit.stdout_bytes == 100_000);
     // Stdin reaches the command.
-    let (tx, mut rx) = mpsc::channel(8);
     let (in_tx, in_rx) = mpsc::channel(8);
     in_tx.send(b"hello ".to_vec()).await.unwrap();
     in_tx.send(b"stdin".to_vec()).await.unwrap();
     drop(in_tx);
     let req = ExecRequest { command: "tr a-z A-Z".into(), timeout: None, output_cap: 100, stdin: Some(in_rx) };
-    let exit = pool.exec("h1", req, &tx).await.unwrap();
-    drop(tx);
-    assert_eq!(exit.code, Some(0));
-    let mut out = Vec::new();
-    while let Some(ExecEvent::Stdout(b)) = rx.recv().await {
-        out.extend(b.0);
-    }
-    assert_eq!(out, b"HELLO STDIN");
+    let ran = run_request(&pool, "h1", req).await.unwrap();
+    assert_eq!(ran.exit.code, Some(0));
+    assert_eq!(ran.raw.0, b"HELLO STDIN");
     // Sessions were reused: one per server for all of the above.
     assert_eq!(pool.open_sessions(), 3);
     for s in &servers {

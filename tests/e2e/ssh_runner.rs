@@ -7,9 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tunnel_proto::message::ExecEvent;
 use tunnel_ssh::{ExecRequest, Inventory, Pool, PoolSettings, RemoteCommand};
-use tunnel_tests::ssh_client::{host, run, settings, skip, Ran};
+use tunnel_tests::ssh_client::{host, run, run_request, settings, skip, Ran};
 use tunnel_tests::sshd::{keygen, public_key, Sshd};
 use tunnel_tests::{processes_with, TempDir};
 
@@ -95,18 +94,9 @@ async fn a_runner_gives_what_an_exec_channel_gives() {
 
     // Output past the cap is cut alike, and counted whole.
     let capped = |pool: Pool| async move {
-        let (tx, mut rx) = mpsc::channel(64);
         let req = ExecRequest { command: argv(&["seq", "1", "100000"]), timeout: None, output_cap: 1000, stdin: None };
-        let collect = tokio::spawn(async move {
-            let mut out = Vec::new();
-            while let Some(ExecEvent::Stdout(b)) = rx.recv().await {
-                out.extend(b.0);
-            }
-            out
-        });
-        let exit = pool.exec("h", req, &tx).await.unwrap();
-        drop(tx);
-        (collect.await.unwrap(), exit.stdout_truncated, exit.stdout_bytes)
+        let ran = run_request(&pool, "h", req).await.unwrap();
+        (ran.raw.0, ran.exit.stdout_truncated, ran.exit.stdout_bytes)
     };
     let (a, b) = (capped(runners.clone()).await, capped(channels.clone()).await);
     assert_eq!(a, b);
@@ -206,23 +196,12 @@ async fn idle_runners_give_up_their_channel_slots() {
     let channels = (0..10).map(|i| {
         let pool = pool.clone();
         async move {
-            let (tx, mut rx) = mpsc::channel(8);
             let (in_tx, in_rx) = mpsc::channel(1);
             in_tx.send(format!("in-{i}").into_bytes()).await.unwrap();
             drop(in_tx);
             let req = ExecRequest { command: argv(&["cat"]), timeout: None, output_cap: 1 << 20, stdin: Some(in_rx) };
-            let collect = tokio::spawn(async move {
-                let mut out = Vec::new();
-                while let Some(ev) = rx.recv().await {
-                    if let ExecEvent::Stdout(b) = ev {
-                        out.extend(b.0);
-                    }
-                }
-                out
-            });
-            let exit = pool.exec("h", req, &tx).await.unwrap();
-            drop(tx);
-            (String::from_utf8(collect.await.unwrap()).unwrap(), exit.code)
+            let ran = run_request(&pool, "h", req).await.unwrap();
+            (ran.stdout, ran.exit.code)
         }
     });
     let all = tokio::time::timeout(Duration::from_secs(20), futures_util::future::join_all(channels))

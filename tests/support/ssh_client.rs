@@ -68,8 +68,12 @@ pub async fn run(
     command: impl Into<RemoteCommand>,
     timeout: Option<Duration>,
 ) -> Result<Ran, SshError> {
+    run_request(pool, host, ExecRequest { command: command.into(), timeout, output_cap: 1 << 20, stdin: None }).await
+}
+
+/// Runs `request` on `host`, collecting its output.
+pub async fn run_request(pool: &Pool, host: &str, request: ExecRequest) -> Result<Ran, SshError> {
     let (tx, mut rx) = mpsc::channel(64);
-    let request = ExecRequest { command: command.into(), timeout, output_cap: 1 << 20, stdin: None };
     let collect = async {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         while let Some(ev) = rx.recv().await {
