@@ -20,7 +20,17 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// A control connection that says first it serves an AI agent, so the node holds what it
+    /// asks of this machine to the secret list (the operator's own CLI is not).
     pub(crate) async fn connect(&self) -> Result<Conn, String> {
+        let mut conn = self.connect_raw().await?;
+        control::write_frame(&mut conn, &ControlRequest::Agent)
+            .await
+            .map_err(|e| format!("talking to the local node: {e}"))?;
+        Ok(conn)
+    }
+
+    async fn connect_raw(&self) -> Result<Conn, String> {
         match self {
             Backend::Socket(path) => match tokio::net::UnixStream::connect(path).await {
                 Ok(s) => Ok(Box::new(s)),

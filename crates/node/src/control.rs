@@ -97,6 +97,9 @@ pub enum ControlRequest {
     ForwardClose {
         id: u64,
     },
+    /// Sent first by a front-end that serves an AI agent (`tunnel mcp`), not the operator at
+    /// this machine: no answer. Its requests are then held to the secret list even here.
+    Agent,
 }
 
 /// Where a job's input comes from.
@@ -316,6 +319,7 @@ async fn accept_loop(listener: UnixListener, node: Node, cancel: CancellationTok
 }
 
 async fn serve<S: ControlStream>(mut stream: S, node: Node) {
+    let mut operator = true;
     loop {
         let req: ControlRequest = match read_frame(&mut stream).await {
             Ok(Some(r)) => r,
@@ -326,12 +330,16 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node) {
             }
         };
         match req {
+            ControlRequest::Agent => {
+                operator = false;
+                continue;
+            }
             ControlRequest::Exec { target, spec } => return serve_exec(stream, node, target, spec).await,
             ControlRequest::Read { target, spec } => {
-                return crate::control_files::serve_read(stream, node, target, spec).await
+                return crate::control_files::serve_read(stream, node, target, spec, operator).await
             }
             ControlRequest::Write { target, spec } => {
-                return crate::control_files::serve_write(stream, node, target, spec).await
+                return crate::control_files::serve_write(stream, node, target, spec, operator).await
             }
             ControlRequest::Fleet { target, action, options } => {
                 return crate::control_fleet::serve(stream, node, target, action, options).await
@@ -342,14 +350,14 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node) {
             ControlRequest::ForwardOpen { spec, hold: true } => return hold_forward(stream, node, spec).await,
             _ => {}
         }
-        let resp = handle(&node, req).await;
+        let resp = handle(&node, req, operator).await;
         if write_frame(&mut stream, &resp).await.is_err() {
             return;
         }
     }
 }
 
-async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
+async fn handle(node: &Node, req: ControlRequest, operator: bool) -> ControlResponse {
     match req {
         ControlRequest::Id => ControlResponse::Id { id: node.id().to_string(), name: node.name().to_owned() },
         ControlRequest::Peers => {
@@ -370,6 +378,10 @@ async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
             ControlResponse::SshHosts(node.ssh_hosts())
         }
         ControlRequest::Request { target, op } => match node.find(&target).await {
+            Ok(peer) if operator && peer == node.id() => match node.answer_operator(op) {
+                Ok(reply) => ControlResponse::Reply(reply),
+                Err(e) => ControlResponse::Error(e.message),
+            },
             Ok(peer) => match node.request(peer, op, REQUEST_TIMEOUT).await {
                 Ok(reply) => ControlResponse::Reply(reply),
                 Err(e) => ControlResponse::Error(e.to_string()),
@@ -401,6 +413,7 @@ async fn handle(node: &Node, req: ControlRequest) -> ControlResponse {
         | ControlRequest::Write { .. }
         | ControlRequest::Fleet { .. }
         | ControlRequest::MapReduce { .. }
+        | ControlRequest::Agent
         | ControlRequest::Input(_)
         | ControlRequest::InputEnd => ControlResponse::Error("input without an operation under way".into()),
     }

@@ -11,8 +11,17 @@ use crate::file_client::{is_last, FileEvents};
 use crate::Node;
 
 /// Opens the stream `kind` makes for where `target` runs (a peer, or an SSH host through one).
-async fn open(node: &Node, target: &str, kind: impl FnOnce(&crate::Dest) -> StreamKind) -> Result<Stream, String> {
+/// The local operator's stream to this node is marked as theirs (see `node/operator.rs`).
+async fn open(
+    node: &Node,
+    target: &str,
+    operator: Option<u64>,
+    kind: impl FnOnce(&crate::Dest) -> StreamKind,
+) -> Result<Stream, String> {
     let dest = node.find_dest(target).await.map_err(|e| e.to_string())?;
+    if let Some(request_id) = operator.filter(|_| dest.peer == node.id()) {
+        node.mark_operator(request_id);
+    }
     node.open_stream(dest.peer, kind(&dest)).await.map_err(|e| e.to_string())
 }
 
@@ -28,9 +37,16 @@ async fn relay_events<W: tokio::io::AsyncWrite + Unpin>(reader: tunnel_net::Stre
     }
 }
 
-pub(crate) async fn serve_read<S: ControlStream>(stream: S, node: Node, target: String, spec: ReadSpec) {
+pub(crate) async fn serve_read<S: ControlStream>(
+    stream: S,
+    node: Node,
+    target: String,
+    spec: ReadSpec,
+    operator: bool,
+) {
     let (_rd, mut wr) = tokio::io::split(stream);
-    match open(&node, &target, |d| d.read_kind(spec)).await {
+    let mark = operator.then_some(spec.request_id);
+    match open(&node, &target, mark, |d| d.read_kind(spec)).await {
         Ok(Stream { reader, .. }) => relay_events(reader, &mut wr).await,
         Err(e) => {
             let _ = write_frame(&mut wr, &ControlResponse::Error(e)).await;
@@ -38,9 +54,16 @@ pub(crate) async fn serve_read<S: ControlStream>(stream: S, node: Node, target: 
     }
 }
 
-pub(crate) async fn serve_write<S: ControlStream>(stream: S, node: Node, target: String, spec: WriteSpec) {
+pub(crate) async fn serve_write<S: ControlStream>(
+    stream: S,
+    node: Node,
+    target: String,
+    spec: WriteSpec,
+    operator: bool,
+) {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let Stream { reader, mut writer, .. } = match open(&node, &target, |d| d.write_kind(spec)).await {
+    let mark = operator.then_some(spec.request_id);
+    let Stream { reader, mut writer, .. } = match open(&node, &target, mark, |d| d.write_kind(spec)).await {
         Ok(s) => s,
         Err(e) => {
             let _ = write_frame(&mut wr, &ControlResponse::Error(e)).await;

@@ -59,20 +59,30 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
         .policy_check(|p| {
             p.check_caller(&peer)?;
             p.check_command(&cmd)?;
+            crate::policy::check_env(p.mode, &spec.env)?;
             if let Some(cwd) = &spec.cwd {
                 p.check_path(cwd, PathAccess::Read)?;
             }
-            Ok(p.mode)
+            Ok(crate::confine::Plan::of(p))
         })
-        .and_then(|mode| plan_git_check(mode, &cmd, spec.cwd.as_deref()).map(|()| mode));
+        .and_then(|plan| plan_git_check(plan.mode(), &cmd, spec.cwd.as_deref()).map(|()| plan));
     // The command runs under the mode it was checked against, even if the mode changes now.
-    let mode = match decision {
-        Ok(mode) => mode,
+    let plan = match decision {
+        Ok(plan) => plan,
+        Err(refusal) => return refuse(&node, peer, "exec", refusal, detail, writer, ExecEvent::Refused).await,
+    };
+    let mode = plan.mode();
+    let for_sandbox = cmd.clone();
+    let sandbox = tokio::task::spawn_blocking(move || crate::confine::prepare(&plan, &for_sandbox))
+        .await
+        .unwrap_or_else(|e| Err(crate::policy::Refusal::new(format!("building the sandbox failed: {e}"))));
+    let sandbox = match sandbox {
+        Ok(s) => s,
         Err(refusal) => return refuse(&node, peer, "exec", refusal, detail, writer, ExecEvent::Refused).await,
     };
     let started = Instant::now();
     let plan = mode == crate::policy::Mode::Plan;
-    let result = run(&spec, &cmd, plan, &mut reader, &mut writer).await;
+    let result = run(&spec, &cmd, plan, sandbox, &mut reader, &mut writer).await;
     conclude(&node, peer, "exec", detail, started, result, writer).await;
 }
 
@@ -155,6 +165,7 @@ async fn run(
     spec: &ExecSpec,
     cmd: &CommandLine,
     plan: bool,
+    sandbox: Option<tunnel_sandbox::Prepared>,
     reader: &mut StreamReader,
     writer: &mut StreamWriter,
 ) -> Result<ExecExit, String> {
@@ -178,10 +189,17 @@ async fn run(
             command.env_remove(key);
         }
     }
+    if plan {
+        // The node's environment, not the caller's (who may set only the locale and terminal).
+        command.env_clear().envs(crate::policy::plan_base(std::env::vars()));
+    }
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
     if plan {
         // Repository config cannot switch these back on (command-line scope wins).
         command.envs(crate::git_guard::git_env());
+    }
+    if let Some(sandbox) = sandbox {
+        tunnel_sandbox::confine(command.as_std_mut(), sandbox);
     }
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);

@@ -82,9 +82,10 @@ pub(crate) async fn send(writer: &mut StreamWriter, event: &FileEvent) -> bool {
 pub(crate) async fn serve_read(node: crate::Node, stream: Stream, spec: ReadSpec) {
     let Stream { peer, mut writer, .. } = stream;
     let detail = serde_json::json!({ "path": spec.path, "offset": spec.offset, "length": spec.length });
+    let operator = node.is_operator(&peer, spec.request_id);
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
-        p.check_path(&spec.path, PathAccess::Read)
+        p.check_file(&spec.path, PathAccess::Read, operator)
     });
     let path = match checked {
         Ok(p) => p,
@@ -182,10 +183,11 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, spec: WriteSp
     if !node.begin_request(peer, spec.request_id) {
         return crate::exec::send_last(writer, &write_already_ran(spec.request_id)).await;
     }
+    let operator = node.is_operator(&peer, spec.request_id);
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
         p.check_write_size(spec.size)?;
-        Ok((p.check_path(&spec.path, PathAccess::Write)?, p.mode))
+        Ok((p.check_file(&spec.path, PathAccess::Write, operator)?, p.mode))
     });
     let (target, mode) = match checked {
         Ok(t) => t,

@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod backups;
 pub mod call;
+mod confine;
 pub mod control;
 mod control_files;
 mod control_fleet;

@@ -54,6 +54,10 @@ struct FileConfig {
     max_file_bytes: Option<u64>,
     #[serde(default)]
     forward_allow: Vec<String>,
+    secret_paths: Option<Vec<String>>,
+    #[serde(default)]
+    plan_requires_sandbox: bool,
+    edit_sandbox: Option<Vec<PathBuf>>,
     #[serde(default)]
     ssh: crate::ssh::SshFileConfig,
 }
@@ -178,6 +182,16 @@ impl Settings {
                 .map(|rule| rule.parse())
                 .collect::<Result<_, String>>()
                 .map_err(|reason| SettingsError::BadConfig { path: config_path.clone().unwrap_or_default(), reason })?,
+            secrets: crate::policy::Secrets::new(&crate::policy::SecretSources {
+                home: home.clone(),
+                state_dir: Some(state_dir.clone()),
+                runtime_dir: Some(runtime_dir.clone()),
+                config_file: config_path.clone(),
+                secret_paths: file.secret_paths.clone(),
+            })
+            .map_err(|reason| SettingsError::BadConfig { path: config_path.clone().unwrap_or_default(), reason })?,
+            plan_requires_sandbox: file.plan_requires_sandbox,
+            edit_sandbox: file.edit_sandbox.as_deref().map(|d| canonical_dirs(d, "edit_sandbox")).transpose()?,
         };
         let config_dir = config_path.as_deref().and_then(Path::parent);
         let ssh =

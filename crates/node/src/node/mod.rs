@@ -20,6 +20,7 @@ use crate::audit::{AuditError, AuditLog, Entry};
 
 mod dest;
 mod gather;
+mod operator;
 mod requests;
 mod ssh;
 mod streams;
@@ -137,6 +138,7 @@ struct Inner {
     /// The SSH client and inventory, when this node has SSH hosts configured.
     ssh: Option<ssh::SshArm>,
     forwards: crate::forward::Forwards,
+    operator: operator::OperatorMarks,
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -152,6 +154,9 @@ impl Node {
         }
         let audit = config.state_dir.as_deref().map(AuditLog::open).transpose()?;
         let ssh = ssh::SshArm::start(&config.ssh).await;
+        for file in ssh.iter().flat_map(ssh::SshArm::identity_files) {
+            config.policy.secrets.add_identity_file(&file);
+        }
         let ssh_hosts = ssh.as_ref().map(ssh::SshArm::announcement).unwrap_or_default();
         let mut capabilities = vec!["ping".to_owned()];
         if config.agent {
@@ -194,6 +199,7 @@ impl Node {
                 state_dir: config.state_dir,
                 ssh,
                 forwards: crate::forward::Forwards::default(),
+                operator: operator::OperatorMarks::default(),
                 cancel: CancellationToken::new(),
                 task: Mutex::new(None),
             }),

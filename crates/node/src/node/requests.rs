@@ -60,6 +60,15 @@ impl Node {
     /// Answers one peer request. Ping is part of membership and always answered; the rest is
     /// checked by policy and audited.
     pub(super) fn handle_request(&self, from: NodeId, op: Op) -> Result<Reply, RemoteError> {
+        self.answer(from, op, false)
+    }
+
+    /// Answers a request of the local operator (the CLI on this machine) for this node.
+    pub(crate) fn answer_operator(&self, op: Op) -> Result<Reply, RemoteError> {
+        self.answer(self.id(), op, true)
+    }
+
+    fn answer(&self, from: NodeId, op: Op, operator: bool) -> Result<Reply, RemoteError> {
         let refused = |r: Refusal| RemoteError { kind: RemoteErrorKind::Refused, message: r.to_string() };
         let failed = |m: String| RemoteError { kind: RemoteErrorKind::Failed, message: m };
         match op {
@@ -76,7 +85,7 @@ impl Node {
                 Ok(Reply::Info(self.info()))
             }
             Op::Stat { path } => {
-                let canonical = self.checked_read(from, "fs.stat", &path).map_err(refused)?;
+                let canonical = self.checked_read(from, "fs.stat", &path, operator).map_err(refused)?;
                 let result = crate::fs::stat(&canonical).map(Reply::Stat);
                 self.audit_op(from, "fs.stat", outcome(&result), None, serde_json::json!({ "path": path }), None);
                 result.map_err(failed)
@@ -85,7 +94,7 @@ impl Node {
                 let detail = serde_json::json!({ "path": path, "mode": mode });
                 let checked = self.policy_check(|p| {
                     p.check_caller(&from)?;
-                    p.check_path(&path, PathAccess::Write)
+                    p.check_file(&path, PathAccess::Write, operator)
                 });
                 let canonical = match checked {
                     Ok(c) => c,
@@ -99,7 +108,7 @@ impl Node {
                 result.map_err(failed)
             }
             Op::List { path, limit } => {
-                let canonical = self.checked_read(from, "fs.list", &path).map_err(refused)?;
+                let canonical = self.checked_read(from, "fs.list", &path, operator).map_err(refused)?;
                 let result = crate::fs::list(&canonical, (limit as usize).clamp(1, LIST_MAX))
                     .map(|(entries, truncated)| Reply::List { entries, truncated });
                 self.audit_op(from, "fs.list", outcome(&result), None, serde_json::json!({ "path": path }), None);
@@ -109,10 +118,16 @@ impl Node {
     }
 
     /// Policy for a read-only path operation; a refusal is audited here.
-    fn checked_read(&self, from: NodeId, event: &str, path: &str) -> Result<std::path::PathBuf, Refusal> {
+    fn checked_read(
+        &self,
+        from: NodeId,
+        event: &str,
+        path: &str,
+        operator: bool,
+    ) -> Result<std::path::PathBuf, Refusal> {
         let checked = self.policy_check(|p| {
             p.check_caller(&from)?;
-            p.check_path(path, PathAccess::Read)
+            p.check_file(path, PathAccess::Read, operator)
         });
         if let Err(r) = &checked {
             self.audit_op(from, event, "refused", Some(r.rule.clone()), serde_json::json!({ "path": path }), None);

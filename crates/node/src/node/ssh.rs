@@ -34,6 +34,11 @@ impl SshArm {
         Some(Self { pool: tunnel_ssh::Pool::new(settings.pool.clone(), inventory), hosts })
     }
 
+    /// Every identity file the inventory names: secrets of this node.
+    pub(super) fn identity_files(&self) -> Vec<std::path::PathBuf> {
+        self.pool.inventory().hosts.iter().flat_map(|h| h.identity_files.iter().cloned()).collect()
+    }
+
     /// What this node's Hello says of its hosts.
     pub(super) fn announcement(&self) -> Vec<SshHostGroup> {
         let (groups, left_out) = crate::ssh::announce(&self.pool.inventory());

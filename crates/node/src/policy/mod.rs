@@ -6,9 +6,12 @@
 //! `bypass` (everything but the hard deny list), `disabled` (nothing). The hard deny list
 //! applies in every mode. Every refusal names the rule that refused.
 
+mod args;
 mod commands;
+mod env;
 mod forward;
 mod paths;
+mod secrets;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -18,8 +21,10 @@ use serde::{Deserialize, Serialize};
 use tunnel_proto::NodeId;
 
 pub use commands::{resolve_program, CommandLine};
+pub use env::{check_env, plan_base, TRUSTED_PATH};
 pub use forward::ForwardRule;
 pub use paths::{canonical_target, PathAccess};
+pub use secrets::{SecretSources, Secrets, DEFAULT_SECRET_PATHS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -87,6 +92,12 @@ pub struct Policy {
     pub max_file_bytes: u64,
     /// Where forwards may go (and `-R` listeners bind) in `plan` mode.
     pub forward_allow: Vec<ForwardRule>,
+    /// What never leaves this node through the mesh, and what the mesh never rewrites.
+    pub secrets: Secrets,
+    /// Refuse plan-mode commands where the kernel cannot confine them.
+    pub plan_requires_sandbox: bool,
+    /// In `edit`, commands may write only beneath these (when set).
+    pub edit_sandbox: Option<Vec<PathBuf>>,
 }
 
 impl Default for Policy {
@@ -101,6 +112,9 @@ impl Default for Policy {
             admins: vec![],
             max_file_bytes: 64 << 30,
             forward_allow: vec![],
+            secrets: Secrets::default(),
+            plan_requires_sandbox: false,
+            edit_sandbox: None,
         }
     }
 }
@@ -131,6 +145,13 @@ impl Policy {
         if !self.forward_allow.is_empty() {
             let rules: Vec<String> = self.forward_allow.iter().map(ToString::to_string).collect();
             out.push(format!("forward_allow {}", rules.join(", ")));
+        }
+        out.push(format!("sandbox: {}", tunnel_sandbox::support()));
+        if self.plan_requires_sandbox {
+            out.push("plan_requires_sandbox".into());
+        }
+        if let Some(roots) = &self.edit_sandbox {
+            out.push(format!("edit_sandbox {}", list(roots)));
         }
         out
     }
@@ -268,7 +289,24 @@ impl Policy {
         if !self.allow_paths.is_empty() && !self.allow_paths.iter().any(|a| p.starts_with(a)) {
             return Err(Refusal::new(format!("path {path} is outside allow_paths")));
         }
+        if access == PathAccess::Read {
+            self.secrets.check_remote_read(p)?;
+        }
         Ok(())
+    }
+
+    /// [`Policy::check_path`] for a file operation through the mesh: also never a secret for
+    /// reading, nor the node's own state or (in `plan` and `edit`) its config, unit or binary
+    /// for writing. `operator` (the local CLI) is not held to the secret list.
+    pub fn check_file(&self, path: &str, access: PathAccess, operator: bool) -> Result<PathBuf, Refusal> {
+        let canonical = self.check_path(path, access)?;
+        if !operator {
+            match access {
+                PathAccess::Read => self.secrets.check_read(&canonical)?,
+                PathAccess::Write => self.secrets.check_write(&canonical, self.mode)?,
+            }
+        }
+        Ok(canonical)
     }
 
     /// Whether `path` may be accessed as `access`; returns the canonical path to use.

@@ -24,12 +24,19 @@ pub(crate) fn pool_or_refuse(node: &crate::Node, host: &str) -> Result<tunnel_ss
 }
 
 /// What the host runs: argv words quoted so the host's shell rebuilds them as given; a shell
-/// command goes to `/bin/sh -c`.
-fn remote_command(spec: &ExecSpec) -> Result<RemoteCommand, String> {
+/// command goes to `/bin/sh -c`. In `plan` the command starts from an empty environment with
+/// a trusted `PATH` (`env -i`), plus the locale and terminal variables the caller may set.
+fn remote_command(spec: &ExecSpec, plan: bool) -> Result<RemoteCommand, String> {
     let argv = match &spec.command {
         ExecCommand::Argv(argv) => argv.clone(),
         ExecCommand::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
     };
+    if plan {
+        let mut wrapped = vec!["/usr/bin/env".to_owned(), "-i".into(), format!("PATH={}", crate::policy::TRUSTED_PATH)];
+        wrapped.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+        wrapped.extend(argv);
+        return RemoteCommand::argv(wrapped, vec![], spec.cwd.clone());
+    }
     RemoteCommand::argv(argv, spec.env.clone(), spec.cwd.clone())
 }
 
@@ -45,19 +52,17 @@ pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, 
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
         p.check_remote_command(&cmd)?;
-        if p.mode == crate::policy::Mode::Plan && !spec.env.is_empty() {
-            return Err(Refusal::new("mode plan does not pass environment variables to SSH hosts"));
-        }
-        Ok(())
+        crate::policy::check_env(p.mode, &spec.env)?;
+        Ok(p.mode == crate::policy::Mode::Plan)
     });
-    let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {
-        Ok(pool) => pool,
+    let (plan, pool) = match checked.and_then(|plan| Ok((plan, pool_or_refuse(&node, &host)?))) {
+        Ok(found) => found,
         Err(refusal) => {
             return crate::exec::refuse(&node, peer, "ssh.exec", refusal, detail, writer, ExecEvent::Refused).await
         }
     };
     let started = Instant::now();
-    let outcome = match remote_command(&spec) {
+    let outcome = match remote_command(&spec, plan) {
         Ok(command) => run(&pool, &host, &spec, command, &mut reader, &mut writer).await,
         Err(e) => Err(e),
     };

@@ -1,0 +1,93 @@
+//! The kernel's half of policy: what confinement a command gets before it runs.
+//!
+//! - `plan`: no writes (but its own stdout/stderr and `/dev/null`), no program but the one
+//!   policy allowed (and its ELF loader), no reads of the secret list, no TCP, no signals or
+//!   abstract sockets beyond itself. Whatever its options say.
+//! - `edit`: writes anywhere but the node's own state, config, service unit and binary (or,
+//!   with `edit_sandbox`, only beneath those roots); no reads of the node's own state.
+//! - `bypass`: none.
+//!
+//! Where the kernel has no Landlock, `plan` falls back to the argument checks alone (or refuses,
+//! with `plan_requires_sandbox`) and `edit` runs unconfined; `tunnel info` says which.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tunnel_sandbox::{Prepared, SandboxError, Spec, Writes};
+
+use crate::policy::{resolve_program, CommandLine, Mode, Policy, Refusal};
+
+/// What confinement needs from the policy, taken out of its lock.
+pub(crate) struct Plan {
+    mode: Mode,
+    secrets: crate::policy::Secrets,
+    plan_requires_sandbox: bool,
+    edit_sandbox: Option<Vec<std::path::PathBuf>>,
+}
+
+impl Plan {
+    pub(crate) fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub(crate) fn of(policy: &Policy) -> Self {
+        Self {
+            mode: policy.mode,
+            secrets: policy.secrets.clone(),
+            plan_requires_sandbox: policy.plan_requires_sandbox,
+            edit_sandbox: policy.edit_sandbox.clone(),
+        }
+    }
+}
+
+/// The sandbox for `cmd` (already allowed by policy in `plan.mode`); `None` to run it as is.
+/// Blocking: it walks the directories around the protected paths.
+pub(crate) fn prepare(plan: &Plan, cmd: &CommandLine) -> Result<Option<Prepared>, Refusal> {
+    let spec = match plan.mode {
+        Mode::Plan => {
+            let CommandLine::Argv(argv) = cmd else {
+                return Err(Refusal::new("mode plan does not allow shell commands; send the command as argv"));
+            };
+            let program = argv.first().and_then(|a| resolve_program(a));
+            let program = program.ok_or_else(|| Refusal::new("mode plan: the program is not found"))?;
+            Spec {
+                unreadable: plan.secrets.unreadable(),
+                writes: Writes::Nothing,
+                exec_only: Some(vec![program]),
+                isolate: true,
+            }
+        }
+        Mode::Edit => Spec {
+            unreadable: plan.secrets.own(),
+            writes: match &plan.edit_sandbox {
+                Some(roots) => Writes::Beneath { roots: roots.clone(), except: plan.secrets.unwritable() },
+                None => Writes::AllBut(plan.secrets.unwritable()),
+            },
+            exec_only: None,
+            isolate: false,
+        },
+        Mode::Bypass | Mode::Disabled => return Ok(None),
+    };
+    match tunnel_sandbox::prepare(&spec) {
+        Ok(prepared) => Ok(Some(prepared)),
+        Err(SandboxError::Unsupported(support)) => {
+            if plan.mode == Mode::Plan && plan.plan_requires_sandbox {
+                return Err(Refusal::new(format!(
+                    "plan_requires_sandbox is set and this node cannot confine commands (sandbox: {support})"
+                )));
+            }
+            warn_once(&support);
+            Ok(None)
+        }
+        Err(e) => Err(Refusal::new(format!("mode {}: {e}", plan.mode))),
+    }
+}
+
+fn warn_once(support: &tunnel_sandbox::Support) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            sandbox = %support,
+            "commands run without kernel confinement: plan mode relies on its argument checks alone"
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! tunnel-sandbox: confinement the kernel enforces on a command a node runs for the mesh.
+//!
+//! A [`Spec`] says what the command may do: which files it must not read, where it may write,
+//! which programs it may execute, whether it may use TCP. [`prepare`] turns it into a Landlock
+//! ruleset in the node (opening the paths, resolving the program's ELF interpreter) and
+//! [`confine`] makes the child apply it between `fork` and `exec`, so the node itself is never
+//! restricted and the command cannot shed the rules (`PR_SET_NO_NEW_PRIVS` is set first, so a
+//! setuid program cannot regain rights either).
+//!
+//! Landlock rules only grant. "Everything but these paths" is built by granting the right on
+//! every sibling at each level of the excluded paths ([`tree`]), so the excluded paths and
+//! nothing else stay out of reach. Rules are computed afresh for every command.
+//!
+//! Where the kernel has no Landlock (not Linux, or an old or unconfigured kernel),
+//! [`support`] says so and [`prepare`] fails with [`SandboxError::Unsupported`]; the node
+//! decides what to do then.
+
+#[cfg(target_os = "linux")]
+mod elf;
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+mod tree;
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// What a confined command may do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spec {
+    /// Canonical files and directories the command must not read (everything else it may).
+    pub unreadable: Vec<PathBuf>,
+    pub writes: Writes,
+    /// When set, the only programs the command may execute (canonical paths); their ELF
+    /// interpreters are allowed too. Scripts cannot be allowed this way.
+    pub exec_only: Option<Vec<PathBuf>>,
+    /// Refuse TCP connect and bind, and signals and abstract sockets beyond the sandbox.
+    pub isolate: bool,
+}
+
+/// Where a confined command may write (its inherited stdout and stderr always work).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Writes {
+    /// Nowhere but `/dev/null`.
+    #[default]
+    Nothing,
+    /// Everywhere but these canonical paths. Entries cannot be made, removed or renamed
+    /// directly in the directories that hold them either (Landlock grants rights on whole
+    /// subtrees, and such a directory's subtree holds a protected path).
+    AllBut(Vec<PathBuf>),
+    /// Only beneath `roots`, and not in `except` beneath them.
+    Beneath { roots: Vec<PathBuf>, except: Vec<PathBuf> },
+    /// Anywhere: writes are not confined.
+    Anywhere,
+}
+
+/// What this machine's kernel offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Landlock with this ABI version.
+    Landlock(u32),
+    /// None: not Linux, or a kernel without Landlock.
+    None,
+}
+
+impl fmt::Display for Support {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Landlock(abi) => write!(f, "landlock (ABI {abi})"),
+            Self::None if cfg!(target_os = "linux") => f.write_str("none (kernel without Landlock)"),
+            Self::None => f.write_str("none (Landlock is Linux only)"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    #[error("this kernel cannot confine commands: {0}")]
+    Unsupported(Support),
+    #[error("program {0} cannot be confined: {1}")]
+    Program(PathBuf, String),
+    #[error("building the sandbox: {0}")]
+    Build(String),
+}
+
+/// The kernel's sandbox support, asked of the kernel itself.
+pub fn support() -> Support {
+    #[cfg(target_os = "linux")]
+    {
+        linux::support()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Support::None
+    }
+}
+
+/// A ruleset ready to apply in a child.
+pub struct Prepared {
+    #[cfg(target_os = "linux")]
+    inner: linux::Ruleset,
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Prepared(..)")
+    }
+}
+
+/// Builds the ruleset for `spec` in the calling (parent) process.
+pub fn prepare(spec: &Spec) -> Result<Prepared, SandboxError> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::prepare(spec).map(|inner| Prepared { inner })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = spec;
+        Err(SandboxError::Unsupported(Support::None))
+    }
+}
+
+/// Makes the child `command` starts confine itself with `prepared` before it executes
+/// anything. If the kernel refuses the ruleset, the child fails to start (the spawn returns
+/// the error): a command never runs unconfined because confinement failed.
+pub fn confine(command: &mut std::process::Command, prepared: Prepared) {
+    #[cfg(target_os = "linux")]
+    {
+        linux::confine(command, prepared.inner)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (command, prepared);
+    }
+}

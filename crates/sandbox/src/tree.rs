@@ -1,0 +1,115 @@
+//! "Everything but these paths" as Landlock grants. Landlock only grants, and a grant on a
+//! directory covers its whole subtree, so to keep `/home/u/.ssh/id_ed25519` out of a grant on
+//! `/`, the grant goes instead to every sibling at each level of that path: `/bin`, `/etc`,
+//! ..., `/home/v`, `/home/u/.bashrc`, ..., `/home/u/.ssh/known_hosts`. The directories on
+//! the way (`/`, `/home`, `/home/u`, `/home/u/.ssh`) get no grant of their own.
+//!
+//! Entries are opened with `O_PATH | O_NOFOLLOW`, and symbolic links are given nothing: a path
+//! through a link is judged by where it leads, which has its own grant (or not).
+
+use std::fs::OpenOptions;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Most entries one walk opens; past it the sandbox cannot be built (and the command does not
+/// run), rather than leave part of the tree out.
+const MAX_GRANTS: usize = 200_000;
+
+/// One path to grant on, opened.
+pub(crate) struct Grant {
+    pub(crate) fd: OwnedFd,
+    pub(crate) is_dir: bool,
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) path: PathBuf,
+}
+
+/// Grants covering `roots` and everything beneath them except `except` (canonical paths).
+/// A root that is itself excluded, or is missing, is left out.
+pub(crate) fn grants(roots: &[PathBuf], except: &[PathBuf]) -> Result<Vec<Grant>, String> {
+    let mut out = Vec::new();
+    for root in roots {
+        if except.iter().any(|e| root.starts_with(e)) {
+            continue;
+        }
+        if except.iter().any(|e| e.starts_with(root)) {
+            walk(root, except, &mut out)?;
+        } else if let Some(g) = open(root)? {
+            out.push(g);
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, except: &[PathBuf], out: &mut Vec<Grant>) -> Result<(), String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        // A directory we cannot list gets no grant: what is in it stays out of reach.
+        Err(_) => return Ok(()),
+    };
+    for entry in entries {
+        let Ok(entry) = entry else { continue };
+        let path = entry.path();
+        if except.iter().any(|e| *e == path) {
+            continue;
+        }
+        let holds_excluded = except.iter().any(|e| e.starts_with(&path));
+        let is_real_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if holds_excluded && is_real_dir {
+            walk(&path, except, out)?;
+        } else if let Some(g) = open(&path)? {
+            if out.len() >= MAX_GRANTS {
+                return Err(format!("more than {MAX_GRANTS} paths beside the protected ones"));
+            }
+            out.push(g);
+        }
+    }
+    Ok(())
+}
+
+/// Opens `path` for a rule; `None` for a symbolic link or a path that vanished.
+fn open(path: &Path) -> Result<Option<Grant>, String> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let kind = file.metadata().map_err(|e| format!("{}: {e}", path.display()))?.file_type();
+    if kind.is_symlink() {
+        return Ok(None);
+    }
+    Ok(Some(Grant { fd: file.into(), is_dir: kind.is_dir(), path: path.to_owned() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn siblings_at_every_level_and_nothing_on_the_way() {
+        let root = std::env::temp_dir().join(format!("tunnel-tree-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for d in ["a/b/secret-dir", "a/c", "d"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in ["a/b/key", "a/b/open.txt", "a/top.txt", "d/x"] {
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink(root.join("a/b/key"), root.join("a/link")).unwrap();
+        let root = std::fs::canonicalize(&root).unwrap();
+        let except = vec![root.join("a/b/key"), root.join("a/b/secret-dir")];
+        let got = grants(&[root.clone()], &except).unwrap();
+        let mut paths: Vec<String> =
+            got.iter().map(|g| g.path.strip_prefix(&root).unwrap().display().to_string()).collect();
+        paths.sort();
+        assert_eq!(paths, ["a/b/open.txt", "a/c", "a/top.txt", "d"]);
+        assert!(got.iter().find(|g| g.path.ends_with("a/c")).unwrap().is_dir);
+        assert!(grants(&[root.join("a/b/key")], &except).unwrap().is_empty(), "an excluded root");
+        assert_eq!(grants(&[root.join("d")], &except).unwrap().len(), 1, "a root with nothing excluded");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,139 @@
+//! Real processes under real Landlock rulesets: what the kernel lets a confined command do.
+
+#![cfg(target_os = "linux")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tunnel_sandbox::{confine, prepare, support, Spec, Support, Writes};
+
+/// Skips (or, under CI, fails) where the kernel has no Landlock.
+fn landlock() -> bool {
+    if support() == Support::None {
+        assert!(std::env::var("CI").is_err(), "CI machines must have Landlock: sandbox tests cannot be skipped");
+        eprintln!("skipped: this kernel has no Landlock");
+        return false;
+    }
+    true
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tunnel-sandbox-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::canonicalize(&d).unwrap()
+}
+
+fn real(p: &str) -> PathBuf {
+    std::fs::canonicalize(p).unwrap()
+}
+
+fn run(spec: &Spec, program: &str, args: &[&str]) -> std::io::Result<Output> {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    confine(&mut cmd, prepare(spec).expect("sandbox builds"));
+    cmd.output()
+}
+
+fn sh(spec: &Spec, script: &str) -> Output {
+    run(spec, "/bin/sh", &["-c", script]).expect("sh starts")
+}
+
+#[test]
+fn read_only_commands_cannot_write_execute_or_read_secrets() {
+    if !landlock() {
+        return;
+    }
+    let dir = scratch("plan");
+    std::fs::write(dir.join("secret"), b"CANARY-SECRET").unwrap();
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    std::fs::write(dir.join("keys/k"), b"CANARY-KEY").unwrap();
+    std::fs::write(dir.join("open"), b"fine").unwrap();
+    std::os::unix::fs::symlink(dir.join("secret"), dir.join("link")).unwrap();
+    let spec = Spec {
+        unreadable: vec![dir.join("secret"), dir.join("keys")],
+        writes: Writes::Nothing,
+        exec_only: Some(vec![real("/bin/sh")]),
+        isolate: true,
+    };
+    let d = dir.display();
+    let out = sh(&spec, &format!("read x < {d}/open; echo \"$x\"; echo {d}/keys/*"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("fine\n{d}/keys/k\n"), "reads and listings work: {out:?}");
+    for (what, script) in [
+        ("a secret", format!("read x < {d}/secret; echo \"$x\"")),
+        ("a secret through a symlink", format!("read x < {d}/link; echo \"$x\"")),
+        ("a secret through /proc/self/root", format!("read x < /proc/self/root{d}/secret; echo \"$x\"")),
+        ("a file in a secret directory", format!("read x < {d}/keys/k; echo \"$x\"")),
+    ] {
+        let out = sh(&spec, &script);
+        let all = [out.stdout.clone(), out.stderr.clone()].concat();
+        assert!(!String::from_utf8_lossy(&all).contains("CANARY"), "{what} was read: {out:?}");
+    }
+    let out = sh(&spec, &format!("echo x > {d}/new; mkdir {d}/newdir; echo done > /dev/null; true > {d}/open"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+    let out = sh(&spec, "/bin/true; echo $?");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "126\n", "exec of another program is refused: {out:?}");
+    assert!(!dir.join("new").exists() && !dir.join("newdir").exists());
+    assert_eq!(std::fs::read(dir.join("open")).unwrap(), b"fine", "not truncated");
+    // Only the allowed program itself may start.
+    let spec_cat = Spec { exec_only: Some(vec![real("/bin/cat")]), ..spec.clone() };
+    assert!(run(&spec_cat, "/bin/sh", &["-c", "true"]).is_err(), "a program not allowed does not even start");
+    let out = run(&spec_cat, "/bin/cat", &[&format!("{d}/open")]).unwrap();
+    assert_eq!(out.stdout, b"fine");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn edit_commands_write_anywhere_but_protected_paths() {
+    if !landlock() {
+        return;
+    }
+    let dir = scratch("edit");
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    std::fs::write(dir.join("state/audit.jsonl"), b"evidence").unwrap();
+    std::fs::write(dir.join("config.toml"), b"mode = \"edit\"").unwrap();
+    std::fs::create_dir_all(dir.join("work")).unwrap();
+    let spec = Spec {
+        unreadable: vec![dir.join("state")],
+        writes: Writes::AllBut(vec![dir.join("state"), dir.join("config.toml")]),
+        exec_only: None,
+        isolate: false,
+    };
+    let d = dir.display();
+    let out = sh(
+        &spec,
+        &format!(
+            "echo ok > {d}/work/file; mkdir {d}/work/sub; echo bypass > {d}/config.toml; : > {d}/state/audit.jsonl; \
+             rm -f {d}/state/audit.jsonl; mv {d}/config.toml {d}/work/c; mv {d}/state {d}/work/s; cat {d}/state/audit.jsonl"
+        ),
+    );
+    assert_eq!(std::fs::read(dir.join("work/file")).unwrap(), b"ok\n", "{out:?}");
+    assert!(dir.join("work/sub").is_dir());
+    assert_eq!(std::fs::read(dir.join("config.toml")).unwrap(), b"mode = \"edit\"");
+    assert_eq!(std::fs::read(dir.join("state/audit.jsonl")).unwrap(), b"evidence");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("evidence"), "the state is not readable either");
+    // edit_sandbox: only beneath its roots.
+    let beneath = Spec {
+        writes: Writes::Beneath { roots: vec![dir.join("work")], except: vec![dir.join("config.toml")] },
+        ..spec
+    };
+    let out = sh(&beneath, &format!("echo a > {d}/work/in; echo b > {d}/outside; echo c > /dev/null"));
+    assert!(dir.join("work/in").exists(), "{out:?}");
+    assert!(!dir.join("outside").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_script_cannot_be_the_only_program() {
+    if !landlock() {
+        return;
+    }
+    let dir = scratch("script");
+    let script = dir.join("s");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    let spec = Spec { exec_only: Some(vec![script.clone()]), ..Spec::default() };
+    let err = prepare(&spec).unwrap_err().to_string();
+    assert!(err.contains("script"), "{err}");
+    assert!(Path::new(&script).exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
