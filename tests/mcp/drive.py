@@ -499,7 +499,46 @@ async def bench():
     print(json.dumps({"calls": n, "p50_ms": round(p50, 3), "p99_ms": round(p99, 3)}))
 
 
+async def escapes():
+    """Plan-mode escape attempts (tests/e2e/plan_escape.rs): each row of ESCAPE_ROWS through the
+    exec tool on `target`, its result printed for the Rust side to judge."""
+    rows = json.loads(os.environ["ESCAPE_ROWS"])
+
+    async def body(c):
+        for i, row in enumerate(rows):
+            args = {"target": "target", "argv": row["argv"], "timeout_secs": 20}
+            if row["env"]:
+                args["env"] = row["env"]
+            if row["cwd"]:
+                args["cwd"] = row["cwd"]
+            result = await c.session.call_tool("exec", args)
+            print("row", i, json.dumps({"is_error": bool(result.is_error), "text": text_of(result),
+                                         "structured": result.structured_content}), flush=True)
+    await stdio_session(body)
+
+
+async def secrets():
+    """The secret list through MCP's file tools (tests/e2e/plan_escape.rs): every path in
+    SECRET_PATHS is refused by read_file and fleet_read, SECRET_DIR by list_dir."""
+    paths = json.loads(os.environ["SECRET_PATHS"])
+    target = os.environ.get("SECRET_TARGET", "target")
+
+    async def body(c):
+        for path in paths:
+            why = await c.tool_error("read_file", {"target": target, "path": path})
+            check("never read through the mesh" in why, f"read_file {path} is refused", why)
+            if target != "local":
+                result = await c.call("fleet_read", {"target": target, "path": path})
+                text = text_of(result) + json.dumps(result.structured_content)
+                check("refused" in text and "never read" in text, f"fleet_read {path} is refused", text)
+        why = await c.tool_error("list_dir", {"target": target, "path": os.environ["SECRET_DIR"]})
+        check("never read through the mesh" in why, "list_dir of the state directory is refused", why)
+    await stdio_session(body)
+
+
 SCENARIOS = {
+    "escapes": escapes,
+    "secrets": secrets,
     "stdio-attached": stdio_attached,
     "http-own-node": http_own_node,
     "stdio-local": stdio_local,

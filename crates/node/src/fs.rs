@@ -91,8 +91,18 @@ pub(crate) async fn serve_read(node: crate::Node, stream: Stream, spec: ReadSpec
         Ok(p) => p,
         Err(refusal) => return refuse(&node, peer, "fs.read", refusal, detail, writer, FileEvent::Refused).await,
     };
+    let opened = open_checked(&path).and_then(|(file, meta)| {
+        // The file opened may not be the one judged: a hard link to a secret renamed over it.
+        match node.policy_check(|p| if operator { Ok(()) } else { p.secrets.check_opened(&path, &meta) }) {
+            Ok(()) => Ok((file, meta)),
+            Err(refusal) => Err(refusal.to_string()),
+        }
+    });
     let started = Instant::now();
-    let result = read_to(&path, &spec, &mut writer).await.map(|bytes| (bytes, None));
+    let result = match opened {
+        Ok((file, meta)) => read_to(&path, file, &meta, &spec, &mut writer).await.map(|bytes| (bytes, None)),
+        Err(e) => Err(e),
+    };
     conclude(&node, peer, "fs.read", detail, started, result, writer).await;
 }
 
@@ -127,18 +137,37 @@ pub(crate) fn write_already_ran(request_id: u64) -> FileEvent {
     FileEvent::Failed(format!("request {request_id} already ran"))
 }
 
-async fn read_to(path: &Path, spec: &ReadSpec, writer: &mut StreamWriter) -> Result<u64, String> {
-    // The canonical path has no symlinks; refuse one swapped in since.
-    let mut file = std::fs::OpenOptions::new()
+/// Opens the approved canonical `path` for reading, and checks that what was opened is what
+/// was approved: the last component is not followed if it became a symlink, and a directory
+/// on the way swapped for a symlink since the check is seen in the descriptor's real path.
+fn open_checked(path: &Path) -> Result<(File, std::fs::Metadata), String> {
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(OFlags::NOFOLLOW.bits() as i32)
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    #[cfg(target_os = "linux")]
+    {
+        let actual = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|e| e.to_string())?;
+        if actual != path {
+            return Err(format!("{} changed while being read (now {})", path.display(), actual.display()));
+        }
+    }
     let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }
-    if !send(writer, &FileEvent::Meta(file_stat(path.display().to_string(), &meta))).await {
+    Ok((file, meta))
+}
+
+async fn read_to(
+    path: &Path,
+    mut file: File,
+    meta: &std::fs::Metadata,
+    spec: &ReadSpec,
+    writer: &mut StreamWriter,
+) -> Result<u64, String> {
+    if !send(writer, &FileEvent::Meta(file_stat(path.display().to_string(), meta))).await {
         return Err("the reader went away".into());
     }
     file.seek(SeekFrom::Start(spec.offset)).map_err(|e| e.to_string())?;
@@ -341,6 +370,25 @@ mod tests {
         std::os::unix::fs::symlink(root.join("elsewhere"), root.join("p")).unwrap();
         let err = open_dir_checked(&nested).unwrap_err();
         assert!(err.contains("changed while being written"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_read_whose_directory_became_a_symlink_after_the_check_is_refused() {
+        let root = scratch("read-swap");
+        std::fs::create_dir_all(root.join("approved")).unwrap();
+        std::fs::write(root.join("approved/f"), b"public").unwrap();
+        std::fs::create_dir_all(root.join("secret")).unwrap();
+        std::fs::write(root.join("secret/f"), b"CANARY").unwrap();
+        let checked = root.join("approved/f");
+        assert!(open_checked(&checked).is_ok());
+        std::fs::rename(root.join("approved"), root.join("approved.old")).unwrap();
+        std::os::unix::fs::symlink(root.join("secret"), root.join("approved")).unwrap();
+        let err = open_checked(&checked).unwrap_err();
+        assert!(err.contains("changed while being read"), "{err}");
+        std::fs::remove_file(root.join("approved")).unwrap();
+        std::os::unix::fs::symlink(root.join("secret/f"), root.join("approved")).unwrap();
+        assert!(open_checked(&root.join("approved")).is_err(), "the last component is never followed");
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -15,8 +15,16 @@ use crate::{tree, SandboxError, Spec, Support, Writes};
 /// The newest ABI whose rights we use; older kernels get what they support of it.
 const TARGET_ABI: ABI = ABI::V6;
 const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+/// `<linux/capability.h>`.
+const CAP_SYS_PTRACE: libc::c_ulong = 19;
 
-pub(crate) struct Ruleset(RulesetCreated);
+pub(crate) struct Ruleset {
+    landlock: RulesetCreated,
+    /// Drop `CAP_SYS_PTRACE` from the bounding set: a root command then cannot read another
+    /// process's memory or environment (the node is not dumpable), which Landlock's own ptrace
+    /// scoping does not stop for `/proc/PID/environ` reads.
+    drop_ptrace: bool,
+}
 
 pub(crate) fn support() -> Support {
     // SAFETY: with a null attribute, size 0 and the VERSION flag the call only returns the ABI
@@ -93,7 +101,7 @@ pub(crate) fn prepare(spec: &Spec) -> Result<Ruleset, SandboxError> {
             created = add(created, Ok(grants), AccessFs::Execute.into())?;
         }
     }
-    Ok(Ruleset(created))
+    Ok(Ruleset { landlock: created, drop_ptrace: spec.isolate })
 }
 
 /// Adds a rule granting `rights` (those that apply to a file, for a file) on each of `grants`.
@@ -113,11 +121,20 @@ fn add(
 }
 
 pub(crate) fn confine(command: &mut std::process::Command, ruleset: Ruleset) {
-    let mut slot = Some(ruleset.0);
+    let drop_ptrace = ruleset.drop_ptrace;
+    let mut slot = Some(ruleset.landlock);
     let hook = move || -> std::io::Result<()> {
-        // Between fork and exec only async-signal-safe work: restrict_self is two syscalls
-        // (prctl, landlock_restrict_self) and allocates nothing.
+        // Between fork and exec only async-signal-safe work: plain syscalls (prctl,
+        // landlock_restrict_self), no allocation.
         let ruleset = slot.take().ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and touches no memory. Without
+        // CAP_SETPCAP (not root) it fails with EPERM, and such a process has no capability to drop.
+        if drop_ptrace && unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EPERM) {
+                return Err(err);
+            }
+        }
         match ruleset.restrict_self() {
             Ok(s) if s.ruleset != RulesetStatus::NotEnforced => Ok(()),
             Ok(_) => Err(std::io::Error::from_raw_os_error(libc::ENOSYS)),

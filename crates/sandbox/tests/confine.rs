@@ -137,3 +137,20 @@ fn a_script_cannot_be_the_only_program() {
     assert!(Path::new(&script).exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_node_s_memory_is_out_of_reach() {
+    if !landlock() {
+        return;
+    }
+    let spec = Spec { unreadable: vec![], writes: Writes::Nothing, exec_only: Some(vec![real("/bin/cat")]), isolate: true };
+    // As a node does at start: its memory holds its key.
+    #[allow(unsafe_code)]
+    // SAFETY: PR_SET_DUMPABLE takes a flag and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    let me = std::process::id();
+    let out = run(&spec, "/bin/cat", &[&format!("/proc/{me}/mem")]).unwrap();
+    assert!(out.stdout.is_empty() && !out.status.success(), "{out:?}");
+}

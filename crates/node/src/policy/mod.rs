@@ -262,7 +262,18 @@ impl Policy {
         commands::hard_deny(cmd)?;
         match self.mode {
             Mode::Disabled => return Err(Refusal::new("mode disabled refuses everything")),
-            Mode::Plan => commands::plan_allows_remote(cmd)?,
+            Mode::Plan => {
+                commands::plan_allows_remote(cmd)?;
+                // The host cannot be sandboxed: at least no argument may name a secret there.
+                if let CommandLine::Argv(argv) = cmd {
+                    for word in argv.iter().skip(1) {
+                        let path = word.rsplit_once('=').map_or(word.as_str(), |(_, v)| v);
+                        if path.starts_with('/') {
+                            self.secrets.check_remote_read(std::path::Path::new(path))?;
+                        }
+                    }
+                }
+            }
             Mode::Edit | Mode::Bypass => {}
         }
         self.check_command_lists(&commands::program_names(cmd))

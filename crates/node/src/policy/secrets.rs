@@ -261,7 +261,15 @@ impl Secrets {
 
     /// A file with several links is compared by inode with every file the read guards name.
     fn check_hard_link(&self, path: &Path) -> Result<(), Refusal> {
-        let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+        match std::fs::metadata(path) {
+            Ok(meta) => self.check_opened(path, &meta),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// [`Secrets::check_read`]'s inode half for a file already open at `path` (its `meta` from
+    /// the descriptor): the file swapped in since the check may be a hard link to a secret.
+    pub fn check_opened(&self, path: &Path, meta: &std::fs::Metadata) -> Result<(), Refusal> {
         if !meta.is_file() || meta.nlink() < 2 {
             return Ok(());
         }

@@ -548,14 +548,17 @@ fn git(args: &[String]) -> Result<(), String> {
     }
     const DENY: &[&str] = &["output", "ext-diff", "textconv", "open-files-in-pager"];
     // Exact names that merely start like a refused one.
-    const SAFE: &[&str] = &["text", "o", "op", "ope", "open"];
+    const SAFE: &[&str] = &["text"];
     for a in &args[i + 1..] {
         if a == "--" {
             break;
         }
         if let Some(long) = a.strip_prefix("--") {
             let name = long.split('=').next().unwrap_or_default();
-            let name = name.strip_prefix("no-").unwrap_or(name);
+            // `--no-ext-diff`, `--no-textconv`: turning them off is what plan mode wants.
+            if name.starts_with("no-") {
+                continue;
+            }
             if !name.is_empty() && !SAFE.contains(&name) && DENY.iter().any(|d| d.starts_with(name)) {
                 return Err(format!("refuses {a} ({RUNS} or writes a file)"));
             }
