@@ -2,6 +2,8 @@
 # The whole test suite: formatting, lints, every test, and a bounded fuzz run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# What the tests need, installed if missing (a fresh machine needs root for this once).
+source tests/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # End-to-end tests start the real binaries; build them first.

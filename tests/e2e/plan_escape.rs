@@ -222,7 +222,11 @@ fn check_row(fill: &Fill, i: usize, path: &str, refused_text: bool, output: &str
     let row = &ROWS[i];
     let argv = fill.argv(i, row);
     assert!(!fill.marker(i).exists(), "{path} row {i} {argv:?}: the marker appeared; output: {output}");
-    assert_eq!(std::fs::read_to_string(fill.scratch.join("victim")).unwrap(), "abc\n", "{path} row {i}: victim changed");
+    assert_eq!(
+        std::fs::read_to_string(fill.scratch.join("victim")).unwrap(),
+        "abc\n",
+        "{path} row {i}: victim changed"
+    );
     if let Some(what) = leaks(output, token) {
         panic!("{path} row {i} {argv:?}: {what} leaked: {output}");
     }
@@ -410,4 +414,3 @@ fn secrets_never_leave_through_file_operations() -> anyhow::Result<()> {
     assert!(leaks(&mcp_local, &t).is_none(), "{mcp_local}");
     Ok(())
 }
-

@@ -94,7 +94,7 @@ pub(crate) fn prepare(spec: &Spec) -> Result<Ruleset, SandboxError> {
     for program in spec.exec_only.iter().flatten() {
         let interp = crate::elf::interpreter(program).map_err(|why| SandboxError::Program(program.clone(), why))?;
         for path in std::iter::once(program.clone()).chain(interp) {
-            let grants = tree::grants(&[path.clone()], &[]).map_err(build)?;
+            let grants = tree::grants(std::slice::from_ref(&path), &[]).map_err(build)?;
             if grants.is_empty() {
                 return Err(SandboxError::Program(program.clone(), format!("{} is missing", path.display())));
             }

@@ -50,7 +50,7 @@ fn walk(dir: &Path, except: &[PathBuf], out: &mut Vec<Grant>) -> Result<(), Stri
     for entry in entries {
         let Ok(entry) = entry else { continue };
         let path = entry.path();
-        if except.iter().any(|e| *e == path) {
+        if except.contains(&path) {
             continue;
         }
         let holds_excluded = except.iter().any(|e| e.starts_with(&path));
@@ -102,7 +102,7 @@ mod tests {
         std::os::unix::fs::symlink(root.join("a/b/key"), root.join("a/link")).unwrap();
         let root = std::fs::canonicalize(&root).unwrap();
         let except = vec![root.join("a/b/key"), root.join("a/b/secret-dir")];
-        let got = grants(&[root.clone()], &except).unwrap();
+        let got = grants(std::slice::from_ref(&root), &except).unwrap();
         let mut paths: Vec<String> =
             got.iter().map(|g| g.path.strip_prefix(&root).unwrap().display().to_string()).collect();
         paths.sort();

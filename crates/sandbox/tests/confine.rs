@@ -143,7 +143,8 @@ fn the_node_s_memory_is_out_of_reach() {
     if !landlock() {
         return;
     }
-    let spec = Spec { unreadable: vec![], writes: Writes::Nothing, exec_only: Some(vec![real("/bin/cat")]), isolate: true };
+    let spec =
+        Spec { unreadable: vec![], writes: Writes::Nothing, exec_only: Some(vec![real("/bin/cat")]), isolate: true };
     // As a node does at start: its memory holds its key.
     #[allow(unsafe_code)]
     // SAFETY: PR_SET_DUMPABLE takes a flag and touches no memory.

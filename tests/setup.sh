@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a bare Debian/Ubuntu machine, idempotently: build
+# tools, OpenSSH (real sshd in the SSH tests), iproute2 (network namespaces), curl, script(1),
+# and the official MCP Python SDK. Sourced by tests/run.sh (it may put a venv first on PATH).
+# Needs root for apt-get; on a machine that already has everything it installs nothing.
+need=()
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v c++ >/dev/null 2>&1 || need+=(g++)          # libFuzzer (fuzz targets)
+command -v git >/dev/null 2>&1 || need+=(git)
+# The SSH arm's tests start real OpenSSH servers, an ssh-agent, and network namespaces.
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# The forwarding tests fetch through forwards (and SOCKS5) with curl.
+command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+# `tunnel exec` from a terminal is tested under script(1).
+command -v script >/dev/null 2>&1 || need+=(bsdutils)
+if [ "${#need[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends "${need[@]}"
+fi
+# The MCP tests drive `tunnel mcp` with the official Python SDK (pinned: its API moves).
+if ! python3 -c 'import mcp, jsonschema' 2>/dev/null; then
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends python3 python3-venv python3-pip
+  fi
+  if ! python3 -m pip install -q "mcp==2.3.0" jsonschema 2>/dev/null; then
+    # A system Python that refuses global installs (PEP 668): use a venv first on PATH.
+    venv="${HOME}/.cache/tunnel-ci-venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "mcp==2.3.0" jsonschema
+    export PATH="$venv/bin:$PATH"
+  fi
+fi
+for component in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+done
+# Many loopback connections in the relay tests.
+ulimit -n 65536 2>/dev/null || true
+
