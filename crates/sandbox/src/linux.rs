@@ -4,6 +4,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use landlock::{
     Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, Ruleset as LlRuleset, RulesetAttr,
@@ -47,11 +48,47 @@ fn build(e: impl std::fmt::Display) -> SandboxError {
     SandboxError::Build(e.to_string())
 }
 
+/// Rulesets built lately, reused while every path they were computed from is unchanged
+/// (building one walks directories and opens hundreds of paths; reusing one is a `dup`).
+const CACHED_MAX: usize = 16;
+
+struct Cached {
+    spec: Spec,
+    stamps: Vec<tree::Stamp>,
+    ruleset: RulesetCreated,
+}
+
+static CACHE: Mutex<Vec<Cached>> = Mutex::new(Vec::new());
+
 pub(crate) fn prepare(spec: &Spec) -> Result<Ruleset, SandboxError> {
     let kernel = support();
     if kernel == Support::None {
         return Err(SandboxError::Unsupported(kernel));
     }
+    let drop_ptrace = spec.isolate;
+    {
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = cache.iter().position(|c| c.spec == *spec) {
+            if cache[at].stamps.iter().all(tree::Stamp::holds) {
+                let landlock = cache[at].ruleset.try_clone().map_err(build)?;
+                return Ok(Ruleset { landlock, drop_ptrace });
+            }
+            cache.remove(at);
+        }
+    }
+    let mut stamps = Vec::new();
+    let landlock = build_ruleset(spec, &mut stamps)?;
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Ok(ruleset) = landlock.try_clone() {
+        if cache.len() == CACHED_MAX {
+            cache.remove(0);
+        }
+        cache.push(Cached { spec: spec.clone(), stamps, ruleset });
+    }
+    Ok(Ruleset { landlock, drop_ptrace })
+}
+
+fn build_ruleset(spec: &Spec, stamps: &mut Vec<tree::Stamp>) -> Result<RulesetCreated, SandboxError> {
     let mut handled = BitFlags::<AccessFs>::EMPTY;
     if !spec.unreadable.is_empty() {
         handled |= AccessFs::ReadFile;
@@ -78,30 +115,30 @@ pub(crate) fn prepare(spec: &Spec) -> Result<Ruleset, SandboxError> {
     let mut created = ruleset.create().map_err(build)?;
     let slash = || vec![PathBuf::from("/")];
     if !spec.unreadable.is_empty() {
-        created = add(created, tree::grants(&slash(), &spec.unreadable), AccessFs::ReadFile.into())?;
+        created = add(created, tree::grants(&slash(), &spec.unreadable, stamps), AccessFs::ReadFile.into())?;
     }
-    let dev_null = || tree::grants(&[PathBuf::from("/dev/null")], &[]);
+    let dev_null = |stamps: &mut Vec<tree::Stamp>| tree::grants(&[PathBuf::from("/dev/null")], &[], stamps);
     let null_rights = AccessFs::WriteFile | AccessFs::Truncate;
     match &spec.writes {
         Writes::Anywhere => {}
-        Writes::Nothing => created = add(created, dev_null(), null_rights)?,
-        Writes::AllBut(protected) => created = add(created, tree::grants(&slash(), protected), write_rights)?,
+        Writes::Nothing => created = add(created, dev_null(stamps), null_rights)?,
+        Writes::AllBut(protected) => created = add(created, tree::grants(&slash(), protected, stamps), write_rights)?,
         Writes::Beneath { roots, except } => {
-            created = add(created, tree::grants(roots, except), write_rights)?;
-            created = add(created, dev_null(), null_rights)?;
+            created = add(created, tree::grants(roots, except, stamps), write_rights)?;
+            created = add(created, dev_null(stamps), null_rights)?;
         }
     }
     for program in spec.exec_only.iter().flatten() {
         let interp = crate::elf::interpreter(program).map_err(|why| SandboxError::Program(program.clone(), why))?;
         for path in std::iter::once(program.clone()).chain(interp) {
-            let grants = tree::grants(std::slice::from_ref(&path), &[]).map_err(build)?;
+            let grants = tree::grants(std::slice::from_ref(&path), &[], stamps).map_err(build)?;
             if grants.is_empty() {
                 return Err(SandboxError::Program(program.clone(), format!("{} is missing", path.display())));
             }
             created = add(created, Ok(grants), AccessFs::Execute.into())?;
         }
     }
-    Ok(Ruleset { landlock: created, drop_ptrace: spec.isolate })
+    Ok(created)
 }
 
 /// Adds a rule granting `rights` (those that apply to a file, for a file) on each of `grants`.

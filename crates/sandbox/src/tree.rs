@@ -9,7 +9,7 @@
 
 use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Most entries one walk opens; past it the sandbox cannot be built (and the command does not
@@ -24,24 +24,48 @@ pub(crate) struct Grant {
     pub(crate) path: PathBuf,
 }
 
+/// What a path was when grants were computed from it: a directory that was listed (its entries
+/// decided the grants) or a path that was opened. While every stamp still holds, the same
+/// grants would be computed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    path: PathBuf,
+    id: Option<(u64, u64, i64, i64)>,
+}
+
+impl Stamp {
+    pub(crate) fn of(path: &Path) -> Self {
+        let id = std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()));
+        Self { path: path.to_owned(), id }
+    }
+
+    pub(crate) fn holds(&self) -> bool {
+        *self == Self::of(&self.path)
+    }
+}
+
 /// Grants covering `roots` and everything beneath them except `except` (canonical paths).
-/// A root that is itself excluded, or is missing, is left out.
-pub(crate) fn grants(roots: &[PathBuf], except: &[PathBuf]) -> Result<Vec<Grant>, String> {
+/// A root that is itself excluded, or is missing, is left out. Stamps of what was looked at
+/// are added to `stamps`.
+pub(crate) fn grants(roots: &[PathBuf], except: &[PathBuf], stamps: &mut Vec<Stamp>) -> Result<Vec<Grant>, String> {
     let mut out = Vec::new();
     for root in roots {
         if except.iter().any(|e| root.starts_with(e)) {
             continue;
         }
         if except.iter().any(|e| e.starts_with(root)) {
-            walk(root, except, &mut out)?;
-        } else if let Some(g) = open(root)? {
-            out.push(g);
+            walk(root, except, &mut out, stamps)?;
+        } else {
+            stamps.push(Stamp::of(root));
+            out.extend(open(root)?);
         }
     }
     Ok(out)
 }
 
-fn walk(dir: &Path, except: &[PathBuf], out: &mut Vec<Grant>) -> Result<(), String> {
+fn walk(dir: &Path, except: &[PathBuf], out: &mut Vec<Grant>, stamps: &mut Vec<Stamp>) -> Result<(), String> {
+    // Stamped before listing: a change during the listing shows as a stale stamp next time.
+    stamps.push(Stamp::of(dir));
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         // A directory we cannot list gets no grant: what is in it stays out of reach.
@@ -56,7 +80,7 @@ fn walk(dir: &Path, except: &[PathBuf], out: &mut Vec<Grant>) -> Result<(), Stri
         let holds_excluded = except.iter().any(|e| e.starts_with(&path));
         let is_real_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         if holds_excluded && is_real_dir {
-            walk(&path, except, out)?;
+            walk(&path, except, out, stamps)?;
         } else if let Some(g) = open(&path)? {
             if out.len() >= MAX_GRANTS {
                 return Err(format!("more than {MAX_GRANTS} paths beside the protected ones"));
@@ -102,14 +126,20 @@ mod tests {
         std::os::unix::fs::symlink(root.join("a/b/key"), root.join("a/link")).unwrap();
         let root = std::fs::canonicalize(&root).unwrap();
         let except = vec![root.join("a/b/key"), root.join("a/b/secret-dir")];
-        let got = grants(std::slice::from_ref(&root), &except).unwrap();
+        let mut stamps = vec![];
+        let got = grants(std::slice::from_ref(&root), &except, &mut stamps).unwrap();
         let mut paths: Vec<String> =
             got.iter().map(|g| g.path.strip_prefix(&root).unwrap().display().to_string()).collect();
         paths.sort();
         assert_eq!(paths, ["a/b/open.txt", "a/c", "a/top.txt", "d"]);
         assert!(got.iter().find(|g| g.path.ends_with("a/c")).unwrap().is_dir);
-        assert!(grants(&[root.join("a/b/key")], &except).unwrap().is_empty(), "an excluded root");
-        assert_eq!(grants(&[root.join("d")], &except).unwrap().len(), 1, "a root with nothing excluded");
+        assert!(grants(&[root.join("a/b/key")], &except, &mut vec![]).unwrap().is_empty(), "an excluded root");
+        assert_eq!(grants(&[root.join("d")], &except, &mut vec![]).unwrap().len(), 1, "a root with nothing excluded");
+        // The walked directories are stamped; a new entry in one of them makes its stamp stale.
+        assert!(stamps.iter().all(Stamp::holds));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(root.join("a/b/new"), b"x").unwrap();
+        assert!(!stamps.iter().all(Stamp::holds));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -75,6 +75,12 @@ fn read_only_commands_cannot_write_execute_or_read_secrets() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "126\n", "exec of another program is refused: {out:?}");
     assert!(!dir.join("new").exists() && !dir.join("newdir").exists());
     assert_eq!(std::fs::read(dir.join("open")).unwrap(), b"fine", "not truncated");
+    // A ruleset is reused only while the directories it was computed from are unchanged: a
+    // file made since in a directory beside a secret is readable at once.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(dir.join("fresh"), b"new").unwrap();
+    let out = sh(&spec, &format!("read x < {d}/fresh; echo \"$x\""));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "new\n", "{out:?}");
     // Only the allowed program itself may start.
     let spec_cat = Spec { exec_only: Some(vec![real("/bin/cat")]), ..spec.clone() };
     assert!(run(&spec_cat, "/bin/sh", &["-c", "true"]).is_err(), "a program not allowed does not even start");
