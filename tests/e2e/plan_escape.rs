@@ -414,3 +414,99 @@ fn secrets_never_leave_through_file_operations() -> anyhow::Result<()> {
     assert!(leaks(&mcp_local, &t).is_none(), "{mcp_local}");
     Ok(())
 }
+
+/// A member with `edit` rights cannot rewrite the node's policy or evidence: not through file
+/// writes, fleet writes or MCP, and not through commands (the kernel refuses them); other writes
+/// work. With `edit_sandbox`, commands write only beneath its roots.
+#[test]
+fn policy_and_evidence_are_not_writable_through_the_mesh() -> anyhow::Result<()> {
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let t = token();
+    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
+    let target = NodeProc::start_configured(&relay.url, "r", &t, "target", &[], Some("mode = \"edit\"\n"))?;
+    let boxed_config = "mode = \"edit\"\nedit_sandbox = [\"/tmp/tunnel-edit-sandbox-root\"]\n";
+    let _ = std::fs::remove_dir_all("/tmp/tunnel-edit-sandbox-root");
+    std::fs::create_dir_all("/tmp/tunnel-edit-sandbox-root")?;
+    let _boxed = NodeProc::start_configured(&relay.url, "r", &t, "boxed", &[], Some(boxed_config))?;
+    op.wait_for_peers(&["target", "boxed"], Duration::from_secs(10))?;
+    let home = target.dir.path();
+    let config = home.join("config/tunnel/config.toml");
+    let state = home.join("state");
+    let audit = state.join("audit.jsonl");
+    let key = std::fs::read(state.join("node.key"))?;
+    let audit_before = std::fs::read(&audit)?;
+    let evil = home.join("evil.toml");
+    std::fs::write(&evil, "mode = \"bypass\"\n")?;
+    let evil_s = evil.display().to_string();
+
+    for dest in [&config, &audit, &state.join("node.key")] {
+        let d = format!("target:{}", dest.display());
+        let o = op.cli(&["cp", &evil_s, &d]);
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success() && e.contains("never written through the mesh"), "cp to {d}: {e}");
+        let o = op.cli(&["fleet", "write", "target", &evil_s, &dest.display().to_string(), "--json"]);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(text.contains("refused") && text.contains("never written"), "fleet write to {d}: {text}");
+    }
+    let c = config.display();
+    let s = state.display();
+    for script in [
+        format!("echo 'mode = \"bypass\"' >> {c}"),
+        format!("cp {evil_s} {c}"),
+        format!("mv {c} {c}.old; cp {evil_s} {c}"),
+        format!(": > {s}/audit.jsonl"),
+        format!("rm -f {s}/audit.jsonl"),
+        format!("mv {s} {s}.old"),
+        format!("cat {s}/node.key; cp {s}/node.key {}/stolen", home.display()),
+    ] {
+        let o = op.cli(&["exec", "target", "--shell", &script]);
+        assert!(!o.stdout.windows(key.len()).any(|w| w == key.as_slice()), "{script}: the key was read");
+        assert_eq!(std::fs::read_to_string(&config)?, "mode = \"edit\"\n", "{script}: config changed");
+        assert!(std::fs::read(&audit)?.starts_with(&audit_before), "{script}: audit log rewritten");
+        assert!(!home.join("stolen").exists(), "{script}");
+    }
+    // A command cannot act as the node's local operator: its control socket is hidden.
+    let tunnel = tunnel_tests::bin("tunnel").display().to_string();
+    let run_dir = home.join("run").display().to_string();
+    let o = op.cli(&[
+        "exec",
+        "target",
+        "--env",
+        &format!("TUNNEL_RUNTIME_DIR={run_dir}"),
+        "--",
+        &tunnel,
+        "mode",
+        "local",
+        "bypass",
+    ]);
+    assert!(!o.status.success(), "{o:?}");
+    let info = String::from_utf8_lossy(&op.cli(&["info", "target"]).stdout).into_owned();
+    assert!(info.lines().any(|l| l == "mode     edit"), "the mode did not change: {info}");
+    assert!(info.contains("edit commands shielded"), "{info}");
+    // Everything else is writable in edit mode.
+    let o =
+        op.cli(&["exec", "target", "--shell", &format!("mkdir -p {0}/work && echo ok > {0}/work/f", home.display())]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(home.join("work/f"))?, "ok\n");
+    // Caller variables that make programs run what they name are refused in edit.
+    let o = op.cli(&["exec", "target", "--env", "LD_PRELOAD=/tmp/evil.so", "--", "true"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("LD_PRELOAD"), "{o:?}");
+    // edit_sandbox: writes only beneath its roots.
+    let o = op.cli(&[
+        "exec",
+        "boxed",
+        "--shell",
+        "echo in > /tmp/tunnel-edit-sandbox-root/in; echo out > /tmp/tunnel-edit-sandbox-outside",
+    ]);
+    assert!(std::path::Path::new("/tmp/tunnel-edit-sandbox-root/in").exists(), "{o:?}");
+    assert!(!std::path::Path::new("/tmp/tunnel-edit-sandbox-outside").exists(), "{o:?}");
+    std::fs::remove_dir_all("/tmp/tunnel-edit-sandbox-root")?;
+    // MCP's write_file is held to the same rule.
+    let mut env = NodeProc::env_of(op.dir.path());
+    env.push(("SECRET_PATHS".into(), "[]".into()));
+    env.push(("SECRET_DIR".into(), state.display().to_string()));
+    env.push(("PROTECTED_PATHS".into(), serde_json::to_string(&[config.display().to_string()])?));
+    drive_mcp("secrets", &env)?;
+    assert_eq!(std::fs::read_to_string(&config)?, "mode = \"edit\"\n");
+    Ok(())
+}

@@ -519,7 +519,8 @@ async def escapes():
 
 async def secrets():
     """The secret list through MCP's file tools (tests/e2e/plan_escape.rs): every path in
-    SECRET_PATHS is refused by read_file and fleet_read, SECRET_DIR by list_dir."""
+    SECRET_PATHS is refused by read_file and fleet_read, SECRET_DIR by list_dir, and every path
+    in PROTECTED_PATHS by write_file."""
     paths = json.loads(os.environ["SECRET_PATHS"])
     target = os.environ.get("SECRET_TARGET", "target")
 
@@ -533,6 +534,9 @@ async def secrets():
                 check("refused" in text and "never read" in text, f"fleet_read {path} is refused", text)
         why = await c.tool_error("list_dir", {"target": target, "path": os.environ["SECRET_DIR"]})
         check("never read through the mesh" in why, "list_dir of the state directory is refused", why)
+        for path in json.loads(os.environ.get("PROTECTED_PATHS", "[]")):
+            why = await c.tool_error("write_file", {"target": target, "path": path, "content": "mode = 'bypass'"})
+            check("never written through the mesh" in why, f"write_file {path} is refused", why)
     await stdio_session(body)
 
 

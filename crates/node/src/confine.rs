@@ -3,8 +3,11 @@
 //! - `plan`: no writes (but its own stdout/stderr and `/dev/null`), no program but the one
 //!   policy allowed (and its ELF loader), no reads of the secret list, no TCP, no signals or
 //!   abstract sockets beyond itself. Whatever its options say.
-//! - `edit`: writes anywhere but the node's own state, config, service unit and binary (or,
-//!   with `edit_sandbox`, only beneath those roots); no reads of the node's own state.
+//! - `edit`, on a node running as root: in a mount namespace of its own where the node's state
+//!   and runtime directories (key, audit log, backups, control socket) are hidden and its
+//!   config, service unit and binary are read-only; nothing else changes. With `edit_sandbox`,
+//!   writes only beneath those roots (Landlock). A node not running as root cannot make such a
+//!   namespace: its `edit` commands run as its user, unconfined unless `edit_sandbox` is set.
 //! - `bypass`: none.
 //!
 //! Where the kernel has no Landlock, `plan` falls back to the argument checks alone (or refuses,
@@ -12,7 +15,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tunnel_sandbox::{Prepared, SandboxError, Spec, Writes};
+use tunnel_sandbox::{Prepared, SandboxError, Shield, Spec, Writes};
 
 use crate::policy::{resolve_program, CommandLine, Mode, Policy, Refusal};
 
@@ -54,19 +57,27 @@ pub(crate) fn prepare(plan: &Plan, cmd: &CommandLine) -> Result<Option<Prepared>
                 writes: Writes::Nothing,
                 exec_only: Some(vec![program]),
                 isolate: true,
+                shield: Shield::default(),
             }
         }
         Mode::Edit => Spec {
-            unreadable: plan.secrets.own(),
             writes: match &plan.edit_sandbox {
                 Some(roots) => Writes::Beneath { roots: roots.clone(), except: plan.secrets.unwritable() },
-                None => Writes::AllBut(plan.secrets.unwritable()),
+                None => Writes::Anywhere,
             },
-            exec_only: None,
-            isolate: false,
+            shield: if running_as_root() {
+                Shield { hide: plan.secrets.own(), read_only: plan.secrets.read_only() }
+            } else {
+                Shield::default()
+            },
+            ..Spec::default()
         },
         Mode::Bypass | Mode::Disabled => return Ok(None),
     };
+    if spec == Spec::default() {
+        // edit, not root, no edit_sandbox: nothing to confine (see the module doc).
+        return Ok(None);
+    }
     match tunnel_sandbox::prepare(&spec) {
         Ok(prepared) => Ok(Some(prepared)),
         Err(SandboxError::Unsupported(support)) => {
@@ -80,6 +91,10 @@ pub(crate) fn prepare(plan: &Plan, cmd: &CommandLine) -> Result<Option<Prepared>
         }
         Err(e) => Err(Refusal::new(format!("mode {}: {e}", plan.mode))),
     }
+}
+
+fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 fn warn_once(support: &tunnel_sandbox::Support) {

@@ -34,8 +34,30 @@ pub struct Spec {
     /// When set, the only programs the command may execute (canonical paths); their ELF
     /// interpreters are allowed too. Scripts cannot be allowed this way.
     pub exec_only: Option<Vec<PathBuf>>,
-    /// Refuse TCP connect and bind, and signals and abstract sockets beyond the sandbox.
+    /// Refuse TCP connect and bind, and signals and abstract sockets beyond the sandbox, and
+    /// drop `CAP_SYS_PTRACE`.
     pub isolate: bool,
+    /// Paths shielded in a private mount namespace (root only).
+    pub shield: Shield,
+}
+
+/// What a command sees of some paths, in a mount namespace of its own: the host's mounts with
+/// `hide` covered by an empty read-only directory and `read_only` made read-only. Unlike
+/// Landlock grants, this restricts exactly these paths and nothing around them. The command
+/// cannot undo it: Landlock refuses mount and umount to a sandboxed process. Needs root
+/// (`CAP_SYS_ADMIN`); [`prepare`] fails with [`SandboxError::NeedsRoot`] otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shield {
+    /// Directories covered (canonical, existing).
+    pub hide: Vec<PathBuf>,
+    /// Files and directories made read-only (canonical, existing).
+    pub read_only: Vec<PathBuf>,
+}
+
+impl Shield {
+    pub fn is_empty(&self) -> bool {
+        self.hide.is_empty() && self.read_only.is_empty()
+    }
 }
 
 /// Where a confined command may write (its inherited stdout and stderr always work).
@@ -44,11 +66,9 @@ pub enum Writes {
     /// Nowhere but `/dev/null`.
     #[default]
     Nothing,
-    /// Everywhere but these canonical paths. Entries cannot be made, removed or renamed
-    /// directly in the directories that hold them either (Landlock grants rights on whole
-    /// subtrees, and such a directory's subtree holds a protected path).
-    AllBut(Vec<PathBuf>),
-    /// Only beneath `roots`, and not in `except` beneath them.
+    /// Only beneath `roots`, and not in `except` beneath them. Entries cannot be made, removed
+    /// or renamed directly in a directory under a root that holds an `except` path either
+    /// (Landlock grants rights on whole subtrees, and that directory's subtree holds it).
     Beneath { roots: Vec<PathBuf>, except: Vec<PathBuf> },
     /// Anywhere: writes are not confined.
     Anywhere,
@@ -78,6 +98,8 @@ impl fmt::Display for Support {
 pub enum SandboxError {
     #[error("this kernel cannot confine commands: {0}")]
     Unsupported(Support),
+    #[error("shielding paths needs root (a mount namespace of its own)")]
+    NeedsRoot,
     #[error("program {0} cannot be confined: {1}")]
     Program(PathBuf, String),
     #[error("building the sandbox: {0}")]

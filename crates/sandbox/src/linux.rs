@@ -2,6 +2,8 @@
 
 #![allow(unsafe_code)] // the kernel ABI probe and the pre-exec hook
 
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -21,6 +23,8 @@ const CAP_SYS_PTRACE: libc::c_ulong = 19;
 
 pub(crate) struct Ruleset {
     landlock: RulesetCreated,
+    /// Mounts to make in a new mount namespace before the ruleset applies.
+    shield: Option<Mounts>,
     /// Drop `CAP_SYS_PTRACE` from the bounding set: a root command then cannot read another
     /// process's memory or environment (the node is not dumpable), which Landlock's own ptrace
     /// scoping does not stop for `/proc/PID/environ` reads.
@@ -66,12 +70,13 @@ pub(crate) fn prepare(spec: &Spec) -> Result<Ruleset, SandboxError> {
         return Err(SandboxError::Unsupported(kernel));
     }
     let drop_ptrace = spec.isolate;
+    let shield = if spec.shield.is_empty() { None } else { Some(Mounts::new(&spec.shield)?) };
     {
         let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(at) = cache.iter().position(|c| c.spec == *spec) {
             if cache[at].stamps.iter().all(tree::Stamp::holds) {
                 let landlock = cache[at].ruleset.try_clone().map_err(build)?;
-                return Ok(Ruleset { landlock, drop_ptrace });
+                return Ok(Ruleset { landlock, shield, drop_ptrace });
             }
             cache.remove(at);
         }
@@ -85,7 +90,7 @@ pub(crate) fn prepare(spec: &Spec) -> Result<Ruleset, SandboxError> {
         }
         cache.push(Cached { spec: spec.clone(), stamps, ruleset });
     }
-    Ok(Ruleset { landlock, drop_ptrace })
+    Ok(Ruleset { landlock, shield, drop_ptrace })
 }
 
 fn build_ruleset(spec: &Spec, stamps: &mut Vec<tree::Stamp>) -> Result<RulesetCreated, SandboxError> {
@@ -97,9 +102,14 @@ fn build_ruleset(spec: &Spec, stamps: &mut Vec<tree::Stamp>) -> Result<RulesetCr
         Writes::Anywhere => BitFlags::EMPTY,
         // Device ioctls (a terminal's TIOCSTI, say) are writes too for a read-only command.
         Writes::Nothing => AccessFs::from_write(TARGET_ABI),
-        Writes::AllBut(_) | Writes::Beneath { .. } => AccessFs::from_write(TARGET_ABI) & !AccessFs::IoctlDev,
+        Writes::Beneath { .. } => AccessFs::from_write(TARGET_ABI) & !AccessFs::IoctlDev,
     };
     handled |= write_rights;
+    if handled.is_empty() {
+        // A ruleset must handle something for Landlock to refuse mount and umount (what keeps
+        // a shield in place): block-device nodes, granted everywhere below.
+        handled = AccessFs::MakeBlock.into();
+    }
     if spec.exec_only.is_some() {
         handled |= AccessFs::Execute;
     }
@@ -122,11 +132,13 @@ fn build_ruleset(spec: &Spec, stamps: &mut Vec<tree::Stamp>) -> Result<RulesetCr
     match &spec.writes {
         Writes::Anywhere => {}
         Writes::Nothing => created = add(created, dev_null(stamps), null_rights)?,
-        Writes::AllBut(protected) => created = add(created, tree::grants(&slash(), protected, stamps), write_rights)?,
         Writes::Beneath { roots, except } => {
             created = add(created, tree::grants(roots, except, stamps), write_rights)?;
             created = add(created, dev_null(stamps), null_rights)?;
         }
+    }
+    if handled == AccessFs::MakeBlock {
+        created = add(created, tree::grants(&slash(), &[], stamps), AccessFs::MakeBlock.into())?;
     }
     for program in spec.exec_only.iter().flatten() {
         let interp = crate::elf::interpreter(program).map_err(|why| SandboxError::Program(program.clone(), why))?;
@@ -139,6 +151,57 @@ fn build_ruleset(spec: &Spec, stamps: &mut Vec<tree::Stamp>) -> Result<RulesetCr
         }
     }
     Ok(created)
+}
+
+/// The shield's mounts, with their paths ready for the child (which must not allocate).
+struct Mounts {
+    hide: Vec<CString>,
+    read_only: Vec<CString>,
+}
+
+const TMPFS: &CStr = c"tmpfs";
+const ROOT: &CStr = c"/";
+
+impl Mounts {
+    fn new(shield: &crate::Shield) -> Result<Self, SandboxError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(SandboxError::NeedsRoot);
+        }
+        let c = |p: &PathBuf| CString::new(p.as_os_str().as_bytes()).map_err(build);
+        // A path inside a hidden one is gone once that is covered, and needs nothing more.
+        let hidden = |p: &&PathBuf| shield.hide.iter().any(|h| p.starts_with(h) && *p != h);
+        let mut hide: Vec<&PathBuf> = shield.hide.iter().filter(|p| !hidden(p)).collect();
+        hide.dedup();
+        let read_only = shield.read_only.iter().filter(|p| !shield.hide.iter().any(|h| p.starts_with(h)));
+        Ok(Self {
+            hide: hide.into_iter().map(c).collect::<Result<_, _>>()?,
+            read_only: read_only.map(c).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// In the child: a mount namespace of its own where nothing propagates back to the host,
+    /// then the mounts.
+    fn apply(&self) -> std::io::Result<()> {
+        let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+        let null = std::ptr::null::<libc::c_char>();
+        // SAFETY: every pointer is a NUL-terminated string that outlives the call, or null
+        // where mount(2) takes no value.
+        unsafe {
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(null, ROOT.as_ptr(), null, libc::MS_REC | libc::MS_SLAVE, null.cast()))?;
+            for p in &self.hide {
+                let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                check(libc::mount(TMPFS.as_ptr(), p.as_ptr(), TMPFS.as_ptr(), flags, c"mode=0".as_ptr().cast()))?;
+            }
+            for p in &self.read_only {
+                check(libc::mount(p.as_ptr(), p.as_ptr(), null, libc::MS_BIND | libc::MS_REC, null.cast()))?;
+                let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+                check(libc::mount(null, p.as_ptr(), null, flags, null.cast()))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Adds a rule granting `rights` (those that apply to a file, for a file) on each of `grants`.
@@ -159,11 +222,15 @@ fn add(
 
 pub(crate) fn confine(command: &mut std::process::Command, ruleset: Ruleset) {
     let drop_ptrace = ruleset.drop_ptrace;
+    let shield = ruleset.shield;
     let mut slot = Some(ruleset.landlock);
     let hook = move || -> std::io::Result<()> {
-        // Between fork and exec only async-signal-safe work: plain syscalls (prctl,
-        // landlock_restrict_self), no allocation.
+        // Between fork and exec only async-signal-safe work: plain syscalls (unshare, mount,
+        // prctl, landlock_restrict_self), no allocation.
         let ruleset = slot.take().ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        if let Some(mounts) = &shield {
+            mounts.apply()?;
+        }
         // SAFETY: PR_CAPBSET_DROP takes a capability number and touches no memory. Without
         // CAP_SETPCAP (not root) it fails with EPERM, and such a process has no capability to drop.
         if drop_ptrace && unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0) } != 0 {

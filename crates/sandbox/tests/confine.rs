@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tunnel_sandbox::{confine, prepare, support, Spec, Support, Writes};
+use tunnel_sandbox::{confine, prepare, support, Shield, Spec, Support, Writes};
 
 /// Skips (or, under CI, fails) where the kernel has no Landlock.
 fn landlock() -> bool {
@@ -55,6 +55,7 @@ fn read_only_commands_cannot_write_execute_or_read_secrets() {
         writes: Writes::Nothing,
         exec_only: Some(vec![real("/bin/sh")]),
         isolate: true,
+        ..Spec::default()
     };
     let d = dir.display();
     let out = sh(&spec, &format!("read x < {d}/open; echo \"$x\"; echo {d}/keys/*"));
@@ -90,38 +91,51 @@ fn read_only_commands_cannot_write_execute_or_read_secrets() {
 }
 
 #[test]
-fn edit_commands_write_anywhere_but_protected_paths() {
+fn a_shield_hides_and_freezes_exactly_its_paths() {
     if !landlock() {
         return;
     }
+    // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code)]
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(std::env::var("CI").is_err(), "CI runs as root: the shield must be tested");
+        eprintln!("skipped: shields need root");
+        return;
+    }
     let dir = scratch("edit");
-    std::fs::create_dir_all(dir.join("state")).unwrap();
+    std::fs::create_dir_all(dir.join("state/run")).unwrap();
     std::fs::write(dir.join("state/audit.jsonl"), b"evidence").unwrap();
+    std::fs::write(dir.join("state/node.key"), b"CANARY-KEY").unwrap();
     std::fs::write(dir.join("config.toml"), b"mode = \"edit\"").unwrap();
-    std::fs::create_dir_all(dir.join("work")).unwrap();
     let spec = Spec {
-        unreadable: vec![dir.join("state")],
-        writes: Writes::AllBut(vec![dir.join("state"), dir.join("config.toml")]),
-        exec_only: None,
-        isolate: false,
+        writes: Writes::Anywhere,
+        shield: Shield {
+            hide: vec![dir.join("state"), dir.join("state/run")],
+            read_only: vec![dir.join("config.toml"), dir.join("state/node.key")],
+        },
+        ..Spec::default()
     };
     let d = dir.display();
     let out = sh(
         &spec,
         &format!(
-            "echo ok > {d}/work/file; mkdir {d}/work/sub; echo bypass > {d}/config.toml; : > {d}/state/audit.jsonl; \
-             rm -f {d}/state/audit.jsonl; mv {d}/config.toml {d}/work/c; mv {d}/state {d}/work/s; cat {d}/state/audit.jsonl"
+            "mkdir {d}/work && echo ok > {d}/work/file; echo new > {d}/fresh; echo bypass > {d}/config.toml; \
+             rm -f {d}/config.toml; : > {d}/state/audit.jsonl; rm -f {d}/state/audit.jsonl; cat {d}/state/node.key; \
+             umount {d}/config.toml; umount -l {d}/state; echo again > {d}/config.toml; cat {d}/state/node.key"
         ),
     );
-    assert_eq!(std::fs::read(dir.join("work/file")).unwrap(), b"ok\n", "{out:?}");
-    assert!(dir.join("work/sub").is_dir());
+    assert_eq!(std::fs::read(dir.join("work/file")).unwrap(), b"ok\n", "beside protected paths: {out:?}");
+    assert_eq!(std::fs::read(dir.join("fresh")).unwrap(), b"new\n", "in their directory: {out:?}");
     assert_eq!(std::fs::read(dir.join("config.toml")).unwrap(), b"mode = \"edit\"");
     assert_eq!(std::fs::read(dir.join("state/audit.jsonl")).unwrap(), b"evidence");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("evidence"), "the state is not readable either");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("CANARY"), "the state is hidden: {out:?}");
+    // Nothing leaked into the host's mounts.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&d.to_string()), "{mounts}");
     // edit_sandbox: only beneath its roots.
     let beneath = Spec {
         writes: Writes::Beneath { roots: vec![dir.join("work")], except: vec![dir.join("config.toml")] },
-        ..spec
+        ..Spec::default()
     };
     let out = sh(&beneath, &format!("echo a > {d}/work/in; echo b > {d}/outside; echo c > /dev/null"));
     assert!(dir.join("work/in").exists(), "{out:?}");
@@ -150,7 +164,7 @@ fn the_node_s_memory_is_out_of_reach() {
         return;
     }
     let spec =
-        Spec { unreadable: vec![], writes: Writes::Nothing, exec_only: Some(vec![real("/bin/cat")]), isolate: true };
+        Spec { writes: Writes::Nothing, exec_only: Some(vec![real("/bin/cat")]), isolate: true, ..Spec::default() };
     // As a node does at start: its memory holds its key.
     #[allow(unsafe_code)]
     // SAFETY: PR_SET_DUMPABLE takes a flag and touches no memory.

@@ -146,7 +146,21 @@ impl Policy {
             let rules: Vec<String> = self.forward_allow.iter().map(ToString::to_string).collect();
             out.push(format!("forward_allow {}", rules.join(", ")));
         }
-        out.push(format!("sandbox: {}", tunnel_sandbox::support()));
+        let support = tunnel_sandbox::support();
+        let edit = match (&self.edit_sandbox, support) {
+            (_, tunnel_sandbox::Support::None) => "edit commands unconfined",
+            (Some(_), _) => "edit commands write only beneath edit_sandbox",
+            (None, _) if rustix::process::geteuid().is_root() => {
+                "edit commands shielded (node state hidden, config, unit and binary read-only)"
+            }
+            (None, _) => "edit commands unconfined (the node does not run as root; set edit_sandbox)",
+        };
+        let plan = if support == tunnel_sandbox::Support::None {
+            "plan commands by argument checks only"
+        } else {
+            "plan commands confined"
+        };
+        out.push(format!("sandbox: {support}: {plan}; {edit}"));
         if self.plan_requires_sandbox {
             out.push("plan_requires_sandbox".into());
         }

@@ -320,9 +320,14 @@ impl Secrets {
         out
     }
 
-    /// The node's own state, for commands in `edit` (they may read secrets, never the key).
+    /// The node's own state and runtime directories on disk: hidden from `edit` commands.
     pub fn own(&self) -> Vec<PathBuf> {
         self.on_disk(|g| g == Guard::Own)
+    }
+
+    /// The config file, service units and binary on disk: read-only to `edit` commands.
+    pub fn read_only(&self) -> Vec<PathBuf> {
+        self.on_disk(|g| matches!(g, Guard::Config | Guard::Protected))
     }
 
     fn on_disk(&self, blocks: impl Fn(Guard) -> bool) -> Vec<PathBuf> {
