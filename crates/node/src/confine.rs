@@ -78,7 +78,13 @@ pub(crate) fn prepare(plan: &Plan, cmd: &CommandLine) -> Result<Option<Prepared>
         // edit, not root, no edit_sandbox: nothing to confine (see the module doc).
         return Ok(None);
     }
-    match tunnel_sandbox::prepare(&spec) {
+    decide(plan, tunnel_sandbox::prepare(&spec))
+}
+
+/// What a command gets once the kernel answered: its sandbox, none (where the kernel has no
+/// Landlock and plan mode may fall back), or a refusal.
+fn decide(plan: &Plan, prepared: Result<Prepared, SandboxError>) -> Result<Option<Prepared>, Refusal> {
+    match prepared {
         Ok(prepared) => Ok(Some(prepared)),
         Err(SandboxError::Unsupported(support)) => {
             if plan.mode == Mode::Plan && plan.plan_requires_sandbox {
@@ -104,5 +110,38 @@ fn warn_once(support: &tunnel_sandbox::Support) {
             sandbox = %support,
             "commands run without kernel confinement: plan mode relies on its argument checks alone"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tunnel_sandbox::Support;
+
+    fn plan(mode: Mode, requires: bool) -> Plan {
+        Plan { mode, secrets: crate::policy::Secrets::default(), plan_requires_sandbox: requires, edit_sandbox: None }
+    }
+
+    #[test]
+    fn without_landlock_plan_falls_back_or_refuses_as_configured() {
+        let none = || Err(SandboxError::Unsupported(Support::None));
+        assert!(matches!(decide(&plan(Mode::Plan, false), none()), Ok(None)));
+        let err = decide(&plan(Mode::Plan, true), none()).unwrap_err().to_string();
+        assert!(err.contains("plan_requires_sandbox") && err.contains("none"), "{err}");
+        assert!(matches!(decide(&plan(Mode::Edit, true), none()), Ok(None)), "edit never needs it");
+        let err = decide(&plan(Mode::Plan, false), Err(SandboxError::Build("boom".into()))).unwrap_err();
+        assert!(err.to_string().contains("boom"), "a sandbox that cannot be built refuses: {err}");
+    }
+
+    #[test]
+    fn plan_mode_confines_its_one_program() {
+        if tunnel_sandbox::support() == Support::None {
+            return;
+        }
+        let cmd = CommandLine::Argv(vec!["cat".into(), "/etc/hostname".into()]);
+        assert!(prepare(&plan(Mode::Plan, false), &cmd).unwrap().is_some());
+        assert!(prepare(&plan(Mode::Bypass, false), &cmd).unwrap().is_none());
+        let shell = CommandLine::Shell("id".into());
+        assert!(prepare(&plan(Mode::Plan, false), &shell).is_err());
     }
 }
