@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use tunnel_tests::netns::Netns;
-use tunnel_tests::sshd::{keygen, public_key, Sshd};
+use tunnel_tests::sshd::{keygen, one_host_config, public_key, Sshd};
 use tunnel_tests::tcp::{echo_round_trip, Servers};
 use tunnel_tests::{token, NodeProc, RelayProc, TempDir};
 
@@ -329,20 +329,7 @@ fn an_ssh_hosts_services_through_its_jump_peer() -> anyhow::Result<()> {
     let dir = TempDir::new("fwd-ssh");
     let key = keygen(dir.path(), "id_ed25519", "ed25519", "")?;
     let sshd = Sshd::start(&[public_key(&key)])?;
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let hosts = dir.path().join("hosts.toml");
-    std::fs::write(
-        &hosts,
-        format!(
-            "[[host]]\nname = \"h0\"\naddress = \"{}\"\nport = {}\nuser = \"{user}\"\nidentity_file = \"{}\"\n",
-            sshd.address,
-            sshd.port,
-            key.display()
-        ),
-    )?;
-    let known = dir.path().join("known_hosts");
-    std::fs::write(&known, sshd.known_hosts_line() + "\n")?;
-    let config = format!("[ssh]\nhosts_files = [\"{}\"]\nknown_hosts = [\"{}\"]\n", hosts.display(), known.display());
+    let config = one_host_config(dir.path(), "h0", &sshd, &key)?;
     let (_relay, op, exit) = mesh("edit", Some(&config), None)?;
 
     let fwd = open(&op, &["ssh:h0", "-L", &format!("0:{web}")])?;

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tunnel_tests::sshd::{keygen, public_key, unavailable, Sshd};
+use tunnel_tests::sshd::{keygen, one_host_config, public_key, unavailable, Sshd};
 use tunnel_tests::{drive_mcp, token, NodeProc, RelayProc, TempDir};
 
 const KEY_CANARY: &str = "CANARY-SSH-PRIVATE-KEY-7f3a";
@@ -297,20 +297,7 @@ fn escape_attempts_on_an_ssh_host_meet_the_argument_checks() -> anyhow::Result<(
     let dir = TempDir::new("plan-escape-ssh");
     let key = keygen(dir.path(), "id_ed25519", "ed25519", "")?;
     let sshd = Sshd::start(&[public_key(&key)])?;
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let hosts = dir.path().join("hosts.toml");
-    std::fs::write(
-        &hosts,
-        format!(
-            "[[host]]\nname = \"h\"\naddress = \"{}\"\nport = {}\nuser = \"{user}\"\nidentity_file = \"{}\"\n",
-            sshd.address,
-            sshd.port,
-            key.display()
-        ),
-    )?;
-    let known = dir.path().join("known_hosts");
-    std::fs::write(&known, sshd.known_hosts_line() + "\n")?;
-    let config = format!("[ssh]\nhosts_files = [\"{}\"]\nknown_hosts = [\"{}\"]\n", hosts.display(), known.display());
+    let config = one_host_config(dir.path(), "h", &sshd, &key)?;
     let relay = RelayProc::start("127.0.0.1:0", &[])?;
     let t = token();
     let jump = NodeProc::start_configured(&relay.url, "r", &t, "jump", &[("TUNNEL_MODE", "plan")], Some(&config))?;
@@ -382,6 +369,42 @@ fn secrets_never_leave_through_file_operations() -> anyhow::Result<()> {
         let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(!o.status.success() && leaks(&text, &t).is_none(), "mapreduce input {p}: {text}");
     }
+    // A directory swapped back and forth for a symlink to the keys while reads go on: whatever
+    // is judged at the check, the bytes sent are never the key's.
+    let swap = fill.scratch.join("swap");
+    let parked = fill.scratch.join("swap-parked");
+    std::fs::create_dir_all(&swap)?;
+    std::fs::write(swap.join("id_ed25519"), "public")?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (swap, parked, keys, stop) = (swap.clone(), parked.clone(), fill.home.join(".ssh"), stop.clone());
+        std::thread::spawn(move || {
+            for _ in 0..100_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                std::fs::rename(&swap, &parked).unwrap();
+                std::os::unix::fs::symlink(&keys, &swap).unwrap();
+                std::thread::sleep(Duration::from_micros(300));
+                std::fs::remove_file(&swap).unwrap();
+                std::fs::rename(&parked, &swap).unwrap();
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        })
+    };
+    let got = dest.path().join("swapped");
+    let mut served = 0;
+    for _ in 0..60 {
+        let _ = std::fs::remove_file(&got);
+        let o = op.cli(&["cp", &format!("target:{}/id_ed25519", swap.display()), &got.display().to_string()]);
+        if o.status.success() {
+            assert_eq!(std::fs::read_to_string(&got)?, "public", "a swap let the key through");
+            served += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapper.join().expect("swapper");
+    eprintln!("swap race: {served} of 60 reads served the public file, the rest refused");
     // Listing the state directory, and writing into it even in bypass.
     let o = op.cli(&["ls", &format!("target:{}", fill.state.display())]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("never read through the mesh"), "{o:?}");

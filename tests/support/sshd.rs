@@ -14,6 +14,21 @@ use crate::{Proc, TempDir};
 pub const SSHD: &str = "/usr/sbin/sshd";
 
 /// Why the SSH tests cannot run here, if they cannot.
+/// A jump peer's `[ssh]` config: one inventory host `name` served by `sshd`, logged into with
+/// `key` as the current user, its host key trusted through a known_hosts file in `dir`.
+pub fn one_host_config(dir: &Path, name: &str, sshd: &Sshd, key: &Path) -> anyhow::Result<String> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let hosts = dir.join("hosts.toml");
+    let (address, port, key) = (&sshd.address, sshd.port, key.display());
+    std::fs::write(
+        &hosts,
+        format!("[[host]]\nname = \"{name}\"\naddress = \"{address}\"\nport = {port}\nuser = \"{user}\"\nidentity_file = \"{key}\"\n"),
+    )?;
+    let known = dir.join("known_hosts");
+    std::fs::write(&known, sshd.known_hosts_line() + "\n")?;
+    Ok(format!("[ssh]\nhosts_files = [\"{}\"]\nknown_hosts = [\"{}\"]\n", hosts.display(), known.display()))
+}
+
 /// Under CI (`CI` set) a missing tool is a failure, never a skip: CI installs them.
 pub fn unavailable() -> Option<String> {
     let missing = if !Path::new(SSHD).exists() {

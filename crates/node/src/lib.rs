@@ -41,6 +41,19 @@ pub mod settings;
 pub mod ssh;
 pub mod targets;
 
+#[cfg(test)]
+mod test_dirs {
+    use std::path::PathBuf;
+
+    /// A fresh, empty, canonical directory for one test.
+    pub(crate) fn scratch(label: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tunnel-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::canonicalize(&d).unwrap()
+    }
+}
+
 pub use identity::{load_or_create_identity, IdentityError};
 pub use membership::PeerInfo;
 pub use node::{Dest, Node, NodeConfig, NodeError, LOCAL_TARGET};
