@@ -41,6 +41,13 @@ pub mod settings;
 pub mod ssh;
 pub mod targets;
 
+pub use identity::{load_or_create_identity, IdentityError};
+pub use membership::PeerInfo;
+pub use node::{Dest, Node, NodeConfig, NodeError, LOCAL_TARGET};
+pub use os_info::detect as detect_os;
+pub use rpc::RpcError;
+pub use settings::{Flags, Settings, SettingsError};
+
 #[cfg(test)]
 mod test_dirs {
     use std::path::PathBuf;
@@ -53,10 +60,3 @@ mod test_dirs {
         std::fs::canonicalize(&d).unwrap()
     }
 }
-
-pub use identity::{load_or_create_identity, IdentityError};
-pub use membership::PeerInfo;
-pub use node::{Dest, Node, NodeConfig, NodeError, LOCAL_TARGET};
-pub use os_info::detect as detect_os;
-pub use rpc::RpcError;
-pub use settings::{Flags, Settings, SettingsError};
