@@ -533,3 +533,41 @@ fn policy_and_evidence_are_not_writable_through_the_mesh() -> anyhow::Result<()>
     assert_eq!(std::fs::read_to_string(&config)?, "mode = \"edit\"\n");
     Ok(())
 }
+
+/// The same shield on a node that does not run as root: its `edit` commands get a user
+/// namespace of their own (mapping only the node's uid) with the same mounts.
+#[test]
+fn edit_on_a_node_not_running_as_root_is_shielded_too() -> anyhow::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    if !status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")) {
+        eprintln!("SKIPPED: starting a node as another user needs root");
+        return Ok(());
+    }
+    const NOBODY: u32 = 65534;
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let t = token();
+    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
+    let target = NodeProc::start_as(NOBODY, &relay.url, "r", &t, "target", &[], Some("mode = \"edit\"\n"))?;
+    op.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    let info = String::from_utf8_lossy(&op.cli(&["info", "target"]).stdout).into_owned();
+    assert!(info.contains("edit commands shielded"), "{info}");
+    let home = target.dir.path();
+    let config = home.join("config/tunnel/config.toml");
+    let key = std::fs::read(home.join("state/node.key"))?;
+    let (c, h) = (config.display(), home.display());
+    let script = format!(
+        "echo 'mode = \"bypass\"' > {c}; rm -f {c}; cat {h}/state/node.key; mkdir {h}/work && echo ok > {h}/work/f; id -u"
+    );
+    let o = op.cli(&["exec", "target", "--shell", &script]);
+    assert!(String::from_utf8_lossy(&o.stdout).ends_with("65534\n"), "runs as the node's user: {o:?}");
+    assert!(!o.stdout.windows(key.len()).any(|w| w == key.as_slice()), "the key was read");
+    assert_eq!(std::fs::read_to_string(&config)?, "mode = \"edit\"\n");
+    assert_eq!(std::fs::read_to_string(home.join("work/f"))?, "ok\n", "{o:?}");
+    let tunnel = tunnel_tests::bin("tunnel").display().to_string();
+    let run_dir = format!("TUNNEL_RUNTIME_DIR={}", home.join("run").display());
+    let o = op.cli(&["exec", "target", "--env", &run_dir, "--", &tunnel, "mode", "local", "bypass"]);
+    assert!(!o.status.success(), "{o:?}");
+    let info = String::from_utf8_lossy(&op.cli(&["info", "target"]).stdout).into_owned();
+    assert!(info.lines().any(|l| l == "mode     edit"), "the mode did not change: {info}");
+    Ok(())
+}

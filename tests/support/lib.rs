@@ -222,6 +222,36 @@ impl NodeProc {
         env: &[(&str, &str)],
         config: Option<&str>,
     ) -> anyhow::Result<Self> {
+        let dir = Self::prepare_dir(name, config)?;
+        Self::spawn(dir, prefix, relay_url, room, token, name, env)
+    }
+
+    /// Like `start_configured`, as the user `uid` (and group `uid`), its directory theirs.
+    /// Needs root.
+    pub fn start_as(
+        uid: u32,
+        relay_url: &str,
+        room: &str,
+        token: &str,
+        name: &str,
+        env: &[(&str, &str)],
+        config: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let dir = Self::prepare_dir(name, config)?;
+        let mut stack = vec![dir.path().to_owned()];
+        while let Some(p) = stack.pop() {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(uid))?;
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p)?.map(|e| e.map(|e| e.path())).collect::<Result<Vec<_>, _>>()?);
+            }
+        }
+        let prefix: Vec<String> = ["setpriv", &format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups"]
+            .map(String::from)
+            .into();
+        Self::spawn(dir, &prefix, relay_url, room, token, name, env)
+    }
+
+    fn prepare_dir(name: &str, config: Option<&str>) -> anyhow::Result<TempDir> {
         let dir = TempDir::new(name);
         if let Some(text) = config {
             let path = dir.path().join("config/tunnel/config.toml");
@@ -229,6 +259,18 @@ impl NodeProc {
             std::fs::write(&path, text)?;
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         }
+        Ok(dir)
+    }
+
+    fn spawn(
+        dir: TempDir,
+        prefix: &[String],
+        relay_url: &str,
+        room: &str,
+        token: &str,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut command = match prefix.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);

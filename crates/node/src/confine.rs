@@ -3,11 +3,12 @@
 //! - `plan`: no writes (but its own stdout/stderr and `/dev/null`), no program but the one
 //!   policy allowed (and its ELF loader), no reads of the secret list, no TCP, no signals or
 //!   abstract sockets beyond itself. Whatever its options say.
-//! - `edit`, on a node running as root: in a mount namespace of its own where the node's state
-//!   and runtime directories (key, audit log, backups, control socket) are hidden and its
-//!   config, service unit and binary are read-only; nothing else changes. With `edit_sandbox`,
-//!   writes only beneath those roots (Landlock). A node not running as root cannot make such a
-//!   namespace: its `edit` commands run as its user, unconfined unless `edit_sandbox` is set.
+//! - `edit`: in a mount namespace of its own (inside a user namespace when the node is not
+//!   root) where the node's state and runtime directories (key, audit log, backups, control
+//!   socket) are hidden and its config, service unit and binary are read-only; nothing else
+//!   changes. With `edit_sandbox`, writes only beneath those roots (Landlock). Where no such
+//!   namespace can be made (not root, user namespaces closed), `edit` commands run as the
+//!   node's user, unconfined unless `edit_sandbox` is set.
 //! - `bypass`: none.
 //!
 //! Where the kernel has no Landlock, `plan` falls back to the argument checks alone (or refuses,
@@ -65,7 +66,7 @@ pub(crate) fn prepare(plan: &Plan, cmd: &CommandLine) -> Result<Option<Prepared>
                 Some(roots) => Writes::Beneath { roots: roots.clone(), except: plan.secrets.unwritable() },
                 None => Writes::Anywhere,
             },
-            shield: if running_as_root() {
+            shield: if tunnel_sandbox::shield_support() {
                 Shield { hide: plan.secrets.own(), read_only: plan.secrets.read_only() }
             } else {
                 Shield::default()
@@ -97,10 +98,6 @@ fn decide(plan: &Plan, prepared: Result<Prepared, SandboxError>) -> Result<Optio
         }
         Err(e) => Err(Refusal::new(format!("mode {}: {e}", plan.mode))),
     }
-}
-
-fn running_as_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 fn warn_once(support: &tunnel_sandbox::Support) {

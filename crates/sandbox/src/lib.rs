@@ -44,8 +44,11 @@ pub struct Spec {
 /// What a command sees of some paths, in a mount namespace of its own: the host's mounts with
 /// `hide` covered by an empty read-only directory and `read_only` made read-only. Unlike
 /// Landlock grants, this restricts exactly these paths and nothing around them. The command
-/// cannot undo it: Landlock refuses mount and umount to a sandboxed process. Needs root
-/// (`CAP_SYS_ADMIN`); [`prepare`] fails with [`SandboxError::NeedsRoot`] otherwise.
+/// cannot undo it: Landlock refuses mount and umount to a sandboxed process. Root makes the
+/// namespace directly; any other user inside a user namespace of its own that maps only its
+/// own uid and gid (so ownership and permissions stay what they are; files of other users show
+/// as `nobody`). Where neither works ([`shield_support`] says), [`prepare`] fails with
+/// [`SandboxError::NoShield`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Shield {
     /// Directories covered (canonical, existing).
@@ -98,8 +101,8 @@ impl fmt::Display for Support {
 pub enum SandboxError {
     #[error("this kernel cannot confine commands: {0}")]
     Unsupported(Support),
-    #[error("shielding paths needs root (a mount namespace of its own)")]
-    NeedsRoot,
+    #[error("this node cannot make a mount namespace (not root, and no user namespaces)")]
+    NoShield,
     #[error("program {0} cannot be confined: {1}")]
     Program(PathBuf, String),
     #[error("building the sandbox: {0}")]
@@ -115,6 +118,18 @@ pub fn support() -> Support {
     #[cfg(not(target_os = "linux"))]
     {
         Support::None
+    }
+}
+
+/// Whether a [`Shield`] can be made here: root, or user namespaces open to this user.
+pub fn shield_support() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        linux::shield_support()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
     }
 }
 

@@ -157,6 +157,49 @@ fn build_ruleset(spec: &Spec, stamps: &mut Vec<tree::Stamp>) -> Result<RulesetCr
 struct Mounts {
     hide: Vec<CString>,
     read_only: Vec<CString>,
+    /// For a user other than root: the uid and gid maps of its own user namespace.
+    maps: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Asked once: can this (non-root) user make a user namespace with a mount namespace?
+pub(crate) fn shield_support() -> bool {
+    static PROBED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    is_root()
+        || *PROBED.get_or_init(|| {
+            let mut probe = std::process::Command::new("/bin/true");
+            probe.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+            // SAFETY: the hook only makes one syscall.
+            unsafe {
+                probe.pre_exec(|| match libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+            probe.status().is_ok_and(|s| s.success())
+        })
+}
+
+/// Writes `bytes` to the file at `path`: in the child, so plain syscalls only.
+fn write_proc(path: &CStr, bytes: &[u8]) -> std::io::Result<()> {
+    // SAFETY: a NUL-terminated path; `bytes` outlives the write; the descriptor is closed.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if n != bytes.len() as isize {
+            return Err(err);
+        }
+    }
+    Ok(())
 }
 
 const TMPFS: &CStr = c"tmpfs";
@@ -164,10 +207,14 @@ const ROOT: &CStr = c"/";
 
 impl Mounts {
     fn new(shield: &crate::Shield) -> Result<Self, SandboxError> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err(SandboxError::NeedsRoot);
+        if !shield_support() {
+            return Err(SandboxError::NoShield);
         }
+        let maps = (!is_root()).then(|| {
+            // SAFETY: getuid and getgid have no preconditions.
+            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            (format!("{uid} {uid} 1").into_bytes(), format!("{gid} {gid} 1").into_bytes())
+        });
         let c = |p: &PathBuf| CString::new(p.as_os_str().as_bytes()).map_err(build);
         // A path inside a hidden one is gone once that is covered, and needs nothing more.
         let hidden = |p: &&PathBuf| shield.hide.iter().any(|h| p.starts_with(h) && *p != h);
@@ -177,6 +224,7 @@ impl Mounts {
         Ok(Self {
             hide: hide.into_iter().map(c).collect::<Result<_, _>>()?,
             read_only: read_only.map(c).collect::<Result<_, _>>()?,
+            maps,
         })
     }
 
@@ -188,7 +236,19 @@ impl Mounts {
         // SAFETY: every pointer is a NUL-terminated string that outlives the call, or null
         // where mount(2) takes no value.
         unsafe {
-            check(libc::unshare(libc::CLONE_NEWNS))?;
+            match &self.maps {
+                None => check(libc::unshare(libc::CLONE_NEWNS))?,
+                Some((uid_map, gid_map)) => {
+                    check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS))?;
+                    // A node is not dumpable, so its /proc files (and this child's, until exec)
+                    // belong to root: the maps could not be written. exec is microseconds away
+                    // and resets this anyway.
+                    check(libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
+                    write_proc(c"/proc/self/setgroups", b"deny")?;
+                    write_proc(c"/proc/self/uid_map", uid_map)?;
+                    write_proc(c"/proc/self/gid_map", gid_map)?;
+                }
+            }
             check(libc::mount(null, ROOT.as_ptr(), null, libc::MS_REC | libc::MS_SLAVE, null.cast()))?;
             for p in &self.hide {
                 let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;

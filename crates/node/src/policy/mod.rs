@@ -150,10 +150,10 @@ impl Policy {
         let edit = match (&self.edit_sandbox, support) {
             (_, tunnel_sandbox::Support::None) => "edit commands unconfined",
             (Some(_), _) => "edit commands write only beneath edit_sandbox",
-            (None, _) if rustix::process::geteuid().is_root() => {
+            (None, _) if tunnel_sandbox::shield_support() => {
                 "edit commands shielded (node state hidden, config, unit and binary read-only)"
             }
-            (None, _) => "edit commands unconfined (the node does not run as root; set edit_sandbox)",
+            (None, _) => "edit commands unconfined (no mount namespace for this user; set edit_sandbox)",
         };
         let plan = if support == tunnel_sandbox::Support::None {
             "plan commands by argument checks only"
