@@ -223,7 +223,7 @@ impl NodeProc {
         config: Option<&str>,
     ) -> anyhow::Result<Self> {
         let dir = Self::prepare_dir(name, config)?;
-        Self::spawn(dir, prefix, relay_url, room, token, name, env)
+        Self::spawn(dir, prefix, &bin("tunnel"), relay_url, room, token, name, env)
     }
 
     /// Like `start_configured`, as the user `uid` (and group `uid`), its directory theirs.
@@ -245,10 +245,14 @@ impl NodeProc {
                 stack.extend(std::fs::read_dir(&p)?.map(|e| e.map(|e| e.path())).collect::<Result<Vec<_>, _>>()?);
             }
         }
+        // A copy the user can run wherever the build tree is (CI's may sit under /root).
+        let copy = dir.path().join("tunnel");
+        std::fs::copy(bin("tunnel"), &copy)?;
+        std::os::unix::fs::lchown(&copy, Some(uid), Some(uid))?;
         let prefix: Vec<String> = ["setpriv", &format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups"]
             .map(String::from)
             .into();
-        Self::spawn(dir, &prefix, relay_url, room, token, name, env)
+        Self::spawn(dir, &prefix, &copy, relay_url, room, token, name, env)
     }
 
     fn prepare_dir(name: &str, config: Option<&str>) -> anyhow::Result<TempDir> {
@@ -262,9 +266,11 @@ impl NodeProc {
         Ok(dir)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spawn(
         dir: TempDir,
         prefix: &[String],
+        program: &Path,
         relay_url: &str,
         room: &str,
         token: &str,
@@ -274,10 +280,10 @@ impl NodeProc {
         let mut command = match prefix.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
-                c.args(rest).arg(bin("tunnel"));
+                c.args(rest).arg(program);
                 c
             }
-            None => Command::new(bin("tunnel")),
+            None => Command::new(program),
         };
         let mut child = command
             .args(["run", "--relay", relay_url, "--room", room, "--name", name])
