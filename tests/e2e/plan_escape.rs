@@ -271,6 +271,18 @@ fn escape_attempts_through_cli_fleet_and_mcp() -> anyhow::Result<()> {
         check_row(&fill, i, "fleet", output.contains("\"refused\""), &output, &t);
     }
 
+    // A raw disk holds every secret on it: block devices are out of reach.
+    let disk = std::fs::read_dir("/dev")?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type())));
+    if let Some(disk) = disk {
+        let o = op.cli(&["exec", "target", "--", "head", "-c", "512", &disk.display().to_string()]);
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.stdout.is_empty() && e.contains("Permission denied"), "{}: {e}", disk.display());
+        let o = op.cli(&["cp", &format!("target:{}", disk.display()), "/dev/null"]);
+        assert!(!o.status.success(), "{o:?}");
+    }
     let mut env = NodeProc::env_of(op.dir.path());
     env.push(("ESCAPE_ROWS".into(), fill.as_json()));
     let report = drive_mcp("escapes", &env)?;
@@ -355,6 +367,9 @@ fn secrets_never_leave_through_file_operations() -> anyhow::Result<()> {
         PathBuf::from(format!("/proc/self/root{}", key.display())),
         hard_link.clone(),
         PathBuf::from("/etc/shadow"),
+        PathBuf::from(format!("/proc/{}/environ", target.proc.pid())),
+        PathBuf::from(format!("/proc/{}/mem", target.proc.pid())),
+        PathBuf::from("/proc/1/environ"),
     ];
     for path in &secret_paths {
         let p = path.display().to_string();

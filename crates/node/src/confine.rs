@@ -53,8 +53,10 @@ pub(crate) fn prepare(plan: &Plan, cmd: &CommandLine) -> Result<Option<Prepared>
             };
             let program = argv.first().and_then(|a| resolve_program(a));
             let program = program.ok_or_else(|| Refusal::new("mode plan: the program is not found"))?;
+            let mut unreadable = plan.secrets.unreadable();
+            unreadable.extend(block_devices());
             Spec {
-                unreadable: plan.secrets.unreadable(),
+                unreadable,
                 writes: Writes::Nothing,
                 exec_only: Some(vec![program]),
                 isolate: true,
@@ -98,6 +100,24 @@ fn decide(plan: &Plan, prepared: Result<Prepared, SandboxError>) -> Result<Optio
         }
         Err(e) => Err(Refusal::new(format!("mode {}: {e}", plan.mode))),
     }
+}
+
+/// Block devices: a raw disk holds every secret on it. From `/dev` and its directories one
+/// level down (the links in `/dev/disk/by-*` and `/dev/mapper` lead to these).
+pub(crate) fn block_devices() -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let list = |dir: &std::path::Path| {
+        std::fs::read_dir(dir).into_iter().flatten().flatten().filter_map(|e| Some((e.path(), e.file_type().ok()?)))
+    };
+    let mut out = Vec::new();
+    for (path, kind) in list(std::path::Path::new("/dev")) {
+        if kind.is_block_device() {
+            out.push(path);
+        } else if kind.is_dir() {
+            out.extend(list(&path).filter(|(_, k)| k.is_block_device()).map(|(p, _)| p));
+        }
+    }
+    out
 }
 
 fn warn_once(support: &tunnel_sandbox::Support) {

@@ -42,18 +42,27 @@ enum Guard {
     /// Secret and protected: the config file.
     Config,
     Protected,
+    /// Process memory and environments (`/proc/*/mem`, `/proc/*/environ`, the node's own
+    /// `/proc/PID`, `/dev/mem`): never read by file operations. Judged by pattern only (they are
+    /// canonical as written), and not listed for command sandboxes (see `confine.rs`).
+    Memory,
 }
 
 impl Guard {
     fn blocks_read(self) -> bool {
-        matches!(self, Self::Own | Self::Secret | Self::Config)
+        matches!(self, Self::Own | Self::Secret | Self::Config | Self::Memory)
+    }
+
+    /// Read guards whose paths are worth looking up on disk (and keeping from commands).
+    fn on_disk_read(self) -> bool {
+        self.blocks_read() && self != Self::Memory
     }
 
     fn blocks_write(self, mode: Mode) -> bool {
         match self {
             Self::Own => true,
             Self::Config | Self::Protected => mode != Mode::Bypass,
-            Self::Secret => false,
+            Self::Secret | Self::Memory => false,
         }
     }
 }
@@ -169,6 +178,14 @@ impl Secrets {
         for f in ["/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/ssh/ssh_host_*_key"] {
             me.add(f, "a system secret", Guard::Secret)?;
         }
+        let memory = "process memory or environment";
+        let own_process = format!("/proc/{}", std::process::id());
+        for p in ["/proc/*/environ", "/proc/*/mem", "/proc/*/task/*/environ", "/proc/*/task/*/mem", &own_process] {
+            me.add(p, memory, Guard::Memory)?;
+        }
+        for p in ["/proc/kcore", "/dev/mem", "/dev/kmem", "/dev/port"] {
+            me.add(p, memory, Guard::Secret)?;
+        }
         if let Some(sock) = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) {
             me.add(&sock.to_string_lossy(), "the SSH agent socket", Guard::Secret)?;
         }
@@ -275,7 +292,7 @@ impl Secrets {
         }
         let wanted = (meta.dev(), meta.ino());
         let mut seen = 0usize;
-        for rule in self.rules.iter().filter(|r| r.guard.blocks_read()) {
+        for rule in self.rules.iter().filter(|r| r.guard.on_disk_read()) {
             for root in rule.on_disk() {
                 let mut stack = vec![root];
                 while let Some(p) = stack.pop() {
@@ -303,7 +320,7 @@ impl Secrets {
 
     /// What a sandboxed command must not read: every path the read guards name on disk now.
     pub fn unreadable(&self) -> Vec<PathBuf> {
-        self.on_disk(Guard::blocks_read)
+        self.on_disk(Guard::on_disk_read)
     }
 
     /// What an `edit` command must not write: the own and protected paths on disk now, and
@@ -370,6 +387,13 @@ mod tests {
         assert!(s.check_remote_read(Path::new("/home/alice/.ssh/known_hosts")).is_ok());
         assert!(s.check_remote_read(Path::new("/etc/ssh/ssh_host_ed25519_key")).is_err());
         assert!(s.check_remote_read(Path::new("/home/bob/.gnupg/private-keys-v1.d/x.key")).is_err());
+        let own = PathBuf::from(format!("/proc/{}/maps", std::process::id()));
+        for memory in [Path::new("/proc/1/environ"), Path::new("/proc/42/task/43/mem"), &own, Path::new("/dev/mem")] {
+            let err = s.check_read(memory).unwrap_err().to_string();
+            assert!(err.contains("process memory"), "{err}");
+        }
+        assert!(s.check_read(Path::new("/proc/1/status")).is_ok());
+        assert!(!s.unreadable().iter().any(|p| p.starts_with("/proc") && p != Path::new("/proc/kcore")));
         assert!(
             Secrets::new(&SecretSources { secret_paths: Some(vec!["rel/x".into()]), ..Default::default() }).is_err()
         );
