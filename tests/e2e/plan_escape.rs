@@ -334,12 +334,35 @@ fn escape_attempts_on_an_ssh_host_meet_the_argument_checks() -> anyhow::Result<(
         let output = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         check_row(&fill, i, "ssh", o.status.code() == Some(126) && output.contains("refused by policy"), &output, &t);
     }
-    // Arguments naming a secret there are refused too (nothing there can be sandboxed).
-    for path in ["/etc/shadow", "/root/.ssh/id_ed25519", "/home/someone/.aws/credentials"] {
-        let o = op.cli(&["exec", "ssh:h", "--", "cat", path]);
+    // Arguments naming a secret there are refused too (nothing there can be sandboxed),
+    // relative ones and recursive reads over one included.
+    for (cwd, argv) in [
+        (None, &["cat", "/etc/shadow"][..]),
+        (None, &["cat", "/root/.ssh/id_ed25519"]),
+        (None, &["cat", "/home/someone/.aws/credentials"]),
+        (None, &["cat", ".ssh/id_ed25519"]),
+        (None, &["cat", "/proc/1/environ"]),
+        (Some("/etc/ssh"), &["cat", "ssh_host_ed25519_key"]),
+        (Some("/home/x/y"), &["cat", "../../../etc/shadow"]),
+        (None, &["grep", "-r", "root", "/etc"]),
+        (None, &["grep", "-R", "PRIVATE", "/root"]),
+        (None, &["grep", "--recursive", "-e", "x"]),
+        (Some("/"), &["grep", "-rl", "x", "."]),
+        (None, &["grep", "-d", "recurse", "x", "/home"]),
+        (None, &["diff", "-r", "/root/.ssh", "/tmp"]),
+    ] {
+        let mut args = vec!["exec", "ssh:h"];
+        if let Some(cwd) = cwd {
+            args.extend(["--cwd", cwd]);
+        }
+        args.push("--");
+        args.extend(argv);
+        let o = op.cli(&args);
         let e = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(o.status.code() == Some(126) && e.contains("never read through the mesh"), "{path}: {e}");
+        assert!(o.status.code() == Some(126) && e.contains("never read through the mesh"), "{argv:?}: {e}");
     }
+    let o = op.cli(&["exec", "ssh:h", "--", "grep", "-r", "-c", ".", "/etc/hostname"]);
+    assert_eq!(o.status.code(), Some(0), "a recursive read of a tree with no secret runs: {o:?}");
     Ok(())
 }
 

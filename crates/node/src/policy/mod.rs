@@ -272,25 +272,50 @@ impl Policy {
 
     /// Whether a command may run on an SSH host this node reaches (the jump node's policy
     /// governs its hosts). In plan mode only allow-listed read-only programs, as argv.
-    pub fn check_remote_command(&self, cmd: &CommandLine) -> Result<(), Refusal> {
+    pub fn check_remote_command(&self, cmd: &CommandLine, cwd: Option<&str>) -> Result<(), Refusal> {
         commands::hard_deny(cmd)?;
         match self.mode {
             Mode::Disabled => return Err(Refusal::new("mode disabled refuses everything")),
             Mode::Plan => {
                 commands::plan_allows_remote(cmd)?;
-                // The host cannot be sandboxed: at least no argument may name a secret there.
                 if let CommandLine::Argv(argv) = cmd {
-                    for word in argv.iter().skip(1) {
-                        let path = word.rsplit_once('=').map_or(word.as_str(), |(_, v)| v);
-                        if path.starts_with('/') {
-                            self.secrets.check_remote_read(std::path::Path::new(path))?;
-                        }
-                    }
+                    self.check_remote_args(argv, cwd)?;
                 }
             }
             Mode::Edit | Mode::Bypass => {}
         }
         self.check_command_lists(&commands::program_names(cmd))
+    }
+
+    /// A host that runs nothing of ours cannot be sandboxed: at least no argument may name a
+    /// secret there (relative ones taken from `cwd`, or from any home when there is none), and
+    /// no recursive read may walk over one.
+    fn check_remote_args(&self, argv: &[String], cwd: Option<&str>) -> Result<(), Refusal> {
+        let places = |word: &str| -> Vec<PathBuf> {
+            let path = word.rsplit_once('=').map_or(word, |(_, v)| v);
+            if path.is_empty() || path.starts_with('-') {
+                return vec![];
+            }
+            let bases: Vec<&str> = match cwd {
+                _ if path.starts_with('/') => vec![""],
+                Some(dir) => vec![dir],
+                // The login directory: some user's home.
+                None => vec!["/root", "/home/*"],
+            };
+            bases.iter().map(|base| lexical(&std::path::Path::new(base).join(path))).collect()
+        };
+        for word in &argv[1..] {
+            for place in places(word) {
+                self.secrets.check_remote_read(&place)?;
+            }
+        }
+        let program = argv[0].rsplit('/').next().unwrap_or_default();
+        for tree in args::recursive_reads(program, &argv[1..]).unwrap_or_default() {
+            for place in places(&tree) {
+                self.secrets.check_remote_tree(&place)?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether an SSH host's file may be accessed as `access`. Paths there cannot be
@@ -356,6 +381,21 @@ impl Policy {
         }
         Ok(canonical)
     }
+}
+
+/// `path` with `.` and `..` taken away without looking at any file system (a remote one).
+fn lexical(path: &std::path::Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// `host:port`, with brackets around an IPv6 address.

@@ -357,10 +357,35 @@ impl Secrets {
             .collect()
     }
 
+    /// For a recursive read on an SSH host: `path` (absolute) must neither hold a secret nor be
+    /// inside one.
+    pub fn check_remote_tree(&self, path: &Path) -> Result<(), Refusal> {
+        let parts: Vec<&str> = path
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => n.to_str(),
+                _ => None,
+            })
+            .collect();
+        for rule in self.rules.iter().filter(|r| matches!(r.guard, Guard::Secret | Guard::Memory)) {
+            let holds = parts.len() <= rule.pattern.len()
+                && parts.iter().zip(&rule.pattern).all(|(part, pat)| glob_match(pat.as_bytes(), part.as_bytes()));
+            if holds || rule.covers(path) {
+                return Err(Refusal::new(format!(
+                    "a recursive read of {} would read {} ({}); it is never read through the mesh",
+                    path.display(),
+                    rule.what,
+                    rule.shown()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The check for a path on an SSH host: by pattern only (nothing there can be resolved
     /// from here), with `~` standing for `/root` and `/home/*`.
     pub fn check_remote_read(&self, path: &Path) -> Result<(), Refusal> {
-        match self.rules.iter().filter(|r| r.guard == Guard::Secret).find(|r| r.covers(path)) {
+        match self.rules.iter().filter(|r| matches!(r.guard, Guard::Secret | Guard::Memory)).find(|r| r.covers(path)) {
             Some(rule) => Err(Self::refusal(rule, path, "read")),
             None => Ok(()),
         }
@@ -393,6 +418,12 @@ mod tests {
             assert!(err.contains("process memory"), "{err}");
         }
         assert!(s.check_read(Path::new("/proc/1/status")).is_ok());
+        for tree in ["/", "/etc", "/home", "/home/alice", "/root/.ssh", "/etc/ssh", "/root/.gnupg/sub"] {
+            assert!(s.check_remote_tree(Path::new(tree)).is_err(), "{tree}");
+        }
+        for tree in ["/var/log", "/etc/nginx", "/home/alice/src", "/srv"] {
+            assert!(s.check_remote_tree(Path::new(tree)).is_ok(), "{tree}");
+        }
         assert!(!s.unreadable().iter().any(|p| p.starts_with("/proc") && p != Path::new("/proc/kcore")));
         assert!(
             Secrets::new(&SecretSources { secret_paths: Some(vec!["rel/x".into()]), ..Default::default() }).is_err()

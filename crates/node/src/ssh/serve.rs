@@ -51,7 +51,7 @@ pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, 
     let cmd: CommandLine = command_line(&spec.command);
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
-        p.check_remote_command(&cmd)?;
+        p.check_remote_command(&cmd, spec.cwd.as_deref())?;
         crate::policy::check_env(p.mode, &spec.env)?;
         Ok(p.mode == crate::policy::Mode::Plan)
     });

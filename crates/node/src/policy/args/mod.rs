@@ -13,4 +13,4 @@ mod programs;
 mod scan;
 mod scripts;
 
-pub(crate) use programs::{check, PLAN_PROGRAMS};
+pub(crate) use programs::{check, recursive_reads, PLAN_PROGRAMS};

@@ -92,6 +92,32 @@ pub(crate) fn check(name: &str, args: &[String]) -> Result<(), String> {
     }
 }
 
+/// The trees a command reads recursively, file contents included (`grep -r`, `diff -r`):
+/// `None` when it reads none. `"."` stands for the working directory.
+pub(crate) fn recursive_reads(name: &str, args: &[String]) -> Option<Vec<String>> {
+    let parsed = scan(&spec(name), args).ok()?;
+    let recursive = match name {
+        "grep" => {
+            ["r", "R", "recursive", "dereference-recursive"].iter().any(|o| parsed.has(o))
+                || parsed.values(&["d", "directories"]).any(|v| v == "recurse")
+        }
+        "diff" => parsed.has("r") || parsed.has("recursive"),
+        _ => false,
+    };
+    if !recursive {
+        return None;
+    }
+    let mut trees = parsed.operands.clone();
+    let pattern_given = ["e", "f", "regexp", "file"].iter().any(|o| parsed.has(o));
+    if name == "grep" && !pattern_given && !trees.is_empty() {
+        trees.remove(0);
+    }
+    if trees.is_empty() {
+        trees.push(".".into());
+    }
+    Some(trees)
+}
+
 /// How each program reads its options. Programs not named have no option that writes or runs
 /// anything, so only their refusal-free defaults apply (GNU parsing, nothing refused).
 fn spec(name: &str) -> Spec {

@@ -61,7 +61,6 @@ pub(crate) struct Parsed {
 }
 
 impl Parsed {
-    #[cfg(test)]
     pub(crate) fn has(&self, name: &str) -> bool {
         self.opts.iter().any(|o| o.name == name)
     }
