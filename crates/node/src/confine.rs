@@ -77,8 +77,8 @@ pub(crate) fn prepare(plan: &Plan, cmd: &CommandLine) -> Result<Option<Prepared>
         },
         Mode::Bypass | Mode::Disabled => return Ok(None),
     };
-    if spec == Spec::default() {
-        // edit, not root, no edit_sandbox: nothing to confine (see the module doc).
+    if spec == (Spec { writes: Writes::Anywhere, ..Spec::default() }) {
+        // edit, no shield possible, no edit_sandbox: nothing to confine (see the module doc).
         return Ok(None);
     }
     decide(plan, tunnel_sandbox::prepare(&spec))
@@ -158,6 +158,12 @@ mod tests {
         let cmd = CommandLine::Argv(vec!["cat".into(), "/etc/hostname".into()]);
         assert!(prepare(&plan(Mode::Plan, false), &cmd).unwrap().is_some());
         assert!(prepare(&plan(Mode::Bypass, false), &cmd).unwrap().is_none());
+        let state = crate::test_dirs::scratch("confine-state");
+        let sources = crate::policy::SecretSources { state_dir: Some(state.clone()), ..Default::default() };
+        let edit = Plan { secrets: crate::policy::Secrets::new(&sources).unwrap(), ..plan(Mode::Edit, false) };
+        let confined = prepare(&edit, &cmd).unwrap().is_some();
+        assert_eq!(confined, tunnel_sandbox::shield_support(), "edit is confined exactly when it can be shielded");
+        std::fs::remove_dir_all(&state).unwrap();
         let shell = CommandLine::Shell("id".into());
         assert!(prepare(&plan(Mode::Plan, false), &shell).is_err());
     }
