@@ -132,15 +132,32 @@ fn is_glob(s: &str) -> bool {
     s.contains(['*', '?'])
 }
 
-/// `*` (any run) and `?` (one byte) within one path component.
+/// `*` (any run) and `?` (one byte) within one path component. Linear backtracking to the last
+/// `*` only, so no pattern makes it slow.
 fn glob_match(pat: &[u8], s: &[u8]) -> bool {
-    match (pat.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob_match(&pat[1..], s) || (!s.is_empty() && glob_match(pat, &s[1..])),
-        (Some(b'?'), Some(_)) => glob_match(&pat[1..], &s[1..]),
-        (Some(p), Some(c)) if p == c => glob_match(&pat[1..], &s[1..]),
-        _ => false,
+    let (mut p, mut i) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        match pat.get(p) {
+            Some(b'*') => {
+                star = Some((p, i));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == s[i] => {
+                p += 1;
+                i += 1;
+            }
+            _ => match star {
+                Some((sp, si)) => {
+                    p = sp + 1;
+                    i = si + 1;
+                    star = Some((sp, si + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    pat[p..].iter().all(|&c| c == b'*')
 }
 
 /// Where a node's secrets are, as its settings know them.
@@ -405,6 +422,10 @@ mod tests {
         assert!(glob_match(b"id_*", b"id_ed25519"));
         assert!(glob_match(b"ssh_host_*_key", b"ssh_host_rsa_key"));
         assert!(!glob_match(b"ssh_host_*_key", b"ssh_host_rsa_key.pub"));
+        assert!(glob_match(b"*", b"") && glob_match(b"a?c", b"abc") && !glob_match(b"a?c", b"ac"));
+        assert!(glob_match(b"*.service", b"tunnel.service") && !glob_match(b"tunnel*", b"other"));
+        let long = vec![b'a'; 255];
+        assert!(!glob_match(b"*a*a*a*a*a*a*a*a*a*a*a*a*b", &long), "and quickly");
         let s = Secrets::new(&SecretSources { home: Some("/home/op".into()), ..Default::default() }).unwrap();
         assert!(s.check_remote_read(Path::new("/home/alice/.ssh/id_rsa")).is_err());
         assert!(s.check_remote_read(Path::new("/root/.ssh/id_ed25519")).is_err());
