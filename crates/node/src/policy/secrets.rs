@@ -18,6 +18,8 @@
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::{Mode, Refusal};
 
@@ -171,11 +173,20 @@ pub struct SecretSources {
     pub secret_paths: Option<Vec<String>>,
 }
 
+/// How long what the patterns name on disk is reused. The patterns themselves are always
+/// matched afresh; only a secret that appeared within this time at a path they do not name
+/// (through a symlinked directory) could be missed, for this long.
+const ON_DISK_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Per rule, the canonical paths it named on disk, and when that was looked up.
+type OnDisk = Arc<Vec<Vec<PathBuf>>>;
+
 /// The node's secret and protected paths.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     rules: Vec<Rule>,
     homes: Vec<PathBuf>,
+    on_disk: Arc<Mutex<Option<(Instant, OnDisk)>>>,
 }
 
 impl Secrets {
@@ -183,7 +194,7 @@ impl Secrets {
     pub fn new(src: &SecretSources) -> Result<Self, String> {
         let mut homes: Vec<PathBuf> = src.home.iter().cloned().collect();
         homes.extend([PathBuf::from("/root"), PathBuf::from("/home/*")]);
-        let mut me = Self { rules: vec![], homes };
+        let mut me = Self { rules: vec![], homes, on_disk: Arc::default() };
         let own = "the node's own state (its key, audit log and backups)";
         for dir in src.state_dir.iter().chain(&src.runtime_dir) {
             me.add(&dir.to_string_lossy(), own, Guard::Own)?;
@@ -256,6 +267,7 @@ impl Secrets {
             }
             if !self.rules.iter().any(|r| r.pattern == components && r.guard == guard) {
                 self.rules.push(Rule { pattern: components, what: what.to_owned(), guard });
+                self.on_disk = Arc::default();
             }
         }
         Ok(())
@@ -273,8 +285,31 @@ impl Secrets {
     /// The first rule guarding `path` (canonical) against `blocks`, by pattern or by where its
     /// pattern leads on disk.
     fn guarding(&self, path: &Path, blocks: impl Fn(Guard) -> bool) -> Option<&Rule> {
-        let rules = || self.rules.iter().filter(|r| blocks(r.guard));
-        rules().find(|r| r.covers(path)).or_else(|| rules().find(|r| r.on_disk().iter().any(|p| path.starts_with(p))))
+        if let Some(rule) = self.rules.iter().filter(|r| blocks(r.guard)).find(|r| r.covers(path)) {
+            return Some(rule);
+        }
+        let disk = self.disk();
+        self.rules
+            .iter()
+            .zip(disk.iter())
+            .filter(|(r, _)| blocks(r.guard))
+            .find(|(_, found)| found.iter().any(|p| path.starts_with(p)))
+            .map(|(r, _)| r)
+    }
+
+    /// What every rule names on disk (nothing for memory rules, matched by pattern only),
+    /// looked up at most once per [`ON_DISK_FOR`].
+    fn disk(&self) -> OnDisk {
+        let mut cached = self.on_disk.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, found)) = cached.as_ref() {
+            if at.elapsed() < ON_DISK_FOR {
+                return found.clone();
+            }
+        }
+        let found: OnDisk =
+            Arc::new(self.rules.iter().map(|r| if r.guard == Guard::Memory { vec![] } else { r.on_disk() }).collect());
+        *cached = Some((Instant::now(), found.clone()));
+        found
     }
 
     /// Whether `path` (canonical) may be read through the mesh.
@@ -309,8 +344,9 @@ impl Secrets {
         }
         let wanted = (meta.dev(), meta.ino());
         let mut seen = 0usize;
-        for rule in self.rules.iter().filter(|r| r.guard.on_disk_read()) {
-            for root in rule.on_disk() {
+        let disk = self.disk();
+        for (rule, found) in self.rules.iter().zip(disk.iter()).filter(|(r, _)| r.guard.on_disk_read()) {
+            for root in found.iter().cloned() {
                 let mut stack = vec![root];
                 while let Some(p) = stack.pop() {
                     seen += 1;
@@ -366,10 +402,12 @@ impl Secrets {
 
     fn on_disk(&self, blocks: impl Fn(Guard) -> bool) -> Vec<PathBuf> {
         let mut seen = HashSet::new();
+        let disk = self.disk();
         self.rules
             .iter()
-            .filter(|r| blocks(r.guard))
-            .flat_map(Rule::on_disk)
+            .zip(disk.iter())
+            .filter(|(r, _)| blocks(r.guard))
+            .flat_map(|(_, found)| found.iter().cloned())
             .filter(|p| seen.insert(p.clone()))
             .collect()
     }
