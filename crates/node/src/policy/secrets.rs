@@ -84,13 +84,7 @@ impl Rule {
 
     /// Whether `path` (canonical) is this rule's path or beneath it.
     fn covers(&self, path: &Path) -> bool {
-        let parts: Vec<&str> = path
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(n) => n.to_str(),
-                _ => None,
-            })
-            .collect();
+        let parts = names(path);
         if parts.len() < self.pattern.len() {
             return false;
         }
@@ -128,6 +122,16 @@ impl Rule {
         }
         found.into_iter().filter_map(|p| std::fs::canonicalize(&p).ok().or(Some(p))).collect()
     }
+}
+
+/// The names along a path, root and `.` left out.
+fn names(path: &Path) -> Vec<&str> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => n.to_str(),
+            _ => None,
+        })
+        .collect()
 }
 
 fn is_glob(s: &str) -> bool {
@@ -415,13 +419,7 @@ impl Secrets {
     /// For a recursive read on an SSH host: `path` (absolute) must neither hold a secret nor be
     /// inside one.
     pub fn check_remote_tree(&self, path: &Path) -> Result<(), Refusal> {
-        let parts: Vec<&str> = path
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(n) => n.to_str(),
-                _ => None,
-            })
-            .collect();
+        let parts = names(path);
         for rule in self.rules.iter().filter(|r| matches!(r.guard, Guard::Secret | Guard::Memory)) {
             let holds = parts.len() <= rule.pattern.len()
                 && parts.iter().zip(&rule.pattern).all(|(part, pat)| glob_match(pat.as_bytes(), part.as_bytes()));
