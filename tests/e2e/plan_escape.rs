@@ -51,6 +51,8 @@ const ROWS: &[Row] = &[
     refused(&["sort", "/etc/hostname", "-o", "{N}"]),
     refused(&["sort", "--compress-program=touch", "/etc/hostname"]),
     refused(&["sort", "--compress=touch", "/etc/hostname"]),
+    refused(&["sort", "-T", "{S}", "/etc/hostname"]),
+    refused(&["sort", "--temp={S}", "/etc/hostname"]),
     // sed: in place, script files, w/e commands wherever the real script is.
     refused(&["sed", "-i", "s/a/b/", "{S}/victim"]),
     refused(&["sed", "-ibak", "s/a/b/", "{S}/victim"]),

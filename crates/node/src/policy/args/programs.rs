@@ -123,20 +123,23 @@ pub(crate) fn recursive_reads(name: &str, args: &[String]) -> Option<Vec<String>
 fn spec(name: &str) -> Spec {
     match name {
         "sort" => Spec {
-            short_values: "kStT",
-            deny_short: &[('o', WRITES)],
+            short_values: "kSt",
+            deny_short: &[('o', WRITES), ('T', "it writes temporary files where it is told")],
             long_values: &[
                 "key",
                 "buffer-size",
                 "field-separator",
-                "temporary-directory",
                 "parallel",
                 "files0-from",
                 "random-source",
                 "sort",
                 "batch-size",
             ],
-            deny_long: &[("output", WRITES), ("compress-program", RUNS)],
+            deny_long: &[
+                ("output", WRITES),
+                ("compress-program", RUNS),
+                ("temporary-directory", "it writes temporary files where it is told"),
+            ],
             ..Spec::GNU
         },
         "diff" => Spec {
