@@ -25,9 +25,9 @@ pub(crate) struct Ruleset {
     landlock: RulesetCreated,
     /// Mounts to make in a new mount namespace before the ruleset applies.
     shield: Option<Mounts>,
-    /// Drop `CAP_SYS_PTRACE` from the bounding set: a root command then cannot read another
-    /// process's memory or environment (the node is not dumpable), which Landlock's own ptrace
-    /// scoping does not stop for `/proc/PID/environ` reads.
+    /// Drop `CAP_SYS_PTRACE` from the bounding set: a root command then cannot read the memory
+    /// of a process that is not dumpable (the node, whose key is in it). `/proc/PID/environ`
+    /// stays readable to same-user commands: neither this nor Landlock scopes that read.
     drop_ptrace: bool,
 }
 
