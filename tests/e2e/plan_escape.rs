@@ -579,8 +579,7 @@ fn policy_and_evidence_are_not_writable_through_the_mesh() -> anyhow::Result<()>
 /// namespace of their own (mapping only the node's uid) with the same mounts.
 #[test]
 fn edit_on_a_node_not_running_as_root_is_shielded_too() -> anyhow::Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    if !status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")) {
+    if !tunnel_tests::running_as_root() {
         eprintln!("SKIPPED: starting a node as another user needs root");
         return Ok(());
     }

@@ -354,6 +354,12 @@ pub fn cli_in(dir: &Path, args: &[&str]) -> Output {
         .expect("run tunnel")
 }
 
+/// Whether this test process runs as root (its effective uid is 0).
+pub fn running_as_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().nth(1)) == Some("0")
+}
+
 /// Runs an async test body on a fresh multi-threaded runtime with a hard time limit.
 pub fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(limit: Duration, f: F) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

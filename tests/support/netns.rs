@@ -7,9 +7,7 @@ use anyhow::{bail, Context};
 
 /// Why namespace tests cannot run here, if they cannot (they need root and `ip`).
 pub fn unavailable() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|u| u.split_whitespace().next());
-    if uid != Some("0") {
+    if !crate::running_as_root() {
         return Some("network namespaces need root".into());
     }
     if Command::new("ip").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {

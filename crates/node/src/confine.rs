@@ -104,7 +104,7 @@ fn decide(plan: &Plan, prepared: Result<Prepared, SandboxError>) -> Result<Optio
 
 /// Block devices: a raw disk holds every secret on it. From `/dev` and its directories one
 /// level down (the links in `/dev/disk/by-*` and `/dev/mapper` lead to these).
-pub(crate) fn block_devices() -> Vec<std::path::PathBuf> {
+fn block_devices() -> Vec<std::path::PathBuf> {
     use std::os::unix::fs::FileTypeExt;
     let list = |dir: &std::path::Path| {
         std::fs::read_dir(dir).into_iter().flatten().flatten().filter_map(|e| Some((e.path(), e.file_type().ok()?)))

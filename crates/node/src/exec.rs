@@ -81,8 +81,7 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
         Err(refusal) => return refuse(&node, peer, "exec", refusal, detail, writer, ExecEvent::Refused).await,
     };
     let started = Instant::now();
-    let plan = mode == crate::policy::Mode::Plan;
-    let result = run(&spec, &cmd, plan, sandbox, &mut reader, &mut writer).await;
+    let result = run(&spec, &cmd, mode == crate::policy::Mode::Plan, sandbox, &mut reader, &mut writer).await;
     conclude(&node, peer, "exec", detail, started, result, writer).await;
 }
 
@@ -184,14 +183,15 @@ async fn run(
             c
         }
     };
-    for (key, _) in std::env::vars_os() {
-        if key.to_str().is_some_and(|k| k.starts_with("TUNNEL_")) {
-            command.env_remove(key);
-        }
-    }
     if plan {
         // The node's environment, not the caller's (who may set only the locale and terminal).
         command.env_clear().envs(crate::policy::plan_base(std::env::vars()));
+    } else {
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("TUNNEL_")) {
+                command.env_remove(key);
+            }
+        }
     }
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
     if plan {

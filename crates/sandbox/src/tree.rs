@@ -20,8 +20,6 @@ const MAX_GRANTS: usize = 200_000;
 pub(crate) struct Grant {
     pub(crate) fd: OwnedFd,
     pub(crate) is_dir: bool,
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) path: PathBuf,
 }
 
 /// What a path was when grants were computed from it: a directory that was listed (its entries
@@ -106,11 +104,13 @@ fn open(path: &Path) -> Result<Option<Grant>, String> {
     if kind.is_symlink() {
         return Ok(None);
     }
-    Ok(Some(Grant { fd: file.into(), is_dir: kind.is_dir(), path: path.to_owned() }))
+    Ok(Some(Grant { fd: file.into(), is_dir: kind.is_dir() }))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+
     use super::*;
 
     #[test]
@@ -128,11 +128,13 @@ mod tests {
         let except = vec![root.join("a/b/key"), root.join("a/b/secret-dir")];
         let mut stamps = vec![];
         let got = grants(std::slice::from_ref(&root), &except, &mut stamps).unwrap();
+        // What each grant's descriptor names.
+        let path = |g: &Grant| std::fs::read_link(format!("/proc/self/fd/{}", g.fd.as_raw_fd())).unwrap();
         let mut paths: Vec<String> =
-            got.iter().map(|g| g.path.strip_prefix(&root).unwrap().display().to_string()).collect();
+            got.iter().map(|g| path(g).strip_prefix(&root).unwrap().display().to_string()).collect();
         paths.sort();
         assert_eq!(paths, ["a/b/open.txt", "a/c", "a/top.txt", "d"]);
-        assert!(got.iter().find(|g| g.path.ends_with("a/c")).unwrap().is_dir);
+        assert!(got.iter().find(|g| path(g).ends_with("a/c")).unwrap().is_dir);
         assert!(grants(&[root.join("a/b/key")], &except, &mut vec![]).unwrap().is_empty(), "an excluded root");
         assert_eq!(grants(&[root.join("d")], &except, &mut vec![]).unwrap().len(), 1, "a root with nothing excluded");
         // The walked directories are stamped; a new entry in one of them makes its stamp stale.

@@ -147,8 +147,8 @@ impl Node {
     /// Joins the room. Fails with a clear error if the first relay connection fails.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
         let room = RoomKeys::derive(&config.room, &config.token)?;
-        // Not dumpable: no same-user process (a command it runs included) reads its memory or
-        // environment through /proc; its key and room token are there.
+        // Not dumpable: no process without CAP_SYS_PTRACE (a command it runs included) reads its
+        // memory, where its key is, through /proc.
         #[cfg(target_os = "linux")]
         let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
         let mut config = config;

@@ -60,7 +60,7 @@ fn is_executable(p: &Path) -> bool {
     }
 }
 
-fn basename(s: &str) -> &str {
+pub(super) fn basename(s: &str) -> &str {
     s.rsplit('/').next().unwrap_or(s)
 }
 

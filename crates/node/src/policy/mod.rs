@@ -309,8 +309,7 @@ impl Policy {
                 self.secrets.check_remote_read(&place)?;
             }
         }
-        let program = argv[0].rsplit('/').next().unwrap_or_default();
-        for tree in args::recursive_reads(program, &argv[1..]).unwrap_or_default() {
+        for tree in args::recursive_reads(commands::basename(&argv[0]), &argv[1..]).unwrap_or_default() {
             for place in places(&tree) {
                 self.secrets.check_remote_tree(&place)?;
             }

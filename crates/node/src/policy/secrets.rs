@@ -120,7 +120,7 @@ impl Rule {
             }
             found = next;
         }
-        found.into_iter().filter_map(|p| std::fs::canonicalize(&p).ok().or(Some(p))).collect()
+        found.into_iter().map(|p| std::fs::canonicalize(&p).unwrap_or(p)).collect()
     }
 }
 
@@ -188,7 +188,8 @@ type OnDisk = Arc<Vec<Vec<PathBuf>>>;
 /// The node's secret and protected paths.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
-    rules: Vec<Rule>,
+    /// Shared: every command's snapshot of the policy holds them.
+    rules: Arc<Vec<Rule>>,
     homes: Vec<PathBuf>,
     on_disk: Arc<Mutex<Option<(Instant, OnDisk)>>>,
 }
@@ -198,7 +199,7 @@ impl Secrets {
     pub fn new(src: &SecretSources) -> Result<Self, String> {
         let mut homes: Vec<PathBuf> = src.home.iter().cloned().collect();
         homes.extend([PathBuf::from("/root"), PathBuf::from("/home/*")]);
-        let mut me = Self { rules: vec![], homes, on_disk: Arc::default() };
+        let mut me = Self { rules: Arc::default(), homes, on_disk: Arc::default() };
         let own = "the node's own state (its key, audit log and backups)";
         for dir in src.state_dir.iter().chain(&src.runtime_dir) {
             me.add(&dir.to_string_lossy(), own, Guard::Own)?;
@@ -270,7 +271,7 @@ impl Secrets {
                 return Err(format!("secret path {pattern:?} would cover everything"));
             }
             if !self.rules.iter().any(|r| r.pattern == components && r.guard == guard) {
-                self.rules.push(Rule { pattern: components, what: what.to_owned(), guard });
+                Arc::make_mut(&mut self.rules).push(Rule { pattern: components, what: what.to_owned(), guard });
                 self.on_disk = Arc::default();
             }
         }
@@ -416,11 +417,16 @@ impl Secrets {
             .collect()
     }
 
+    /// The rules that apply on an SSH host: by pattern, with nothing there to look up.
+    fn remote_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(|r| matches!(r.guard, Guard::Secret | Guard::Memory))
+    }
+
     /// For a recursive read on an SSH host: `path` (absolute) must neither hold a secret nor be
     /// inside one.
     pub fn check_remote_tree(&self, path: &Path) -> Result<(), Refusal> {
         let parts = names(path);
-        for rule in self.rules.iter().filter(|r| matches!(r.guard, Guard::Secret | Guard::Memory)) {
+        for rule in self.remote_rules() {
             let holds = parts.len() <= rule.pattern.len()
                 && parts.iter().zip(&rule.pattern).all(|(part, pat)| glob_match(pat.as_bytes(), part.as_bytes()));
             if holds || rule.covers(path) {
@@ -438,7 +444,7 @@ impl Secrets {
     /// The check for a path on an SSH host: by pattern only (nothing there can be resolved
     /// from here), with `~` standing for `/root` and `/home/*`.
     pub fn check_remote_read(&self, path: &Path) -> Result<(), Refusal> {
-        match self.rules.iter().filter(|r| matches!(r.guard, Guard::Secret | Guard::Memory)).find(|r| r.covers(path)) {
+        match self.remote_rules().find(|r| r.covers(path)) {
             Some(rule) => Err(Self::refusal(rule, path, "read")),
             None => Ok(()),
         }
