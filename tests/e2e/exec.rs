@@ -19,11 +19,7 @@ fn err(o: &std::process::Output) -> String {
 
 /// A relay, an operator node (plan) and a target node in `mode`.
 fn setup(mode: &str) -> anyhow::Result<(RelayProc, NodeProc, NodeProc)> {
-    let relay = RelayProc::start("127.0.0.1:0", &[])?;
-    let t = token();
-    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
-    let target = NodeProc::start_with(&relay.url, "r", &t, "target", &[("TUNNEL_MODE", mode)])?;
-    op.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    let (relay, _, op, target) = tunnel_tests::op_and_target(mode)?;
     Ok((relay, op, target))
 }
 

@@ -240,11 +240,7 @@ fn check_row(fill: &Fill, i: usize, path: &str, refused_text: bool, output: &str
 #[test]
 fn escape_attempts_through_cli_fleet_and_mcp() -> anyhow::Result<()> {
     assert!(ROWS.len() >= 60, "the table keeps at least 60 rows");
-    let relay = RelayProc::start("127.0.0.1:0", &[])?;
-    let t = token();
-    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
-    let target = NodeProc::start_with(&relay.url, "r", &t, "target", &[("TUNNEL_MODE", "plan")])?;
-    op.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    let (_relay, t, op, target) = tunnel_tests::op_and_target("plan")?;
     let fill = plant(&target);
     let info = op.cli(&["info", "target"]);
     let info = String::from_utf8_lossy(&info.stdout).into_owned();
@@ -372,11 +368,7 @@ fn escape_attempts_on_an_ssh_host_meet_the_argument_checks() -> anyhow::Result<(
 /// list_dir and fleet_read) refuses the secret list; the local operator is not held to it.
 #[test]
 fn secrets_never_leave_through_file_operations() -> anyhow::Result<()> {
-    let relay = RelayProc::start("127.0.0.1:0", &[])?;
-    let t = token();
-    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
-    let target = NodeProc::start_with(&relay.url, "r", &t, "target", &[("TUNNEL_MODE", "bypass")])?;
-    op.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    let (_relay, t, op, target) = tunnel_tests::op_and_target("bypass")?;
     let fill = plant(&target);
     let key = fill.home.join(".ssh/id_ed25519");
     let node_key = fill.state.join("node.key");

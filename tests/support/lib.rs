@@ -354,6 +354,17 @@ pub fn cli_in(dir: &Path, args: &[&str]) -> Output {
         .expect("run tunnel")
 }
 
+/// A relay, an operator node `op` and a node `target` in `mode`, with `op` seeing `target`;
+/// and the room's token.
+pub fn op_and_target(mode: &str) -> anyhow::Result<(RelayProc, String, NodeProc, NodeProc)> {
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let t = token();
+    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
+    let target = NodeProc::start_with(&relay.url, "r", &t, "target", &[("TUNNEL_MODE", mode)])?;
+    op.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    Ok((relay, t, op, target))
+}
+
 /// Whether this test process runs as root (its effective uid is 0).
 pub fn running_as_root() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
