@@ -24,6 +24,9 @@ pub struct RelayConfig {
     pub idle_timeout: Duration,
     /// Told to peers in `Restarting` on graceful shutdown.
     pub reconnect_hint: Duration,
+    /// Serve TLS (`wss://`) with this certificate; `None`: plain, for use behind a proxy
+    /// that terminates TLS.
+    pub tls: Option<Arc<tunnel_tls::ServerTls>>,
     /// Test hook; `None` in production.
     pub intercept: Option<Arc<dyn Intercept>>,
 }
@@ -43,6 +46,7 @@ impl Default for RelayConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(90),
             reconnect_hint: Duration::from_millis(250),
+            tls: None,
             intercept: None,
         }
     }
@@ -57,6 +61,7 @@ impl std::fmt::Debug for RelayConfig {
             .field("rate_bytes_per_sec", &self.rate_bytes_per_sec)
             .field("max_peers_per_room", &self.max_peers_per_room)
             .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }

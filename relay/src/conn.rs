@@ -19,13 +19,15 @@ use tracing::{debug, info};
 use tunnel_proto::relay::{self, ErrorCode, RelayFrame};
 use tunnel_proto::{join, NodeId, SecretKey};
 
+use tunnel_tls::{Accepted, Io};
+
 use crate::http::{self, accept_upgrade};
 use crate::limiter::TokenBucket;
 use crate::metrics::Metrics;
 use crate::rooms::{Mailbox, Outgoing, Room};
 use crate::server::Shared;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Box<dyn Io>>;
 
 /// Why a connection ended, for the log.
 enum End {
@@ -37,28 +39,49 @@ enum End {
 }
 
 pub(crate) async fn run(
-    stream: TcpStream,
+    tcp: TcpStream,
     addr: SocketAddr,
     conn_id: u64,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
-    match run_inner(stream, addr, conn_id, &shared, &shutdown).await {
+    let _ = tcp.set_nodelay(true);
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let stream: Box<dyn Io> = match &shared.config.tls {
+        None => Box::new(tcp),
+        Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(tcp)).await {
+            Ok(Accepted::Tls(stream)) => stream,
+            Ok(Accepted::Plain(tcp)) => return plain_on_tls_port(tcp, deadline, &shared).await,
+            Ok(Accepted::Failed(why)) => {
+                Metrics::inc(&shared.metrics.rejected_connections);
+                return debug!(%addr, why, "connection refused");
+            }
+            Err(_) => return Metrics::inc(&shared.metrics.handshake_timeouts),
+        },
+    };
+    match run_inner(stream, addr, conn_id, &shared, &shutdown, deadline).await {
         End::Closed | End::Shutdown | End::Replaced => {}
         End::Refused(why) => debug!(%addr, why, "connection refused"),
         End::Error(e) => debug!(%addr, error = %e, "connection ended"),
     }
 }
 
+/// A client that spoke plain HTTP to the TLS port gets a plain answer saying what to use.
+async fn plain_on_tls_port(tcp: TcpStream, deadline: Instant, shared: &Shared) {
+    Metrics::inc(&shared.metrics.rejected_connections);
+    let why = "this relay serves TLS: use a wss:// URL (https:// for /healthz and /metrics)";
+    let _ = tokio::time::timeout_at(deadline, tunnel_tls::answer_plain(tcp, why)).await;
+}
+
 async fn run_inner(
-    mut stream: TcpStream,
+    mut stream: Box<dyn Io>,
     addr: SocketAddr,
     conn_id: u64,
     shared: &Shared,
     shutdown: &CancellationToken,
+    deadline: Instant,
 ) -> End {
     let cfg = &shared.config;
-    let deadline = Instant::now() + cfg.handshake_timeout;
     let (head, rest) = match tokio::time::timeout_at(deadline, http::read_head(&mut stream)).await {
         Ok(Ok(h)) => h,
         Ok(Err(why)) => {
@@ -114,7 +137,6 @@ async fn run_inner(
     if let Err(e) = stream.write_all(response.as_bytes()).await {
         return End::Error(e.to_string());
     }
-    let _ = stream.set_nodelay(true);
     Metrics::inc(&shared.metrics.connections_total);
     let ws_config = WebSocketConfig {
         max_message_size: Some(relay::MAX_FRAME),

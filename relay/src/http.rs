@@ -3,8 +3,7 @@
 //! cost more memory per idle peer than the rest of the relay.
 
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tunnel_proto::relay::SUBPROTOCOL;
 
 const MAX_HEAD: usize = 8 * 1024;
@@ -30,7 +29,7 @@ impl RequestHead {
 }
 
 /// Reads a request head. Returns it and any bytes read past its end.
-pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<(RequestHead, Vec<u8>), &'static str> {
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(RequestHead, Vec<u8>), &'static str> {
     let mut buf = Vec::with_capacity(1024);
     let end = loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -62,7 +61,7 @@ pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<(RequestHead, Ve
     Ok((RequestHead { method, path, headers }, rest))
 }
 
-pub(crate) async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) {
+pub(crate) async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: &str, content_type: &str, body: &str) {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

@@ -19,6 +19,7 @@ mod config;
 mod conn;
 mod http;
 mod limiter;
+pub mod logging;
 mod metrics;
 mod rooms;
 mod server;

@@ -34,14 +34,18 @@ struct Args {
     /// Seconds a connection has from TCP accept to a verified join.
     #[arg(long, default_value_t = 10)]
     handshake_timeout_secs: u64,
+    /// Serve TLS (wss://) with this PEM certificate chain; reloaded on SIGHUP. Without it the
+    /// relay serves plain ws:// (for use behind a TLS-terminating proxy).
+    #[arg(long, env = "TUNNEL_RELAY_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, RSA or EC).
+    #[arg(long, env = "TUNNEL_RELAY_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TUNNEL_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    tunnel_relay::logging::init("info");
     if let Err(e) = run(Args::parse()).await {
         eprintln!("tunnel-relay: {e:#}");
         std::process::exit(1);
@@ -52,8 +56,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.access_token.as_deref() == Some("") {
         anyhow::bail!("--access-token is empty");
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = tunnel_tls::ServerTls::load(cert, key, &[b"http/1.1"])?;
+            tls.reload_on_sighup().context("installing the SIGHUP handler")?;
+            Some(tls)
+        }
+        _ => None,
+    };
     let defaults = RelayConfig::default();
     let config = RelayConfig {
+        tls,
         access_token: args.access_token,
         max_peers_per_room: args.max_peers_per_room.max(1),
         max_connections: args.max_connections.max(1),

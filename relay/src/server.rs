@@ -52,9 +52,10 @@ impl Relay {
         self.addr
     }
 
-    /// `ws://` URL of this relay, for clients.
+    /// URL of this relay for clients: `wss://` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        let scheme = if self.shared.config.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn metrics(&self) -> Snapshot {

@@ -245,6 +245,8 @@ fn mismatched_room_secrets_make_no_session_and_say_why() -> anyhow::Result<()> {
                     room: RoomKeys { room_id, psk: Zeroizing::new([psk; 32]) },
                     secret: SecretKey::generate(&mut rand::rngs::OsRng),
                     hello: Hello::new("n"),
+                    relay_trust: Default::default(),
+                    fail_fast: true,
                 })
                 .await
             }

@@ -13,6 +13,8 @@ pub fn node_config(relay_url: &str, room: &str, token: &str, name: &str) -> Node
         room: room.into(),
         token: token.into(),
         access_token: None,
+        relay_trust: Default::default(),
+        fail_fast: true,
         name: name.into(),
         tags: vec![],
         os: tunnel_node::detect_os(),

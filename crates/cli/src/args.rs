@@ -168,12 +168,17 @@ pub(crate) struct RunArgs {
     /// Join the room only to operate others: serve no operations to peers.
     #[arg(long)]
     pub(crate) no_agent: bool,
+    /// Start even if the relay cannot be reached, and keep retrying (what the service does);
+    /// `tunnel status` shows why it is not connected. Without it a failed first connection
+    /// is an error.
+    #[arg(long)]
+    pub(crate) keep_trying: bool,
 }
 
 /// How a node joins its room: `tunnel run`, and `tunnel mcp` when it runs its own node.
 #[derive(Args)]
 pub(crate) struct NodeArgs {
-    /// Relay URL, e.g. ws://relay.example:8080 (env TUNNEL_RELAY).
+    /// Relay URL, e.g. wss://relay.example (env TUNNEL_RELAY).
     #[arg(long)]
     pub(crate) relay: Option<String>,
     /// Room name (env TUNNEL_ROOM).
@@ -185,6 +190,10 @@ pub(crate) struct NodeArgs {
     /// Access token of a private relay (env TUNNEL_ACCESS_TOKEN).
     #[arg(long)]
     pub(crate) access_token: Option<String>,
+    /// PEM file of the CA that signed a wss:// relay's certificate, trusted besides the
+    /// system's roots (env TUNNEL_RELAY_CA; config `relay_ca`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) relay_ca: Option<std::path::PathBuf>,
     /// This peer's name (env TUNNEL_NAME; default: the host name).
     #[arg(long)]
     pub(crate) name: Option<String>,
@@ -203,6 +212,7 @@ impl NodeArgs {
             room: self.room,
             token: self.token,
             access_token: self.access_token,
+            relay_ca: self.relay_ca,
             name: self.name,
             tags: self.tags,
             mode: self.mode,
@@ -225,6 +235,12 @@ pub(crate) struct McpArgs {
     /// Another Host name HTTP clients may use (besides loopback and the listen address); repeatable.
     #[arg(long = "allow-host", value_name = "HOST")]
     pub(crate) allow_hosts: Vec<String>,
+    /// Serve HTTPS with this PEM certificate chain (--transport http); reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, RSA or EC).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
     /// Tool groups to offer: a comma-separated list (core, fleet, ssh, forward), or all.
     #[arg(long, default_value = "core,fleet,ssh,forward")]
     pub(crate) tools: String,

@@ -52,6 +52,8 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
             room: "demo".into(),
             token: token.clone(),
             access_token: None,
+            relay_trust: Default::default(),
+            fail_fast: true,
             name: name.into(),
             tags: tags.split(',').map(str::to_owned).collect(),
             os: tunnel_node::detect_os(),

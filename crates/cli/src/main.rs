@@ -42,12 +42,7 @@ use crate::args::{Cli, Command};
 fn main() {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Run(_)) { "info" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TUNNEL_LOG").unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    tunnel_relay::logging::init(default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => exit_with(&anyhow::anyhow!("cannot start the async runtime: {e}")),

@@ -39,10 +39,23 @@ pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
             r = crate::run::shutdown_signal() => r,
         },
         Transport::Http => {
-            let opts =
-                HttpOptions { listen: args.listen, auth_token: args.auth_token, allowed_hosts: args.allow_hosts };
+            let tls = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => {
+                    let tls = tunnel_tls::ServerTls::load(cert, key, &[b"http/1.1"])?;
+                    tls.reload_on_sighup().context("installing the SIGHUP handler")?;
+                    Some(tls)
+                }
+                _ => None,
+            };
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let opts = HttpOptions {
+                listen: args.listen,
+                auth_token: args.auth_token,
+                allowed_hosts: args.allow_hosts,
+                tls,
+            };
             let http = HttpServer::bind(server, opts).await?;
-            eprintln!("tunnel: MCP over HTTP at http://{}/mcp", http.local_addr()?);
+            eprintln!("tunnel: MCP over HTTP at {scheme}://{}/mcp", http.local_addr()?);
             let stop = CancellationToken::new();
             let serving = tokio::spawn(http.run(stop.clone()));
             let signal = crate::run::shutdown_signal().await;

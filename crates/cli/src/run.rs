@@ -11,6 +11,7 @@ pub(crate) async fn run(global: Global, args: RunArgs) -> anyhow::Result<i32> {
     let settings = Settings::resolve(flags, |k| std::env::var(k).ok())?;
     let mut config = NodeConfig::from_settings(&settings)?;
     config.agent = !args.no_agent;
+    config.fail_fast = !args.keep_trying;
     let room = config.room.clone();
     let relay = config.relay_url.clone().unwrap_or_default();
     let control = BoundControl::bind(&settings.socket_path()).await?;

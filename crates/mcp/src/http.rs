@@ -45,11 +45,14 @@ pub struct HttpOptions {
     pub auth_token: Option<String>,
     /// Host names, besides loopback ones and the listen address, that clients may use.
     pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS with this certificate (reloaded on SIGHUP by whoever made it).
+    pub tls: Option<Arc<tunnel_tls::ServerTls>>,
 }
 
 /// A bound server, not yet serving: binding first lets the caller print the real address.
 pub struct HttpServer {
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<tunnel_tls::ServerTls>>,
     gate: Arc<Gate>,
     server: TunnelMcp,
 }
@@ -73,7 +76,7 @@ impl HttpServer {
             hosts.push(opts.listen.ip().to_string());
         }
         hosts.extend(opts.allowed_hosts.into_iter().map(|h| h.to_ascii_lowercase()));
-        Ok(Self { listener, gate: Arc::new(Gate { token, hosts }), server })
+        Ok(Self { listener, tls: opts.tls, gate: Arc::new(Gate { token, hosts }), server })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -103,7 +106,9 @@ impl HttpServer {
                         }
                     };
                     let (gate, mcp, stop) = (self.gate.clone(), mcp.clone(), shutdown.clone());
+                    let tls = self.tls.clone();
                     conns.spawn(async move {
+                        let Some(stream) = secure(stream, tls.as_deref()).await else { return };
                         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                             let (gate, mcp) = (gate.clone(), mcp.clone());
                             async move {
@@ -124,6 +129,23 @@ impl HttpServer {
             }
         }
         info!("MCP HTTP server stopped");
+    }
+}
+
+/// TLS when configured (handshake within ten seconds); `None` when the connection is done.
+async fn secure(tcp: tokio::net::TcpStream, tls: Option<&tunnel_tls::ServerTls>) -> Option<Box<dyn tunnel_tls::Io>> {
+    let Some(tls) = tls else { return Some(Box::new(tcp)) };
+    let accepted = tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(tcp)).await.ok()?;
+    match accepted {
+        tunnel_tls::Accepted::Tls(stream) => Some(stream),
+        tunnel_tls::Accepted::Plain(tcp) => {
+            tunnel_tls::answer_plain(tcp, "this MCP server serves HTTPS: use an https:// URL").await;
+            None
+        }
+        tunnel_tls::Accepted::Failed(why) => {
+            debug!(why, "MCP HTTPS connection refused");
+            None
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use crate::error::{ConnectError, NetError};
 use crate::loopback;
 use crate::peer::{self, PeerCmd, PeerHandle, PeerInput, PeerShared};
-use crate::relay_client::{self, RelayEvent, RelayTarget};
+use crate::relay_client::{self, RelayEvent, RelayTarget, RelayUrl};
 use crate::sessions::Keys;
 use crate::stream::Stream;
 
@@ -34,6 +34,23 @@ pub struct EndpointConfig {
     pub secret: SecretKey,
     /// Sent to every peer on every new session; `instance` is filled in by the endpoint.
     pub hello: Hello,
+    /// For `wss://` relays: whom to trust beyond the system's roots.
+    pub relay_trust: tunnel_tls::ClientTrust,
+    /// `true`: [`Endpoint::start`] fails if the first connection attempt fails (a person at a
+    /// terminal wants to know now). `false`: it returns at once and keeps trying in the
+    /// background, with the state in [`Endpoint::relay_status`] (a service).
+    pub fail_fast: bool,
+}
+
+/// Where the relay connection stands, for `tunnel status`.
+#[derive(Debug, Clone)]
+pub struct RelayStatus {
+    pub url: String,
+    pub connected: bool,
+    /// When `connected` last changed.
+    pub since: std::time::SystemTime,
+    /// Why the last attempt or connection failed, until the next success.
+    pub last_error: Option<String>,
 }
 
 /// What the node hears from the mesh.
@@ -87,6 +104,7 @@ struct Inner {
     /// Operations addressed to this node itself.
     loopback: mpsc::Sender<PeerCmd>,
     hello: watch::Sender<Hello>,
+    relay_status: Option<Arc<Mutex<RelayStatus>>>,
     cancel: CancellationToken,
     _tasks: Vec<AbortOnDropHandle<()>>,
 }
@@ -101,9 +119,21 @@ impl Endpoint {
     /// Connects to the relay and joins the room. Returns once the first connection succeeded,
     /// or with the error of the first attempt (bad URL, unreachable, refused, ...).
     pub async fn start(config: EndpointConfig) -> Result<(Self, mpsc::Receiver<NetEvent>), ConnectError> {
-        if let Some(url) = &config.relay_url {
-            relay_client::check_url(url)?;
-        }
+        let tls = match &config.relay_url {
+            Some(url) => {
+                let parsed = RelayUrl::parse(url)?;
+                if parsed.plain_over_network() {
+                    warn!(
+                        %url,
+                        "plain ws:// to another machine: the relay access token and who talks to whom cross \
+                         the network in the clear (peer traffic stays end-to-end encrypted); use wss://"
+                    );
+                }
+                let trust = |e: tunnel_tls::TlsError| ConnectError::Trust { url: url.clone(), reason: e.to_string() };
+                parsed.tls.then(|| config.relay_trust.client_config()).transpose().map_err(trust)?
+            }
+            None => None,
+        };
         let id = config.secret.public();
         let mut hello = config.hello;
         hello.instance = rand::random();
@@ -116,14 +146,22 @@ impl Endpoint {
         let mut tasks = vec![AbortOnDropHandle::new(tokio::spawn(loopback_task))];
         let peers = Arc::new(Mutex::new(HashMap::new()));
         let Some(relay_url) = config.relay_url else {
-            let inner = Inner { id, peers, wake: None, loopback, hello: hello_tx, cancel, _tasks: tasks };
+            let inner =
+                Inner { id, peers, wake: None, loopback, hello: hello_tx, relay_status: None, cancel, _tasks: tasks };
             return Ok((Self { inner: Arc::new(inner) }, events_rx));
         };
+        let relay_status = Arc::new(Mutex::new(RelayStatus {
+            url: relay_url.clone(),
+            connected: false,
+            since: std::time::SystemTime::now(),
+            last_error: None,
+        }));
         let target = RelayTarget {
             url: relay_url,
             access_token: config.access_token,
             room_id: config.room.room_id,
             secret: config.secret.clone(),
+            tls,
         };
         let shared = Arc::new(PeerShared {
             keys: Keys { secret: config.secret, id, psk: Zeroizing::new(*config.room.psk) },
@@ -138,12 +176,23 @@ impl Endpoint {
             table: peers.clone(),
             actors: HashMap::new(),
             tasks: JoinSet::new(),
+            status: relay_status.clone(),
+            fail_fast: config.fail_fast,
             cancel: cancel.clone(),
         };
         let (wake_tx, wake_rx) = mpsc::channel(256);
         let router_task = tokio::spawn(router.run(relay_ev_rx, wake_rx, first_tx));
         tasks.extend([AbortOnDropHandle::new(relay_task), AbortOnDropHandle::new(router_task)]);
-        let inner = Inner { id, peers, wake: Some(wake_tx), loopback, hello: hello_tx, cancel, _tasks: tasks };
+        let inner = Inner {
+            id,
+            peers,
+            wake: Some(wake_tx),
+            loopback,
+            hello: hello_tx,
+            relay_status: Some(relay_status),
+            cancel,
+            _tasks: tasks,
+        };
         let endpoint = Self { inner: Arc::new(inner) };
         match first_rx.await {
             Ok(Ok(())) => Ok((endpoint, events_rx)),
@@ -156,6 +205,11 @@ impl Endpoint {
 
     pub fn id(&self) -> NodeId {
         self.inner.id
+    }
+
+    /// The relay connection's state; `None` for a node with no relay.
+    pub fn relay_status(&self) -> Option<RelayStatus> {
+        self.inner.relay_status.as_ref().map(|s| s.lock().expect("relay status lock").clone())
     }
 
     /// Peers currently in the room.
@@ -219,6 +273,8 @@ struct Router {
     table: PeerTable,
     actors: HashMap<NodeId, PeerHandle>,
     tasks: JoinSet<()>,
+    status: Arc<Mutex<RelayStatus>>,
+    fail_fast: bool,
     cancel: CancellationToken,
 }
 
@@ -257,7 +313,24 @@ impl Router {
         let _ = self.shared.events.send(ev).await;
     }
 
+    fn record(&self, connected: bool, error: Option<String>) {
+        let mut status = self.status.lock().expect("relay status lock");
+        if status.connected != connected {
+            status.connected = connected;
+            status.since = std::time::SystemTime::now();
+        }
+        if connected || error.is_some() {
+            status.last_error = error;
+        }
+    }
+
     async fn on_event(&mut self, ev: RelayEvent, first: &mut Option<oneshot::Sender<Result<(), ConnectError>>>) {
+        match &ev {
+            RelayEvent::Connected { .. } => self.record(true, None),
+            RelayEvent::Disconnected { reason } => self.record(false, Some(reason.clone())),
+            RelayEvent::ConnectFailed(e) => self.record(false, Some(e.to_string())),
+            _ => {}
+        }
         match ev {
             RelayEvent::Connected { peers, observed_addr } => {
                 let now: HashSet<NodeId> = peers.into_iter().collect();
@@ -285,8 +358,12 @@ impl Router {
             }
             RelayEvent::Disconnected { reason } => self.emit(NetEvent::RelayDisconnected { reason }).await,
             RelayEvent::ConnectFailed(e) => match first.take() {
-                Some(f) => {
+                Some(f) if self.fail_fast || e.is_permanent() => {
                     let _ = f.send(Err(e));
+                }
+                Some(f) => {
+                    let _ = f.send(Ok(()));
+                    self.emit(NetEvent::RelayConnectFailed(e)).await;
                 }
                 None => self.emit(NetEvent::RelayConnectFailed(e)).await,
             },

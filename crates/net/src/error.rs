@@ -18,12 +18,16 @@ pub enum ConnectError {
     Protocol { url: String, reason: String },
     #[error("relay {url} did not answer within {secs} s")]
     Timeout { url: String, secs: u64 },
+    #[error("relay {url}: {reason}")]
+    Tls { url: String, reason: String },
+    #[error("cannot set up TLS for relay {url}: {reason}")]
+    Trust { url: String, reason: String },
 }
 
 impl ConnectError {
     /// Errors that retrying will not fix without a change of configuration.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::BadUrl { .. } | Self::AccessDenied { .. } | Self::Refused { .. })
+        matches!(self, Self::BadUrl { .. } | Self::AccessDenied { .. } | Self::Refused { .. } | Self::Trust { .. })
     }
 }
 

@@ -21,6 +21,7 @@ mod relay_client;
 mod sessions;
 mod stream;
 
-pub use endpoint::{Endpoint, EndpointConfig, NetEvent};
+pub use endpoint::{Endpoint, EndpointConfig, NetEvent, RelayStatus};
+pub use tunnel_tls::{ClientTrust, Pin, TlsError};
 pub use error::{ConnectError, NetError, StreamError};
 pub use stream::{Stream, StreamReader, StreamWriter};

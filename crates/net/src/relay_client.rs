@@ -6,6 +6,7 @@
 //! drops frames for us instead of buffering without bound).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -16,16 +17,18 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tunnel_proto::relay::{self, ErrorCode, RelayFrame, SUBPROTOCOL};
 use tunnel_proto::{join, NodeId, SecretKey};
+use tunnel_tls::Io;
 
 use crate::backoff;
 use crate::error::ConnectError;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// TCP, or TLS over TCP for `wss://`.
+type Ws = WebSocketStream<Box<dyn Io>>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -38,6 +41,8 @@ pub(crate) struct RelayTarget {
     pub(crate) access_token: Option<String>,
     pub(crate) room_id: [u8; 32],
     pub(crate) secret: SecretKey,
+    /// For `wss://` URLs: whom to trust.
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug)]
@@ -62,22 +67,40 @@ pub(crate) enum RelayEvent {
     },
 }
 
-/// Checks a relay URL before any connection is tried.
-pub(crate) fn check_url(url: &str) -> Result<(), ConnectError> {
-    let bad = |reason: &str| ConnectError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
-    let rest = if let Some(rest) = url.strip_prefix("ws://") {
-        rest
-    } else if url.starts_with("wss://") {
-        return Err(bad("wss:// is not supported by this build yet; use ws:// (traffic is end-to-end encrypted either way) or a TLS-terminating proxy"));
-    } else {
-        return Err(bad("must start with ws://"));
-    };
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty() {
-        return Err(bad("no host"));
+/// A relay URL, checked before any connection is tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RelayUrl {
+    pub(crate) tls: bool,
+    /// Without the brackets of an IPv6 literal.
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl RelayUrl {
+    pub(crate) fn parse(url: &str) -> Result<Self, ConnectError> {
+        let bad = |reason: &str| ConnectError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
+        let (tls, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(bad("must start with ws:// or wss://")),
+        };
+        if rest.split('/').next().unwrap_or_default().is_empty() {
+            return Err(bad("no host"));
+        }
+        let request = url.into_client_request().map_err(|e| bad(&e.to_string()))?;
+        let uri = request.uri();
+        let host = uri.host().ok_or_else(|| bad("no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        Ok(Self { tls, host, port })
     }
-    url.into_client_request().map_err(|e| bad(&e.to_string()))?;
-    Ok(())
+
+    /// Plain WebSocket to another machine shows the access token and the frames' metadata
+    /// to the network (peer traffic stays end-to-end encrypted).
+    pub(crate) fn plain_over_network(&self) -> bool {
+        let loopback = self.host == "localhost" || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        !self.tls && !loopback
+    }
 }
 
 /// Runs until cancelled. Reports every state change on `events`.
@@ -142,6 +165,23 @@ async fn connect(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String), Conn
         .map_err(|_| ConnectError::Timeout { url: url.clone(), secs })?
 }
 
+/// TCP, then TLS for `wss://`, with every certificate problem named.
+async fn open_transport(target: &RelayTarget) -> Result<Box<dyn Io>, ConnectError> {
+    let url = &target.url;
+    let parsed = RelayUrl::parse(url)?;
+    let tcp = TcpStream::connect((parsed.host.as_str(), parsed.port))
+        .await
+        .map_err(|e| ConnectError::Unreachable { url: url.clone(), reason: e.to_string() })?;
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = &target.tls else { return Ok(Box::new(tcp)) };
+    let name = rustls::pki_types::ServerName::try_from(parsed.host.clone())
+        .map_err(|e| ConnectError::BadUrl { url: url.clone(), reason: format!("host is not a TLS server name: {e}") })?;
+    match tunnel_tls::TlsConnector::from(tls.clone()).connect(name, tcp).await {
+        Ok(stream) => Ok(Box::new(stream)),
+        Err(e) => Err(ConnectError::Tls { url: url.clone(), reason: tunnel_tls::describe_failure(&e, &parsed.host) }),
+    }
+}
+
 async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String), ConnectError> {
     let url = target.url.clone();
     let mut request = url
@@ -162,8 +202,9 @@ async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String)
         write_buffer_size: 0,
         ..Default::default()
     };
+    let transport = open_transport(target).await?;
     let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await.map_err(|e| match e {
+        tokio_tungstenite::client_async_with_config(request, transport, Some(config)).await.map_err(|e| match e {
             tungstenite::Error::Http(resp) if resp.status().as_u16() == 401 => {
                 ConnectError::AccessDenied { url: url.clone() }
             }
@@ -309,12 +350,27 @@ mod tests {
 
     #[test]
     fn urls_are_checked_with_clear_reasons() {
-        assert!(check_url("ws://127.0.0.1:8080").is_ok());
-        for (url, needle) in
-            [("http://x", "ws://"), ("wss://relay.example", "wss://"), ("ws://", "no host"), ("relay:8080", "ws://")]
-        {
-            let err = check_url(url).unwrap_err().to_string();
+        let ok = |url: &str| RelayUrl::parse(url).unwrap();
+        assert_eq!(ok("ws://127.0.0.1:8080"), RelayUrl { tls: false, host: "127.0.0.1".into(), port: 8080 });
+        assert_eq!(ok("wss://relay.example/x"), RelayUrl { tls: true, host: "relay.example".into(), port: 443 });
+        assert_eq!(ok("wss://[::1]:9").host, "::1");
+        for (url, needle) in [("http://x", "ws://"), ("ws://", "no host"), ("relay:8080", "ws://")] {
+            let err = RelayUrl::parse(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn plain_websocket_is_flagged_only_off_this_machine() {
+        for (url, flagged) in [
+            ("ws://127.0.0.1:1", false),
+            ("ws://localhost:1", false),
+            ("ws://[::1]:1", false),
+            ("ws://10.0.0.1:1", true),
+            ("ws://relay.example", true),
+            ("wss://relay.example", false),
+        ] {
+            assert_eq!(RelayUrl::parse(url).unwrap().plain_over_network(), flagged, "{url}");
         }
     }
 }

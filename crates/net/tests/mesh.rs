@@ -18,6 +18,8 @@ async fn endpoint(relay: &Relay, name: &str) -> (Endpoint, mpsc::Receiver<NetEve
         room: RoomKeys::derive("mesh", TOKEN).unwrap(),
         secret: SecretKey::generate(&mut rand::rngs::OsRng),
         hello: Hello::new(name),
+        relay_trust: Default::default(),
+        fail_fast: true,
     })
     .await
     .unwrap()

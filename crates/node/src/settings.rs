@@ -4,7 +4,7 @@
 //!
 //! Config file: `--config`, else `TUNNEL_CONFIG`, else `$XDG_CONFIG_HOME/tunnel/config.toml`
 //! (`~/.config/tunnel/config.toml`). Keys: `relay`, `room`, `token`, `access_token`, `name`,
-//! `tags`, `state_dir`, `runtime_dir`.
+//! `tags`, `state_dir`, `runtime_dir`, `relay_ca`, `relay_pin`.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,7 @@ pub struct Flags {
     pub room: Option<String>,
     pub token: Option<String>,
     pub access_token: Option<String>,
+    pub relay_ca: Option<PathBuf>,
     pub name: Option<String>,
     pub tags: Option<String>,
     pub state_dir: Option<PathBuf>,
@@ -35,6 +36,8 @@ struct FileConfig {
     room: Option<String>,
     token: Option<String>,
     access_token: Option<String>,
+    relay_ca: Option<PathBuf>,
+    relay_pin: Option<String>,
     name: Option<String>,
     tags: Option<Vec<String>>,
     state_dir: Option<PathBuf>,
@@ -84,6 +87,8 @@ pub struct Settings {
     pub room: Option<String>,
     pub token: Option<String>,
     pub access_token: Option<String>,
+    /// Whom to trust for a `wss://` relay besides the system's roots.
+    pub relay_trust: tunnel_net::ClientTrust,
     pub name: String,
     pub tags: Vec<String>,
     pub state_dir: PathBuf,
@@ -100,6 +105,7 @@ impl std::fmt::Debug for Settings {
             .field("room", &self.room)
             .field("token", &self.token.as_ref().map(|_| ".."))
             .field("access_token", &self.access_token.as_ref().map(|_| ".."))
+            .field("relay_trust", &self.relay_trust)
             .field("name", &self.name)
             .field("tags", &self.tags)
             .field("state_dir", &self.state_dir)
@@ -199,11 +205,29 @@ impl Settings {
                 path: config_path.clone().unwrap_or_default(),
                 reason: format!("[ssh]: {reason}"),
             })?;
+        // A relative `relay_ca` in the config file is relative to the file.
+        let file_ca = file.relay_ca.map(|p| match config_dir {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p,
+        });
+        let relay_pin = env("TUNNEL_RELAY_PIN").or(file.relay_pin);
+        let relay_trust = tunnel_net::ClientTrust {
+            ca_file: pick_path(flags.relay_ca, "TUNNEL_RELAY_CA", file_ca),
+            pin: relay_pin
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e: tunnel_net::TlsError| SettingsError::BadConfig {
+                    path: config_path.clone().unwrap_or_default(),
+                    reason: format!("relay_pin: {e}"),
+                })?,
+        };
         Ok(Self {
             relay: pick(flags.relay, "TUNNEL_RELAY", file.relay),
             room: pick(flags.room, "TUNNEL_ROOM", file.room),
             token: pick(flags.token, "TUNNEL_TOKEN", file.token),
             access_token: pick(flags.access_token, "TUNNEL_ACCESS_TOKEN", file.access_token),
+            relay_trust,
             name,
             tags,
             state_dir,

@@ -70,6 +70,11 @@ pub struct NodeConfig {
     pub room: String,
     pub token: String,
     pub access_token: Option<String>,
+    /// Whom to trust for a `wss://` relay besides the system's roots.
+    pub relay_trust: tunnel_net::ClientTrust,
+    /// Fail [`Node::start`] when the first relay connection fails (a person at a terminal);
+    /// `false` keeps retrying in the background (a service: `tunnel status` shows why).
+    pub fail_fast: bool,
     pub name: String,
     pub tags: Vec<String>,
     /// What this node says it runs (`os:` targets match it); normally [`crate::detect_os`].
@@ -94,6 +99,7 @@ impl NodeConfig {
             room: room.room.to_owned(),
             token: room.token.to_owned(),
             access_token: s.access_token.clone(),
+            relay_trust: s.relay_trust.clone(),
             ..Self::local_only(s)?
         })
     }
@@ -107,6 +113,8 @@ impl NodeConfig {
             room: "local".into(),
             token: tunnel_proto::room::generate_token(&mut rand::rngs::OsRng),
             access_token: None,
+            relay_trust: Default::default(),
+            fail_fast: true,
             name: s.name.clone(),
             tags: s.tags.clone(),
             os: crate::os_info::detect(),
@@ -184,6 +192,8 @@ impl Node {
             room,
             secret: config.secret,
             hello,
+            relay_trust: config.relay_trust,
+            fail_fast: config.fail_fast,
         })
         .await?;
         let node = Self {
