@@ -62,6 +62,13 @@ pub(crate) enum Command {
     Token,
     /// Start a relay and three peers in this process and show them working together.
     Demo,
+    /// Put this machine's node into service (systemd, or launchd on macOS): config, binary,
+    /// unit; enabled and started. `--dry-run` shows every file and command first.
+    Install(InstallArgs),
+    /// Stop and remove the service; `--purge` also removes the node key, audit log and config.
+    Uninstall(UninstallArgs),
+    /// What this machine's node is doing: relay connection (and why not), room, peers, mode.
+    Status(StatusArgs),
     /// Serve the fleet to AI clients over MCP (stdio, or --transport http).
     Mcp(McpArgs),
     /// Run a command, read or write a file on many peers at once; answers come back grouped.
@@ -219,6 +226,71 @@ impl NodeArgs {
             ..global.flags()
         }
     }
+}
+
+#[derive(Args)]
+pub(crate) struct InstallArgs {
+    /// A service of your own (systemd --user, or a LaunchAgent) instead of the system's.
+    #[arg(long)]
+    pub(crate) user: bool,
+    /// Relay URL, e.g. wss://relay.example (else taken from the config).
+    #[arg(long)]
+    pub(crate) relay: Option<String>,
+    /// Room name (else taken from the config).
+    #[arg(long)]
+    pub(crate) room: Option<String>,
+    /// File holding the room token (kept out of command lines; else taken from the config).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// File holding a private relay's access token.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) access_token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the relay's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) relay_ca: Option<PathBuf>,
+    /// This peer's name (default: the host name).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Comma-separated tags, e.g. web,prod.
+    #[arg(long)]
+    pub(crate) tags: Option<String>,
+    /// Safety mode: plan (the default), edit, bypass or disabled.
+    #[arg(long)]
+    pub(crate) mode: Option<String>,
+    /// Where the binary goes (default /usr/local/bin, or ~/.local/bin with --user).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) prefix: Option<PathBuf>,
+    /// Print every file it would write and command it would run; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Stage under DIR instead of /: write the files there and run no command (packaging, tests).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub(crate) root: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct UninstallArgs {
+    /// The --user service.
+    #[arg(long)]
+    pub(crate) user: bool,
+    /// Also remove the node key, audit log and config.
+    #[arg(long)]
+    pub(crate) purge: bool,
+    /// Do not ask before --purge removes things.
+    #[arg(long)]
+    pub(crate) yes: bool,
+    /// Print what it would do; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub(crate) root: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct StatusArgs {
+    /// One JSON document instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]

@@ -28,12 +28,14 @@ mod demo;
 mod exec;
 mod fleet;
 mod forward;
+mod install;
 mod mapreduce;
 mod mcp;
 mod progress_bar;
 mod query;
 mod remote;
 mod run;
+mod status;
 
 use clap::Parser;
 
@@ -93,6 +95,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Demo => demo::run().await,
+        Command::Install(args) => install::install(global, args),
+        Command::Uninstall(args) => install::uninstall(global, args),
+        Command::Status(args) => status::run(global, args).await,
         Command::Mcp(args) => mcp::run(global, args).await,
         Command::Fleet(cmd) => fleet::run(global, cmd).await,
         Command::Mapreduce(args) => mapreduce::run(global, args).await,

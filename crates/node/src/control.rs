@@ -97,6 +97,8 @@ pub enum ControlRequest {
     ForwardClose {
         id: u64,
     },
+    /// The node's state for `tunnel status`: one `Status` answer.
+    Status,
     /// Sent first by a front-end that serves an AI agent (`tunnel mcp`), not the operator at
     /// this machine: no answer. Its requests are then held to the secret list even here.
     Agent,
@@ -145,6 +147,7 @@ pub enum ControlResponse {
     SshHosts(crate::ssh::SshHostList),
     Forward(crate::forward::ForwardInfo),
     Forwards(Vec<crate::forward::ForwardInfo>),
+    Status(Box<crate::node::NodeStatus>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -397,6 +400,7 @@ async fn handle(node: &Node, req: ControlRequest, operator: bool) -> ControlResp
             Err(e) => ControlResponse::Error(e.to_string()),
         },
         ControlRequest::ForwardList => ControlResponse::Forwards(node.forwards().list()),
+        ControlRequest::Status => ControlResponse::Status(Box::new(node.status())),
         ControlRequest::ForwardClose { id } => match node.forwards().close(id).await {
             Ok(info) => ControlResponse::Forward(info),
             Err(e) => ControlResponse::Error(e.to_string()),

@@ -43,7 +43,7 @@ pub mod targets;
 
 pub use identity::{load_or_create_identity, IdentityError};
 pub use membership::PeerInfo;
-pub use node::{Dest, Node, NodeConfig, NodeError, LOCAL_TARGET};
+pub use node::{Dest, Node, NodeConfig, NodeError, NodeStatus, RelayLine, LOCAL_TARGET};
 pub use os_info::detect as detect_os;
 pub use rpc::RpcError;
 pub use settings::{Flags, Settings, SettingsError};

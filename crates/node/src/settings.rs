@@ -3,7 +3,8 @@
 //! flag > `TUNNEL_*` environment variable > config file > default.
 //!
 //! Config file: `--config`, else `TUNNEL_CONFIG`, else `$XDG_CONFIG_HOME/tunnel/config.toml`
-//! (`~/.config/tunnel/config.toml`). Keys: `relay`, `room`, `token`, `access_token`, `name`,
+//! (`~/.config/tunnel/config.toml`), else the system service's [`SYSTEM_CONFIG`] when it is
+//! readable and no state directory was chosen (so root's CLI finds `tunnel install`'s node). Keys: `relay`, `room`, `token`, `access_token`, `name`,
 //! `tags`, `state_dir`, `runtime_dir`, `relay_ca`, `relay_pin`.
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,9 @@ use serde::Deserialize;
 use tunnel_proto::NodeId;
 
 use crate::policy::Policy;
+
+/// The config file `tunnel install` writes for the system service.
+pub const SYSTEM_CONFIG: &str = "/etc/tunnel/config.toml";
 
 /// Raw command-line values; `None` means "not given".
 #[derive(Debug, Default, Clone)]
@@ -138,6 +142,16 @@ impl Settings {
                     .map(|d| d.join("tunnel/config.toml")),
                 false,
             ),
+        };
+        let user_default_missing = !explicit && !matches!(&config_path, Some(p) if p.exists());
+        let (config_path, explicit) = if user_default_missing
+            && flags.state_dir.is_none()
+            && env("TUNNEL_STATE_DIR").is_none()
+            && std::fs::File::open(SYSTEM_CONFIG).is_ok()
+        {
+            (Some(PathBuf::from(SYSTEM_CONFIG)), true)
+        } else {
+            (config_path, explicit)
         };
         let file = match &config_path {
             Some(path) => read_config(path, explicit)?,

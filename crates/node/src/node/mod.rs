@@ -23,7 +23,10 @@ mod gather;
 mod operator;
 mod requests;
 mod ssh;
+mod status;
 mod streams;
+
+pub use status::{NodeStatus, RelayLine};
 use crate::identity::{load_or_create_identity, IdentityError};
 use crate::membership::{Membership, PeerInfo, ResolveError};
 use crate::policy::{Mode, Policy, Refusal};
@@ -136,6 +139,8 @@ pub struct Node {
 struct Inner {
     endpoint: Endpoint,
     name: String,
+    room: String,
+    started: std::time::SystemTime,
     agent: bool,
     members: Mutex<Membership>,
     rpc: Rpc,
@@ -200,6 +205,8 @@ impl Node {
             inner: Arc::new(Inner {
                 endpoint,
                 name: config.name,
+                room: config.room,
+                started: std::time::SystemTime::now(),
                 agent: config.agent,
                 members: Mutex::new(Membership::default()),
                 rpc: Rpc::new(),

@@ -1,0 +1,83 @@
+//! `tunnel status`: the one screen a person reads first. Everything here is already known to
+//! the node; nothing is asked of peers, so it answers at once even when the relay is down.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::Node;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub version: String,
+    /// How the node runs: `systemd service`, `launchd service`, `tunnel run`, `tunnel mcp`.
+    pub runs_as: String,
+    pub pid: u32,
+    pub name: String,
+    pub id: String,
+    /// `None` for a local-only node (no relay configured).
+    pub room: Option<String>,
+    pub relay: Option<RelayLine>,
+    pub mode: String,
+    /// Peers the relay says are in the room, and how each is reached.
+    pub peers_present: usize,
+    pub peers_by_path: Vec<(String, usize)>,
+    pub forwards: usize,
+    pub ssh_hosts: usize,
+    pub uptime_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayLine {
+    pub url: String,
+    pub connected: bool,
+    /// Unix seconds when `connected` last changed.
+    pub since_unix: u64,
+    pub last_error: Option<String>,
+}
+
+impl Node {
+    pub fn status(&self) -> NodeStatus {
+        let inner = &self.inner;
+        let relay = inner.endpoint.relay_status().map(|r| RelayLine {
+            url: r.url,
+            connected: r.connected,
+            since_unix: unix_secs(r.since),
+            last_error: r.last_error,
+        });
+        let present = inner.endpoint.peers().len();
+        NodeStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            runs_as: runs_as(),
+            pid: std::process::id(),
+            name: inner.name.clone(),
+            id: self.id().to_string(),
+            room: relay.is_some().then(|| inner.room.clone()),
+            relay,
+            mode: self.mode().to_string(),
+            peers_present: present,
+            // Every path is the relay until direct paths land.
+            peers_by_path: if present > 0 { vec![("relay".to_owned(), present)] } else { vec![] },
+            forwards: inner.forwards.list().len(),
+            ssh_hosts: self.own_ssh_hosts().len(),
+            uptime_secs: SystemTime::now().duration_since(inner.started).unwrap_or_default().as_secs(),
+        }
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// The service managers say so through the environment our units set (`TUNNEL_SERVICE`).
+fn runs_as() -> String {
+    match std::env::var("TUNNEL_SERVICE").ok().as_deref() {
+        Some("systemd") => "systemd service".into(),
+        Some("launchd") => "launchd service".into(),
+        _ => match std::env::args().nth(1).as_deref() {
+            Some("mcp") => "tunnel mcp (foreground)".into(),
+            Some("run") => "tunnel run (foreground)".into(),
+            _ => "embedded".into(),
+        },
+    }
+}

@@ -1,0 +1,208 @@
+//! tunnel-service: puts `tunnel run` and `tunnel-relay` into service.
+//!
+//! ```text
+//!   ServiceSpec ──render──> systemd unit | launchd plist
+//!        │
+//!        └──plan──> Plan { files (path, contents, mode), commands } ──apply | print (--dry-run)
+//! ```
+//!
+//! Everything is decided in [`Plan`] before anything is touched, so `--dry-run` shows exactly
+//! what an install would do, and tests check plans without a service manager.
+#![forbid(unsafe_code)]
+
+mod launchd;
+mod plan;
+mod systemd;
+
+use std::path::PathBuf;
+
+pub use launchd::plist;
+pub use plan::{Plan, PlannedFile};
+pub use systemd::unit;
+
+/// System-wide (root; boot) or per-user (the user's service manager; login, or lingering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    System,
+    User,
+}
+
+/// Which service manager to write for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manager {
+    Systemd,
+    Launchd,
+}
+
+impl Manager {
+    /// This machine's.
+    pub fn native() -> Self {
+        if cfg!(target_os = "macos") {
+            Self::Launchd
+        } else {
+            Self::Systemd
+        }
+    }
+}
+
+/// How much a unit may be locked down without breaking what the program is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hardening {
+    /// The node: it runs commands and (in edit mode) writes files for the fleet, so only what
+    /// costs those nothing.
+    Node,
+    /// The relay: it only moves ciphertext, so it gets a read-only system and no privileges.
+    Relay,
+}
+
+/// One service.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// `tunnel` or `tunnel-relay`: the unit's name and the launchd label's last part.
+    pub name: String,
+    pub description: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub scope: Scope,
+    pub hardening: Hardening,
+    /// Where its logs go under launchd (systemd uses the journal).
+    pub log_file: Option<PathBuf>,
+}
+
+impl ServiceSpec {
+    /// The launchd label.
+    pub fn label(&self) -> String {
+        format!("dev.tunnel.{}", self.name)
+    }
+
+    /// Where the unit or plist goes, under `home` for user services.
+    pub fn unit_path(&self, manager: Manager, home: &std::path::Path) -> PathBuf {
+        match (manager, self.scope) {
+            (Manager::Systemd, Scope::System) => PathBuf::from(format!("/etc/systemd/system/{}.service", self.name)),
+            (Manager::Systemd, Scope::User) => home.join(format!(".config/systemd/user/{}.service", self.name)),
+            (Manager::Launchd, Scope::System) => PathBuf::from(format!("/Library/LaunchDaemons/{}.plist", self.label())),
+            (Manager::Launchd, Scope::User) => home.join(format!("Library/LaunchAgents/{}.plist", self.label())),
+        }
+    }
+
+    /// The unit or plist text.
+    pub fn render(&self, manager: Manager) -> String {
+        match manager {
+            Manager::Systemd => unit(self),
+            Manager::Launchd => plist(self),
+        }
+    }
+
+    /// Commands that load and start the service once its file is in place.
+    pub fn start_commands(&self, manager: Manager, unit_path: &std::path::Path) -> Vec<Vec<String>> {
+        let unit = format!("{}.service", self.name);
+        let path = unit_path.display().to_string();
+        let argv = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+        match (manager, self.scope) {
+            (Manager::Systemd, Scope::System) => {
+                vec![argv(&["systemctl", "daemon-reload"]), argv(&["systemctl", "enable", "--now", &unit])]
+            }
+            (Manager::Systemd, Scope::User) => vec![
+                argv(&["systemctl", "--user", "daemon-reload"]),
+                argv(&["systemctl", "--user", "enable", "--now", &unit]),
+            ],
+            (Manager::Launchd, Scope::System) => vec![argv(&["launchctl", "bootstrap", "system", &path])],
+            (Manager::Launchd, Scope::User) => vec![argv(&["launchctl", "bootstrap", &gui_domain(), &path])],
+        }
+    }
+
+    /// Commands that stop and unload the service (before its file is removed).
+    pub fn stop_commands(&self, manager: Manager, unit_path: &std::path::Path) -> Vec<Vec<String>> {
+        let unit = format!("{}.service", self.name);
+        let path = unit_path.display().to_string();
+        let argv = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+        match (manager, self.scope) {
+            (Manager::Systemd, Scope::System) => vec![argv(&["systemctl", "disable", "--now", &unit])],
+            (Manager::Systemd, Scope::User) => vec![argv(&["systemctl", "--user", "disable", "--now", &unit])],
+            (Manager::Launchd, Scope::System) => vec![argv(&["launchctl", "bootout", "system", &path])],
+            (Manager::Launchd, Scope::User) => vec![argv(&["launchctl", "bootout", &gui_domain(), &path])],
+        }
+    }
+
+    /// Reload the manager's view after a unit file went away.
+    pub fn after_removal(&self, manager: Manager) -> Vec<Vec<String>> {
+        match (manager, self.scope) {
+            (Manager::Systemd, Scope::System) => vec![vec!["systemctl".into(), "daemon-reload".into()]],
+            (Manager::Systemd, Scope::User) => {
+                vec![vec!["systemctl".into(), "--user".into(), "daemon-reload".into()]]
+            }
+            (Manager::Launchd, _) => vec![],
+        }
+    }
+}
+
+/// launchd's domain for the current user's agents.
+fn gui_domain() -> String {
+    format!("gui/{}", rustix::process::getuid().as_raw())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot remove {path}: {source}")]
+    Remove { path: PathBuf, source: std::io::Error },
+    #[error("`{command}` failed: {reason}")]
+    Command { command: String, reason: String },
+}
+
+/// Where binaries go: `/usr/local/bin`, or `~/.local/bin` for a user install.
+pub fn default_prefix(scope: Scope, home: &std::path::Path) -> PathBuf {
+    match scope {
+        Scope::System => PathBuf::from("/usr/local/bin"),
+        Scope::User => home.join(".local/bin"),
+    }
+}
+
+/// The running binary copied to `prefix/name`, unless that is the running binary already.
+/// Returns the path the service will run, and the file to write if any.
+pub fn binary(prefix: &std::path::Path, name: &str) -> std::io::Result<(PathBuf, Option<PlannedFile>)> {
+    let target = prefix.join(name);
+    let running = std::env::current_exe()?.canonicalize()?;
+    if target.canonicalize().is_ok_and(|t| t == running) {
+        return Ok((target, None));
+    }
+    let contents = std::fs::read(&running)?;
+    let shown = Some(format!("(a copy of {}, {} bytes)", running.display(), contents.len()));
+    Ok((target.clone(), Some(PlannedFile { path: target, contents, mode: 0o755, shown })))
+}
+
+/// What the service manager says of the service: `active`, `inactive`, `failed`, ...; or why
+/// it could not be asked.
+pub fn query_state(spec: &ServiceSpec, manager: Manager) -> String {
+    let mut cmd = match (manager, spec.scope) {
+        (Manager::Systemd, scope) => {
+            let mut c = std::process::Command::new("systemctl");
+            if scope == Scope::User {
+                c.arg("--user");
+            }
+            c.args(["is-active", &format!("{}.service", spec.name)]);
+            c
+        }
+        (Manager::Launchd, _) => {
+            let mut c = std::process::Command::new("launchctl");
+            c.args(["list", &spec.label()]);
+            c
+        }
+    };
+    match cmd.output() {
+        Ok(out) if manager == Manager::Launchd => {
+            if out.status.success() { "loaded" } else { "not loaded" }.to_owned()
+        }
+        Ok(out) => {
+            let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if said.is_empty() {
+                format!("unknown ({})", String::from_utf8_lossy(&out.stderr).trim())
+            } else {
+                said
+            }
+        }
+        Err(e) => format!("unknown (cannot run the service manager: {e})"),
+    }
+}
