@@ -6,19 +6,27 @@ use anyhow::Context;
 use clap::Parser;
 use tunnel_relay::{Relay, RelayConfig};
 
+mod install;
+
 #[derive(Parser)]
 #[command(
     name = "tunnel-relay",
     version,
     about = "Self-hosted tunnel relay: routes end-to-end encrypted traffic between peers"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<RelayCommand>,
     /// Address to listen on (WebSocket at /, plus /healthz and /metrics).
     #[arg(long, env = "TUNNEL_RELAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
     /// Require `Authorization: Bearer TOKEN` from clients (a private relay).
     #[arg(long, env = "TUNNEL_RELAY_ACCESS_TOKEN", hide_env_values = true)]
     access_token: Option<String>,
+    /// Read the access token from this file (keeps it out of `ps`; what the service uses).
+    #[arg(long, value_name = "FILE", conflicts_with = "access_token")]
+    access_token_file: Option<std::path::PathBuf>,
     /// Most peers in one room.
     #[arg(long, default_value_t = RelayConfig::default().max_peers_per_room)]
     max_peers_per_room: usize,
@@ -52,7 +60,24 @@ async fn main() {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+#[derive(clap::Subcommand)]
+enum RelayCommand {
+    /// Put this relay into service (systemd, or launchd on macOS); `--dry-run` shows how.
+    Install(install::InstallArgs),
+    /// Stop and remove the relay's service.
+    Uninstall(install::UninstallArgs),
+}
+
+async fn run(mut args: Args) -> anyhow::Result<()> {
+    match args.command.take() {
+        Some(RelayCommand::Install(a)) => return install::install(a),
+        Some(RelayCommand::Uninstall(a)) => return install::uninstall(a),
+        None => {}
+    }
+    if let Some(path) = &args.access_token_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        args.access_token = Some(text.trim().to_owned());
+    }
     if args.access_token.as_deref() == Some("") {
         anyhow::bail!("--access-token is empty");
     }

@@ -39,17 +39,6 @@ fn layout(scope: Scope) -> anyhow::Result<Layout> {
     })
 }
 
-/// `staged`: files go under `--root`, nothing runs, so root is not needed.
-fn scope_of(user: bool, staged: bool) -> anyhow::Result<Scope> {
-    if user {
-        return Ok(Scope::User);
-    }
-    if !staged && !rustix::process::geteuid().is_root() {
-        bail!("a system service needs root: run with sudo, or pass --user for a service of your own");
-    }
-    Ok(Scope::System)
-}
-
 fn node_spec(scope: Scope, program: PathBuf, config: &Path, home: &Path) -> ServiceSpec {
     ServiceSpec {
         name: "tunnel".into(),
@@ -66,7 +55,7 @@ fn node_spec(scope: Scope, program: PathBuf, config: &Path, home: &Path) -> Serv
 }
 
 pub(crate) fn install(global: Global, args: InstallArgs) -> anyhow::Result<i32> {
-    let scope = scope_of(args.user, args.root.is_some())?;
+    let scope = tunnel_service::scope(args.user, args.root.is_some())?;
     let layout = layout(scope)?;
     let config_path = global.config.clone().unwrap_or_else(|| layout.config.clone());
     let staged = |p: &Path| stage(args.root.as_deref(), p);
@@ -102,11 +91,12 @@ pub(crate) fn install(global: Global, args: InstallArgs) -> anyhow::Result<i32> 
         );
     }
     plan.notes.push(format!("check it with: tunnel status{}", status_hint(scope, &config_path, &layout)));
-    execute(&plan, args.dry_run, args.root.as_deref())
+    outln!("{}", tunnel_service::execute(&plan, args.dry_run, args.root.as_deref())?.trim_end());
+    Ok(0)
 }
 
 pub(crate) fn uninstall(global: Global, args: UninstallArgs) -> anyhow::Result<i32> {
-    let scope = scope_of(args.user, args.root.is_some())?;
+    let scope = tunnel_service::scope(args.user, args.root.is_some())?;
     let layout = layout(scope)?;
     let manager = Manager::native();
     let config_path = global.config.clone().unwrap_or_else(|| layout.config.clone());
@@ -128,21 +118,7 @@ pub(crate) fn uninstall(global: Global, args: UninstallArgs) -> anyhow::Result<i
             config_path.display()
         ));
     }
-    execute(&plan, args.dry_run, args.root.as_deref())
-}
-
-fn execute(plan: &Plan, dry_run: bool, root: Option<&Path>) -> anyhow::Result<i32> {
-    if dry_run {
-        outln!("dry run: nothing is changed\n{}", plan.describe());
-        return Ok(0);
-    }
-    let skipped = plan.apply(root)?;
-    for cmd in skipped {
-        outln!("staged; not run: {}", cmd.join(" "));
-    }
-    for note in &plan.notes {
-        outln!("{note}");
-    }
+    outln!("{}", tunnel_service::execute(&plan, args.dry_run, args.root.as_deref())?.trim_end());
     Ok(0)
 }
 

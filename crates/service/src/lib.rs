@@ -150,6 +150,35 @@ pub enum ServiceError {
     Remove { path: PathBuf, source: std::io::Error },
     #[error("`{command}` failed: {reason}")]
     Command { command: String, reason: String },
+    #[error("a system service needs root: run with sudo, or pass --user for a service of your own")]
+    NeedsRoot,
+}
+
+/// The scope asked for; a system one needs root unless it is only staged under a directory.
+pub fn scope(user: bool, staged: bool) -> Result<Scope, ServiceError> {
+    if user {
+        return Ok(Scope::User);
+    }
+    if !staged && !rustix::process::geteuid().is_root() {
+        return Err(ServiceError::NeedsRoot);
+    }
+    Ok(Scope::System)
+}
+
+/// Prints the plan (`dry_run`) or carries it out, under `root` when staging. Returns what to
+/// tell the person.
+pub fn execute(plan: &Plan, dry_run: bool, root: Option<&std::path::Path>) -> Result<String, ServiceError> {
+    if dry_run {
+        return Ok(format!("dry run: nothing is changed\n{}", plan.describe()));
+    }
+    let mut out = String::new();
+    for cmd in plan.apply(root)? {
+        out.push_str(&format!("staged; not run: {}\n", cmd.join(" ")));
+    }
+    for note in &plan.notes {
+        out.push_str(&format!("{note}\n"));
+    }
+    Ok(out)
 }
 
 /// Where binaries go: `/usr/local/bin`, or `~/.local/bin` for a user install.

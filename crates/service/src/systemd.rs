@@ -20,6 +20,10 @@ pub fn unit(spec: &ServiceSpec) -> String {
     line("Type=simple");
     line(&format!("ExecStart={}", exec_line(spec)));
     line("Environment=TUNNEL_SERVICE=systemd");
+    if spec.hardening == Hardening::Relay {
+        // `systemctl reload tunnel-relay` loads a renewed certificate; connections stay.
+        line("ExecReload=/bin/kill -HUP $MAINPID");
+    }
     line("Restart=always");
     line("RestartSec=2");
     if spec.scope == Scope::System && spec.hardening == Hardening::Node {
