@@ -38,6 +38,11 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(R
         if buf.len() >= MAX_HEAD {
             return Err("request head too large");
         }
+        // A TLS ClientHello (a wss:// URL) on a plain port: answer at once in plain text,
+        // which the client's TLS reports as "not TLS", instead of waiting for a head.
+        if buf.first() == Some(&0x16) {
+            return Err("a TLS handshake on a plain relay: use a ws:// URL, or give the relay --tls-cert");
+        }
         let mut chunk = [0u8; 1024];
         let n = stream.read(&mut chunk).await.map_err(|_| "connection error")?;
         if n == 0 {

@@ -106,7 +106,8 @@ pub(crate) fn install(a: InstallArgs) -> anyhow::Result<()> {
         shown: None,
     });
     plan.after = spec.start_commands(manager, &unit_path);
-    plan.notes.push("after renewing the certificate in place: systemctl reload tunnel-relay (open connections stay)".into());
+    plan.notes
+        .push("after renewing the certificate in place: systemctl reload tunnel-relay (open connections stay)".into());
     print!("{}", tunnel_service::execute(&plan, a.dry_run, a.root.as_deref())?);
     Ok(())
 }

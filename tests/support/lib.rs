@@ -404,3 +404,4 @@ pub mod ssh_client;
 pub mod ssh_fixture;
 pub mod sshd;
 pub mod tcp;
+pub mod tls;

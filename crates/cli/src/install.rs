@@ -102,8 +102,7 @@ pub(crate) fn uninstall(global: Global, args: UninstallArgs) -> anyhow::Result<i
     let config_path = global.config.clone().unwrap_or_else(|| layout.config.clone());
     let spec = node_spec(scope, PathBuf::new(), &config_path, &layout.home);
     let unit_path = spec.unit_path(manager, &layout.home);
-    let mut plan =
-        Plan { before: spec.stop_commands(manager, &unit_path), remove: vec![unit_path], ..Plan::default() };
+    let mut plan = Plan { before: spec.stop_commands(manager, &unit_path), remove: vec![unit_path], ..Plan::default() };
     plan.after = spec.after_removal(manager);
     if args.purge {
         let purge = vec![layout.state.clone(), config_path.clone()];
@@ -192,7 +191,8 @@ fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
 fn check_config(text: &str, path: &Path) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-    let dir = std::env::temp_dir().join(format!("tunnel-install-check-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+    let dir =
+        std::env::temp_dir().join(format!("tunnel-install-check-{}-{:08x}", std::process::id(), rand::random::<u32>()));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     let file = dir.join("config.toml");
     std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file)?.write_all(text.as_bytes())?;
@@ -201,7 +201,10 @@ fn check_config(text: &str, path: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let settings = resolved.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     settings.room_settings().map_err(|e| {
-        anyhow::anyhow!("{e}\n(tunnel install takes --relay URL --room NAME --token-file FILE, or finds them in {})", path.display())
+        anyhow::anyhow!(
+            "{e}\n(tunnel install takes --relay URL --room NAME --token-file FILE, or finds them in {})",
+            path.display()
+        )
     })?;
     Ok(())
 }

@@ -48,12 +48,8 @@ pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
                 _ => None,
             };
             let scheme = if tls.is_some() { "https" } else { "http" };
-            let opts = HttpOptions {
-                listen: args.listen,
-                auth_token: args.auth_token,
-                allowed_hosts: args.allow_hosts,
-                tls,
-            };
+            let opts =
+                HttpOptions { listen: args.listen, auth_token: args.auth_token, allowed_hosts: args.allow_hosts, tls };
             let http = HttpServer::bind(server, opts).await?;
             eprintln!("tunnel: MCP over HTTP at {scheme}://{}/mcp", http.local_addr()?);
             let stop = CancellationToken::new();

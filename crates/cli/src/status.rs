@@ -59,7 +59,11 @@ fn print_text(s: &NodeStatus, socket: &Path) -> anyhow::Result<()> {
     match (&s.relay, &s.room) {
         (Some(relay), room) => {
             let ago = duration(now().saturating_sub(relay.since_unix));
-            let state = if relay.connected { format!("connected for {ago}") } else { format!("NOT connected for {ago}; retrying") };
+            let state = if relay.connected {
+                format!("connected for {ago}")
+            } else {
+                format!("NOT connected for {ago}; retrying")
+            };
             outln!("relay:    {} ({state})", relay.url);
             if let Some(err) = &relay.last_error {
                 outln!("          last error: {err}");

@@ -22,6 +22,6 @@ mod sessions;
 mod stream;
 
 pub use endpoint::{Endpoint, EndpointConfig, NetEvent, RelayStatus};
-pub use tunnel_tls::{ClientTrust, Pin, TlsError};
 pub use error::{ConnectError, NetError, StreamError};
 pub use stream::{Stream, StreamReader, StreamWriter};
+pub use tunnel_tls::{ClientTrust, Pin, TlsError};

@@ -98,7 +98,8 @@ impl RelayUrl {
     /// Plain WebSocket to another machine shows the access token and the frames' metadata
     /// to the network (peer traffic stays end-to-end encrypted).
     pub(crate) fn plain_over_network(&self) -> bool {
-        let loopback = self.host == "localhost" || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let loopback =
+            self.host == "localhost" || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
         !self.tls && !loopback
     }
 }
@@ -174,8 +175,10 @@ async fn open_transport(target: &RelayTarget) -> Result<Box<dyn Io>, ConnectErro
         .map_err(|e| ConnectError::Unreachable { url: url.clone(), reason: e.to_string() })?;
     let _ = tcp.set_nodelay(true);
     let Some(tls) = &target.tls else { return Ok(Box::new(tcp)) };
-    let name = rustls::pki_types::ServerName::try_from(parsed.host.clone())
-        .map_err(|e| ConnectError::BadUrl { url: url.clone(), reason: format!("host is not a TLS server name: {e}") })?;
+    let name = rustls::pki_types::ServerName::try_from(parsed.host.clone()).map_err(|e| ConnectError::BadUrl {
+        url: url.clone(),
+        reason: format!("host is not a TLS server name: {e}"),
+    })?;
     match tunnel_tls::TlsConnector::from(tls.clone()).connect(name, tcp).await {
         Ok(stream) => Ok(Box::new(stream)),
         Err(e) => Err(ConnectError::Tls { url: url.clone(), reason: tunnel_tls::describe_failure(&e, &parsed.host) }),

@@ -227,14 +227,15 @@ impl Settings {
         let relay_pin = env("TUNNEL_RELAY_PIN").or(file.relay_pin);
         let relay_trust = tunnel_net::ClientTrust {
             ca_file: pick_path(flags.relay_ca, "TUNNEL_RELAY_CA", file_ca),
-            pin: relay_pin
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(|e: tunnel_net::TlsError| SettingsError::BadConfig {
+            pin: relay_pin.as_deref().map(str::parse).transpose().map_err(|e: tunnel_net::TlsError| match e {
+                tunnel_net::TlsError::BadPin { value, reason } => {
+                    SettingsError::Invalid { what: "relay_pin (TUNNEL_RELAY_PIN)", value, reason }
+                }
+                other => SettingsError::BadConfig {
                     path: config_path.clone().unwrap_or_default(),
-                    reason: format!("relay_pin: {e}"),
-                })?,
+                    reason: other.to_string(),
+                },
+            })?,
         };
         Ok(Self {
             relay: pick(flags.relay, "TUNNEL_RELAY", file.relay),

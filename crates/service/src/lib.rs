@@ -80,7 +80,9 @@ impl ServiceSpec {
         match (manager, self.scope) {
             (Manager::Systemd, Scope::System) => PathBuf::from(format!("/etc/systemd/system/{}.service", self.name)),
             (Manager::Systemd, Scope::User) => home.join(format!(".config/systemd/user/{}.service", self.name)),
-            (Manager::Launchd, Scope::System) => PathBuf::from(format!("/Library/LaunchDaemons/{}.plist", self.label())),
+            (Manager::Launchd, Scope::System) => {
+                PathBuf::from(format!("/Library/LaunchDaemons/{}.plist", self.label()))
+            }
             (Manager::Launchd, Scope::User) => home.join(format!("Library/LaunchAgents/{}.plist", self.label())),
         }
     }
@@ -221,9 +223,7 @@ pub fn query_state(spec: &ServiceSpec, manager: Manager) -> String {
         }
     };
     match cmd.output() {
-        Ok(out) if manager == Manager::Launchd => {
-            if out.status.success() { "loaded" } else { "not loaded" }.to_owned()
-        }
+        Ok(out) if manager == Manager::Launchd => if out.status.success() { "loaded" } else { "not loaded" }.to_owned(),
         Ok(out) => {
             let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
             if said.is_empty() {

@@ -26,7 +26,6 @@ mod ssh;
 mod status;
 mod streams;
 
-pub use status::{NodeStatus, RelayLine};
 use crate::identity::{load_or_create_identity, IdentityError};
 use crate::membership::{Membership, PeerInfo, ResolveError};
 use crate::policy::{Mode, Policy, Refusal};
@@ -35,6 +34,7 @@ use crate::rpc::{Rpc, RpcError};
 use crate::settings::{Settings, SettingsError};
 pub use dest::Dest;
 pub(crate) use gather::ReadEnd;
+pub use status::{NodeStatus, RelayLine};
 
 /// The target that always means this node.
 pub const LOCAL_TARGET: &str = "local";
