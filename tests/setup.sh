@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a bare Debian/Ubuntu machine, idempotently: build
 # tools, OpenSSH (real sshd in the SSH tests), iproute2 (network namespaces), curl, script(1),
+# systemd-analyze (unit checks),
 # and the official MCP Python SDK. Sourced by tests/run.sh (it may put a venv first on PATH).
 # Needs root for apt-get; on a machine that already has everything it installs nothing.
 need=()
@@ -13,6 +14,8 @@ command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # The forwarding tests fetch through forwards (and SOCKS5) with curl.
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+# Generated service units are checked with systemd-analyze verify (no running systemd needed).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # `tunnel exec` from a terminal is tested under script(1).
 command -v script >/dev/null 2>&1 || need+=(bsdutils)
 if [ "${#need[@]}" -gt 0 ]; then

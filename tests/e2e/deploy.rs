@@ -1,1 +1,420 @@
+//! Putting tunnel into service: `tunnel install` / `uninstall` and `tunnel-relay install`
+//! plan, stage (`--root`) and dry-run; the units pass `systemd-analyze verify`; the plists
+//! parse; the unit's own command line runs a node that `tunnel status` finds.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tunnel_service::{Hardening, Scope, ServiceSpec};
+use tunnel_tests::tls::Pki;
+use tunnel_tests::{bin, token, RelayProc, TempDir};
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `program ARGS` with `HOME` (and nothing else of the caller's tunnel settings) in `home`.
+fn run_in(home: &Path, program: &str, args: &[&str]) -> Output {
+    Command::new(bin(program))
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_RUNTIME_DIR", home.join("run"))
+        .env_remove("TUNNEL_CONFIG")
+        .env_remove("TUNNEL_STATE_DIR")
+        .env_remove("TUNNEL_RUNTIME_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run")
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o7777
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `systemd-analyze verify` on a unit: no complaint at all. In CI a missing tool fails.
+fn verify_unit(unit: &Path) {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "systemd-analyze is missing in CI (tests/setup.sh installs systemd)");
+        eprintln!("SKIP unit verification: systemd-analyze is not installed");
+        return;
+    }
+    let out = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(unit).output().expect("systemd-analyze");
+    assert!(out.status.success() && out.stderr.is_empty(), "{}: {}", unit.display(), stderr(&out));
+}
+
+#[test]
+fn dry_run_shows_every_file_and_command_and_changes_nothing() -> anyhow::Result<()> {
+    let home = TempDir::new("deploy-dry");
+    let secret = token();
+    std::fs::write(home.path().join("token"), &secret)?;
+    let token_file = home.path().join("token");
+    let out = run_in(
+        home.path(),
+        "tunnel",
+        &[
+            "install",
+            "--user",
+            "--relay",
+            "wss://relay.test",
+            "--room",
+            "ops",
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--tags",
+            "web,prod",
+            "--dry-run",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let config = home.path().join(".config/tunnel/config.toml");
+    let unit = home.path().join(".config/systemd/user/tunnel.service");
+    for needle in [
+        "dry run: nothing is changed".to_owned(),
+        format!("write {} (mode 0600)", config.display()),
+        "relay = \"wss://relay.test\"".into(),
+        "token = (hidden)".into(),
+        format!("write {} (mode 0644)", unit.display()),
+        format!(
+            "ExecStart={}/.local/bin/tunnel run --keep-trying --config {}",
+            home.path().display(),
+            config.display()
+        ),
+        format!("write {}/.local/bin/tunnel (mode 0755)", home.path().display()),
+        "run: systemctl --user daemon-reload".into(),
+        "run: systemctl --user enable --now tunnel.service".into(),
+        "loginctl enable-linger".into(),
+    ] {
+        assert!(text.contains(&needle), "missing {needle:?} in:\n{text}");
+    }
+    assert!(!text.contains(&secret), "the dry run printed the token");
+    let written: Vec<PathBuf> = files_under(home.path()).into_iter().filter(|p| !p.ends_with("token")).collect();
+    assert!(written.is_empty(), "a dry run wrote {written:?}");
+    Ok(())
+}
+
+#[test]
+fn install_stages_config_binary_and_unit_and_uninstall_takes_them_away() -> anyhow::Result<()> {
+    let home = TempDir::new("deploy-stage");
+    let root = home.path().join("root");
+    let token_file = home.path().join("token");
+    let secret = token();
+    std::fs::write(&token_file, format!("{secret}\n"))?;
+    let prefix = home.path().join("prefix");
+    let install = |extra: &[&str]| {
+        let mut args = vec!["install", "--root", root.to_str().unwrap(), "--prefix", prefix.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        run_in(home.path(), "tunnel", &args)
+    };
+    // Nothing to join: a clear refusal, nothing written.
+    let out = install(&[]);
+    assert!(!out.status.success() && stderr(&out).contains("no relay given"), "{}", stderr(&out));
+    assert!(!root.exists());
+
+    let out = install(&[
+        "--relay",
+        "wss://relay.test",
+        "--room",
+        "ops",
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--mode",
+        "edit",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("staged; not run: systemctl enable --now tunnel.service"), "{}", stdout(&out));
+    let config = root.join("etc/tunnel/config.toml");
+    let unit = root.join("etc/systemd/system/tunnel.service");
+    let binary = root.join(prefix.strip_prefix("/")?).join("tunnel");
+    assert_eq!(mode(&config), 0o600);
+    assert_eq!(mode(&unit), 0o644);
+    assert_eq!(mode(&binary), 0o755);
+    assert_eq!(std::fs::read(&binary)?, std::fs::read(bin("tunnel"))?);
+    let text = std::fs::read_to_string(&config)?;
+    for line in [
+        format!("token = \"{secret}\""),
+        "room = \"ops\"".into(),
+        "state_dir = \"/var/lib/tunnel\"".into(),
+        "runtime_dir = \"/run/tunnel\"".into(),
+        "mode = \"edit\"".into(),
+    ] {
+        assert!(text.contains(&line), "{line:?} not in {text}");
+    }
+    let unit_text = std::fs::read_to_string(&unit)?;
+    assert!(!unit_text.contains(&secret), "the token is in the unit");
+    assert!(unit_text.contains(&format!(
+        "ExecStart={} run --keep-trying --config /etc/tunnel/config.toml",
+        prefix.join("tunnel").display()
+    )));
+
+    // Installing again with other settings merges into the config, keeping comments.
+    std::fs::write(&config, format!("# mine\n{text}"))?;
+    let out = install(&["--tags", "web,db"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let merged = std::fs::read_to_string(&config)?;
+    assert!(
+        merged.starts_with("# mine\n") && merged.contains("tags = [\"web\", \"db\"]") && merged.contains(&secret),
+        "{merged}"
+    );
+
+    let uninstall = |extra: &[&str]| {
+        let mut args = vec!["uninstall", "--root", root.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        run_in(home.path(), "tunnel", &args)
+    };
+    std::fs::create_dir_all(root.join("var/lib/tunnel"))?;
+    std::fs::write(root.join("var/lib/tunnel/node.key"), "k")?;
+    let out = uninstall(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("staged; not run: systemctl disable --now tunnel.service"), "{}", stdout(&out));
+    assert!(!unit.exists() && config.exists() && root.join("var/lib/tunnel/node.key").exists());
+    // --purge asks; with no terminal it refuses unless --yes.
+    let out = uninstall(&["--purge"]);
+    assert!(!out.status.success() && stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert!(config.exists());
+    let out = uninstall(&["--purge", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!config.exists() && !root.join("var/lib/tunnel").exists());
+    Ok(())
+}
+
+#[test]
+fn generated_units_pass_systemd_analyze_verify() -> anyhow::Result<()> {
+    let home = TempDir::new("deploy-verify");
+    let root = home.path().join("root");
+    let token_file = home.path().join("token");
+    std::fs::write(&token_file, token())?;
+    // The unit must name a binary that exists for verify: the one under test.
+    let prefix = bin("tunnel").parent().unwrap().to_owned();
+    let prefix = prefix.to_str().unwrap();
+    let node = run_in(
+        home.path(),
+        "tunnel",
+        &[
+            "install",
+            "--root",
+            root.to_str().unwrap(),
+            "--prefix",
+            prefix,
+            "--relay",
+            "wss://r.test",
+            "--room",
+            "o",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    assert!(node.status.success(), "{}", stderr(&node));
+    verify_unit(&root.join("etc/systemd/system/tunnel.service"));
+
+    let pki = Pki::new("deploy-verify")?;
+    let leaf = pki.leaf("relay", &["relay.test"], false)?;
+    let access = home.path().join("access");
+    let access_token = format!("relay-access-{}", token());
+    std::fs::write(&access, &access_token)?;
+    let relay = run_in(
+        home.path(),
+        "tunnel-relay",
+        &[
+            "install",
+            "--root",
+            root.to_str().unwrap(),
+            "--prefix",
+            prefix,
+            "--listen",
+            "0.0.0.0:8443",
+            "--tls-cert",
+            leaf.cert.to_str().unwrap(),
+            "--tls-key",
+            leaf.key.to_str().unwrap(),
+            "--access-token-file",
+            access.to_str().unwrap(),
+        ],
+    );
+    assert!(relay.status.success(), "{}", stderr(&relay));
+    let unit = root.join("etc/systemd/system/tunnel-relay.service");
+    verify_unit(&unit);
+    let text = std::fs::read_to_string(&unit)?;
+    assert!(!text.contains(&access_token), "the access token is in the unit");
+    assert!(
+        text.contains("--access-token-file /etc/tunnel/relay-access-token")
+            && text.contains("ExecReload=/bin/kill -HUP $MAINPID"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ProtectSystem=strict") && text.contains("CapabilityBoundingSet=CAP_NET_BIND_SERVICE"),
+        "{text}"
+    );
+    let kept = root.join("etc/tunnel/relay-access-token");
+    assert_eq!(mode(&kept), 0o600);
+    assert_eq!(std::fs::read_to_string(&kept)?.trim(), access_token);
+    // A key that does not match the certificate is refused before anything is written.
+    let other = pki.leaf("other", &["relay.test"], false)?;
+    let bad = run_in(
+        home.path(),
+        "tunnel-relay",
+        &[
+            "install",
+            "--root",
+            root.to_str().unwrap(),
+            "--tls-cert",
+            leaf.cert.to_str().unwrap(),
+            "--tls-key",
+            other.key.to_str().unwrap(),
+        ],
+    );
+    assert!(!bad.status.success() && stderr(&bad).contains("do not make a usable pair"), "{}", stderr(&bad));
+    Ok(())
+}
+
+#[test]
+fn launchd_plists_parse_and_hold_what_launchd_needs() -> anyhow::Result<()> {
+    for (scope, hardening, args) in [
+        (Scope::System, Hardening::Node, vec!["run", "--keep-trying", "--config", "/etc/tunnel/config.toml"]),
+        (Scope::User, Hardening::Relay, vec!["--listen", "0.0.0.0:443", "--tls-cert", "/a & b/<c>.pem"]),
+    ] {
+        let spec = ServiceSpec {
+            name: "tunnel".into(),
+            description: "d".into(),
+            program: "/usr/local/bin/tunnel".into(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            scope,
+            hardening,
+            log_file: Some("/var/log/tunnel.log".into()),
+        };
+        let plist = tunnel_service::plist(&spec);
+        let parsed = Command::new("python3")
+            .args(["-c", "import json, plistlib, sys; print(json.dumps(plistlib.loads(sys.stdin.buffer.read())))"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(plist.as_bytes())?;
+                child.wait_with_output()
+            })?;
+        assert!(parsed.status.success(), "plist does not parse: {}\n{plist}", stderr(&parsed));
+        let doc: serde_json::Value = serde_json::from_slice(&parsed.stdout)?;
+        assert_eq!(doc["Label"], "dev.tunnel.tunnel");
+        let mut argv = vec!["/usr/local/bin/tunnel"];
+        argv.extend(args.iter().copied());
+        assert_eq!(doc["ProgramArguments"], serde_json::json!(argv));
+        assert_eq!(doc["RunAtLoad"], true);
+        assert_eq!(doc["KeepAlive"], true);
+        assert_eq!(doc["EnvironmentVariables"]["TUNNEL_SERVICE"], "launchd");
+        assert_eq!(doc["StandardErrorPath"], "/var/log/tunnel.log");
+    }
+    Ok(())
+}
+
+/// The unit's ExecStart, run as systemd would (with its Environment=), joins the room and is
+/// found by `tunnel status`.
+#[test]
+fn the_units_command_line_runs_a_node_that_status_finds() -> anyhow::Result<()> {
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let home = TempDir::new("deploy-run");
+    let token_file = home.path().join("token");
+    std::fs::write(&token_file, token())?;
+    let prefix = bin("tunnel").parent().unwrap().to_owned();
+    let out = run_in(
+        home.path(),
+        "tunnel",
+        &[
+            "install",
+            "--user",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--relay",
+            &relay.url,
+            "--room",
+            "svc",
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--name",
+            "svc-node",
+            "--dry-run",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The same install, its files written where a real one puts them (a real one would
+    // also run systemctl --user, which needs a user session this machine may not have).
+    let out = run_in(
+        home.path(),
+        "tunnel",
+        &[
+            "install",
+            "--user",
+            "--root",
+            "/",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--relay",
+            &relay.url,
+            "--room",
+            "svc",
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--name",
+            "svc-node",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unit = std::fs::read_to_string(home.path().join(".config/systemd/user/tunnel.service"))?;
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+    let env = unit.lines().find_map(|l| l.strip_prefix("Environment=")).expect("Environment");
+    let argv: Vec<&str> = exec.split(' ').collect();
+    let (key, value) = env.split_once('=').unwrap();
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .env(key, value)
+        .env("HOME", home.path())
+        .env("XDG_RUNTIME_DIR", home.path().join("run"))
+        .env_remove("TUNNEL_CONFIG")
+        .env_remove("TUNNEL_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        let out = run_in(home.path(), "tunnel", &["status", "--json"]);
+        if out.status.success() {
+            break serde_json::from_slice::<serde_json::Value>(&out.stdout)?;
+        }
+        assert!(Instant::now() < deadline, "the service's node never answered: {}{}", stdout(&out), stderr(&out));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status["runs_as"], "systemd service", "{status}");
+    assert_eq!(status["name"], "svc-node");
+    assert_eq!(status["room"], "svc");
+    assert_eq!(status["relay"]["connected"], true);
+    assert_eq!(status["service"]["unit"], "tunnel (user)", "{status}");
+    Ok(())
+}
