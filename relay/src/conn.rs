@@ -163,6 +163,10 @@ async fn run_inner(
         return End::Refused("room full");
     };
     debug!(%addr, node = %node.short(), "joined");
+    if joined.replaced {
+        Metrics::inc(&shared.metrics.replaced_connections);
+        info!(%addr, node = %node.short(), "replaced a live connection of the same node");
+    }
     let welcome = RelayFrame::Welcome { observed_addr: addr.to_string(), peers: joined.others };
     let end = match send(&mut ws, &welcome).await {
         Ok(()) => forward(&mut ws, node, &joined.room, &mailbox, shared, shutdown).await,

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub(crate) handshake_timeouts: AtomicU64,
     pub(crate) bad_frames: AtomicU64,
     pub(crate) rejected_connections: AtomicU64,
+    pub(crate) replaced_connections: AtomicU64,
 }
 
 /// A point-in-time copy, for tests and benchmarks.
@@ -72,6 +73,12 @@ impl Metrics {
             "counter",
             "Connections closed before a Join arrived in time.",
             self.handshake_timeouts.load(Relaxed),
+        );
+        put(
+            "replaced_connections_total",
+            "counter",
+            "Joins that displaced a live connection of the same node (two processes sharing a key).",
+            self.replaced_connections.load(Relaxed),
         );
         put("bad_frames_total", "counter", "Malformed or unexpected frames received.", self.bad_frames.load(Relaxed));
         put(

@@ -125,6 +125,8 @@ pub(crate) struct Rooms {
 pub(crate) struct Joined {
     pub(crate) room: Arc<Room>,
     pub(crate) others: Vec<NodeId>,
+    /// A live connection of the same node was closed for this one.
+    pub(crate) replaced: bool,
 }
 
 impl Rooms {
@@ -151,15 +153,19 @@ impl Rooms {
         if peers.len() >= max_peers && !peers.contains_key(&node) {
             return None;
         }
-        match peers.insert(node, mailbox) {
-            Some(old) => old.close(RelayFrame::Error {
-                code: tunnel_proto::relay::ErrorCode::Replaced,
-                text: "replaced by a newer connection of the same node".into(),
-            }),
+        let replaced = match peers.insert(node, mailbox) {
+            Some(old) => {
+                old.close(RelayFrame::Error {
+                    code: tunnel_proto::relay::ErrorCode::Replaced,
+                    text: "replaced by a newer connection of the same node".into(),
+                });
+                true
+            }
             None => {
                 self.peers.fetch_add(1, Relaxed);
+                false
             }
-        }
+        };
         drop(map);
         let joined = RelayFrame::PeerJoined { node_id: node };
         let others = peers
@@ -171,7 +177,7 @@ impl Rooms {
             })
             .collect();
         drop(peers);
-        Some(Joined { room, others })
+        Some(Joined { room, others, replaced })
     }
 
     /// Removes `node` if `conn_id` still holds its slot (a replaced connection leaves quietly).

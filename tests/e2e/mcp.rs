@@ -123,3 +123,27 @@ fn garbage_on_stdin_gets_errors_not_a_crash() -> anyhow::Result<()> {
     drive("garbage", &NodeProc::env_of(dir.path()))?;
     Ok(())
 }
+
+/// Three stdio sessions and no `tunnel run`: one node id on the relay, hosted by the first
+/// session, taken over by another when it closes midway (tests/mcp/drive.py shared-sessions).
+#[test]
+fn sessions_without_a_service_share_one_node_and_take_over() -> anyhow::Result<()> {
+    let room = Room::start()?;
+    let dir = TempDir::new("mcp-shared");
+    let mut env = room.env(dir.path());
+    env.extend([
+        ("TUNNEL_RELAY".into(), room.relay.url.clone()),
+        ("TUNNEL_ROOM".into(), "r".into()),
+        ("TUNNEL_TOKEN".into(), room.token.clone()),
+        ("TUNNEL_NAME".into(), "mcp-shared".into()),
+    ]);
+    let out = drive("shared-sessions", &env)?;
+    eprintln!("{}", out.lines().filter(|l| l.starts_with("failures:")).collect::<String>());
+    assert!(out.contains("ok: the other sessions made every call"), "{out}");
+    // The relay saw one connection of this node at a time: none displaced another.
+    let port = room.relay.port();
+    let metrics = Command::new("curl").args(["-s", "-m", "5", &format!("http://127.0.0.1:{port}/metrics")]).output()?;
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(metrics.contains("tunnel_relay_replaced_connections_total 0\n"), "{metrics}");
+    Ok(())
+}

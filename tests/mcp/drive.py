@@ -11,6 +11,9 @@ every check held. Scenarios:
   bench            500 `exec true` calls on the peer `target`; prints p50/p99
   ssh              SSH hosts through a jump peer (tests/e2e/ssh_mesh.rs)
   forward          port forwards through the peer `exit` to WEB_ADDR (tests/e2e/forward.rs)
+  shared-sessions  three stdio sessions, no `tunnel run`, one node: the first hosts it and
+                   closes midway; another takes over without the clients seeing more than the
+                   calls in flight fail
 """
 
 import asyncio
@@ -540,7 +543,51 @@ async def secrets():
     await stdio_session(body)
 
 
+async def shared_sessions():
+    """Three `tunnel mcp` sessions share one node. Each calls exec on `target` CALLS times;
+    session 0 (the host) closes after a third of its calls. No call may hang past its
+    timeout; only calls in flight at the takeover may fail, with an error that says so."""
+    calls = int(os.environ.get("CALLS", "30"))
+    per_call = 20
+    failures = []
+    done = {0: 0, 1: 0, 2: 0}
+    host_up = anyio.Event()
+
+    async def session(i):
+        params = StdioServerParameters(command=TUNNEL, args=["mcp"], env=dict(os.environ))
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                c = Client(s)
+                await c.list_tools()
+                if i == 0:
+                    await c.ok("exec", {"target": "target", "argv": ["true"]})
+                    host_up.set()
+                limit = calls // 3 if i == 0 else calls
+                for n in range(limit):
+                    with anyio.fail_after(per_call):
+                        result = await c.call("exec", {"target": "target", "argv": ["echo", f"s{i}-{n}"]})
+                    if result.is_error:
+                        failures.append((i, n, text_of(result)))
+                    else:
+                        check(result.structured_content["stdout"].strip() == f"s{i}-{n}", f"session {i} call {n}")
+                    done[i] += 1
+                    await anyio.sleep(0.05)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(session, 0)
+        await host_up.wait()
+        tg.start_soon(session, 1)
+        tg.start_soon(session, 2)
+    print("failures:", json.dumps(failures), flush=True)
+    check(done[1] == calls and done[2] == calls, "the other sessions made every call", str(done))
+    check(len(failures) <= 2, "at most the calls in flight at the takeover failed", json.dumps(failures))
+    for (_, _, why) in failures:
+        check("retry" in why or "went away" in why or "closed" in why, "a failed call says why", why)
+
+
 SCENARIOS = {
+    "shared-sessions": shared_sessions,
     "escapes": escapes,
     "secrets": secrets,
     "stdio-attached": stdio_attached,

@@ -1,13 +1,15 @@
 //! `tunnel mcp`: the MCP server AI clients start. It attaches to this machine's running node
-//! (one identity per machine) or, with none running, runs its own: in the configured room, or
-//! local-only (acting on this machine) when no relay is configured. Nothing but MCP messages
-//! ever goes to stdout; logs go to stderr.
+//! (one identity per machine) or, with none running, hosts it for every session on the
+//! machine: in the configured room, or local-only (acting on this machine) when no relay is
+//! configured. When the hosting session ends another takes over (`tunnel_mcp::shared`).
+//! Nothing but MCP messages ever goes to stdout; logs go to stderr.
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tunnel_mcp::http::{HttpOptions, HttpServer};
+use tunnel_mcp::shared::SharedNode;
 use tunnel_mcp::{Backend, McpOptions, ToolGroup, TunnelMcp};
-use tunnel_node::{Node, NodeConfig, Settings};
+use tunnel_node::{NodeConfig, Settings};
 
 use crate::args::{Global, McpArgs, Transport};
 
@@ -15,17 +17,17 @@ pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
     let groups = ToolGroup::parse_list(&args.tools).map_err(anyhow::Error::msg)?;
     let settings = Settings::resolve(args.node.flags(&global), |k| std::env::var(k).ok())?;
     let socket = settings.socket_path();
-    let (backend, own_node, local_only) = if tokio::net::UnixStream::connect(&socket).await.is_ok() {
-        tracing::info!(socket = %socket.display(), "attached to the running node");
-        (Backend::Socket(socket), None, false)
-    } else {
-        let (config, local_only) = match settings.relay {
-            Some(_) => (NodeConfig::from_settings(&settings)?, false),
-            None => (NodeConfig::local_only(&settings)?, true),
-        };
-        let node = Node::start(config).await.context("starting this machine's node")?;
-        (Backend::InProcess(node.clone()), Some(node), local_only)
-    };
+    let local_only = settings.relay.is_none();
+    let for_config = settings.clone();
+    let make_config: tunnel_mcp::shared::MakeConfig = Box::new(move || {
+        match for_config.relay {
+            Some(_) => NodeConfig::from_settings(&for_config),
+            None => NodeConfig::local_only(&for_config),
+        }
+        .map_err(|e| e.to_string())
+    });
+    let shared = SharedNode::start(socket, make_config).await.map_err(anyhow::Error::msg)?;
+    let backend = Backend::Shared(shared.clone());
     let server = TunnelMcp::new(McpOptions {
         backend,
         groups,
@@ -60,8 +62,6 @@ pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
             signal
         }
     };
-    if let Some(node) = own_node {
-        node.shutdown().await;
-    }
+    shared.shutdown().await;
     served.map(|()| 0)
 }

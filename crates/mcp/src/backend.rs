@@ -17,6 +17,9 @@ pub enum Backend {
     Socket(PathBuf),
     /// A node this process runs.
     InProcess(Node),
+    /// This machine's node, hosted by whichever `tunnel mcp` session (or `tunnel run`) holds
+    /// the host lock; this session takes over when the host goes.
+    Shared(std::sync::Arc<crate::shared::SharedNode>),
 }
 
 impl Backend {
@@ -40,6 +43,7 @@ impl Backend {
                 )),
             },
             Backend::InProcess(node) => Ok(Box::new(control::connect_in_process(node))),
+            Backend::Shared(shared) => shared.connect().await,
         }
     }
 

@@ -24,6 +24,7 @@ mod params;
 mod params_fleet;
 mod progress;
 mod server;
+pub mod shared;
 mod stdio;
 
 pub use backend::Backend;

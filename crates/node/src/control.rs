@@ -157,7 +157,10 @@ pub enum ControlError {
     NotRunning { path: PathBuf },
     #[error("cannot use the control socket {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("a tunnel node is already running here (control socket {path})")]
+    #[error(
+        "a tunnel node is already running here (control socket {path}), in `tunnel run`, the service, \
+         or a `tunnel mcp` session; stop it first"
+    )]
     AlreadyRunning { path: PathBuf },
     #[error("control socket: {0}")]
     Protocol(String),
@@ -244,17 +247,72 @@ impl ControlClient {
 
 /// A bound control socket, not yet serving. Binding first lets `tunnel run` refuse to start
 /// a second node before it joins the room (and knocks the first one off the relay).
+///
+/// Whoever binds holds `<socket>.lock` (an `flock`) for as long as it serves: one process per
+/// machine hosts the node, and the kernel frees the lock the moment that process dies, which
+/// is how `tunnel mcp` sessions know to take over.
 pub struct BoundControl {
     listener: UnixListener,
     path: PathBuf,
+    lock: HostLock,
+}
+
+/// The exclusive lock of the process that hosts the node.
+pub struct HostLock(#[allow(dead_code)] std::fs::File);
+
+impl HostLock {
+    fn path(socket: &Path) -> PathBuf {
+        let mut name = socket.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    fn open(socket: &Path) -> std::io::Result<std::fs::File> {
+        if let Some(dir) = socket.parent() {
+            crate::identity::create_private_dir(dir)?;
+        }
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(Self::path(socket))
+    }
+
+    /// The lock if nobody holds it.
+    pub fn try_acquire(socket: &Path) -> std::io::Result<Option<Self>> {
+        let file = Self::open(socket)?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(Self(file))),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits (on a blocking thread) until the lock is free, then takes it.
+    pub async fn acquire(socket: &Path) -> std::io::Result<Self> {
+        let file = Self::open(socket)?;
+        tokio::task::spawn_blocking(move || {
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+            Ok(Self(file))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
 }
 
 impl BoundControl {
     pub async fn bind(path: &Path) -> Result<Self, ControlError> {
         let io = |source| ControlError::Io { path: path.to_owned(), source };
+        let lock = HostLock::try_acquire(path)
+            .map_err(io)?
+            .ok_or_else(|| ControlError::AlreadyRunning { path: path.to_owned() })?;
+        Self::bind_locked(path, lock).await
+    }
+
+    /// Binds with the host lock already held (a `tunnel mcp` session taking over).
+    pub async fn bind_locked(path: &Path, lock: HostLock) -> Result<Self, ControlError> {
+        let io = |source| ControlError::Io { path: path.to_owned(), source };
         if let Some(dir) = path.parent() {
             crate::identity::create_private_dir(dir).map_err(io)?;
         }
+        // A node from before the host lock existed, still running.
         if UnixStream::connect(path).await.is_ok() {
             return Err(ControlError::AlreadyRunning { path: path.to_owned() });
         }
@@ -266,21 +324,23 @@ impl BoundControl {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         }
-        Ok(Self { listener, path: path.to_owned() })
+        Ok(Self { listener, path: path.to_owned(), lock })
     }
 
     pub fn serve(self, node: Node) -> ControlServer {
         let cancel = CancellationToken::new();
         let task = tokio::spawn(accept_loop(self.listener, node, cancel.clone()));
-        ControlServer { path: self.path, cancel, task: Some(task) }
+        ControlServer { path: self.path, cancel, task: Some(task), _lock: self.lock }
     }
 }
 
-/// Serves the control socket until shut down; removes the socket file on the way out.
+/// Serves the control socket until shut down; removes the socket file on the way out, then
+/// frees the host lock (fields drop in order).
 pub struct ControlServer {
     path: PathBuf,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    _lock: HostLock,
 }
 
 impl ControlServer {

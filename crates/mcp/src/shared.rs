@@ -1,0 +1,131 @@
+//! One node per machine for any number of `tunnel mcp` sessions, with no `tunnel run`.
+//!
+//! The first session hosts the node (it holds the host lock and serves the control socket);
+//! the others attach to the socket and each waits, on a blocking thread, for the lock. The
+//! kernel frees it the moment the host exits, so one waiter takes over at once: it starts
+//! the node (same key, so the relay sees one node id at a time) and serves the socket. Until
+//! then a call waits, bounded, for the new host; a call that was in flight on the old host's
+//! socket fails with an error that says to retry.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tracing::{info, warn};
+use tunnel_node::control::{BoundControl, ControlError, ControlServer, HostLock};
+use tunnel_node::{Node, NodeConfig};
+
+/// How long a call waits for another session to take over the node.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(15);
+
+/// Makes this machine's node config when this session must host it.
+pub type MakeConfig = Box<dyn Fn() -> Result<NodeConfig, String> + Send + Sync>;
+
+pub struct SharedNode {
+    socket: PathBuf,
+    make_config: MakeConfig,
+    hosted: Mutex<Option<Hosted>>,
+    took_over: Notify,
+}
+
+struct Hosted {
+    node: Node,
+    _control: ControlServer,
+}
+
+impl SharedNode {
+    /// Hosts the node if no process does, else attaches and waits to take over.
+    pub async fn start(socket: PathBuf, make_config: MakeConfig) -> Result<Arc<Self>, String> {
+        let shared = Arc::new(Self { socket, make_config, hosted: Mutex::new(None), took_over: Notify::new() });
+        let lock = HostLock::try_acquire(&shared.socket).map_err(|e| format!("{}: {e}", shared.socket.display()))?;
+        match lock {
+            Some(lock) => shared.host(lock).await?,
+            // A node that `tunnel run` or the service hosts is theirs to restart: taking it
+            // over would keep the service from starting again. Calls wait for it instead.
+            None if shared.host_is_a_session().await => {
+                info!(socket = %shared.socket.display(), "attached to the node another tunnel mcp session hosts");
+                tokio::spawn(Self::wait_to_take_over(Arc::downgrade(&shared), shared.socket.clone()));
+            }
+            None => info!(socket = %shared.socket.display(), "attached to this machine's running node"),
+        }
+        Ok(shared)
+    }
+
+    async fn host_is_a_session(&self) -> bool {
+        let Ok(mut client) = tunnel_node::control::ControlClient::connect(&self.socket).await else {
+            // Between hosts: whoever takes the lock next hosts, and may as well be us.
+            return true;
+        };
+        match client.request(&tunnel_node::control::ControlRequest::Status).await {
+            Ok(tunnel_node::control::ControlResponse::Status(s)) => s.runs_as.starts_with("tunnel mcp"),
+            _ => false,
+        }
+    }
+
+    /// Whether this session hosts the node now.
+    pub fn hosts(&self) -> bool {
+        self.hosted.lock().expect("hosted lock").is_some()
+    }
+
+    /// The node, when this session hosts it.
+    pub fn node(&self) -> Option<Node> {
+        self.hosted.lock().expect("hosted lock").as_ref().map(|h| h.node.clone())
+    }
+
+    async fn host(&self, lock: HostLock) -> Result<(), String> {
+        let config = (self.make_config)()?;
+        let bound = BoundControl::bind_locked(&self.socket, lock).await.map_err(|e| e.to_string())?;
+        let node = Node::start(config).await.map_err(|e| format!("starting this machine's node: {e}"))?;
+        let control = bound.serve(node.clone());
+        *self.hosted.lock().expect("hosted lock") = Some(Hosted { node, _control: control });
+        self.took_over.notify_waiters();
+        Ok(())
+    }
+
+    async fn wait_to_take_over(me: std::sync::Weak<Self>, socket: PathBuf) {
+        let lock = match HostLock::acquire(&socket).await {
+            Ok(lock) => lock,
+            Err(e) => return warn!(error = %e, "cannot wait for the node's host lock; this session will not take over"),
+        };
+        let Some(me) = me.upgrade() else { return };
+        info!("the session hosting this machine's node ended; this one hosts it now");
+        if let Err(e) = me.host(lock).await {
+            warn!(error = %e, "taking over this machine's node failed");
+        }
+    }
+
+    /// A control connection to the node: in process when hosting, else through the socket,
+    /// waiting (bounded) for a takeover when the host has just gone.
+    pub(crate) async fn connect(&self) -> Result<crate::backend::Conn, String> {
+        let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+        loop {
+            if let Some(node) = self.node() {
+                return Ok(Box::new(tunnel_node::control::connect_in_process(&node)));
+            }
+            let woken = self.took_over.notified();
+            match tunnel_node::control::ControlClient::connect(&self.socket).await {
+                Ok(client) => return Ok(Box::new(client.into_stream())),
+                Err(ControlError::NotRunning { .. }) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "this machine's node went away and no session took it over within {} s; retry, or start `tunnel run`",
+                    TAKEOVER_WAIT.as_secs()
+                ));
+            }
+            // Another session may be the one taking over: poll its socket too.
+            let _ = tokio::time::timeout(Duration::from_millis(100), woken).await;
+        }
+    }
+
+    /// Leaves the room if this session hosts the node.
+    pub async fn shutdown(&self) {
+        let hosted = self.hosted.lock().expect("hosted lock").take();
+        if let Some(h) = hosted {
+            drop(h._control);
+            h.node.shutdown().await;
+        }
+    }
+}
