@@ -190,34 +190,6 @@ fn a_second_node_on_the_same_state_refuses_to_start() -> anyhow::Result<()> {
 }
 
 #[test]
-fn installer_copies_binaries_and_writes_a_private_config() -> anyhow::Result<()> {
-    let dir = TempDir::new("install");
-    let from = tunnel_tests::bin("tunnel").parent().unwrap().to_owned();
-    let (prefix, confdir) = (dir.path().join("prefix"), dir.path().join("etc"));
-    let out = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../install/install.sh"))
-        .args(["--no-service", "--from"])
-        .arg(&from)
-        .arg("--prefix")
-        .arg(&prefix)
-        .arg("--confdir")
-        .arg(&confdir)
-        .args(["--relay", "ws://127.0.0.1:9", "--room", "ops", "--token", "0123456789abcdefXYZ", "--tags", "web,prod"])
-        .output()?;
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(prefix.join("bin/tunnel").exists() && prefix.join("bin/tunnel-relay").exists());
-    let config = confdir.join("config.toml");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config)?.permissions()) & 0o777;
-    assert_eq!(mode, 0o600);
-    // The node reads what the installer wrote.
-    let text = std::fs::read_to_string(&config)?;
-    assert!(text.contains("tags = [\"web\",\"prod\"]"), "{text}");
-    let run = cli_in(dir.path(), &["--config", config.to_str().unwrap(), "run"]);
-    assert!(stderr(&run).contains("ws://127.0.0.1:9") && stderr(&run).contains("unreachable"), "{}", stderr(&run));
-    Ok(())
-}
-
-#[test]
 fn audit_log_records_membership_and_detects_edits() -> anyhow::Result<()> {
     let relay = RelayProc::start("127.0.0.1:0", &[])?;
     let t = token();

@@ -17,7 +17,6 @@ pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
     let groups = ToolGroup::parse_list(&args.tools).map_err(anyhow::Error::msg)?;
     let settings = Settings::resolve(args.node.flags(&global), |k| std::env::var(k).ok())?;
     let socket = settings.socket_path();
-    let local_only = settings.relay.is_none();
     let for_config = settings.clone();
     let make_config: tunnel_mcp::shared::MakeConfig = Box::new(move || {
         match for_config.relay {
@@ -27,6 +26,12 @@ pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
         .map_err(|e| e.to_string())
     });
     let shared = SharedNode::start(socket, make_config).await.map_err(anyhow::Error::msg)?;
+    // Whether the node has a relay is the node's to say: an attached session may have none
+    // configured itself.
+    let local_only = match shared.status().await {
+        Some(status) => status.relay.is_none(),
+        None => settings.relay.is_none(),
+    };
     let backend = Backend::Shared(shared.clone());
     let server = TunnelMcp::new(McpOptions {
         backend,

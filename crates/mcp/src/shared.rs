@@ -53,13 +53,22 @@ impl SharedNode {
     }
 
     async fn host_is_a_session(&self) -> bool {
-        let Ok(mut client) = tunnel_node::control::ControlClient::connect(&self.socket).await else {
+        match self.status().await {
+            Some(s) => s.runs_as.starts_with("tunnel mcp"),
             // Between hosts: whoever takes the lock next hosts, and may as well be us.
-            return true;
-        };
+            None => true,
+        }
+    }
+
+    /// The node's own account of itself.
+    pub async fn status(&self) -> Option<tunnel_node::NodeStatus> {
+        if let Some(node) = self.node() {
+            return Some(node.status());
+        }
+        let mut client = tunnel_node::control::ControlClient::connect(&self.socket).await.ok()?;
         match client.request(&tunnel_node::control::ControlRequest::Status).await {
-            Ok(tunnel_node::control::ControlResponse::Status(s)) => s.runs_as.starts_with("tunnel mcp"),
-            _ => false,
+            Ok(tunnel_node::control::ControlResponse::Status(s)) => Some(*s),
+            _ => None,
         }
     }
 
