@@ -418,3 +418,132 @@ fn the_units_command_line_runs_a_node_that_status_finds() -> anyhow::Result<()> 
     assert_eq!(status["service"]["unit"], "tunnel (user)", "{status}");
     Ok(())
 }
+
+/// Every client's config, in a temporary HOME with other servers and comments in it:
+/// `tunnel install-mcp` adds, is idempotent, backs up, shows a diff in a dry run, removes,
+/// and leaves malformed files untouched.
+#[test]
+fn install_mcp_merges_into_every_clients_config() -> anyhow::Result<()> {
+    let home = TempDir::new("install-mcp");
+    let h = home.path();
+    let tunnel = std::fs::canonicalize(bin("tunnel"))?.display().to_string();
+    // (client, config path, fixture with another server, a fragment that must survive)
+    let json_other =
+        "{\n  \"theme\": \"dark\",\n  \"mcpServers\": {\n    \"other\": {\"command\": \"other-mcp\"}\n  }\n}\n";
+    let clients: Vec<(&str, PathBuf, String, &str)> = vec![
+        ("claude-desktop", h.join(".config/Claude/claude_desktop_config.json"), json_other.into(), "other-mcp"),
+        ("claude-code", h.join(".claude.json"), json_other.into(), "other-mcp"),
+        ("cursor", h.join(".cursor/mcp.json"), json_other.into(), "other-mcp"),
+        (
+            "vscode",
+            h.join(".config/Code/User/mcp.json"),
+            "{\n  // mine\n  \"servers\": {\n    \"other\": {\"type\": \"stdio\", \"command\": \"other-mcp\"}, // keep\n  },\n}\n".into(),
+            "// keep",
+        ),
+        ("windsurf", h.join(".codeium/windsurf/mcp_config.json"), json_other.into(), "other-mcp"),
+        (
+            "zed",
+            h.join(".config/zed/settings.json"),
+            "// Zed settings\n{\n  \"vim_mode\": true, // yes\n  \"context_servers\": {}\n}\n".into(),
+            "// yes",
+        ),
+        ("codex", h.join(".codex/config.toml"), "# codex\nmodel = \"o3\"\n\n[mcp_servers.other]\ncommand = \"other-mcp\"\n".into(), "# codex"),
+        ("gemini", h.join(".gemini/settings.json"), json_other.into(), "other-mcp"),
+        (
+            "cline",
+            h.join(".config/Code/User/globalStorage/saoudrizwan.claude-dev/settings/cline_mcp_settings.json"),
+            json_other.into(),
+            "other-mcp",
+        ),
+        ("continue", h.join(".continue/config.yaml"), "name: mine # keep\nmcpServers:\n  - name: other\n    command: other-mcp\n".into(), "# keep"),
+        ("goose", h.join(".config/goose/config.yaml"), "# goose\nextensions:\n  developer:\n    enabled: true\n    type: builtin\n".into(), "# goose"),
+    ];
+    let run = |args: &[&str]| {
+        Command::new(bin("tunnel"))
+            .args(args)
+            .env("HOME", h)
+            .env("XDG_CONFIG_HOME", h.join(".config"))
+            .env("PATH", "/usr/bin:/bin")
+            .env_remove("CODEX_HOME")
+            .env_remove("TUNNEL_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tunnel")
+    };
+    for (client, path, fixture, keep) in &clients {
+        std::fs::create_dir_all(path.parent().unwrap())?;
+        std::fs::write(path, fixture)?;
+        let dry = run(&["install-mcp", client, "--dry-run"]);
+        assert!(dry.status.success(), "{client}: {}", stderr(&dry));
+        assert!(stdout(&dry).contains("\n+") && stdout(&dry).contains(&tunnel), "{client}: {}", stdout(&dry));
+        assert_eq!(&std::fs::read_to_string(path)?, fixture, "{client}: a dry run wrote");
+
+        let add = run(&["install-mcp", client]);
+        assert!(add.status.success(), "{client}: {}", stderr(&add));
+        let text = std::fs::read_to_string(path)?;
+        assert!(text.contains(&tunnel) && text.contains("mcp") && text.contains(keep), "{client}: {text}");
+        if text.contains("other-mcp") || fixture.contains("other-mcp") {
+            assert!(text.contains("other-mcp"), "{client} lost the other server: {text}");
+        }
+        let mut backup = path.as_os_str().to_owned();
+        backup.push(".tunnel-backup");
+        assert_eq!(&std::fs::read_to_string(&backup)?, fixture, "{client}: backup");
+        if fixture == json_other {
+            let doc: serde_json::Value = serde_json::from_str(&text)?;
+            assert_eq!(doc["mcpServers"]["tunnel"]["command"], tunnel.as_str(), "{client}");
+            assert_eq!(doc["mcpServers"]["tunnel"]["args"], serde_json::json!(["mcp"]), "{client}");
+            assert_eq!(doc["mcpServers"]["other"]["command"], "other-mcp");
+            assert_eq!(doc["theme"], "dark");
+            assert!(doc["mcpServers"]["tunnel"].get("env").is_none(), "{client}: settings embedded unasked");
+        }
+        let again = run(&["install-mcp", client]);
+        assert!(again.status.success() && stdout(&again).contains("nothing to do"), "{client}: {}", stdout(&again));
+        assert_eq!(std::fs::read_to_string(path)?, text, "{client}: not idempotent");
+
+        let list = stdout(&run(&["install-mcp", "--list"]));
+        let row = list
+            .lines()
+            .find(|l| l.starts_with(client) && l.split_whitespace().next() == Some(client))
+            .unwrap_or_default();
+        assert!(row.split_whitespace().nth(2) == Some("yes"), "{client}: {list}");
+
+        let removed = run(&["install-mcp", client, "--uninstall"]);
+        assert!(removed.status.success(), "{client}: {}", stderr(&removed));
+        let after = std::fs::read_to_string(path)?;
+        assert!(!after.contains(&tunnel) && after.contains(keep), "{client}: {after}");
+        let list = stdout(&run(&["install-mcp", "--list"]));
+        let row = list.lines().find(|l| l.split_whitespace().next() == Some(client)).unwrap_or_default();
+        assert!(row.split_whitespace().nth(2) == Some("no"), "{client}: {list}");
+    }
+
+    // Malformed files are reported and left untouched.
+    for (client, path, broken) in [
+        ("cursor", h.join(".cursor/mcp.json"), "{\"mcpServers\": {"),
+        ("codex", h.join(".codex/config.toml"), "[mcp_servers\n"),
+        ("goose", h.join(".config/goose/config.yaml"), "extensions: [unclosed\n"),
+    ] {
+        std::fs::write(&path, broken)?;
+        let out = run(&["install-mcp", client]);
+        assert!(!out.status.success() && stderr(&out).contains("left untouched"), "{client}: {}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&path)?, broken);
+    }
+
+    // Settings go into a client's config only when asked.
+    let token_value = token();
+    let config = h.join("tunnel.toml");
+    std::fs::write(&config, format!("relay = \"wss://r.test\"\nroom = \"ops\"\ntoken = \"{token_value}\"\n"))?;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))?;
+    let gemini = h.join(".gemini/settings.json");
+    std::fs::remove_file(&gemini)?;
+    let out =
+        run(&["--config", config.to_str().unwrap(), "install-mcp", "gemini", "--embed-settings", "--tools", "core"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&gemini)?)?;
+    assert_eq!(doc["mcpServers"]["tunnel"]["env"]["TUNNEL_TOKEN"], token_value.as_str());
+    assert_eq!(doc["mcpServers"]["tunnel"]["args"][0], "mcp");
+    assert!(doc["mcpServers"]["tunnel"]["args"].as_array().unwrap().iter().any(|a| a == "core"));
+    assert_eq!(mode(&gemini), 0o600, "a new client config holding a token must be private");
+    let unknown = run(&["install-mcp", "notepad"]);
+    assert!(!unknown.status.success() && stderr(&unknown).contains("unknown client"), "{}", stderr(&unknown));
+    Ok(())
+}

@@ -65,6 +65,8 @@ pub(crate) enum Command {
     /// Put this machine's node into service (systemd, or launchd on macOS): config, binary,
     /// unit; enabled and started. `--dry-run` shows every file and command first.
     Install(InstallArgs),
+    /// Add tunnel's MCP server to an AI client's config (or --uninstall it); --list shows clients.
+    InstallMcp(InstallMcpArgs),
     /// Stop and remove the service; `--purge` also removes the node key, audit log and config.
     Uninstall(UninstallArgs),
     /// What this machine's node is doing: relay connection (and why not), room, peers, mode.
@@ -266,6 +268,32 @@ pub(crate) struct InstallArgs {
     /// Stage under DIR instead of /: write the files there and run no command (packaging, tests).
     #[arg(long, value_name = "DIR", hide = true)]
     pub(crate) root: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct InstallMcpArgs {
+    /// claude-desktop, claude-code, cursor, vscode, windsurf, zed, codex, gemini, cline,
+    /// continue or goose.
+    pub(crate) client: Option<String>,
+    /// Which clients are on this machine and whether tunnel is in each.
+    #[arg(long, conflicts_with = "client")]
+    pub(crate) list: bool,
+    /// Remove tunnel's entry instead.
+    #[arg(long)]
+    pub(crate) uninstall: bool,
+    /// Show the change as a diff; write nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Tool groups the client gets (`tunnel mcp --tools`).
+    #[arg(long, value_name = "GROUPS")]
+    pub(crate) tools: Option<String>,
+    /// The server's key in the client's config.
+    #[arg(long, default_value = "tunnel")]
+    pub(crate) name: String,
+    /// Put the relay, room and token into the client's config (its `env`), for a machine with
+    /// no tunnel service; the token then sits in that file. Default: attach to this machine's node.
+    #[arg(long)]
+    pub(crate) embed_settings: bool,
 }
 
 #[derive(Args)]

@@ -29,6 +29,7 @@ mod exec;
 mod fleet;
 mod forward;
 mod install;
+mod install_mcp;
 mod mapreduce;
 mod mcp;
 mod progress_bar;
@@ -97,6 +98,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo => demo::run().await,
         Command::Install(args) => install::install(global, args),
         Command::Uninstall(args) => install::uninstall(global, args),
+        Command::InstallMcp(args) => install_mcp::run(global, args),
         Command::Status(args) => status::run(global, args).await,
         Command::Mcp(args) => mcp::run(global, args).await,
         Command::Fleet(cmd) => fleet::run(global, cmd).await,
