@@ -547,3 +547,40 @@ fn install_mcp_merges_into_every_clients_config() -> anyhow::Result<()> {
     assert!(!unknown.status.success() && stderr(&unknown).contains("unknown client"), "{}", stderr(&unknown));
     Ok(())
 }
+
+/// Logs to a file or journald carry no terminal colors; `TUNNEL_LOG_FORMAT=json` gives one JSON
+/// object per line. Both binaries share the set-up.
+#[test]
+fn logs_off_a_terminal_are_plain_or_json() -> anyhow::Result<()> {
+    let dir = TempDir::new("logs");
+    let run_briefly = |format: Option<&str>| -> anyhow::Result<String> {
+        let mut cmd = Command::new(bin("tunnel"));
+        cmd.args(["run", "--keep-trying", "--relay", "ws://127.0.0.1:9", "--room", "r", "--name", "logger"])
+            .env("TUNNEL_TOKEN", token())
+            .env("TUNNEL_LOG", "info")
+            .env_remove("TUNNEL_CONFIG")
+            .envs(tunnel_tests::NodeProc::env_of(dir.path()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        match format {
+            Some(f) => cmd.env("TUNNEL_LOG_FORMAT", f),
+            None => cmd.env_remove("TUNNEL_LOG_FORMAT"),
+        };
+        let mut child = cmd.spawn()?;
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = child.kill();
+        let out = child.wait_with_output()?;
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let plain = run_briefly(None)?;
+    assert!(plain.contains("relay") && !plain.contains('\u{1b}'), "{plain:?}");
+    let json = run_briefly(Some("json"))?;
+    let lines: Vec<&str> = json.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    Ok(())
+}
