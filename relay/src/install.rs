@@ -97,15 +97,8 @@ pub(crate) fn install(a: InstallArgs) -> anyhow::Result<()> {
         args.extend(["--access-token-file".to_owned(), kept.display().to_string()]);
     }
     let spec = spec(scope, program, args, &home);
-    let unit_path = spec.unit_path(manager, &home);
     plan.files.extend(binary);
-    plan.files.push(PlannedFile {
-        path: unit_path.clone(),
-        contents: spec.render(manager).into_bytes(),
-        mode: 0o644,
-        shown: None,
-    });
-    plan.after = spec.start_commands(manager, &unit_path);
+    spec.add_to(&mut plan, manager, &home);
     plan.notes
         .push("after renewing the certificate in place: systemctl reload tunnel-relay (open connections stay)".into());
     print!("{}", tunnel_service::execute(&plan, a.dry_run, a.root.as_deref())?);
@@ -117,13 +110,7 @@ pub(crate) fn uninstall(a: UninstallArgs) -> anyhow::Result<()> {
     let home = home()?;
     let manager = Manager::native();
     let spec = spec(scope, PathBuf::new(), vec![], &home);
-    let unit_path = spec.unit_path(manager, &home);
-    let plan = Plan {
-        before: spec.stop_commands(manager, &unit_path),
-        remove: vec![unit_path],
-        after: spec.after_removal(manager),
-        ..Plan::default()
-    };
+    let plan = spec.removal(manager, &home);
     print!("{}", tunnel_service::execute(&plan, a.dry_run, a.root.as_deref())?);
     Ok(())
 }

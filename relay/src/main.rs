@@ -81,14 +81,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     if args.access_token.as_deref() == Some("") {
         anyhow::bail!("--access-token is empty");
     }
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            let tls = tunnel_tls::ServerTls::load(cert, key, &[b"http/1.1"])?;
-            tls.reload_on_sighup().context("installing the SIGHUP handler")?;
-            Some(tls)
-        }
-        _ => None,
-    };
+    let tls = tunnel_tls::ServerTls::from_flags(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     let defaults = RelayConfig::default();
     let config = RelayConfig {
         tls,

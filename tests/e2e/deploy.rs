@@ -342,26 +342,6 @@ fn the_units_command_line_runs_a_node_that_status_finds() -> anyhow::Result<()> 
     let token_file = home.path().join("token");
     std::fs::write(&token_file, token())?;
     let prefix = bin("tunnel").parent().unwrap().to_owned();
-    let out = run_in(
-        home.path(),
-        "tunnel",
-        &[
-            "install",
-            "--user",
-            "--prefix",
-            prefix.to_str().unwrap(),
-            "--relay",
-            &relay.url,
-            "--room",
-            "svc",
-            "--token-file",
-            token_file.to_str().unwrap(),
-            "--name",
-            "svc-node",
-            "--dry-run",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
     // The same install, its files written where a real one puts them (a real one would
     // also run systemctl --user, which needs a user session this machine may not have).
     let out = run_in(

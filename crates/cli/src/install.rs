@@ -71,18 +71,11 @@ pub(crate) fn install(global: Global, args: InstallArgs) -> anyhow::Result<i32> 
     let prefix = args.prefix.clone().unwrap_or_else(|| tunnel_service::default_prefix(scope, &layout.home));
     let (program, binary) = tunnel_service::binary(&prefix, "tunnel").context("finding this program's binary")?;
     let spec = node_spec(scope, program, &config_path, &layout.home);
-    let unit_path = spec.unit_path(manager, &layout.home);
     let mut plan = Plan::default();
     let shown = Some(hide_secrets(&config));
     plan.files.push(PlannedFile { path: config_path.clone(), contents: config.into_bytes(), mode: 0o600, shown });
     plan.files.extend(binary);
-    plan.files.push(PlannedFile {
-        path: unit_path.clone(),
-        contents: spec.render(manager).into_bytes(),
-        mode: 0o644,
-        shown: None,
-    });
-    plan.after = spec.start_commands(manager, &unit_path);
+    spec.add_to(&mut plan, manager, &layout.home);
     if scope == Scope::User && manager == Manager::Systemd {
         plan.notes.push(
             "a user service runs while you are logged in; to keep it running after you log out: \
@@ -101,9 +94,7 @@ pub(crate) fn uninstall(global: Global, args: UninstallArgs) -> anyhow::Result<i
     let manager = Manager::native();
     let config_path = global.config.clone().unwrap_or_else(|| layout.config.clone());
     let spec = node_spec(scope, PathBuf::new(), &config_path, &layout.home);
-    let unit_path = spec.unit_path(manager, &layout.home);
-    let mut plan = Plan { before: spec.stop_commands(manager, &unit_path), remove: vec![unit_path], ..Plan::default() };
-    plan.after = spec.after_removal(manager);
+    let mut plan = spec.removal(manager, &layout.home);
     if args.purge {
         let purge = vec![layout.state.clone(), config_path.clone()];
         if !args.dry_run && !args.yes && !confirm(&purge)? {

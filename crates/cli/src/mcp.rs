@@ -4,7 +4,6 @@
 //! configured. When the hosting session ends another takes over (`tunnel_mcp::shared`).
 //! Nothing but MCP messages ever goes to stdout; logs go to stderr.
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tunnel_mcp::http::{HttpOptions, HttpServer};
 use tunnel_mcp::shared::SharedNode;
@@ -46,14 +45,7 @@ pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
             r = crate::run::shutdown_signal() => r,
         },
         Transport::Http => {
-            let tls = match (&args.tls_cert, &args.tls_key) {
-                (Some(cert), Some(key)) => {
-                    let tls = tunnel_tls::ServerTls::load(cert, key, &[b"http/1.1"])?;
-                    tls.reload_on_sighup().context("installing the SIGHUP handler")?;
-                    Some(tls)
-                }
-                _ => None,
-            };
+            let tls = tunnel_tls::ServerTls::from_flags(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
             let scheme = if tls.is_some() { "https" } else { "http" };
             let opts =
                 HttpOptions { listen: args.listen, auth_token: args.auth_token, allowed_hosts: args.allow_hosts, tls };

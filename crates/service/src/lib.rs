@@ -95,6 +95,29 @@ impl ServiceSpec {
         }
     }
 
+    /// The unit (or plist) file and the commands that start it, added to `plan`.
+    pub fn add_to(&self, plan: &mut Plan, manager: Manager, home: &std::path::Path) {
+        let path = self.unit_path(manager, home);
+        plan.files.push(PlannedFile {
+            path: path.clone(),
+            contents: self.render(manager).into_bytes(),
+            mode: 0o644,
+            shown: None,
+        });
+        plan.after = self.start_commands(manager, &path);
+    }
+
+    /// Stopping the service, removing its file, and telling the manager.
+    pub fn removal(&self, manager: Manager, home: &std::path::Path) -> Plan {
+        let path = self.unit_path(manager, home);
+        Plan {
+            before: self.stop_commands(manager, &path),
+            remove: vec![path],
+            after: self.after_removal(manager),
+            ..Plan::default()
+        }
+    }
+
     /// Commands that load and start the service once its file is in place.
     pub fn start_commands(&self, manager: Manager, unit_path: &std::path::Path) -> Vec<Vec<String>> {
         let unit = format!("{}.service", self.name);

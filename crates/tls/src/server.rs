@@ -50,6 +50,15 @@ impl ServerTls {
         }))
     }
 
+    /// From a `--tls-cert`/`--tls-key` pair: `None` when neither is given; loaded, and reloaded
+    /// on every SIGHUP, when both are.
+    pub fn from_flags(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<Arc<Self>>, TlsError> {
+        let (Some(cert), Some(key)) = (cert, key) else { return Ok(None) };
+        let tls = Self::load(cert, key, &[b"http/1.1"])?;
+        tls.reload_on_sighup().map_err(|e| TlsError::Config(format!("installing the SIGHUP handler: {e}")))?;
+        Ok(Some(tls))
+    }
+
     /// Reads the files again; on any error the certificate in use stays.
     pub fn reload(&self) -> Result<(), TlsError> {
         let config = build(&self.cert_path, &self.key_path, &self.alpn)?;

@@ -55,15 +55,8 @@ pub(crate) fn remove(text: &str, path: &[&str]) -> Result<Option<String>, String
     if text.trim().is_empty() {
         return Ok(None);
     }
-    let mut object = root_object(text)?;
     let (last, parents) = path.split_last().ok_or("empty path")?;
-    for key in parents {
-        let Some(member) = object.members.iter().find(|m| m.key == *key) else { return Ok(None) };
-        object = match parse_object_at(text, member.value.start) {
-            Ok(o) => o,
-            Err(_) => return Ok(None),
-        };
-    }
+    let Some(object) = parent(text, parents)? else { return Ok(None) };
     let Some(index) = object.members.iter().position(|m| m.key == *last) else { return Ok(None) };
     let member = &object.members[index];
     let range = match (index.checked_sub(1), object.members.get(index + 1)) {
@@ -92,8 +85,15 @@ pub(crate) fn get(text: &str, path: &[&str]) -> Result<Option<serde_json::Value>
     if text.trim().is_empty() {
         return Ok(None);
     }
-    let mut object = root_object(text)?;
     let (last, parents) = path.split_last().ok_or("empty path")?;
+    let Some(object) = parent(text, parents)? else { return Ok(None) };
+    let Some(member) = object.members.iter().find(|m| m.key == *last) else { return Ok(None) };
+    Ok(Some(to_value(&text[member.value.clone()])?))
+}
+
+/// The object at `parents`; `None` if it is missing or not an object.
+fn parent(text: &str, parents: &[&str]) -> Result<Option<Object>, String> {
+    let mut object = root_object(text)?;
     for key in parents {
         let Some(member) = object.members.iter().find(|m| m.key == *key) else { return Ok(None) };
         object = match parse_object_at(text, member.value.start) {
@@ -101,8 +101,7 @@ pub(crate) fn get(text: &str, path: &[&str]) -> Result<Option<serde_json::Value>
             Err(_) => return Ok(None),
         };
     }
-    let Some(member) = object.members.iter().find(|m| m.key == *last) else { return Ok(None) };
-    Ok(Some(to_value(&text[member.value.clone()])?))
+    Ok(Some(object))
 }
 
 /// A JSONC value's text as plain JSON (comments and trailing commas dropped).
