@@ -147,3 +147,63 @@ fn sessions_without_a_service_share_one_node_and_take_over() -> anyhow::Result<(
     assert!(metrics.contains("tunnel_relay_replaced_connections_total 0\n"), "{metrics}");
     Ok(())
 }
+
+/// A `tunnel run` started while a `tunnel mcp` session hosts the node gets it handed over:
+/// same node id, the session keeps working through the socket, the relay never sees two
+/// connections of the node at once.
+#[test]
+fn tunnel_run_takes_the_node_over_from_a_session() -> anyhow::Result<()> {
+    let room = Room::start()?;
+    let dir = TempDir::new("mcp-handover");
+    let env = room.env(dir.path());
+    let mut session = Command::new(bin("tunnel"))
+        .args(["mcp", "--relay", &room.relay.url, "--room", "r", "--name", "handed"])
+        .env("TUNNEL_TOKEN", &room.token)
+        .env_remove("TUNNEL_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let status = |dir: &Path| -> Option<serde_json::Value> {
+        let out = tunnel_tests::cli_in(dir, &["status", "--json"]);
+        serde_json::from_slice(&out.stdout).ok().filter(|s: &serde_json::Value| s["running"] == true)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let before = loop {
+        if let Some(s) = status(dir.path()) {
+            break s;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the session never hosted the node");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(before["runs_as"], "tunnel mcp (foreground)", "{before}");
+
+    let mut run = Command::new(bin("tunnel"))
+        .args(["run", "--relay", &room.relay.url, "--room", "r", "--name", "handed"])
+        .env("TUNNEL_TOKEN", &room.token)
+        .env_remove("TUNNEL_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    // Kept open to the end: `tunnel run` stops when its stdout goes away.
+    let mut run_out = BufReader::new(run.stdout.take().context("stdout")?);
+    let mut first = String::new();
+    run_out.read_line(&mut first)?;
+    assert!(first.contains("joined room"), "tunnel run did not start: {first:?}");
+    let after = status(dir.path()).context("no node after the handover")?;
+    assert_eq!(after["runs_as"], "tunnel run (foreground)", "{after}");
+    assert_eq!(after["id"], before["id"]);
+    assert!(session.try_wait()?.is_none(), "the session exited instead of attaching");
+    let exec = tunnel_tests::cli_in(dir.path(), &["exec", "target", "--", "echo", "after-handover"]);
+    assert!(String::from_utf8_lossy(&exec.stdout).contains("after-handover"), "{exec:?}");
+    let port = room.relay.port();
+    let metrics = Command::new("curl").args(["-s", "-m", "5", &format!("http://127.0.0.1:{port}/metrics")]).output()?;
+    assert!(String::from_utf8_lossy(&metrics.stdout).contains("tunnel_relay_replaced_connections_total 0\n"));
+    let _ = run.kill();
+    let _ = session.kill();
+    let _ = (run.wait(), session.wait());
+    drop(run_out);
+    Ok(())
+}

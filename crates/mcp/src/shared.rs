@@ -82,20 +82,41 @@ impl SharedNode {
         self.hosted.lock().expect("hosted lock").as_ref().map(|h| h.node.clone())
     }
 
-    async fn host(&self, lock: HostLock) -> Result<(), String> {
+    async fn host(self: &Arc<Self>, lock: HostLock) -> Result<(), String> {
         let config = (self.make_config)()?;
         let bound = BoundControl::bind_locked(&self.socket, lock).await.map_err(|e| e.to_string())?;
         let node = Node::start(config).await.map_err(|e| format!("starting this machine's node: {e}"))?;
-        let control = bound.serve(node.clone());
+        let (yield_tx, mut yield_rx) = tokio::sync::mpsc::channel(1);
+        let control = bound.serve_yielding(node.clone(), yield_tx);
         *self.hosted.lock().expect("hosted lock") = Some(Hosted { node, _control: control });
         self.took_over.notify_waiters();
+        // A `tunnel run` starting here (the service, say) gets the node; this session then
+        // attaches to it like the others.
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if yield_rx.recv().await.is_some() {
+                if let Some(me) = me.upgrade() {
+                    info!("handing this machine's node to the `tunnel run` that asked for it");
+                    me.shutdown().await;
+                }
+            }
+        });
         Ok(())
     }
 
     async fn wait_to_take_over(me: std::sync::Weak<Self>, socket: PathBuf) {
-        let lock = match HostLock::acquire(&socket).await {
-            Ok(lock) => lock,
-            Err(e) => return warn!(error = %e, "cannot wait for the node's host lock; this session will not take over"),
+        let lock = loop {
+            match HostLock::acquire(&socket).await {
+                // A `tunnel run` is taking the node over: let it have the lock.
+                Ok(lock) if HostLock::handover_pending(&socket) => {
+                    drop(lock);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Ok(lock) => break lock,
+                Err(e) => {
+                    return warn!(error = %e, "cannot wait for the node's host lock; this session will not take over")
+                }
+            }
         };
         let Some(me) = me.upgrade() else { return };
         info!("the session hosting this machine's node ended; this one hosts it now");

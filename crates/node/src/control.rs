@@ -99,6 +99,10 @@ pub enum ControlRequest {
     },
     /// The node's state for `tunnel status`: one `Status` answer.
     Status,
+    /// From `tunnel run` starting while a `tunnel mcp` session hosts the node: hand it over.
+    /// `Done` (the host is stopping; its lock frees shortly) or `Error` (a `tunnel run` or the
+    /// service hosts it, and keeps it).
+    Yield,
     /// Sent first by a front-end that serves an AI agent (`tunnel mcp`), not the operator at
     /// this machine: no answer. Its requests are then held to the secret list even here.
     Agent,
@@ -203,7 +207,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> ControlStream for T {}
 pub fn connect_in_process(node: &Node) -> tokio::io::DuplexStream {
     let (client, server) = tokio::io::duplex(256 * 1024);
     // The connection ends when either side drops its end; the task does not outlive it.
-    tokio::spawn(serve(server, node.clone()));
+    tokio::spawn(serve(server, node.clone(), None));
     client
 }
 
@@ -257,6 +261,9 @@ pub struct BoundControl {
     lock: HostLock,
 }
 
+/// How long a handover may take before `tunnel run` gives up.
+const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The exclusive lock of the process that hosts the node.
 pub struct HostLock(#[allow(dead_code)] std::fs::File);
 
@@ -273,6 +280,31 @@ impl HostLock {
         }
         use std::os::unix::fs::OpenOptionsExt as _;
         std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(Self::path(socket))
+    }
+
+    fn handover_path(socket: &Path) -> PathBuf {
+        let mut name = socket.as_os_str().to_owned();
+        name.push(".handover");
+        PathBuf::from(name)
+    }
+
+    /// Says that this process is taking the node over (its pid, in `<socket>.handover`).
+    pub fn mark_handover(socket: &Path) -> std::io::Result<()> {
+        std::fs::write(Self::handover_path(socket), std::process::id().to_string())
+    }
+
+    pub fn clear_handover(socket: &Path) {
+        let _ = std::fs::remove_file(Self::handover_path(socket));
+    }
+
+    /// Whether another live process is taking the node over (then a waiting session lets it).
+    pub fn handover_pending(socket: &Path) -> bool {
+        let path = Self::handover_path(socket);
+        let fresh = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() < HANDOVER_WAIT);
+        let pid = std::fs::read_to_string(&path).ok().and_then(|p| p.trim().parse::<u32>().ok());
+        fresh && pid.is_some_and(|pid| pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists())
     }
 
     /// The lock if nobody holds it.
@@ -298,11 +330,35 @@ impl HostLock {
 }
 
 impl BoundControl {
+    /// Takes the host lock, asking a `tunnel mcp` session that hosts the node to hand it over.
     pub async fn bind(path: &Path) -> Result<Self, ControlError> {
         let io = |source| ControlError::Io { path: path.to_owned(), source };
-        let lock = HostLock::try_acquire(path)
-            .map_err(io)?
-            .ok_or_else(|| ControlError::AlreadyRunning { path: path.to_owned() })?;
+        if let Some(lock) = HostLock::try_acquire(path).map_err(io)? {
+            return Self::bind_locked(path, lock).await;
+        }
+        let running = || ControlError::AlreadyRunning { path: path.to_owned() };
+        // Waiting sessions see the marker and let this process have the lock.
+        HostLock::mark_handover(path).map_err(io)?;
+        let asked = async {
+            let mut client = ControlClient::connect(path).await.ok()?;
+            client.request(&ControlRequest::Yield).await.ok()
+        };
+        if !matches!(asked.await, Some(ControlResponse::Done)) {
+            HostLock::clear_handover(path);
+            return Err(running());
+        }
+        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
+        let lock = loop {
+            if let Some(lock) = HostLock::try_acquire(path).map_err(io)? {
+                break lock;
+            }
+            if tokio::time::Instant::now() > deadline {
+                HostLock::clear_handover(path);
+                return Err(running());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        HostLock::clear_handover(path);
         Self::bind_locked(path, lock).await
     }
 
@@ -328,8 +384,18 @@ impl BoundControl {
     }
 
     pub fn serve(self, node: Node) -> ControlServer {
+        self.serve_with(node, None)
+    }
+
+    /// Serves, and tells `yielder` when a starting `tunnel run` asks for the node: what a
+    /// `tunnel mcp` session hosting it does.
+    pub fn serve_yielding(self, node: Node, yielder: mpsc::Sender<()>) -> ControlServer {
+        self.serve_with(node, Some(yielder))
+    }
+
+    fn serve_with(self, node: Node, yielder: Yielder) -> ControlServer {
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(accept_loop(self.listener, node, cancel.clone()));
+        let task = tokio::spawn(accept_loop(self.listener, node, cancel.clone(), yielder));
         ControlServer { path: self.path, cancel, task: Some(task), _lock: self.lock }
     }
 }
@@ -362,7 +428,10 @@ impl Drop for ControlServer {
     }
 }
 
-async fn accept_loop(listener: UnixListener, node: Node, cancel: CancellationToken) {
+/// Told when a `Yield` asks this host to hand the node over.
+type Yielder = Option<mpsc::Sender<()>>;
+
+async fn accept_loop(listener: UnixListener, node: Node, cancel: CancellationToken, yielder: Yielder) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -370,7 +439,7 @@ async fn accept_loop(listener: UnixListener, node: Node, cancel: CancellationTok
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    conns.spawn(serve(stream, node.clone()));
+                    conns.spawn(serve(stream, node.clone(), yielder.clone()));
                 }
                 Err(e) => {
                     debug!(error = %e, "control accept failed");
@@ -381,7 +450,7 @@ async fn accept_loop(listener: UnixListener, node: Node, cancel: CancellationTok
     }
 }
 
-async fn serve<S: ControlStream>(mut stream: S, node: Node) {
+async fn serve<S: ControlStream>(mut stream: S, node: Node, yielder: Yielder) {
     let mut operator = true;
     loop {
         let req: ControlRequest = match read_frame(&mut stream).await {
@@ -411,6 +480,14 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node) {
                 return crate::control_job::serve(stream, node, target, job, input).await
             }
             ControlRequest::ForwardOpen { spec, hold: true } => return hold_forward(stream, node, spec).await,
+            ControlRequest::Yield => {
+                let resp = match &yielder {
+                    Some(tx) if operator && tx.try_send(()).is_ok() => ControlResponse::Done,
+                    _ => ControlResponse::Error("this node is hosted by `tunnel run` or the service".into()),
+                };
+                let _ = write_frame(&mut stream, &resp).await;
+                return;
+            }
             _ => {}
         }
         let resp = handle(&node, req, operator).await;
@@ -478,6 +555,7 @@ async fn handle(node: &Node, req: ControlRequest, operator: bool) -> ControlResp
         | ControlRequest::Fleet { .. }
         | ControlRequest::MapReduce { .. }
         | ControlRequest::Agent
+        | ControlRequest::Yield
         | ControlRequest::Input(_)
         | ControlRequest::InputEnd => ControlResponse::Error("input without an operation under way".into()),
     }

@@ -15,6 +15,8 @@ pub fn unit(spec: &ServiceSpec) -> String {
     line("Documentation=https://example.invalid/tunnel#deploy");
     line("After=network-online.target");
     line("Wants=network-online.target");
+    // Never give up restarting (the default stops after five starts in ten seconds).
+    line("StartLimitIntervalSec=0");
     line("");
     line("[Service]");
     line("Type=simple");
