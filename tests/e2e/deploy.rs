@@ -67,12 +67,19 @@ fn verify_unit(unit: &Path) {
     assert!(out.status.success() && out.stderr.is_empty(), "{}: {}", unit.display(), stderr(&out));
 }
 
+/// A temporary HOME with a staging root and a room token file in it; the token.
+fn scene(label: &str) -> anyhow::Result<(TempDir, PathBuf, PathBuf, String)> {
+    let home = TempDir::new(label);
+    let root = home.path().join("root");
+    let token_file = home.path().join("token");
+    let secret = token();
+    std::fs::write(&token_file, format!("{secret}\n"))?;
+    Ok((home, root, token_file, secret))
+}
+
 #[test]
 fn dry_run_shows_every_file_and_command_and_changes_nothing() -> anyhow::Result<()> {
-    let home = TempDir::new("deploy-dry");
-    let secret = token();
-    std::fs::write(home.path().join("token"), &secret)?;
-    let token_file = home.path().join("token");
+    let (home, _, token_file, secret) = scene("deploy-dry")?;
     let out = run_in(
         home.path(),
         "tunnel",
@@ -120,11 +127,7 @@ fn dry_run_shows_every_file_and_command_and_changes_nothing() -> anyhow::Result<
 
 #[test]
 fn install_stages_config_binary_and_unit_and_uninstall_takes_them_away() -> anyhow::Result<()> {
-    let home = TempDir::new("deploy-stage");
-    let root = home.path().join("root");
-    let token_file = home.path().join("token");
-    let secret = token();
-    std::fs::write(&token_file, format!("{secret}\n"))?;
+    let (home, root, token_file, secret) = scene("deploy-stage")?;
     let prefix = home.path().join("prefix");
     let install = |extra: &[&str]| {
         let mut args = vec!["install", "--root", root.to_str().unwrap(), "--prefix", prefix.to_str().unwrap()];
@@ -205,10 +208,7 @@ fn install_stages_config_binary_and_unit_and_uninstall_takes_them_away() -> anyh
 
 #[test]
 fn generated_units_pass_systemd_analyze_verify() -> anyhow::Result<()> {
-    let home = TempDir::new("deploy-verify");
-    let root = home.path().join("root");
-    let token_file = home.path().join("token");
-    std::fs::write(&token_file, token())?;
+    let (home, root, token_file, _) = scene("deploy-verify")?;
     // The unit must name a binary that exists for verify: the one under test.
     let prefix = bin("tunnel").parent().unwrap().to_owned();
     let prefix = prefix.to_str().unwrap();
@@ -338,9 +338,7 @@ fn launchd_plists_parse_and_hold_what_launchd_needs() -> anyhow::Result<()> {
 #[test]
 fn the_units_command_line_runs_a_node_that_status_finds() -> anyhow::Result<()> {
     let relay = RelayProc::start("127.0.0.1:0", &[])?;
-    let home = TempDir::new("deploy-run");
-    let token_file = home.path().join("token");
-    std::fs::write(&token_file, token())?;
+    let (home, _, token_file, _) = scene("deploy-run")?;
     let prefix = bin("tunnel").parent().unwrap().to_owned();
     // The same install, its files written where a real one puts them (a real one would
     // also run systemctl --user, which needs a user session this machine may not have).
