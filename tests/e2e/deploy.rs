@@ -521,6 +521,25 @@ fn install_mcp_merges_into_every_clients_config() -> anyhow::Result<()> {
     assert_eq!(doc["mcpServers"]["tunnel"]["args"][0], "mcp");
     assert!(doc["mcpServers"]["tunnel"]["args"].as_array().unwrap().iter().any(|a| a == "core"));
     assert_eq!(mode(&gemini), 0o600, "a new client config holding a token must be private");
+    // Claude Code's own CLI is used when it is on PATH (a stand-in here that records its argv).
+    let bin_dir = h.join("bin");
+    std::fs::create_dir_all(&bin_dir)?;
+    let claude = bin_dir.join("claude");
+    std::fs::write(&claude, format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > {}/claude-args\n", h.display()))?;
+    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755))?;
+    let with_claude = Command::new(bin("tunnel"))
+        .args(["install-mcp", "claude-code", "--tools", "core,fleet"])
+        .env("HOME", h)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env_remove("TUNNEL_CONFIG")
+        .output()?;
+    assert!(with_claude.status.success(), "{}", stderr(&with_claude));
+    let argv = std::fs::read_to_string(h.join("claude-args"))?;
+    let argv: Vec<&str> = argv.lines().collect();
+    assert_eq!(
+        argv,
+        ["mcp", "add", "--scope", "user", "tunnel", "--", tunnel.as_str(), "mcp", "--tools", "core,fleet"]
+    );
     let unknown = run(&["install-mcp", "notepad"]);
     assert!(!unknown.status.success() && stderr(&unknown).contains("unknown client"), "{}", stderr(&unknown));
     Ok(())
