@@ -23,12 +23,20 @@ struct Layout {
 fn layout(scope: Scope) -> anyhow::Result<Layout> {
     let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
     Ok(match scope {
-        Scope::System => Layout {
-            config: PathBuf::from(tunnel_node::settings::SYSTEM_CONFIG),
-            dirs: Some((PathBuf::from("/var/lib/tunnel"), PathBuf::from("/run/tunnel"))),
-            state: PathBuf::from("/var/lib/tunnel"),
-            home,
-        },
+        Scope::System => {
+            // systemd makes these (StateDirectory, RuntimeDirectory); on macOS the node does.
+            let (state, runtime) = if cfg!(target_os = "macos") {
+                ("/Library/Application Support/tunnel", "/var/run/tunnel")
+            } else {
+                ("/var/lib/tunnel", "/run/tunnel")
+            };
+            Layout {
+                config: PathBuf::from(tunnel_node::settings::SYSTEM_CONFIG),
+                dirs: Some((PathBuf::from(state), PathBuf::from(runtime))),
+                state: PathBuf::from(state),
+                home,
+            }
+        }
         Scope::User => {
             let config_home =
                 std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".config"));
