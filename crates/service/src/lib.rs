@@ -119,7 +119,7 @@ impl ServiceSpec {
     }
 
     /// Commands that load and start the service once its file is in place.
-    pub fn start_commands(&self, manager: Manager, unit_path: &std::path::Path) -> Vec<Vec<String>> {
+    fn start_commands(&self, manager: Manager, unit_path: &std::path::Path) -> Vec<Vec<String>> {
         let unit = format!("{}.service", self.name);
         let path = unit_path.display().to_string();
         let argv = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
@@ -137,7 +137,7 @@ impl ServiceSpec {
     }
 
     /// Commands that stop and unload the service (before its file is removed).
-    pub fn stop_commands(&self, manager: Manager, unit_path: &std::path::Path) -> Vec<Vec<String>> {
+    fn stop_commands(&self, manager: Manager, unit_path: &std::path::Path) -> Vec<Vec<String>> {
         let unit = format!("{}.service", self.name);
         let path = unit_path.display().to_string();
         let argv = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
@@ -150,7 +150,7 @@ impl ServiceSpec {
     }
 
     /// Reload the manager's view after a unit file went away.
-    pub fn after_removal(&self, manager: Manager) -> Vec<Vec<String>> {
+    fn after_removal(&self, manager: Manager) -> Vec<Vec<String>> {
         match (manager, self.scope) {
             (Manager::Systemd, Scope::System) => vec![vec!["systemctl".into(), "daemon-reload".into()]],
             (Manager::Systemd, Scope::User) => {
