@@ -19,7 +19,7 @@ use tracing::{debug, info};
 use tunnel_proto::relay::{self, ErrorCode, RelayFrame};
 use tunnel_proto::{join, NodeId, SecretKey};
 
-use tunnel_tls::{Accepted, Io};
+use tunnel_tls::Io;
 
 use crate::http::{self, accept_upgrade};
 use crate::limiter::TokenBucket;
@@ -47,12 +47,12 @@ pub(crate) async fn run(
 ) {
     let _ = tcp.set_nodelay(true);
     let deadline = Instant::now() + shared.config.handshake_timeout;
+    let plain_hint = "this relay serves TLS: use a wss:// URL (https:// for /healthz and /metrics)";
     let stream: Box<dyn Io> = match &shared.config.tls {
         None => Box::new(tcp),
-        Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(tcp)).await {
-            Ok(Accepted::Tls(stream)) => stream,
-            Ok(Accepted::Plain(tcp)) => return plain_on_tls_port(tcp, deadline, &shared).await,
-            Ok(Accepted::Failed(why)) => {
+        Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(tcp, plain_hint)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(why)) => {
                 Metrics::inc(&shared.metrics.rejected_connections);
                 return debug!(%addr, why, "connection refused");
             }
@@ -64,13 +64,6 @@ pub(crate) async fn run(
         End::Refused(why) => debug!(%addr, why, "connection refused"),
         End::Error(e) => debug!(%addr, error = %e, "connection ended"),
     }
-}
-
-/// A client that spoke plain HTTP to the TLS port gets a plain answer saying what to use.
-async fn plain_on_tls_port(tcp: TcpStream, deadline: Instant, shared: &Shared) {
-    Metrics::inc(&shared.metrics.rejected_connections);
-    let why = "this relay serves TLS: use a wss:// URL (https:// for /healthz and /metrics)";
-    let _ = tokio::time::timeout_at(deadline, tunnel_tls::answer_plain(tcp, why)).await;
 }
 
 async fn run_inner(

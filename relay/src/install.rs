@@ -73,7 +73,7 @@ pub(crate) fn install(a: InstallArgs) -> anyhow::Result<()> {
     let mut args = vec!["--listen".to_owned(), a.listen.clone()];
     if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
         // Loaded now, so a bad pair is an error here, not a service restarting forever.
-        tunnel_tls::ServerTls::load(cert, key, &[])?;
+        tunnel_tls::ServerTls::load(cert, key)?;
         for (flag, file) in [("--tls-cert", cert), ("--tls-key", key)] {
             args.extend([flag.to_owned(), std::path::absolute(file)?.display().to_string()]);
         }

@@ -135,18 +135,9 @@ impl HttpServer {
 /// TLS when configured (handshake within ten seconds); `None` when the connection is done.
 async fn secure(tcp: tokio::net::TcpStream, tls: Option<&tunnel_tls::ServerTls>) -> Option<Box<dyn tunnel_tls::Io>> {
     let Some(tls) = tls else { return Some(Box::new(tcp)) };
-    let accepted = tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(tcp)).await.ok()?;
-    match accepted {
-        tunnel_tls::Accepted::Tls(stream) => Some(stream),
-        tunnel_tls::Accepted::Plain(tcp) => {
-            tunnel_tls::answer_plain(tcp, "this MCP server serves HTTPS: use an https:// URL").await;
-            None
-        }
-        tunnel_tls::Accepted::Failed(why) => {
-            debug!(why, "MCP HTTPS connection refused");
-            None
-        }
-    }
+    let plain_hint = "this MCP server serves HTTPS: use an https:// URL";
+    let accepted = tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(tcp, plain_hint)).await.ok()?;
+    accepted.map_err(|why| debug!(why, "MCP HTTPS connection refused")).ok()
 }
 
 fn reply(status: StatusCode, message: &str) -> Response<BoxBody<Bytes, Infallible>> {

@@ -119,7 +119,7 @@ impl Endpoint {
     /// Connects to the relay and joins the room. Returns once the first connection succeeded,
     /// or with the error of the first attempt (bad URL, unreachable, refused, ...).
     pub async fn start(config: EndpointConfig) -> Result<(Self, mpsc::Receiver<NetEvent>), ConnectError> {
-        let tls = match &config.relay_url {
+        let relay = match &config.relay_url {
             Some(url) => {
                 let parsed = RelayUrl::parse(url)?;
                 if parsed.plain_over_network() {
@@ -130,7 +130,8 @@ impl Endpoint {
                     );
                 }
                 let trust = |e: tunnel_tls::TlsError| ConnectError::Trust { url: url.clone(), reason: e.to_string() };
-                parsed.tls.then(|| config.relay_trust.client_config()).transpose().map_err(trust)?
+                let tls = parsed.tls.then(|| config.relay_trust.connector()).transpose().map_err(trust)?;
+                Some((parsed, tls))
             }
             None => None,
         };
@@ -145,7 +146,7 @@ impl Endpoint {
         let (loopback, loopback_task) = loopback::start(id, events_tx.clone(), cancel.clone());
         let mut tasks = vec![AbortOnDropHandle::new(tokio::spawn(loopback_task))];
         let peers = Arc::new(Mutex::new(HashMap::new()));
-        let Some(relay_url) = config.relay_url else {
+        let (Some(relay_url), Some((parsed, tls))) = (config.relay_url, relay) else {
             let inner =
                 Inner { id, peers, wake: None, loopback, hello: hello_tx, relay_status: None, cancel, _tasks: tasks };
             return Ok((Self { inner: Arc::new(inner) }, events_rx));
@@ -161,6 +162,7 @@ impl Endpoint {
             access_token: config.access_token,
             room_id: config.room.room_id,
             secret: config.secret.clone(),
+            parsed,
             tls,
         };
         let shared = Arc::new(PeerShared {

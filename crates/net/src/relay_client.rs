@@ -6,7 +6,6 @@
 //! drops frames for us instead of buffering without bound).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -41,8 +40,10 @@ pub(crate) struct RelayTarget {
     pub(crate) access_token: Option<String>,
     pub(crate) room_id: [u8; 32],
     pub(crate) secret: SecretKey,
+    /// `url`, parsed once.
+    pub(crate) parsed: RelayUrl,
     /// For `wss://` URLs: whom to trust.
-    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) tls: Option<tunnel_tls::Connector>,
 }
 
 #[derive(Debug)]
@@ -168,21 +169,13 @@ async fn connect(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String), Conn
 
 /// TCP, then TLS for `wss://`, with every certificate problem named.
 async fn open_transport(target: &RelayTarget) -> Result<Box<dyn Io>, ConnectError> {
-    let url = &target.url;
-    let parsed = RelayUrl::parse(url)?;
-    let tcp = TcpStream::connect((parsed.host.as_str(), parsed.port))
+    let (url, host) = (&target.url, &target.parsed.host);
+    let tcp = TcpStream::connect((host.as_str(), target.parsed.port))
         .await
         .map_err(|e| ConnectError::Unreachable { url: url.clone(), reason: e.to_string() })?;
     let _ = tcp.set_nodelay(true);
     let Some(tls) = &target.tls else { return Ok(Box::new(tcp)) };
-    let name = rustls::pki_types::ServerName::try_from(parsed.host.clone()).map_err(|e| ConnectError::BadUrl {
-        url: url.clone(),
-        reason: format!("host is not a TLS server name: {e}"),
-    })?;
-    match tunnel_tls::TlsConnector::from(tls.clone()).connect(name, tcp).await {
-        Ok(stream) => Ok(Box::new(stream)),
-        Err(e) => Err(ConnectError::Tls { url: url.clone(), reason: tunnel_tls::describe_failure(&e, &parsed.host) }),
-    }
+    tls.connect(host, tcp).await.map_err(|reason| ConnectError::Tls { url: url.clone(), reason })
 }
 
 async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String), ConnectError> {

@@ -12,10 +12,11 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, Error, OtherError, RootCertStore, SignatureScheme,
 };
+use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::spki::{pin_of_certificate, Pin};
-use crate::{provider, TlsError, VERSIONS};
+use crate::{provider, Io, TlsError, VERSIONS};
 
 /// What a client trusts beyond the system's roots.
 #[derive(Debug, Clone, Default)]
@@ -26,9 +27,25 @@ pub struct ClientTrust {
     pub pin: Option<Pin>,
 }
 
+/// A client side ready to connect: whom it trusts, built once.
+#[derive(Clone)]
+pub struct Connector(Arc<ClientConfig>);
+
+impl Connector {
+    /// TLS over `tcp` to `host` (a DNS name or an IP address); `Err` is one line saying why not.
+    pub async fn connect(&self, host: &str, tcp: TcpStream) -> Result<Box<dyn Io>, String> {
+        let name =
+            ServerName::try_from(host.to_owned()).map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+        match tokio_rustls::TlsConnector::from(self.0.clone()).connect(name, tcp).await {
+            Ok(stream) => Ok(Box::new(stream)),
+            Err(e) => Err(describe_failure(&e, host)),
+        }
+    }
+}
+
 impl ClientTrust {
-    /// A client configuration: system roots plus the CA file, checked against the pin.
-    pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
+    /// System roots plus the CA file, checked against the pin.
+    pub fn connector(&self) -> Result<Connector, TlsError> {
         let mut roots = RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for e in &native.errors {
@@ -61,7 +78,7 @@ impl ClientTrust {
                 .with_custom_certificate_verifier(Arc::new(Pinned { chain, pin: pin.clone() }))
                 .with_no_client_auth(),
         };
-        Ok(Arc::new(config))
+        Ok(Connector(Arc::new(config)))
     }
 }
 
@@ -136,7 +153,7 @@ impl ServerCertVerifier for Pinned {
 }
 
 /// One line saying why a TLS handshake with `host` failed, in the operator's terms.
-pub fn describe_failure(err: &std::io::Error, host: &str) -> String {
+fn describe_failure(err: &std::io::Error, host: &str) -> String {
     let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
         return format!("TLS handshake failed: {err}");
     };

@@ -17,12 +17,9 @@ mod spki;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use client::{describe_failure, ClientTrust};
-pub use server::{answer_plain, Accepted, ServerTls};
+pub use client::{ClientTrust, Connector};
+pub use server::ServerTls;
 pub use spki::{pin_of_certificate, Pin};
-pub use tokio_rustls::client::TlsStream as ClientStream;
-pub use tokio_rustls::server::TlsStream as ServerStream;
-pub use tokio_rustls::TlsConnector;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

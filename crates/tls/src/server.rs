@@ -9,43 +9,29 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::ServerConfig;
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::client::read_certificates;
-use crate::{provider, TlsError, VERSIONS};
+use crate::{provider, Io, TlsError, VERSIONS};
 
 /// A certificate and key from files, swapped in place by [`ServerTls::reload`].
 pub struct ServerTls {
     cert_path: PathBuf,
     key_path: PathBuf,
-    alpn: Vec<Vec<u8>>,
     current: RwLock<Arc<ServerConfig>>,
-}
-
-/// What came in on a TLS port.
-pub enum Accepted {
-    Tls(Box<TlsStream<TcpStream>>),
-    /// The client spoke plain text (an `http://` or `ws://` URL pointed at a TLS port); the
-    /// stream is untouched, so the server can answer in plain HTTP and say what to use.
-    Plain(TcpStream),
-    Failed(String),
 }
 
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
 impl ServerTls {
-    /// Loads the chain and key (PKCS#8, PKCS#1 RSA or SEC1 EC, in PEM). `alpn` lists the
-    /// application protocols offered, e.g. `http/1.1`.
-    pub fn load(cert_path: &Path, key_path: &Path, alpn: &[&[u8]]) -> Result<Arc<Self>, TlsError> {
-        let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
-        let config = build(cert_path, key_path, &alpn)?;
+    /// Loads the chain and key (PKCS#8, PKCS#1 RSA or SEC1 EC, in PEM).
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, TlsError> {
+        let config = build(cert_path, key_path)?;
         Ok(Arc::new(Self {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
-            alpn,
             current: RwLock::new(config),
         }))
     }
@@ -54,14 +40,14 @@ impl ServerTls {
     /// on every SIGHUP, when both are.
     pub fn from_flags(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<Arc<Self>>, TlsError> {
         let (Some(cert), Some(key)) = (cert, key) else { return Ok(None) };
-        let tls = Self::load(cert, key, &[b"http/1.1"])?;
+        let tls = Self::load(cert, key)?;
         tls.reload_on_sighup().map_err(|e| TlsError::Config(format!("installing the SIGHUP handler: {e}")))?;
         Ok(Some(tls))
     }
 
     /// Reads the files again; on any error the certificate in use stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = build(&self.cert_path, &self.key_path, &self.alpn)?;
+        let config = build(&self.cert_path, &self.key_path)?;
         *self.current.write().expect("tls config lock") = config;
         Ok(())
     }
@@ -82,26 +68,30 @@ impl ServerTls {
         Ok(())
     }
 
-    /// Completes the TLS handshake, or hands back a plain-text client untouched.
-    pub async fn accept(&self, tcp: TcpStream) -> Accepted {
+    /// Completes the TLS handshake. A client that speaks plain text (an `http://` or `ws://`
+    /// URL pointed at this port) is answered in plain HTTP with `plain_hint`, so the person
+    /// sees what to change. `Err` says why the connection is done.
+    pub async fn accept(&self, tcp: TcpStream, plain_hint: &str) -> Result<Box<dyn Io>, String> {
         let mut first = [0u8; 1];
         match tcp.peek(&mut first).await {
-            Ok(0) => return Accepted::Failed("closed before the TLS handshake".into()),
-            Ok(_) if first[0] != TLS_HANDSHAKE => return Accepted::Plain(tcp),
+            Ok(0) => return Err("closed before the TLS handshake".into()),
+            Ok(_) if first[0] != TLS_HANDSHAKE => {
+                answer_plain(tcp, plain_hint).await;
+                return Err("a plain-text client on the TLS port".into());
+            }
             Ok(_) => {}
-            Err(e) => return Accepted::Failed(e.to_string()),
+            Err(e) => return Err(e.to_string()),
         }
         let config = self.current.read().expect("tls config lock").clone();
         match TlsAcceptor::from(config).accept(tcp).await {
-            Ok(stream) => Accepted::Tls(Box::new(stream)),
-            Err(e) => Accepted::Failed(format!("TLS handshake failed: {e}")),
+            Ok(stream) => Ok(Box::new(stream)),
+            Err(e) => Err(format!("TLS handshake failed: {e}")),
         }
     }
 }
 
-/// Answers a client that spoke plain HTTP to a TLS port: reads its request head (up to
-/// 8 KiB) and replies `400` with `message`, so the person sees what to change.
-pub async fn answer_plain(mut tcp: TcpStream, message: &str) {
+/// Reads a plain client's request head (up to 8 KiB) and replies `400` with `message`.
+async fn answer_plain(mut tcp: TcpStream, message: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -120,7 +110,8 @@ pub async fn answer_plain(mut tcp: TcpStream, message: &str) {
     let _ = tcp.shutdown().await;
 }
 
-fn build(cert_path: &Path, key_path: &Path, alpn: &[Vec<u8>]) -> Result<Arc<ServerConfig>, TlsError> {
+/// Both servers (the relay, MCP over HTTP) speak HTTP/1.1.
+fn build(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = read_certificates(cert_path, "certificate file")?;
     let key_bytes = std::fs::read(key_path).map_err(|source| TlsError::Read {
         what: "key file",
@@ -147,6 +138,6 @@ fn build(cert_path: &Path, key_path: &Path, alpn: &[Vec<u8>]) -> Result<Arc<Serv
                 key_path.display()
             ))
         })?;
-    config.alpn_protocols = alpn.to_vec();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
