@@ -44,10 +44,6 @@ pub(crate) struct UninstallArgs {
     root: Option<PathBuf>,
 }
 
-fn home() -> anyhow::Result<PathBuf> {
-    Ok(PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?))
-}
-
 fn spec(scope: Scope, program: PathBuf, args: Vec<String>, home: &Path) -> ServiceSpec {
     ServiceSpec {
         name: "tunnel-relay".into(),
@@ -65,7 +61,7 @@ fn spec(scope: Scope, program: PathBuf, args: Vec<String>, home: &Path) -> Servi
 
 pub(crate) fn install(a: InstallArgs) -> anyhow::Result<()> {
     let scope = tunnel_service::scope(a.user, a.root.is_some())?;
-    let home = home()?;
+    let home = tunnel_service::home()?;
     let manager = Manager::native();
     let prefix = a.prefix.clone().unwrap_or_else(|| tunnel_service::default_prefix(scope, &home));
     let (program, binary) = tunnel_service::binary(&prefix, "tunnel-relay").context("finding this program's binary")?;
@@ -79,9 +75,8 @@ pub(crate) fn install(a: InstallArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(file) = &a.access_token_file {
-        let token = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let token = token.trim();
-        if token.len() < 16 || token.contains('\n') {
+        let token = tunnel_service::read_secret(file, "access token")?;
+        if token.len() < 16 {
             bail!("the access token file {} must hold one token of at least 16 characters", file.display());
         }
         let kept = match scope {
@@ -107,7 +102,7 @@ pub(crate) fn install(a: InstallArgs) -> anyhow::Result<()> {
 
 pub(crate) fn uninstall(a: UninstallArgs) -> anyhow::Result<()> {
     let scope = tunnel_service::scope(a.user, a.root.is_some())?;
-    let home = home()?;
+    let home = tunnel_service::home()?;
     let manager = Manager::native();
     let spec = spec(scope, PathBuf::new(), vec![], &home);
     let plan = spec.removal(manager, &home);

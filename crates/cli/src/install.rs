@@ -14,14 +14,15 @@ use crate::args::{Global, InstallArgs, UninstallArgs};
 /// Where a scope keeps things.
 struct Layout {
     config: PathBuf,
-    /// `Some` for the system service: written into the config so the CLI finds the node.
-    dirs: Option<(PathBuf, PathBuf)>,
     state: PathBuf,
+    /// `Some` for the system service: it and `state` are written into the config so the CLI
+    /// finds the node. A user service uses the defaults the CLI finds anyway.
+    runtime: Option<PathBuf>,
     home: PathBuf,
 }
 
 fn layout(scope: Scope) -> anyhow::Result<Layout> {
-    let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
+    let home = tunnel_service::home()?;
     Ok(match scope {
         Scope::System => {
             // systemd makes these (StateDirectory, RuntimeDirectory); on macOS the node does.
@@ -32,22 +33,24 @@ fn layout(scope: Scope) -> anyhow::Result<Layout> {
             };
             Layout {
                 config: PathBuf::from(tunnel_node::settings::SYSTEM_CONFIG),
-                dirs: Some((PathBuf::from(state), PathBuf::from(runtime))),
                 state: PathBuf::from(state),
+                runtime: Some(PathBuf::from(runtime)),
                 home,
             }
         }
         Scope::User => {
-            let config_home =
-                std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".config"));
-            let data_home =
-                std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".local/share"));
-            Layout { config: config_home.join("tunnel/config.toml"), dirs: None, state: data_home.join("tunnel"), home }
+            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            Layout {
+                config: tunnel_node::settings::user_config_file(&env).context("HOME is not set")?,
+                state: tunnel_node::settings::default_state_dir(&env).context("HOME is not set")?,
+                runtime: None,
+                home,
+            }
         }
     })
 }
 
-fn node_spec(scope: Scope, program: PathBuf, config: &Path, home: &Path) -> ServiceSpec {
+pub(crate) fn node_spec(scope: Scope, program: PathBuf, config: &Path, home: &Path) -> ServiceSpec {
     ServiceSpec {
         name: "tunnel".into(),
         description: "tunnel node: end-to-end encrypted peer mesh".into(),
@@ -72,8 +75,8 @@ pub(crate) fn install(global: Global, args: InstallArgs) -> anyhow::Result<i32> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", config_path.display())),
     };
-    let config = merged_config(&existing, &args, layout.dirs.as_ref())
-        .with_context(|| format!("updating {}", config_path.display()))?;
+    let config =
+        merged_config(&existing, &args, &layout).with_context(|| format!("updating {}", config_path.display()))?;
     check_config(&config, &config_path)?;
     let manager = Manager::native();
     let prefix = args.prefix.clone().unwrap_or_else(|| tunnel_service::default_prefix(scope, &layout.home));
@@ -135,7 +138,7 @@ fn status_hint(scope: Scope, config: &Path, layout: &Layout) -> String {
 }
 
 /// The existing config with the given settings set, everything else (comments included) kept.
-fn merged_config(existing: &str, args: &InstallArgs, dirs: Option<&(PathBuf, PathBuf)>) -> anyhow::Result<String> {
+fn merged_config(existing: &str, args: &InstallArgs, layout: &Layout) -> anyhow::Result<String> {
     let mut doc: toml_edit::DocumentMut = existing.parse().context("the existing config is not valid TOML")?;
     let mut set = |key: &str, value: Option<String>| {
         if let Some(v) = value {
@@ -144,8 +147,9 @@ fn merged_config(existing: &str, args: &InstallArgs, dirs: Option<&(PathBuf, Pat
     };
     set("relay", args.relay.clone());
     set("room", args.room.clone());
-    set("token", args.token_file.as_deref().map(|p| read_secret(p, "token")).transpose()?);
-    set("access_token", args.access_token_file.as_deref().map(|p| read_secret(p, "access token")).transpose()?);
+    set("token", args.token_file.as_deref().map(|p| tunnel_service::read_secret(p, "token")).transpose()?);
+    let access = args.access_token_file.as_deref().map(|p| tunnel_service::read_secret(p, "access token"));
+    set("access_token", access.transpose()?);
     let ca = args.relay_ca.as_deref().map(std::path::absolute).transpose().context("--relay-ca")?;
     set("relay_ca", ca.map(|p| p.display().to_string()));
     set("name", args.name.clone());
@@ -154,8 +158,8 @@ fn merged_config(existing: &str, args: &InstallArgs, dirs: Option<&(PathBuf, Pat
         let list: toml_edit::Array = tags.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
         doc["tags"] = toml_edit::value(list);
     }
-    if let Some((state, runtime)) = dirs {
-        for (key, dir) in [("state_dir", state), ("runtime_dir", runtime)] {
+    if let Some(runtime) = &layout.runtime {
+        for (key, dir) in [("state_dir", &layout.state), ("runtime_dir", runtime)] {
             if !doc.contains_key(key) {
                 doc[key] = toml_edit::value(dir.display().to_string());
             }
@@ -176,29 +180,11 @@ fn hide_secrets(config: &str) -> String {
         .join("\n")
 }
 
-fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading the {what} file {}", path.display()))?;
-    let secret = text.trim();
-    if secret.is_empty() || secret.contains('\n') {
-        bail!("the {what} file {} must hold the {what} alone, on one line", path.display());
-    }
-    Ok(secret.to_owned())
-}
-
-/// The service would only restart forever on a config it cannot use: check it now (through
-/// a private copy: the config holds the room token).
+/// The service would only restart forever on a config it cannot use: check it now.
 fn check_config(text: &str, path: &Path) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-    let dir =
-        std::env::temp_dir().join(format!("tunnel-install-check-{}-{:08x}", std::process::id(), rand::random::<u32>()));
-    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-    let file = dir.join("config.toml");
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file)?.write_all(text.as_bytes())?;
-    let flags = tunnel_node::Flags { config: Some(file), ..Default::default() };
-    let resolved = tunnel_node::Settings::resolve(flags, |k| if k == "HOME" { std::env::var(k).ok() } else { None });
-    let _ = std::fs::remove_dir_all(&dir);
-    let settings = resolved.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let env = |k: &str| if k == "HOME" { std::env::var(k).ok() } else { None };
+    let settings = tunnel_node::Settings::from_config_text(path, text, env)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     settings.room_settings().map_err(|e| {
         anyhow::anyhow!(
             "{e}\n(tunnel install takes --relay URL --room NAME --token-file FILE, or finds them in {})",

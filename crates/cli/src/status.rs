@@ -104,19 +104,10 @@ struct Service {
 
 /// The node's unit, if `tunnel install` put one on this machine, and its manager's word on it.
 fn installed_service() -> Option<Service> {
-    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
-    let spec = |scope| tunnel_service::ServiceSpec {
-        name: "tunnel".into(),
-        description: String::new(),
-        program: PathBuf::new(),
-        args: vec![],
-        scope,
-        hardening: tunnel_service::Hardening::Node,
-        log_file: None,
-    };
+    let home = tunnel_service::home().unwrap_or_default();
     let manager = tunnel_service::Manager::native();
     [tunnel_service::Scope::User, tunnel_service::Scope::System].into_iter().find_map(|scope| {
-        let spec = spec(scope);
+        let spec = crate::install::node_spec(scope, PathBuf::new(), std::path::Path::new(""), &home);
         let path = spec.unit_path(manager, &home);
         path.exists().then(|| Service {
             unit: format!("{} ({})", spec.name, if scope == tunnel_service::Scope::User { "user" } else { "system" }),

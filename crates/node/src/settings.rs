@@ -132,16 +132,9 @@ impl Settings {
     /// config file.
     pub fn resolve(flags: Flags, env: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let env = |k: &str| env(k).filter(|v| !v.is_empty());
-        let home = env("HOME").map(PathBuf::from);
         let (config_path, explicit) = match flags.config.clone().or_else(|| env("TUNNEL_CONFIG").map(PathBuf::from)) {
             Some(p) => (Some(p), true),
-            None => (
-                env("XDG_CONFIG_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| home.as_ref().map(|h| h.join(".config")))
-                    .map(|d| d.join("tunnel/config.toml")),
-                false,
-            ),
+            None => (user_config_file(&env), false),
         };
         let user_default_missing = !explicit && !matches!(&config_path, Some(p) if p.exists());
         let (config_path, explicit) = if user_default_missing
@@ -157,6 +150,27 @@ impl Settings {
             Some(path) => read_config(path, explicit)?,
             None => FileConfig::default(),
         };
+        Self::from_file(flags, &env, config_path, file)
+    }
+
+    /// Settings from a config file's text as if it were at `path`, with no flags: what
+    /// `tunnel install` checks before it writes the file.
+    pub fn from_config_text(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        let env = |k: &str| env(k).filter(|v| !v.is_empty());
+        Self::from_file(Flags::default(), &env, Some(path.to_owned()), parse_config(path, text)?)
+    }
+
+    fn from_file(
+        flags: Flags,
+        env: &dyn Fn(&str) -> Option<String>,
+        config_path: Option<PathBuf>,
+        file: FileConfig,
+    ) -> Result<Self, SettingsError> {
+        let home = env("HOME").map(PathBuf::from);
         let pick = |flag: Option<String>, var: &str, from_file: Option<String>| flag.or_else(|| env(var)).or(from_file);
         let pick_path = |flag: Option<PathBuf>, var: &str, from_file: Option<PathBuf>| {
             flag.or_else(|| env(var).map(PathBuf::from)).or(from_file)
@@ -164,11 +178,7 @@ impl Settings {
 
         let state_dir = match pick_path(flags.state_dir, "TUNNEL_STATE_DIR", file.state_dir) {
             Some(p) => p,
-            None => env("XDG_DATA_HOME")
-                .map(PathBuf::from)
-                .or_else(|| home.as_ref().map(|h| h.join(".local/share")))
-                .ok_or(SettingsError::NoHome)?
-                .join("tunnel"),
+            None => default_state_dir(env).ok_or(SettingsError::NoHome)?,
         };
         let runtime_dir = pick_path(flags.runtime_dir, "TUNNEL_RUNTIME_DIR", file.runtime_dir)
             .or_else(|| env("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("tunnel")))
@@ -270,14 +280,32 @@ impl Settings {
     }
 }
 
+/// `$XDG_CONFIG_HOME/tunnel/config.toml`, else `~/.config/tunnel/config.toml`.
+pub fn user_config_file(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    env("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("tunnel/config.toml"))
+}
+
+/// `$XDG_DATA_HOME/tunnel`, else `~/.local/share/tunnel`.
+pub fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    env("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .map(|d| d.join("tunnel"))
+}
+
 fn read_config(path: &Path, explicit: bool) -> Result<FileConfig, SettingsError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(FileConfig::default()),
-        Err(source) => return Err(SettingsError::ReadConfig { path: path.to_owned(), source }),
-    };
-    toml::from_str(&text)
-        .map_err(|e| SettingsError::BadConfig { path: path.to_owned(), reason: e.message().to_owned() })
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_config(path, &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(FileConfig::default()),
+        Err(source) => Err(SettingsError::ReadConfig { path: path.to_owned(), source }),
+    }
+}
+
+fn parse_config(path: &Path, text: &str) -> Result<FileConfig, SettingsError> {
+    toml::from_str(text).map_err(|e| SettingsError::BadConfig { path: path.to_owned(), reason: e.message().to_owned() })
 }
 
 /// Policy roots, canonicalized once so later checks compare like with like. A root that does

@@ -177,6 +177,32 @@ pub enum ServiceError {
     Command { command: String, reason: String },
     #[error("a system service needs root: run with sudo, or pass --user for a service of your own")]
     NeedsRoot,
+    #[error("HOME is not set")]
+    NoHome,
+    #[error("cannot read the {what} file {path}: {source}")]
+    ReadSecret { what: String, path: PathBuf, source: std::io::Error },
+    #[error("the {what} file {path} must hold the {what} alone, on one line")]
+    BadSecret { what: String, path: PathBuf },
+}
+
+/// The user's home directory, where user services and their files go.
+pub fn home() -> Result<PathBuf, ServiceError> {
+    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).ok_or(ServiceError::NoHome)
+}
+
+/// A secret (a token) from a file of its own: trimmed, one line, not empty. Secrets come from
+/// files so they never sit on a command line.
+pub fn read_secret(path: &std::path::Path, what: &str) -> Result<String, ServiceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ServiceError::ReadSecret {
+        what: what.to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    let secret = text.trim();
+    if secret.is_empty() || secret.contains('\n') {
+        return Err(ServiceError::BadSecret { what: what.to_owned(), path: path.to_owned() });
+    }
+    Ok(secret.to_owned())
 }
 
 /// The scope asked for; a system one needs root unless it is only staged under a directory.

@@ -25,7 +25,7 @@ pub(crate) struct Server {
 }
 
 pub(crate) fn run(global: Global, args: InstallMcpArgs) -> anyhow::Result<i32> {
-    let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
+    let home = tunnel_service::home()?;
     if args.list {
         return list(&home, &args.name);
     }
