@@ -120,44 +120,47 @@ impl ServiceSpec {
 
     /// Commands that load and start the service once its file is in place.
     fn start_commands(&self, manager: Manager, unit_path: &std::path::Path) -> Vec<Vec<String>> {
-        let unit = format!("{}.service", self.name);
-        let path = unit_path.display().to_string();
-        let argv = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
-        match (manager, self.scope) {
-            (Manager::Systemd, Scope::System) => {
-                vec![argv(&["systemctl", "daemon-reload"]), argv(&["systemctl", "enable", "--now", &unit])]
+        match manager {
+            Manager::Systemd => {
+                vec![self.systemctl(&["daemon-reload"]), self.systemctl(&["enable", "--now", &self.unit()])]
             }
-            (Manager::Systemd, Scope::User) => vec![
-                argv(&["systemctl", "--user", "daemon-reload"]),
-                argv(&["systemctl", "--user", "enable", "--now", &unit]),
-            ],
-            (Manager::Launchd, Scope::System) => vec![argv(&["launchctl", "bootstrap", "system", &path])],
-            (Manager::Launchd, Scope::User) => vec![argv(&["launchctl", "bootstrap", &gui_domain(), &path])],
+            Manager::Launchd => vec![self.launchctl("bootstrap", unit_path)],
         }
     }
 
     /// Commands that stop and unload the service (before its file is removed).
     fn stop_commands(&self, manager: Manager, unit_path: &std::path::Path) -> Vec<Vec<String>> {
-        let unit = format!("{}.service", self.name);
-        let path = unit_path.display().to_string();
-        let argv = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
-        match (manager, self.scope) {
-            (Manager::Systemd, Scope::System) => vec![argv(&["systemctl", "disable", "--now", &unit])],
-            (Manager::Systemd, Scope::User) => vec![argv(&["systemctl", "--user", "disable", "--now", &unit])],
-            (Manager::Launchd, Scope::System) => vec![argv(&["launchctl", "bootout", "system", &path])],
-            (Manager::Launchd, Scope::User) => vec![argv(&["launchctl", "bootout", &gui_domain(), &path])],
+        match manager {
+            Manager::Systemd => vec![self.systemctl(&["disable", "--now", &self.unit()])],
+            Manager::Launchd => vec![self.launchctl("bootout", unit_path)],
         }
     }
 
     /// Reload the manager's view after a unit file went away.
     fn after_removal(&self, manager: Manager) -> Vec<Vec<String>> {
-        match (manager, self.scope) {
-            (Manager::Systemd, Scope::System) => vec![vec!["systemctl".into(), "daemon-reload".into()]],
-            (Manager::Systemd, Scope::User) => {
-                vec![vec!["systemctl".into(), "--user".into(), "daemon-reload".into()]]
-            }
-            (Manager::Launchd, _) => vec![],
+        match manager {
+            Manager::Systemd => vec![self.systemctl(&["daemon-reload"])],
+            Manager::Launchd => vec![],
         }
+    }
+
+    fn unit(&self) -> String {
+        format!("{}.service", self.name)
+    }
+
+    /// `systemctl [--user] WORDS`.
+    fn systemctl(&self, words: &[&str]) -> Vec<String> {
+        let user = (self.scope == Scope::User).then_some("--user");
+        std::iter::once("systemctl").chain(user).chain(words.iter().copied()).map(str::to_owned).collect()
+    }
+
+    /// `launchctl VERB DOMAIN PLIST`: the system domain, or the user's GUI domain.
+    fn launchctl(&self, verb: &str, plist: &std::path::Path) -> Vec<String> {
+        let domain = match self.scope {
+            Scope::System => "system".to_owned(),
+            Scope::User => gui_domain(),
+        };
+        vec!["launchctl".into(), verb.into(), domain, plist.display().to_string()]
     }
 }
 
@@ -256,22 +259,11 @@ pub fn binary(prefix: &std::path::Path, name: &str) -> std::io::Result<(PathBuf,
 /// What the service manager says of the service: `active`, `inactive`, `failed`, ...; or why
 /// it could not be asked.
 pub fn query_state(spec: &ServiceSpec, manager: Manager) -> String {
-    let mut cmd = match (manager, spec.scope) {
-        (Manager::Systemd, scope) => {
-            let mut c = std::process::Command::new("systemctl");
-            if scope == Scope::User {
-                c.arg("--user");
-            }
-            c.args(["is-active", &format!("{}.service", spec.name)]);
-            c
-        }
-        (Manager::Launchd, _) => {
-            let mut c = std::process::Command::new("launchctl");
-            c.args(["list", &spec.label()]);
-            c
-        }
+    let argv = match manager {
+        Manager::Systemd => spec.systemctl(&["is-active", &spec.unit()]),
+        Manager::Launchd => vec!["launchctl".into(), "list".into(), spec.label()],
     };
-    match cmd.output() {
+    match std::process::Command::new(&argv[0]).args(&argv[1..]).output() {
         Ok(out) if manager == Manager::Launchd => if out.status.success() { "loaded" } else { "not loaded" }.to_owned(),
         Ok(out) => {
             let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
