@@ -15,6 +15,7 @@ pub fn node_config(relay_url: &str, room: &str, token: &str, name: &str) -> Node
         access_token: None,
         relay_trust: Default::default(),
         fail_fast: true,
+        runs_as: "embedded".into(),
         name: name.into(),
         tags: vec![],
         os: tunnel_node::detect_os(),

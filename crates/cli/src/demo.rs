@@ -54,6 +54,7 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
             access_token: None,
             relay_trust: Default::default(),
             fail_fast: true,
+            runs_as: "embedded".into(),
             name: name.into(),
             tags: tags.split(',').map(str::to_owned).collect(),
             os: tunnel_node::detect_os(),

@@ -31,7 +31,7 @@ pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
         Some(status) => status.relay.is_none(),
         None => settings.relay.is_none(),
     };
-    let backend = Backend::Shared(shared.clone());
+    let backend = Backend::new(shared.clone());
     let server = TunnelMcp::new(McpOptions {
         backend,
         groups,

@@ -12,6 +12,7 @@ pub(crate) async fn run(global: Global, args: RunArgs) -> anyhow::Result<i32> {
     let mut config = NodeConfig::from_settings(&settings)?;
     config.agent = !args.no_agent;
     config.fail_fast = !args.keep_trying;
+    config.runs_as = runs_as("tunnel run (foreground)");
     let room = config.room.clone();
     let relay = config.relay_url.clone().unwrap_or_default();
     let control = BoundControl::bind(&settings.socket_path()).await?;
@@ -24,6 +25,15 @@ pub(crate) async fn run(global: Global, args: RunArgs) -> anyhow::Result<i32> {
     control.shutdown().await;
     node.shutdown().await;
     Ok(0)
+}
+
+/// A service says so through the environment our units set (`TUNNEL_SERVICE`); else `foreground`.
+pub(crate) fn runs_as(foreground: &str) -> String {
+    match std::env::var("TUNNEL_SERVICE").ok().as_deref() {
+        Some("systemd") => "systemd service".into(),
+        Some("launchd") => "launchd service".into(),
+        _ => foreground.into(),
+    }
 }
 
 pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {

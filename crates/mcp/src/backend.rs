@@ -1,50 +1,33 @@
-//! How the tools reach the node: the control socket of a `tunnel run` on this machine (one
-//! identity per machine), or an in-process pipe to a node `tunnel mcp` runs itself. Either
-//! way the tools speak the control protocol, so policy and audit live in one place: the node
-//! that executes.
+//! How the tools reach the node: this machine's one node, through the control socket of the
+//! process that hosts it (`tunnel run`, the service, or another session) or in process when
+//! this session hosts it (`crate::shared`). Either way the tools speak the control protocol,
+//! so policy and audit live in one place: the node that executes.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use tunnel_node::control::{self, ControlRequest, ControlResponse, ControlStream};
-use tunnel_node::Node;
+
+use crate::shared::SharedNode;
 
 /// A boxed control connection.
 pub(crate) type Conn = Box<dyn ControlStream>;
 
 #[derive(Clone)]
-pub enum Backend {
-    /// A node running on this machine, reached through its control socket.
-    Socket(PathBuf),
-    /// A node this process runs.
-    InProcess(Node),
-    /// This machine's node, hosted by whichever `tunnel mcp` session (or `tunnel run`) holds
-    /// the host lock; this session takes over when the host goes.
-    Shared(std::sync::Arc<crate::shared::SharedNode>),
-}
+pub struct Backend(Arc<SharedNode>);
 
 impl Backend {
+    pub fn new(shared: Arc<SharedNode>) -> Self {
+        Self(shared)
+    }
+
     /// A control connection that says first it serves an AI agent, so the node holds what it
     /// asks of this machine to the secret list (the operator's own CLI is not).
     pub(crate) async fn connect(&self) -> Result<Conn, String> {
-        let mut conn = self.connect_raw().await?;
+        let mut conn = self.0.connect().await?;
         control::write_frame(&mut conn, &ControlRequest::Agent)
             .await
             .map_err(|e| format!("talking to the local node: {e}"))?;
         Ok(conn)
-    }
-
-    async fn connect_raw(&self) -> Result<Conn, String> {
-        match self {
-            Backend::Socket(path) => match tokio::net::UnixStream::connect(path).await {
-                Ok(s) => Ok(Box::new(s)),
-                Err(e) => Err(format!(
-                    "the local tunnel node is not answering on {} ({e}); is `tunnel run` still running?",
-                    path.display()
-                )),
-            },
-            Backend::InProcess(node) => Ok(Box::new(control::connect_in_process(node))),
-            Backend::Shared(shared) => shared.connect().await,
-        }
     }
 
     /// Starts a long exchange (a fleet operation, a job): the request, then its input.

@@ -19,6 +19,9 @@ use tunnel_node::{Node, NodeConfig};
 /// How long a call waits for another session to take over the node.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(15);
 
+/// What `tunnel status` says of a node a session hosts.
+pub const RUNS_AS: &str = "tunnel mcp (foreground)";
+
 /// Makes this machine's node config when this session must host it.
 pub type MakeConfig = Box<dyn Fn() -> Result<NodeConfig, String> + Send + Sync>;
 
@@ -54,7 +57,7 @@ impl SharedNode {
 
     async fn host_is_a_session(&self) -> bool {
         match self.status().await {
-            Some(s) => s.runs_as.starts_with("tunnel mcp"),
+            Some(s) => s.runs_as == RUNS_AS,
             // Between hosts: whoever takes the lock next hosts, and may as well be us.
             None => true,
         }
@@ -72,18 +75,13 @@ impl SharedNode {
         }
     }
 
-    /// Whether this session hosts the node now.
-    pub fn hosts(&self) -> bool {
-        self.hosted.lock().expect("hosted lock").is_some()
-    }
-
     /// The node, when this session hosts it.
     pub fn node(&self) -> Option<Node> {
         self.hosted.lock().expect("hosted lock").as_ref().map(|h| h.node.clone())
     }
 
     async fn host(self: &Arc<Self>, lock: HostLock) -> Result<(), String> {
-        let config = (self.make_config)()?;
+        let config = tunnel_node::NodeConfig { runs_as: RUNS_AS.into(), ..(self.make_config)()? };
         let bound = BoundControl::bind_locked(&self.socket, lock).await.map_err(|e| e.to_string())?;
         let node = Node::start(config).await.map_err(|e| format!("starting this machine's node: {e}"))?;
         let (yield_tx, mut yield_rx) = tokio::sync::mpsc::channel(1);

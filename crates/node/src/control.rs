@@ -268,9 +268,10 @@ const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct HostLock(#[allow(dead_code)] std::fs::File);
 
 impl HostLock {
-    fn path(socket: &Path) -> PathBuf {
+    /// `<socket><suffix>`: the lock and the handover marker sit beside the socket.
+    fn beside(socket: &Path, suffix: &str) -> PathBuf {
         let mut name = socket.as_os_str().to_owned();
-        name.push(".lock");
+        name.push(suffix);
         PathBuf::from(name)
     }
 
@@ -279,27 +280,26 @@ impl HostLock {
             crate::identity::create_private_dir(dir)?;
         }
         use std::os::unix::fs::OpenOptionsExt as _;
-        std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(Self::path(socket))
-    }
-
-    fn handover_path(socket: &Path) -> PathBuf {
-        let mut name = socket.as_os_str().to_owned();
-        name.push(".handover");
-        PathBuf::from(name)
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(Self::beside(socket, ".lock"))
     }
 
     /// Says that this process is taking the node over (its pid, in `<socket>.handover`).
     pub fn mark_handover(socket: &Path) -> std::io::Result<()> {
-        std::fs::write(Self::handover_path(socket), std::process::id().to_string())
+        std::fs::write(Self::beside(socket, ".handover"), std::process::id().to_string())
     }
 
     pub fn clear_handover(socket: &Path) {
-        let _ = std::fs::remove_file(Self::handover_path(socket));
+        let _ = std::fs::remove_file(Self::beside(socket, ".handover"));
     }
 
     /// Whether another live process is taking the node over (then a waiting session lets it).
     pub fn handover_pending(socket: &Path) -> bool {
-        let path = Self::handover_path(socket);
+        let path = Self::beside(socket, ".handover");
         let fresh = std::fs::metadata(&path)
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().unwrap_or_default() < HANDOVER_WAIT);

@@ -78,6 +78,9 @@ pub struct NodeConfig {
     /// Fail [`Node::start`] when the first relay connection fails (a person at a terminal);
     /// `false` keeps retrying in the background (a service: `tunnel status` shows why).
     pub fail_fast: bool,
+    /// How this node runs, as `tunnel status` says it: `systemd service`, `tunnel run
+    /// (foreground)`, ... The program that starts the node knows; the node does not guess.
+    pub runs_as: String,
     pub name: String,
     pub tags: Vec<String>,
     /// What this node says it runs (`os:` targets match it); normally [`crate::detect_os`].
@@ -118,6 +121,7 @@ impl NodeConfig {
             access_token: None,
             relay_trust: Default::default(),
             fail_fast: true,
+            runs_as: "embedded".into(),
             name: s.name.clone(),
             tags: s.tags.clone(),
             os: crate::os_info::detect(),
@@ -140,6 +144,7 @@ struct Inner {
     endpoint: Endpoint,
     name: String,
     room: String,
+    runs_as: String,
     started: std::time::SystemTime,
     agent: bool,
     members: Mutex<Membership>,
@@ -206,6 +211,7 @@ impl Node {
                 endpoint,
                 name: config.name,
                 room: config.room,
+                runs_as: config.runs_as,
                 started: std::time::SystemTime::now(),
                 agent: config.agent,
                 members: Mutex::new(Membership::default()),

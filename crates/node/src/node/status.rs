@@ -48,7 +48,7 @@ impl Node {
         let present = inner.endpoint.peers().len();
         NodeStatus {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            runs_as: runs_as(),
+            runs_as: inner.runs_as.clone(),
             pid: std::process::id(),
             name: inner.name.clone(),
             id: self.id().to_string(),
@@ -67,17 +67,4 @@ impl Node {
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
-}
-
-/// The service managers say so through the environment our units set (`TUNNEL_SERVICE`).
-fn runs_as() -> String {
-    match std::env::var("TUNNEL_SERVICE").ok().as_deref() {
-        Some("systemd") => "systemd service".into(),
-        Some("launchd") => "launchd service".into(),
-        _ => match std::env::args().nth(1).as_deref() {
-            Some("mcp") => "tunnel mcp (foreground)".into(),
-            Some("run") => "tunnel run (foreground)".into(),
-            _ => "embedded".into(),
-        },
-    }
 }
