@@ -52,7 +52,7 @@ pub(crate) fn set(text: &str, top: &str, entry: Entry<'_>, body: &[String]) -> R
             lines.len() - 1
         }
     };
-    let block_end = block_end(&lines, top_line, 0);
+    let block_end = block_end(&lines, top_line);
     let indent = child_indent(&lines, top_line + 1, block_end).unwrap_or_else(|| "  ".into());
     let rendered = render(entry, body, &indent);
     let (start, end) = match find_entry(&lines, top_line + 1, block_end, &indent, entry) {
@@ -71,7 +71,7 @@ pub(crate) fn remove(text: &str, top: &str, entry: Entry<'_>) -> Result<Option<S
     parse(text)?;
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let Some(top_line) = find_top(&lines, top)? else { return Ok(None) };
-    let block_end = block_end(&lines, top_line, 0);
+    let block_end = block_end(&lines, top_line);
     let Some(indent) = child_indent(&lines, top_line + 1, block_end) else { return Ok(None) };
     let Some((start, end)) = find_entry(&lines, top_line + 1, block_end, &indent, entry) else { return Ok(None) };
     lines.drain(start..end);
@@ -114,27 +114,10 @@ fn find_top(lines: &[String], top: &str) -> Result<Option<usize>, String> {
     Ok(None)
 }
 
-/// The first line after `from`'s block: the next line (not blank, not a comment) indented at
-/// most `indent`, except a `- ` item at the same margin (YAML lets a list sit there).
-fn block_end(lines: &[String], from: usize, indent: usize) -> usize {
-    let mut end = from + 1;
-    let mut last_content = from + 1;
-    while end < lines.len() {
-        let line = &lines[end];
-        if !is_blank_or_comment(line) {
-            let own = indent_of(line);
-            if own <= indent && !(own == indent && line.trim_start().starts_with("- ") && from_is_top(lines, from)) {
-                break;
-            }
-            last_content = end + 1;
-        }
-        end += 1;
-    }
-    last_content.min(lines.len())
-}
-
-fn from_is_top(lines: &[String], from: usize) -> bool {
-    indent_of(&lines[from]) == 0
+/// The end of a top-level key's block: its last line of content, plus one. A `- ` item at the
+/// left margin still belongs to it (YAML lets a list sit there).
+fn block_end(lines: &[String], top: usize) -> usize {
+    extent(lines, top, lines.len(), 0, true)
 }
 
 /// The indentation of the first entry in a block.
@@ -172,19 +155,26 @@ fn find_entry(lines: &[String], start: usize, end: usize, indent: &str, entry: E
 
 /// The end of the entry starting at `start`: the next line at its margin or left of it.
 fn entry_end(lines: &[String], start: usize, end: usize, width: usize) -> usize {
+    extent(lines, start, end, width, false)
+}
+
+/// Past the last line of content (not blank, not a comment) indented deeper than `width`
+/// after `start`, up to `end`: where the next item of a list, the next key of a map, or the
+/// parent's next key begins. With `items_at_margin`, `- ` items at `width` count as inside.
+fn extent(lines: &[String], start: usize, end: usize, width: usize, items_at_margin: bool) -> usize {
     let mut last_content = start + 1;
     for (i, line) in lines.iter().enumerate().take(end).skip(start + 1) {
         if is_blank_or_comment(line) {
             continue;
         }
         let own = indent_of(line);
-        // The next item of a list, the next key of a map, or the parent's next key.
-        if own <= width {
+        let item_at_margin = items_at_margin && own == width && line.trim_start().starts_with("- ");
+        if own <= width && !item_at_margin {
             break;
         }
         last_content = i + 1;
     }
-    last_content
+    last_content.min(lines.len())
 }
 
 #[cfg(test)]
