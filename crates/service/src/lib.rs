@@ -17,7 +17,7 @@ mod systemd;
 use std::path::PathBuf;
 
 pub use launchd::plist;
-pub use plan::{Plan, PlannedFile};
+pub use plan::{write_file, Plan, PlannedFile};
 pub use systemd::unit;
 
 /// System-wide (root; boot) or per-user (the user's service manager; login, or lingering).

@@ -100,7 +100,9 @@ impl Plan {
     }
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), ServiceError> {
+/// Writes `contents` whole or not at all (a temporary file beside it, renamed into place),
+/// creating the parent directories; the file gets `mode`.
+pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), ServiceError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let err = |source| ServiceError::Write { path: path.to_owned(), source };
     if let Some(dir) = path.parent() {

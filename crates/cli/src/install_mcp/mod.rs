@@ -180,10 +180,9 @@ fn list(home: &Path, name: &str) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Writes the new text whole (a temporary file renamed into place) after backing up the old.
+/// Writes the new text whole after backing up the old.
 fn write(path: &Path, old: &str, new: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    use std::os::unix::fs::PermissionsExt as _;
     let existed = path.exists();
     // Client configs may hold other servers' secrets: a new one is private, an old one keeps its mode.
     let mode = if existed { std::fs::metadata(path)?.permissions().mode() & 0o7777 } else { 0o600 };
@@ -191,36 +190,10 @@ fn write(path: &Path, old: &str, new: &str) -> anyhow::Result<()> {
         let mut backup = path.as_os_str().to_owned();
         backup.push(".tunnel-backup");
         let backup = PathBuf::from(backup);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&backup)
-            .and_then(|mut f| f.write_all(old.as_bytes()))
-            .with_context(|| format!("backing up to {}", backup.display()))?;
+        tunnel_service::write_file(&backup, old.as_bytes(), mode)?;
         outln!("backed up {} to {}", path.display(), backup.display());
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_file_name(format!(
-        ".{}.tunnel-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(new.as_bytes()).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
-    }
+    tunnel_service::write_file(path, new.as_bytes(), mode)?;
     Ok(())
 }
 
