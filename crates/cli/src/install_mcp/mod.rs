@@ -29,19 +29,16 @@ pub(crate) fn run(global: Global, args: InstallMcpArgs) -> anyhow::Result<i32> {
     if args.list {
         return list(&home, &args.name);
     }
-    let Some(id) = args.client.as_deref() else {
-        bail!("name a client ({}), or pass --list", CLIENTS.iter().map(|c| c.id).collect::<Vec<_>>().join(", "));
-    };
-    let client = CLIENTS.iter().find(|c| c.id == id).with_context(|| {
-        format!("unknown client {id:?}; known: {}", CLIENTS.iter().map(|c| c.id).collect::<Vec<_>>().join(", "))
-    })?;
+    let known = || CLIENTS.iter().map(|c| c.id).collect::<Vec<_>>().join(", ");
+    let Some(id) = args.client.as_deref() else { bail!("name a client ({}), or pass --list", known()) };
+    let client =
+        CLIENTS.iter().find(|c| c.id == id).with_context(|| format!("unknown client {id:?}; known: {}", known()))?;
     let server = server(&global, &args)?;
     let path = (client.config)(&home);
     if let Some(cli) = client.cli.filter(|c| !args.dry_run && on_path(clients::cli_program(c))) {
-        return clients::run_cli(cli, &server, args.uninstall).map(|()| {
-            println!("{}: {} through its own CLI", client.label, if args.uninstall { "removed" } else { "added" });
-            0
-        });
+        clients::run_cli(cli, &server, args.uninstall)?;
+        outln!("{}: {} through its own CLI", client.label, if args.uninstall { "removed" } else { "added" });
+        return Ok(0);
     }
     let old = match std::fs::read_to_string(&path) {
         Ok(text) => text,
