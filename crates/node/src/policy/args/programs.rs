@@ -391,12 +391,7 @@ const SED: Spec = Spec {
 };
 
 fn sed(args: &[String]) -> Result<(), String> {
-    let parsed = scan(&SED, args)?;
-    let mut scripts: Vec<&str> = parsed.values(&["e", "expression"]).collect();
-    if scripts.is_empty() {
-        scripts.extend(parsed.operands.first().map(String::as_str));
-    }
-    scripts.into_iter().try_for_each(scripts::sed_read_only)
+    scan(&SED, args)?.inline_programs(&["e", "expression"]).into_iter().try_for_each(scripts::sed_read_only)
 }
 
 /// gawk's and mawk's options together; either program refuses the other's, harmlessly.
@@ -450,12 +445,7 @@ const AWK: Spec = Spec {
 };
 
 fn awk(args: &[String]) -> Result<(), String> {
-    let parsed = scan(&AWK, args)?;
-    let mut programs: Vec<&str> = parsed.values(&["e", "source"]).collect();
-    if programs.is_empty() {
-        programs.extend(parsed.operands.first().map(String::as_str));
-    }
-    programs.into_iter().try_for_each(scripts::awk_read_only)
+    scan(&AWK, args)?.inline_programs(&["e", "source"]).into_iter().try_for_each(scripts::awk_read_only)
 }
 
 const SYSTEMCTL: Spec = Spec {

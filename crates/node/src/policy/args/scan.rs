@@ -68,6 +68,17 @@ impl Parsed {
     pub(crate) fn values<'a>(&'a self, names: &'a [&str]) -> impl Iterator<Item = &'a str> + 'a {
         self.opts.iter().filter(move |o| names.contains(&o.name.as_str())).filter_map(|o| o.value.as_deref())
     }
+
+    /// The programs a sed- or awk-like command runs: the values of `names` (`-e PROGRAM`),
+    /// else its first operand.
+    pub(crate) fn inline_programs<'a>(&'a self, names: &'a [&str]) -> Vec<&'a str> {
+        let given: Vec<&str> = self.values(names).collect();
+        if given.is_empty() {
+            self.operands.first().map(String::as_str).into_iter().collect()
+        } else {
+            given
+        }
+    }
 }
 
 /// Reads `args` (without the program name) as `spec` says; an `Err` names the refused option.
