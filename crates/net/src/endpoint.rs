@@ -18,6 +18,7 @@ use tunnel_proto::message::{Hello, PeerMessage, StreamKind};
 use tunnel_proto::{NodeId, RoomKeys, SecretKey};
 use zeroize::Zeroizing;
 
+use crate::direct::{Accepted, Direct, DirectConfig, DirectMode, DirectPath};
 use crate::error::{ConnectError, NetError};
 use crate::loopback;
 use crate::peer::{self, PeerCmd, PeerHandle, PeerInput, PeerShared};
@@ -40,6 +41,17 @@ pub struct EndpointConfig {
     /// terminal wants to know now). `false`: it returns at once and keeps trying in the
     /// background, with the state in [`Endpoint::relay_status`] (a service).
     pub fail_fast: bool,
+    /// Direct QUIC paths: whether, on which UDP port, which STUN servers.
+    pub direct: DirectConfig,
+}
+
+/// How this node reaches one peer now.
+#[derive(Debug, Clone, Default)]
+pub struct PeerPath {
+    /// The direct path in use; `None`: the relay.
+    pub direct: Option<DirectPath>,
+    /// Why there is no direct path, when an attempt failed or the peer declined.
+    pub note: Option<String>,
 }
 
 /// Where the relay connection stands, for `tunnel status`.
@@ -105,6 +117,8 @@ struct Inner {
     loopback: mpsc::Sender<PeerCmd>,
     hello: watch::Sender<Hello>,
     relay_status: Option<Arc<Mutex<RelayStatus>>>,
+    direct: Option<Arc<Direct>>,
+    direct_mode: DirectMode,
     cancel: CancellationToken,
     _tasks: Vec<AbortOnDropHandle<()>>,
 }
@@ -147,8 +161,18 @@ impl Endpoint {
         let mut tasks = vec![AbortOnDropHandle::new(tokio::spawn(loopback_task))];
         let peers = Arc::new(Mutex::new(HashMap::new()));
         let (Some(relay_url), Some((parsed, tls))) = (config.relay_url, relay) else {
-            let inner =
-                Inner { id, peers, wake: None, loopback, hello: hello_tx, relay_status: None, cancel, _tasks: tasks };
+            let inner = Inner {
+                id,
+                peers,
+                wake: None,
+                loopback,
+                hello: hello_tx,
+                relay_status: None,
+                direct: None,
+                direct_mode: config.direct.mode,
+                cancel,
+                _tasks: tasks,
+            };
             return Ok((Self { inner: Arc::new(inner) }, events_rx));
         };
         let relay_status = Arc::new(Mutex::new(RelayStatus {
@@ -157,6 +181,7 @@ impl Endpoint {
             since: std::time::SystemTime::now(),
             last_error: None,
         }));
+        let relay_host = parsed.host.clone();
         let target = RelayTarget {
             url: relay_url,
             access_token: config.access_token,
@@ -165,11 +190,22 @@ impl Endpoint {
             parsed,
             tls,
         };
+        let (accepted_tx, accepted_rx) = mpsc::channel(16);
+        let direct = match config.direct.mode {
+            DirectMode::RelayOnly => None,
+            _ => {
+                let (direct, direct_tasks) = Direct::start(&config.direct, id, Some(&relay_host), accepted_tx, &cancel)
+                    .map_err(ConnectError::Direct)?;
+                tasks.extend(direct_tasks);
+                Some(direct)
+            }
+        };
         let shared = Arc::new(PeerShared {
             keys: Keys { secret: config.secret, id, psk: Zeroizing::new(*config.room.psk) },
             hello: hello_rx,
             relay_out: relay_out_tx,
             events: events_tx,
+            direct: direct.clone(),
         });
         let (first_tx, first_rx) = oneshot::channel();
         let relay_task = tokio::spawn(relay_client::run(target, relay_out_rx, relay_ev_tx, cancel.clone()));
@@ -183,7 +219,7 @@ impl Endpoint {
             cancel: cancel.clone(),
         };
         let (wake_tx, wake_rx) = mpsc::channel(256);
-        let router_task = tokio::spawn(router.run(relay_ev_rx, wake_rx, first_tx));
+        let router_task = tokio::spawn(router.run(relay_ev_rx, wake_rx, accepted_rx, first_tx));
         tasks.extend([AbortOnDropHandle::new(relay_task), AbortOnDropHandle::new(router_task)]);
         let inner = Inner {
             id,
@@ -192,6 +228,8 @@ impl Endpoint {
             loopback,
             hello: hello_tx,
             relay_status: Some(relay_status),
+            direct,
+            direct_mode: config.direct.mode,
             cancel,
             _tasks: tasks,
         };
@@ -212,6 +250,19 @@ impl Endpoint {
     /// The relay connection's state; `None` for a node with no relay.
     pub fn relay_status(&self) -> Option<RelayStatus> {
         self.inner.relay_status.as_ref().map(|s| s.lock().expect("relay status lock").clone())
+    }
+
+    /// How this node reaches `peer` now: its direct path, or the relay and why.
+    pub fn path(&self, peer: &NodeId) -> PeerPath {
+        let Some(direct) = &self.inner.direct else { return PeerPath::default() };
+        let (direct, note) = direct.table.get(peer);
+        PeerPath { direct, note }
+    }
+
+    /// The configured direct-path mode, and the UDP port direct paths use (`None`:
+    /// relay-only, or no relay).
+    pub fn direct(&self) -> (DirectMode, Option<u16>) {
+        (self.inner.direct_mode, self.inner.direct.as_ref().and_then(|d| d.local_port()))
     }
 
     /// Peers currently in the room.
@@ -285,6 +336,7 @@ impl Router {
         mut self,
         mut relay: mpsc::Receiver<RelayEvent>,
         mut wake: mpsc::Receiver<Wake>,
+        mut accepted: mpsc::Receiver<Accepted>,
         first: oneshot::Sender<Result<(), ConnectError>>,
     ) {
         let mut first = Some(first);
@@ -295,6 +347,12 @@ impl Router {
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 Some((id, reply)) = wake.recv() => {
                     let _ = reply.send(self.actor(id).await.map(|a| a.cmd.clone()));
+                }
+                // A peer dialed us directly and proved who it is: its actor takes the path.
+                Some(a) = accepted.recv() => {
+                    if let Some(actor) = self.actor(a.peer).await {
+                        let _ = actor.input.send(PeerInput::Accepted(a.opened)).await;
+                    }
                 }
                 ev = relay.recv() => match ev {
                     Some(ev) => self.on_event(ev, &mut first).await,

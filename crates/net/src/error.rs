@@ -22,12 +22,22 @@ pub enum ConnectError {
     Tls { url: String, reason: String },
     #[error("cannot set up TLS for relay {url}: {reason}")]
     Trust { url: String, reason: String },
+    /// The direct-path socket could not be opened (a taken `udp_port`).
+    #[error("direct paths: {0}")]
+    Direct(String),
 }
 
 impl ConnectError {
     /// Errors that retrying will not fix without a change of configuration.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::BadUrl { .. } | Self::AccessDenied { .. } | Self::Refused { .. } | Self::Trust { .. })
+        matches!(
+            self,
+            Self::BadUrl { .. }
+                | Self::AccessDenied { .. }
+                | Self::Refused { .. }
+                | Self::Trust { .. }
+                | Self::Direct(_)
+        )
     }
 }
 

@@ -4,6 +4,10 @@
 //! commands from the endpoint (messages, stream opens), then stream data (only while a
 //! session is usable, so writers wait on a bounded channel instead of filling a queue).
 //! Messages sent without a session wait in a bounded outbox while a handshake runs.
+//!
+//! With a direct path up (see `direct::PathState`), every message goes on it instead, unsealed
+//! (QUIC encrypts); messages from both paths are handled alike, and when the direct path dies
+//! the unacknowledged stream data is resent through the relay at once.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use tunnel_proto::relay::{write_send_header, RelayFrame};
 use tunnel_proto::session::Session;
 use tunnel_proto::NodeId;
 
+use crate::direct::{Direct, Opened, PathEvent, PathState};
 use crate::endpoint::NetEvent;
 use crate::sessions::{Incoming, Keys, Sessions, Timer};
 use crate::stream::{Stream, StreamCmd, StreamPorts, StreamTable};
@@ -37,6 +42,8 @@ pub(crate) struct PeerShared {
     pub(crate) hello: watch::Receiver<Hello>,
     pub(crate) relay_out: mpsc::Sender<Vec<u8>>,
     pub(crate) events: mpsc::Sender<NetEvent>,
+    /// `None`: relay-only.
+    pub(crate) direct: Option<Arc<Direct>>,
 }
 
 /// From the router.
@@ -48,6 +55,17 @@ pub(crate) enum PeerInput {
     Rejoined,
     /// Our relay connection came back: frames in flight may be lost.
     Reconnected,
+    /// A message that came on a direct path.
+    Direct(PeerMessage),
+    /// A direct link ended.
+    LinkDown {
+        link: u64,
+        reason: String,
+    },
+    /// Our dial to the peer's candidates finished.
+    Dialed(Result<Opened, String>),
+    /// The peer dialed us and proved who it is.
+    Accepted(Opened),
 }
 
 /// From the endpoint.
@@ -74,7 +92,10 @@ pub(crate) fn start(
     let (data_tx, data) = mpsc::channel(16);
     let (ctl_tx, ctl) = mpsc::unbounded_channel();
     let stop = parent.child_token();
+    let path = shared.direct.clone().map(|d| PathState::new(d, peer, input_tx.clone()));
     let actor = PeerActor {
+        path,
+        waiting_direct: VecDeque::new(),
         streams: StreamTable::new(shared.keys.id, peer),
         shared,
         peer,
@@ -107,6 +128,10 @@ struct PeerActor {
     last_ack: Instant,
     rto: Duration,
     peer_instance: Option<u64>,
+    /// The direct path; `None` when relay-only.
+    path: Option<PathState>,
+    /// `direct-only`: messages waiting for a direct path (never sent through the relay).
+    waiting_direct: VecDeque<PeerMessage>,
 }
 
 impl PeerActor {
@@ -120,9 +145,18 @@ impl PeerActor {
         stop: CancellationToken,
     ) {
         hello.mark_unchanged();
+        let mut local = self.path.as_ref().map(|_| self.shared.direct.as_ref().expect("direct").watch_candidates());
         loop {
             let deadline = self.next_deadline();
-            let usable = self.sessions.is_usable();
+            let link = self.path.as_ref().and_then(PathState::active);
+            let usable = link.is_some() || self.sessions.is_usable();
+            // Stream data goes where it can go now: the direct link while it has room, else
+            // the relay's session (never the relay in direct-only).
+            let data_ok = match link {
+                Some(l) => l.has_room(),
+                None => !self.direct_only() && usable,
+            };
+            let full_link = link.filter(|l| !l.has_room()).map(|l| l.queue());
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -141,7 +175,13 @@ impl PeerActor {
                     None => break,
                 },
                 Some(c) = cmd.recv() => self.on_cmd(c).await,
-                Some(c) = data.recv(), if usable => self.on_stream_cmd(c).await,
+                Some(c) = data.recv(), if data_ok => self.on_stream_cmd(c).await,
+                _ = room(&full_link), if full_link.is_some() => {}
+                Ok(()) = changed(&mut local), if local.is_some() => {
+                    if let Some(invite) = self.path.as_mut().and_then(PathState::on_candidates_changed) {
+                        self.send_relay(&invite).await;
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => self.on_timer().await,
                 // What this node says about itself changed (its mode): tell the peer now,
                 // not at the next rekey.
@@ -156,7 +196,8 @@ impl PeerActor {
 
     fn next_deadline(&self) -> Option<Instant> {
         let rto = self.streams.has_unacked().then(|| self.last_ack + self.rto);
-        [self.sessions.next_deadline().map(Instant::from_std), self.resend_at, rto].into_iter().flatten().min()
+        let path = self.path.as_ref().and_then(PathState::deadline);
+        [self.sessions.next_deadline().map(Instant::from_std), self.resend_at, rto, path].into_iter().flatten().min()
     }
 
     async fn on_input(&mut self, input: PeerInput) {
@@ -172,6 +213,45 @@ impl PeerActor {
             // packet is rejected as an unknown session and we recover from that.
             PeerInput::Rejoined => self.resend_at = Some(Instant::now()),
             PeerInput::Reconnected => self.resend_at = Some(Instant::now()),
+            PeerInput::Direct(msg) => self.on_message(msg).await,
+            PeerInput::LinkDown { link, reason } => {
+                if let Some(ev) = self.path.as_mut().map(|p| p.on_link_down(link, &reason)) {
+                    self.on_path_event(ev).await;
+                }
+            }
+            PeerInput::Dialed(result) => {
+                if let Some(ev) = self.path.as_mut().map(|p| p.on_dialed(result)) {
+                    self.on_path_event(ev).await;
+                }
+            }
+            PeerInput::Accepted(opened) => {
+                if let Some(ev) = self.path.as_mut().map(|p| p.on_accepted(opened)) {
+                    self.on_path_event(ev).await;
+                }
+            }
+        }
+    }
+
+    fn direct_only(&self) -> bool {
+        self.path.as_ref().is_some_and(PathState::direct_only)
+    }
+
+    async fn on_path_event(&mut self, ev: PathEvent) {
+        match ev {
+            PathEvent::Nothing => {}
+            PathEvent::Up => {
+                while let Some(msg) = self.waiting_direct.pop_front() {
+                    self.send(&msg).await;
+                }
+            }
+            // What was in flight on the dead path goes again, through the relay, now.
+            PathEvent::Down => self.resend_at = Some(Instant::now()),
+            PathEvent::Failed(reason) => {
+                warn!(peer = %self.peer.short(), %reason, "no direct path");
+                self.waiting_direct.clear();
+                self.streams.fail_all(&reason);
+                let _ = self.shared.events.send(NetEvent::LinkFailed { peer: self.peer, reason }).await;
+            }
         }
     }
 
@@ -209,6 +289,9 @@ impl PeerActor {
     async fn on_new_session(&mut self) {
         let hello = PeerMessage::Hello(Box::new(self.shared.hello.borrow().clone()));
         self.send(&hello).await;
+        if let Some(offer) = self.path.as_mut().and_then(PathState::on_session) {
+            self.send_relay(&offer).await;
+        }
         while let Some(plain) = self.outbox.pop_front() {
             self.outbox_bytes -= plain.len();
             self.send_plain(plain).await;
@@ -244,6 +327,25 @@ impl PeerActor {
                     .events
                     .send(NetEvent::Message { from: self.peer, msg: PeerMessage::Hello(hello) })
                     .await;
+                vec![]
+            }
+            PeerMessage::PathOffer(offer) => {
+                match self.path.as_mut() {
+                    Some(path) => {
+                        let (reply, ev) = path.on_offer(*offer);
+                        if let Some(reply) = reply {
+                            self.send(&reply).await;
+                        }
+                        self.on_path_event(ev).await;
+                    }
+                    // Relay-only: say so once, so the peer stops offering.
+                    None if !offer.reply => {
+                        let decline =
+                            tunnel_proto::message::PathOffer { fingerprint: [0; 32], candidates: vec![], reply: true };
+                        self.send(&PeerMessage::PathOffer(Box::new(decline))).await;
+                    }
+                    None => {}
+                }
                 vec![]
             }
             other => {
@@ -298,6 +400,9 @@ impl PeerActor {
                 self.send(&m).await;
             }
         }
+        if let Some(invite) = self.path.as_mut().and_then(PathState::on_timer) {
+            self.send_relay(&invite).await;
+        }
         match self.sessions.on_timer(&self.shared.keys, now.into_std()) {
             Timer::Nothing => {}
             Timer::Send(pkt) => self.send_packet(pkt).await,
@@ -311,7 +416,31 @@ impl PeerActor {
         }
     }
 
+    /// Sends on the direct link when one is up, else through the relay; in direct-only,
+    /// everything but signalling waits for a direct path.
     async fn send(&mut self, msg: &PeerMessage) {
+        if let Some(link) = self.path.as_ref().and_then(PathState::active) {
+            if link.send(msg).await {
+                return;
+            }
+            // The link just died; its reader reports it. This message takes the relay.
+        }
+        let signalling = matches!(msg, PeerMessage::Hello(_) | PeerMessage::PathOffer(_));
+        if !signalling && self.direct_only() {
+            if self.waiting_direct.len() >= OUTBOX_MESSAGES {
+                warn!(peer = %self.peer.short(), "too much waiting for a direct path; message dropped");
+            } else {
+                self.waiting_direct.push_back(msg.clone());
+            }
+            if let Some(invite) = self.path.as_mut().and_then(PathState::want) {
+                self.send_relay(&invite).await;
+            }
+            return;
+        }
+        self.send_relay(msg).await;
+    }
+
+    async fn send_relay(&mut self, msg: &PeerMessage) {
         let plain = msg.encode();
         if plain.len() > Session::MAX_PLAINTEXT {
             warn!(peer = %self.peer.short(), len = plain.len(), "message too large to send; dropped");
@@ -340,5 +469,20 @@ impl PeerActor {
     async fn send_packet(&mut self, packet: Vec<u8>) {
         let frame = RelayFrame::Send { to: self.peer, payload: packet }.encode();
         let _ = self.shared.relay_out.send(frame).await;
+    }
+}
+
+/// Resolves when the full link queue has room again.
+async fn room(queue: &Option<mpsc::Sender<bytes::Bytes>>) {
+    if let Some(q) = queue {
+        let _ = q.reserve().await;
+    }
+}
+
+/// The next change of our candidates.
+async fn changed<T>(w: &mut Option<watch::Receiver<T>>) -> Result<(), watch::error::RecvError> {
+    match w {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
     }
 }

@@ -20,6 +20,8 @@ async fn endpoint(relay: &Relay, name: &str) -> (Endpoint, mpsc::Receiver<NetEve
         hello: Hello::new(name),
         relay_trust: Default::default(),
         fail_fast: true,
+        // These tests are about the relay path.
+        direct: tunnel_net::DirectConfig { mode: tunnel_net::DirectMode::RelayOnly, ..Default::default() },
     })
     .await
     .unwrap()

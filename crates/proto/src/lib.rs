@@ -25,6 +25,7 @@ pub mod relay;
 pub mod replay;
 pub mod room;
 pub mod session;
+pub mod stun;
 
 pub use keys::{NodeId, ParseNodeIdError, SecretKey};
 pub use room::RoomKeys;

@@ -62,6 +62,39 @@ pub enum PeerMessage {
         final_offset: u64,
         error: Option<String>,
     },
+    /// How to reach the sender over a direct QUIC path. Sent only inside the Noise session,
+    /// so the relay learns nothing and cannot alter it.
+    PathOffer(Box<PathOffer>),
+}
+
+/// A node's direct-path candidates and the one QUIC certificate it presents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathOffer {
+    /// SHA-256 of the sender's QUIC certificate (DER). A direct path is used only when the
+    /// certificate on it has this hash: the path is then proven to reach the same node id.
+    pub fingerprint: [u8; 32],
+    /// Where the sender's UDP socket may be reached, best first. Empty: the sender takes no
+    /// direct paths (it runs `relay-only`); stop offering until its next session.
+    pub candidates: Vec<Candidate>,
+    /// `false`: an invitation, answered with the receiver's own offer so that both sides
+    /// probe at once. `true`: that answer.
+    pub reply: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub addr: std::net::SocketAddr,
+    pub kind: CandidateKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CandidateKind {
+    /// A local interface address (loopback included).
+    Host,
+    /// The address a STUN server saw: the sender's public mapping.
+    ServerReflexive,
+    /// The address the sender's peers saw on a direct path.
+    PeerReflexive,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -349,6 +382,11 @@ pub struct MessageError(#[from] postcard::Error);
 impl PeerMessage {
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("peer messages always serialize")
+    }
+
+    /// Encodes after `prefix` (room for a length on a direct path), with no second copy.
+    pub fn encode_after(&self, prefix: Vec<u8>) -> Vec<u8> {
+        postcard::to_extend(self, prefix).expect("peer messages always serialize")
     }
 
     /// Decodes one whole message; trailing bytes are an error.
