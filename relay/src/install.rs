@@ -14,6 +14,9 @@ pub(crate) struct InstallArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:443")]
     listen: String,
+    /// UDP address for the STUN server that helps nodes find direct paths; `off` for none.
+    #[arg(long, default_value = "0.0.0.0:3478")]
+    stun_listen: String,
     /// PEM certificate chain to serve TLS with (renew it in place and `systemctl reload`).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -67,6 +70,9 @@ pub(crate) fn install(a: InstallArgs) -> anyhow::Result<()> {
     let (program, binary) = tunnel_service::binary(&prefix, "tunnel-relay").context("finding this program's binary")?;
     let mut plan = Plan::default();
     let mut args = vec!["--listen".to_owned(), a.listen.clone()];
+    if a.stun_listen != "off" {
+        args.extend(["--stun-listen".to_owned(), a.stun_listen.clone()]);
+    }
     if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
         // Loaded now, so a bad pair is an error here, not a service restarting forever.
         tunnel_tls::ServerTls::load(cert, key)?;

@@ -13,6 +13,9 @@
 //! payloads are Noise ciphertext it cannot open. Every queue is bounded in bytes: when the
 //! destination's mailbox is full, the frame is dropped, counted, and the sender gets
 //! `Dropped{to}`; the slow peer never holds anyone else up.
+//!
+//! Beside it, optionally, a STUN binding server on UDP (`stun`), which tells nodes their
+//! public address for direct paths; it never amplifies and limits each source.
 #![forbid(unsafe_code)]
 
 mod config;
@@ -23,7 +26,9 @@ pub mod logging;
 mod metrics;
 mod rooms;
 mod server;
+mod stun;
 
 pub use config::{Intercept, RelayConfig};
 pub use metrics::{Metrics, Snapshot};
 pub use server::{Relay, RelayError};
+pub use stun::{StunServer, StunStats};

@@ -21,6 +21,11 @@ struct Args {
     /// Address to listen on (WebSocket at /, plus /healthz and /metrics).
     #[arg(long, env = "TUNNEL_RELAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Also answer STUN binding requests on this UDP address (e.g. 0.0.0.0:3478), so nodes
+    /// learn their public address for direct paths. Nodes ask the relay's host on 3478 by
+    /// default.
+    #[arg(long, env = "TUNNEL_RELAY_STUN_LISTEN", value_name = "ADDR")]
+    stun_listen: Option<String>,
     /// Require `Authorization: Bearer TOKEN` from clients (a private relay).
     #[arg(long, env = "TUNNEL_RELAY_ACCESS_TOKEN", hide_env_values = true)]
     access_token: Option<String>,
@@ -96,6 +101,16 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     };
     let relay = Relay::bind(&args.listen, config).await.context("starting the relay")?;
     println!("tunnel-relay listening on {}", relay.url());
+    let _stun = match &args.stun_listen {
+        Some(addr) => {
+            let stun = tunnel_relay::StunServer::bind(addr)
+                .await
+                .with_context(|| format!("starting the STUN server on UDP {addr}"))?;
+            println!("tunnel-relay answering STUN on udp {}", stun.local_addr());
+            Some(stun)
+        }
+        None => None,
+    };
     shutdown_signal().await;
     eprintln!("tunnel-relay: shutting down; telling peers to reconnect");
     relay.shutdown().await;

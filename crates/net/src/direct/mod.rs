@@ -375,3 +375,57 @@ async fn accept_loop(direct: Arc<Direct>, accepted: mpsc::Sender<Accepted>, canc
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(switch: UdpSwitch) -> (Arc<Direct>, mpsc::Receiver<Accepted>, Vec<AbortOnDropHandle<()>>) {
+        let id = tunnel_proto::SecretKey::generate(&mut rand::rngs::OsRng).public();
+        let (tx, rx) = mpsc::channel(4);
+        let config = DirectConfig { switch, ..Default::default() };
+        let (direct, tasks) = Direct::start(&config, id, None, tx, &CancellationToken::new()).unwrap();
+        (direct, rx, tasks)
+    }
+
+    fn loopback(d: &Direct) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], d.local_port().unwrap()))
+    }
+
+    #[tokio::test]
+    async fn a_listener_with_another_certificate_is_refused() {
+        let (a, _a_rx, _a_tasks) = start(UdpSwitch::default());
+        let (b, mut b_rx, _b_tasks) = start(UdpSwitch::default());
+        a.announce(b.id, b.cert.fingerprint);
+        b.announce(a.id, a.cert.fingerprint);
+        let err = a.dial(vec![loopback(&b)], [9; 32]).await.err().expect("a wrong pin fails");
+        assert!(err.contains(tls::PIN_MISMATCH), "{err}");
+        // The right pin works, and b learns who dialed.
+        let _kept = a.dial(vec![loopback(&b)], b.cert.fingerprint).await.expect("the announced certificate is accepted");
+        let accepted = tokio::time::timeout(Duration::from_secs(5), b_rx.recv()).await.unwrap().unwrap();
+        assert_eq!(accepted.peer, a.id);
+    }
+
+    #[tokio::test]
+    async fn a_dialer_naming_a_peer_whose_certificate_it_lacks_is_refused() {
+        let (a, _a_rx, _a_tasks) = start(UdpSwitch::default());
+        let (b, mut b_rx, _b_tasks) = start(UdpSwitch::default());
+        // b heard (through Noise) that a's certificate is another one: a is an impostor here.
+        b.announce(a.id, [7; 32]);
+        let opened = a.dial(vec![loopback(&b)], b.cert.fingerprint).await.expect("TLS completes");
+        let closed = tokio::time::timeout(Duration::from_secs(5), opened.conn.closed()).await.expect("b hangs up");
+        assert!(closed.to_string().contains(tls::PIN_MISMATCH), "{closed}");
+        assert!(b_rx.try_recv().is_err(), "no path was handed to a peer actor");
+    }
+
+    #[tokio::test]
+    async fn a_blocked_socket_answers_nothing() {
+        let switch = UdpSwitch::default();
+        let (a, _a_rx, _a_tasks) = start(UdpSwitch::default());
+        let (b, _b_rx, _b_tasks) = start(switch.clone());
+        b.announce(a.id, a.cert.fingerprint);
+        switch.set_blocked(true);
+        let err = a.dial(vec![loopback(&b)], b.cert.fingerprint).await.err().expect("no answer");
+        assert!(err.contains("no answer") || err.contains("within"), "{err}");
+    }
+}
