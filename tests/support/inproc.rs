@@ -24,6 +24,7 @@ pub fn node_config(relay_url: &str, room: &str, token: &str, name: &str) -> Node
         state_dir: None,
         policy: Default::default(),
         ssh: tunnel_node::ssh::SshSettings::empty(),
+        direct: Default::default(),
     }
 }
 

@@ -212,6 +212,14 @@ pub(crate) struct NodeArgs {
     /// Safety mode: plan (read-only, the default), edit, bypass or disabled (env TUNNEL_MODE).
     #[arg(long)]
     pub(crate) mode: Option<String>,
+    /// Direct paths to peers: auto (the default: direct when possible, else the relay),
+    /// relay-only (no UDP at all) or direct-only (env TUNNEL_DIRECT; config `direct`).
+    #[arg(long, value_name = "MODE")]
+    pub(crate) direct: Option<String>,
+    /// Local UDP port for direct paths; 0 (the default) picks any (env TUNNEL_UDP_PORT;
+    /// config `udp_port`).
+    #[arg(long, value_name = "PORT")]
+    pub(crate) udp_port: Option<u16>,
 }
 
 impl NodeArgs {
@@ -225,6 +233,8 @@ impl NodeArgs {
             name: self.name,
             tags: self.tags,
             mode: self.mode,
+            direct: self.direct,
+            udp_port: self.udp_port,
             ..global.flags()
         }
     }

@@ -63,6 +63,7 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
             state_dir: None,
             policy: Default::default(),
             ssh: tunnel_node::ssh::SshSettings::empty(),
+            direct: Default::default(),
         })
         .await
         .with_context(|| format!("starting peer {name}"))?;

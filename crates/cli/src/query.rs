@@ -50,7 +50,10 @@ fn print_table(peers: &[PeerInfo]) -> anyhow::Result<()> {
                 p.tags.join(","),
                 if os.is_empty() { p.os.family.clone() } else { os },
                 p.version.clone(),
-                p.path.clone(),
+                match &p.addr {
+                    Some(addr) => format!("{} {addr}", p.path),
+                    None => p.path.clone(),
+                },
                 match (&p.rtt_ms, &p.error) {
                     (_, Some(e)) => format!("error: {e}"),
                     (Some(ms), None) => format!("{ms:.2} ms"),

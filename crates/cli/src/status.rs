@@ -76,6 +76,12 @@ fn print_text(s: &NodeStatus, socket: &Path) -> anyhow::Result<()> {
     let paths: Vec<String> = s.peers_by_path.iter().map(|(path, n)| format!("{n} via {path}")).collect();
     let by_path = if paths.is_empty() { String::new() } else { format!(" ({})", paths.join(", ")) };
     outln!("peers:    {} present{by_path}", s.peers_present);
+    if s.relay.is_some() {
+        match s.udp_port {
+            Some(port) => outln!("direct:   {} (UDP port {port})", s.direct),
+            None => outln!("direct:   {} (no UDP socket)", s.direct),
+        }
+    }
     outln!("forwards: {}", s.forwards);
     outln!("ssh:      {} hosts", s.ssh_hosts);
     outln!("control:  {}", socket.display());

@@ -88,6 +88,13 @@ pub enum NetEvent {
         peer: NodeId,
         reason: String,
     },
+    /// The direct path to a peer came up (`direct` is its remote address) or went down
+    /// (`None`, with the reason); traffic moved without loss either way.
+    PathChanged {
+        peer: NodeId,
+        direct: Option<std::net::SocketAddr>,
+        reason: Option<String>,
+    },
 }
 
 impl std::fmt::Debug for Stream {

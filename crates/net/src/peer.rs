@@ -239,13 +239,25 @@ impl PeerActor {
     async fn on_path_event(&mut self, ev: PathEvent) {
         match ev {
             PathEvent::Nothing => {}
-            PathEvent::Up => {
+            PathEvent::Up(addr) => {
+                let _ = self
+                    .shared
+                    .events
+                    .send(NetEvent::PathChanged { peer: self.peer, direct: Some(addr), reason: None })
+                    .await;
                 while let Some(msg) = self.waiting_direct.pop_front() {
                     self.send(&msg).await;
                 }
             }
             // What was in flight on the dead path goes again, through the relay, now.
-            PathEvent::Down => self.resend_at = Some(Instant::now()),
+            PathEvent::Down(reason) => {
+                self.resend_at = Some(Instant::now());
+                let _ = self
+                    .shared
+                    .events
+                    .send(NetEvent::PathChanged { peer: self.peer, direct: None, reason: Some(reason) })
+                    .await;
+            }
             PathEvent::Failed(reason) => {
                 warn!(peer = %self.peer.short(), %reason, "no direct path");
                 self.waiting_direct.clear();

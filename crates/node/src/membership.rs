@@ -17,10 +17,17 @@ pub struct PeerInfo {
     pub os: OsInfo,
     pub version: String,
     pub mode: String,
-    /// `relay` today; `direct` once QUIC paths exist.
+    /// `direct` (a QUIC path) or `relay`.
     pub path: String,
-    /// Round trip of the last ping, in milliseconds.
+    /// The direct path's remote address; absent on the relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// Round trip of the path in use, in milliseconds (QUIC's estimate on a direct path, the
+    /// last ping on the relay).
     pub rtt_ms: Option<f64>,
+    /// Why this peer is on the relay, when a direct path failed or the peer declined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_note: Option<String>,
     /// Why the last attempt to reach this peer failed, if it did.
     pub error: Option<String>,
 }
@@ -111,12 +118,15 @@ impl Membership {
         self.members.get(id).and_then(|m| m.hello.as_ref()).map_or_else(|| id.short(), |h| h.name.clone())
     }
 
-    pub(crate) fn list(&self) -> Vec<PeerInfo> {
+    /// Every member, with the path `path_of` says this node uses to reach it.
+    pub(crate) fn list(&self, path_of: impl Fn(&NodeId) -> tunnel_net::PeerPath) -> Vec<PeerInfo> {
         let mut out: Vec<PeerInfo> = self
             .members
             .iter()
             .map(|(id, m)| {
                 let h = m.hello.as_ref();
+                let path = path_of(id);
+                let direct = path.direct.as_ref();
                 PeerInfo {
                     name: h.map_or_else(String::new, |h| h.name.clone()),
                     id: id.to_string(),
@@ -125,8 +135,10 @@ impl Membership {
                     os: h.map(|h| h.os.clone()).unwrap_or_default(),
                     version: h.map_or_else(String::new, |h| h.tunnel_version.clone()),
                     mode: h.map_or_else(String::new, |h| h.mode.clone()),
-                    path: "relay".into(),
-                    rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    path: if direct.is_some() { "direct" } else { "relay" }.into(),
+                    addr: direct.map(|d| d.addr.to_string()),
+                    rtt_ms: direct.map(|d| d.rtt).or(m.rtt).map(|d| d.as_secs_f64() * 1000.0),
+                    path_note: path.note,
                     error: m.error.clone(),
                 }
             })

@@ -5,7 +5,7 @@
 //! Config file: `--config`, else `TUNNEL_CONFIG`, else `$XDG_CONFIG_HOME/tunnel/config.toml`
 //! (`~/.config/tunnel/config.toml`), else the system service's [`SYSTEM_CONFIG`] when it is
 //! readable and no state directory was chosen (so root's CLI finds `tunnel install`'s node). Keys: `relay`, `room`, `token`, `access_token`, `name`,
-//! `tags`, `state_dir`, `runtime_dir`, `relay_ca`, `relay_pin`.
+//! `tags`, `state_dir`, `runtime_dir`, `relay_ca`, `relay_pin`, `direct`, `udp_port`, `stun`.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,8 @@ pub struct Flags {
     pub state_dir: Option<PathBuf>,
     pub runtime_dir: Option<PathBuf>,
     pub mode: Option<String>,
+    pub direct: Option<String>,
+    pub udp_port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +49,9 @@ struct FileConfig {
     state_dir: Option<PathBuf>,
     runtime_dir: Option<PathBuf>,
     mode: Option<String>,
+    direct: Option<String>,
+    udp_port: Option<u16>,
+    stun: Option<Vec<String>>,
     #[serde(default)]
     allow_paths: Vec<PathBuf>,
     #[serde(default)]
@@ -100,6 +105,8 @@ pub struct Settings {
     pub policy: Policy,
     /// The SSH arm: inventory sources and how hosts are reached.
     pub ssh: crate::ssh::SshSettings,
+    /// Direct paths: the mode, the UDP port, the STUN servers.
+    pub direct: tunnel_net::DirectConfig,
 }
 
 impl std::fmt::Debug for Settings {
@@ -116,6 +123,7 @@ impl std::fmt::Debug for Settings {
             .field("runtime_dir", &self.runtime_dir)
             .field("policy", &self.policy)
             .field("ssh", &self.ssh)
+            .field("direct", &self.direct)
             .finish()
     }
 }
@@ -247,6 +255,7 @@ impl Settings {
                 },
             })?,
         };
+        let direct = direct_settings(flags.direct, flags.udp_port, file.direct, file.udp_port, file.stun, env)?;
         Ok(Self {
             relay: pick(flags.relay, "TUNNEL_RELAY", file.relay),
             room: pick(flags.room, "TUNNEL_ROOM", file.room),
@@ -259,6 +268,7 @@ impl Settings {
             runtime_dir,
             policy,
             ssh,
+            direct,
         })
     }
 
@@ -278,6 +288,44 @@ impl Settings {
                 .ok_or_else(|| missing("room token", "--token SECRET", "TUNNEL_TOKEN", "token"))?,
         })
     }
+}
+
+/// `direct` (flag > TUNNEL_DIRECT > file), `udp_port` (flag > TUNNEL_UDP_PORT > file) and
+/// `stun` (TUNNEL_STUN, comma-separated > file).
+fn direct_settings(
+    flag_mode: Option<String>,
+    flag_port: Option<u16>,
+    file_mode: Option<String>,
+    file_port: Option<u16>,
+    file_stun: Option<Vec<String>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<tunnel_net::DirectConfig, SettingsError> {
+    let mode = flag_mode.or_else(|| env("TUNNEL_DIRECT")).or(file_mode).unwrap_or_else(|| "auto".into());
+    let mode = mode.parse().map_err(|_| SettingsError::Invalid {
+        what: "direct (TUNNEL_DIRECT)",
+        value: mode.clone(),
+        reason: "use auto, relay-only or direct-only",
+    })?;
+    let udp_port = match (flag_port, env("TUNNEL_UDP_PORT")) {
+        (Some(p), _) => p,
+        (None, Some(v)) => v.parse().map_err(|_| SettingsError::Invalid {
+            what: "udp_port (TUNNEL_UDP_PORT)",
+            value: v.clone(),
+            reason: "use a port number from 0 to 65535",
+        })?,
+        (None, None) => file_port.unwrap_or(0),
+    };
+    let stun = match env("TUNNEL_STUN") {
+        Some(list) => list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        None => file_stun.unwrap_or_default(),
+    };
+    for server in &stun {
+        let port_ok = server.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(SettingsError::Invalid { what: "stun server", value: server.clone(), reason: "use host:port" });
+        }
+    }
+    Ok(tunnel_net::DirectConfig { mode, udp_port, stun, switch: Default::default() })
 }
 
 /// `$XDG_CONFIG_HOME/tunnel/config.toml`, else `~/.config/tunnel/config.toml`.

@@ -401,7 +401,8 @@ mod tests {
         let err = a.dial(vec![loopback(&b)], [9; 32]).await.err().expect("a wrong pin fails");
         assert!(err.contains(tls::PIN_MISMATCH), "{err}");
         // The right pin works, and b learns who dialed.
-        let _kept = a.dial(vec![loopback(&b)], b.cert.fingerprint).await.expect("the announced certificate is accepted");
+        let _kept =
+            a.dial(vec![loopback(&b)], b.cert.fingerprint).await.expect("the announced certificate is accepted");
         let accepted = tokio::time::timeout(Duration::from_secs(5), b_rx.recv()).await.unwrap().unwrap();
         assert_eq!(accepted.peer, a.id);
     }

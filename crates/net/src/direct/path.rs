@@ -36,10 +36,11 @@ const INVITE_SPACING: Duration = Duration::from_secs(1);
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum PathEvent {
     Nothing,
-    /// A direct path is up: send what waited for it.
-    Up,
-    /// The direct path is gone: resend what was in flight on it, over the relay.
-    Down,
+    /// A direct path is up (to this address): send what waited for it.
+    Up(SocketAddr),
+    /// The direct path is gone (for this reason): resend what was in flight on it, over the
+    /// relay.
+    Down(String),
     /// `direct-only` and no direct path can be had: fail what waits, with this reason.
     Failed(String),
 }
@@ -188,7 +189,7 @@ impl PathState {
         if self.links.len() > 1 {
             self.retire_at = Some(Instant::now() + RETIRE_AFTER);
         }
-        self.choose()
+        self.choose("replaced")
     }
 
     pub(crate) fn on_link_down(&mut self, link: u64, reason: &str) -> PathEvent {
@@ -199,15 +200,18 @@ impl PathState {
         }
         if self.active == Some(link) && self.links.is_empty() {
             info!(peer = %self.peer.short(), %reason, "direct path lost; using the relay");
-            self.note(&format!("direct path lost: {reason}"));
             self.backoff = RETRY_FIRST;
             self.retry_at = Some(Instant::now() + RETRY_FIRST);
         }
-        self.choose()
+        let event = self.choose(reason);
+        if matches!(event, PathEvent::Down(_)) {
+            self.note(&format!("direct path lost: {reason}"));
+        }
+        event
     }
 
     /// Sends on the link the smaller node id dialed when there is one, else the newest.
-    fn choose(&mut self) -> PathEvent {
+    fn choose(&mut self, why_down: &str) -> PathEvent {
         let preferred = self.direct.id < self.peer;
         let best = self.links.iter().max_by_key(|l| (l.dialed == preferred, l.id));
         let was = self.active;
@@ -215,15 +219,14 @@ impl PathState {
         if let Some(link) = best {
             self.direct.table.set(self.peer, PathEntry { conn: Some(link.conn.clone()), note: None });
         }
-        match (was, self.active) {
-            (None, Some(_)) => {
-                let addr = self.active().map(Link::remote);
-                info!(peer = %self.peer.short(), addr = ?addr, "direct path up");
+        match (was, best.map(Link::remote)) {
+            (None, Some(addr)) => {
+                info!(peer = %self.peer.short(), %addr, "direct path up");
                 self.retry_at = None;
                 self.backoff = RETRY_FIRST;
-                PathEvent::Up
+                PathEvent::Up(addr)
             }
-            (Some(_), None) => PathEvent::Down,
+            (Some(_), None) => PathEvent::Down(why_down.to_owned()),
             // Moving between two live links: what was sent on the old one still lands.
             _ => PathEvent::Nothing,
         }

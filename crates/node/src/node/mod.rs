@@ -94,6 +94,8 @@ pub struct NodeConfig {
     pub policy: Policy,
     /// The SSH arm: hosts this node reaches for the mesh.
     pub ssh: crate::ssh::SshSettings,
+    /// Direct paths to peers (QUIC over UDP), or the relay only.
+    pub direct: tunnel_net::DirectConfig,
 }
 
 impl NodeConfig {
@@ -106,6 +108,7 @@ impl NodeConfig {
             token: room.token.to_owned(),
             access_token: s.access_token.clone(),
             relay_trust: s.relay_trust.clone(),
+            direct: s.direct.clone(),
             ..Self::local_only(s)?
         })
     }
@@ -130,6 +133,7 @@ impl NodeConfig {
             state_dir: Some(s.state_dir.clone()),
             policy: s.policy.clone(),
             ssh: s.ssh.clone(),
+            direct: Default::default(),
         })
     }
 }
@@ -204,6 +208,7 @@ impl Node {
             hello,
             relay_trust: config.relay_trust,
             fail_fast: config.fail_fast,
+            direct: config.direct,
         })
         .await?;
         let node = Self {
@@ -251,7 +256,7 @@ impl Node {
     }
 
     pub fn peers(&self) -> Vec<PeerInfo> {
-        self.inner.members.lock().expect("members lock").list()
+        self.inner.members.lock().expect("members lock").list(|id| self.inner.endpoint.path(id))
     }
 
     /// Makes a session with every present peer that has not said who it is (each session
@@ -593,6 +598,11 @@ impl Node {
                 self.audit(Entry { rule: Some(reason.clone()), ..peer_event("peer.link_failed", &peer, None) });
                 self.inner.members.lock().expect("members lock").link_error(&peer, reason);
             }
+            NetEvent::PathChanged { peer, direct, reason } => {
+                let detail = serde_json::json!({ "addr": direct.map(|a| a.to_string()), "reason": reason });
+                let event = if direct.is_some() { "path.direct_up" } else { "path.direct_down" };
+                self.audit(Entry { detail, ..peer_event(event, &peer, None) });
+            }
             NetEvent::RelayConnected { observed_addr } => {
                 debug!(%observed_addr, "relay connected");
                 self.audit(info_event("path.relay_up", serde_json::json!({ "observed_addr": observed_addr })));
@@ -643,7 +653,8 @@ impl Node {
             PeerMessage::Open { .. }
             | PeerMessage::Data { .. }
             | PeerMessage::Credit { .. }
-            | PeerMessage::Close { .. } => {}
+            | PeerMessage::Close { .. }
+            | PeerMessage::PathOffer(_) => {}
         }
     }
 }

@@ -22,6 +22,11 @@ pub struct NodeStatus {
     /// Peers the relay says are in the room, and how each is reached.
     pub peers_present: usize,
     pub peers_by_path: Vec<(String, usize)>,
+    /// Direct paths: `auto`, `relay-only` or `direct-only`, and the UDP port when open.
+    #[serde(default)]
+    pub direct: String,
+    #[serde(default)]
+    pub udp_port: Option<u16>,
     pub forwards: usize,
     pub ssh_hosts: usize,
     pub uptime_secs: u64,
@@ -56,13 +61,25 @@ impl Node {
             relay,
             mode: self.mode().to_string(),
             peers_present: present,
-            // Every path is the relay until direct paths land.
-            peers_by_path: if present > 0 { vec![("relay".to_owned(), present)] } else { vec![] },
+            peers_by_path: by_path(&inner.endpoint),
+            direct: inner.endpoint.direct().0.to_string(),
+            udp_port: inner.endpoint.direct().1,
             forwards: inner.forwards.list().len(),
             ssh_hosts: self.own_ssh_hosts().len(),
             uptime_secs: SystemTime::now().duration_since(inner.started).unwrap_or_default().as_secs(),
         }
     }
+}
+
+/// Present peers counted by the path this node reaches them on: `direct`, then `relay`.
+fn by_path(endpoint: &tunnel_net::Endpoint) -> Vec<(String, usize)> {
+    let peers = endpoint.peers();
+    let direct = peers.iter().filter(|id| endpoint.path(id).direct.is_some()).count();
+    [("direct", direct), ("relay", peers.len() - direct)]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(path, n)| (path.to_owned(), n))
+        .collect()
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
