@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a bare Debian/Ubuntu machine, idempotently: build
-# tools, OpenSSH (real sshd in the SSH tests), iproute2 (network namespaces), curl, script(1),
+# tools, OpenSSH (real sshd in the SSH tests), iproute2 (network namespaces), nftables and
+# conntrack (the NAT lab), curl, script(1),
 # systemd-analyze (unit checks),
 # and the official MCP Python SDK. Sourced by tests/run.sh (it may put a venv first on PATH).
 # Needs root for apt-get; on a machine that already has everything it installs nothing.
@@ -12,6 +13,10 @@ command -v git >/dev/null 2>&1 || need+=(git)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# The NAT lab (direct paths) builds routers in namespaces with nftables rules, and flushes
+# their connection tracking between cases.
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 # The forwarding tests fetch through forwards (and SOCKS5) with curl.
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 # Generated service units are checked with systemd-analyze verify (no running systemd needed).

@@ -247,6 +247,8 @@ fn mismatched_room_secrets_make_no_session_and_say_why() -> anyhow::Result<()> {
                     hello: Hello::new("n"),
                     relay_trust: Default::default(),
                     fail_fast: true,
+                    // This test is about the relay path.
+                    direct: tunnel_net::DirectConfig { mode: tunnel_net::DirectMode::RelayOnly, ..Default::default() },
                 })
                 .await
             }

@@ -159,7 +159,20 @@ pub struct RelayProc {
 impl RelayProc {
     /// Starts on `addr` (use port 0 for any free port).
     pub fn start(addr: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(bin("tunnel-relay"))
+        Self::start_in(&[], addr, extra)
+    }
+
+    /// Like `start`, run under `prefix` (e.g. `ip netns exec NAME`).
+    pub fn start_in(prefix: &[String], addr: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut command = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin("tunnel-relay"));
+                c
+            }
+            None => Command::new(bin("tunnel-relay")),
+        };
+        let mut child = command
             .args(["--listen", addr])
             .args(extra)
             .env("TUNNEL_LOG", std::env::var("TUNNEL_TEST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -398,6 +411,7 @@ pub fn drive_mcp(scenario: &str, env: &[(String, String)]) -> anyhow::Result<Str
 }
 
 pub mod inproc;
+pub mod natlab;
 pub mod netns;
 pub mod raw;
 pub mod ssh_client;

@@ -25,7 +25,12 @@ pub(crate) async fn peers(global: Global, args: PeersArgs) -> anyhow::Result<i32
         other => return Err(unexpected(other)),
     };
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&peers)?);
+        // `addr` and `path_note` only where they mean something (a direct path, a reason).
+        let mut list = serde_json::to_value(&peers)?;
+        for peer in list.as_array_mut().into_iter().flatten().filter_map(|p| p.as_object_mut()) {
+            peer.retain(|key, value| !(matches!(key.as_str(), "addr" | "path_note") && value.is_null()));
+        }
+        outln!("{}", serde_json::to_string_pretty(&list)?);
     } else if peers.is_empty() {
         outln!("no peers in the room");
     } else {

@@ -223,6 +223,7 @@ impl Endpoint {
             tasks: JoinSet::new(),
             status: relay_status.clone(),
             fail_fast: config.fail_fast,
+            unconfirmed: HashSet::new(),
             cancel: cancel.clone(),
         };
         let (wake_tx, wake_rx) = mpsc::channel(256);
@@ -335,6 +336,9 @@ struct Router {
     tasks: JoinSet<()>,
     status: Arc<Mutex<RelayStatus>>,
     fail_fast: bool,
+    /// Peers a fresh relay connection did not list while we had a direct path with them:
+    /// kept until they rejoin, or until the direct path is gone too.
+    unconfirmed: HashSet<NodeId>,
     cancel: CancellationToken,
 }
 
@@ -347,10 +351,18 @@ impl Router {
         first: oneshot::Sender<Result<(), ConnectError>>,
     ) {
         let mut first = Some(first);
+        let mut recheck = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
+                _ = recheck.tick(), if !self.unconfirmed.is_empty() => {
+                    let lost: Vec<NodeId> = self.unconfirmed.iter().filter(|id| !self.is_direct(id)).copied().collect();
+                    for id in lost {
+                        self.unconfirmed.remove(&id);
+                        self.remove(id).await;
+                    }
+                }
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 Some((id, reply)) = wake.recv() => {
                     let _ = reply.send(self.actor(id).await.map(|a| a.cmd.clone()));
@@ -412,7 +424,13 @@ impl Router {
                 }
                 self.emit(NetEvent::RelayConnected { observed_addr }).await;
                 for id in gone {
-                    self.remove(id).await;
+                    // Reconnecting peers reach a restarted relay one by one; one we still
+                    // reach directly is alive: keep its actor (and its streams).
+                    if self.is_direct(&id) {
+                        self.unconfirmed.insert(id);
+                    } else {
+                        self.remove(id).await;
+                    }
                 }
                 for id in &now {
                     if let Some(a) = self.actors.get(id) {
@@ -434,13 +452,19 @@ impl Router {
                 }
                 None => self.emit(NetEvent::RelayConnectFailed(e)).await,
             },
-            RelayEvent::PeerJoined(id) => match self.actors.get(&id) {
-                Some(a) => {
-                    let _ = a.input.send(PeerInput::Rejoined).await;
+            RelayEvent::PeerJoined(id) => {
+                self.unconfirmed.remove(&id);
+                match self.actors.get(&id) {
+                    Some(a) => {
+                        let _ = a.input.send(PeerInput::Rejoined).await;
+                    }
+                    None => self.add(id).await,
                 }
-                None => self.add(id).await,
-            },
-            RelayEvent::PeerLeft(id) => self.remove(id).await,
+            }
+            RelayEvent::PeerLeft(id) => {
+                self.unconfirmed.remove(&id);
+                self.remove(id).await
+            }
             RelayEvent::Recv { from, payload } => {
                 if let Some(a) = self.actor(from).await {
                     let _ = a.input.send(PeerInput::Packet(payload)).await;
@@ -452,6 +476,10 @@ impl Router {
                 }
             }
         }
+    }
+
+    fn is_direct(&self, id: &NodeId) -> bool {
+        self.shared.direct.as_ref().is_some_and(|d| d.table.get(id).0.is_some())
     }
 
     /// A peer the relay says is present. Its actor comes on first contact.

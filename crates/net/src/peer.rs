@@ -332,6 +332,9 @@ impl PeerActor {
                 if self.peer_instance.is_some_and(|i| i != hello.instance) {
                     debug!(peer = %self.peer.short(), "peer restarted; its streams are gone");
                     self.streams.fail_all("peer restarted");
+                    if let Some(ev) = self.path.as_mut().map(|p| p.reset("the peer restarted")) {
+                        self.on_path_event(ev).await;
+                    }
                 }
                 self.peer_instance = Some(hello.instance);
                 let _ = self

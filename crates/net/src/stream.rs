@@ -238,6 +238,15 @@ pub(crate) struct StreamTable {
     recent_resets: VecDeque<(u64, String)>,
 }
 
+/// Where a new table starts numbering its streams: the clock in microseconds (doubled, with the
+/// side's parity). A peer keeps its table when ours is made anew (our actor was dropped when
+/// the relay briefly said the peer was gone), and it ignores ids at or below the highest it
+/// saw as finished streams; counting up from 1 again would have every new stream ignored.
+fn first_local_id(local_odd: bool) -> u64 {
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    (u64::try_from(micros).unwrap_or(0) << 1) + 2 + u64::from(local_odd)
+}
+
 impl StreamTable {
     /// The node with the smaller id opens odd stream ids, the other even ones.
     pub(crate) fn new(me: NodeId, peer: NodeId) -> Self {
@@ -249,7 +258,7 @@ impl StreamTable {
         Self {
             peer,
             slots: HashMap::new(),
-            next_local: if local_odd { 1 } else { 2 },
+            next_local: first_local_id(local_odd),
             highest_remote: 0,
             missing_remote: BTreeSet::new(),
             local_odd,
@@ -667,8 +676,8 @@ mod tests {
         // of the data used to count as an ack of the FIN, so it was never resent, and the
         // peer's reader waited forever (a forwarded connection whose half-close never came).
         let (mut t, ports, _d, _c) = table();
-        let (_stream, _open) = t.open(StreamKind::Sink, &ports);
-        let id = 2;
+        let (_stream, open) = t.open(StreamKind::Sink, &ports);
+        let PeerMessage::Open { stream: id, .. } = open else { panic!("an Open") };
         t.local_data(id, 0, Bytes::from_static(b"abc"));
         t.local_finish(id, 3);
         t.on_credit(id, WINDOW, 3);

@@ -19,14 +19,13 @@ pub struct PeerInfo {
     pub mode: String,
     /// `direct` (a QUIC path) or `relay`.
     pub path: String,
-    /// The direct path's remote address; absent on the relay.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The direct path's remote address; `None` on the relay. (No `skip_serializing_if`:
+    /// the control socket speaks postcard, which cannot skip fields.)
     pub addr: Option<String>,
     /// Round trip of the path in use, in milliseconds (QUIC's estimate on a direct path, the
     /// last ping on the relay).
     pub rtt_ms: Option<f64>,
     /// Why this peer is on the relay, when a direct path failed or the peer declined.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_note: Option<String>,
     /// Why the last attempt to reach this peer failed, if it did.
     pub error: Option<String>,

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{debug, info};
+use tracing::debug;
 use tunnel_proto::message::{Candidate, PathOffer};
 use tunnel_proto::NodeId;
 
@@ -195,7 +195,7 @@ impl Direct {
             announced_changed: Notify::new(),
             table: PathTable::default(),
         });
-        info!(port, mode = %config.mode, "direct paths: listening on UDP");
+        debug!(port, mode = %config.mode, "direct paths: listening on UDP");
         let tasks = vec![
             AbortOnDropHandle::new(tokio::spawn(candidates::keep_fresh(
                 socket,

@@ -135,13 +135,29 @@ impl PathState {
             return (None, event);
         }
         self.declined = false;
+        // A new certificate: the peer restarted, and any link we hold goes nowhere.
+        let restarted = self.peer_offer.as_ref().is_some_and(|o| o.fingerprint != offer.fingerprint);
+        let event = if restarted { self.reset("the peer restarted") } else { PathEvent::Nothing };
         self.direct.announce(self.peer, offer.fingerprint);
         let reply = (!offer.reply).then(|| PeerMessage::PathOffer(Box::new(self.direct.offer(true))));
         self.peer_offer = Some(offer);
         if self.active.is_none() && self.dialing.is_none() {
             self.dial();
         }
-        (reply, PathEvent::Nothing)
+        (reply, event)
+    }
+
+    /// Drops every link (the peer restarted: they lead to a process that is gone) so that
+    /// traffic takes the relay at once instead of waiting for the links to time out.
+    pub(crate) fn reset(&mut self, why: &str) -> PathEvent {
+        self.dialing = None;
+        self.links.clear();
+        self.retire_at = None;
+        let event = self.choose(why);
+        if matches!(event, PathEvent::Down(_)) {
+            self.note(&format!("direct path dropped: {why}"));
+        }
+        event
     }
 
     fn dial(&mut self) {
