@@ -23,7 +23,13 @@ fn two_peers_see_each_other_and_ping() -> anyhow::Result<()> {
         assert!(db.get(key).is_some(), "peers --json lacks {key}: {db}");
     }
     assert_eq!(db["tags"], serde_json::json!(["db"]));
-    assert_eq!(db["path"], "relay");
+    // The path may already be direct (the hello made a session, and with it an offer); the
+    // address is there exactly when it is.
+    match db["path"].as_str() {
+        Some("direct") => assert!(db["addr"].as_str().is_some_and(|a| a.contains(':')), "{db}"),
+        Some("relay") => assert!(db.get("addr").is_none(), "{db}"),
+        other => panic!("path {other:?}: {db}"),
+    }
     assert_eq!(db["os"]["family"], std::env::consts::OS);
     assert_eq!(seen_by_b[0]["tags"], serde_json::json!(["web", "prod"]));
 
@@ -44,9 +50,17 @@ fn two_peers_see_each_other_and_ping() -> anyhow::Result<()> {
     // By id prefix too.
     assert!(a.cli(&["ping", &b_id[..10], "-c", "1"]).status.success());
 
-    // The table form lists the peer with its tags.
-    let table = String::from_utf8(a.cli(&["peers"]).stdout)?;
-    assert!(table.contains("db-1") && table.contains("relay"), "{table}");
+    // The table form lists the peer with its tags, and (both on this machine) a direct path
+    // with its address.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let table = loop {
+        let table = String::from_utf8(a.cli(&["peers"]).stdout)?;
+        if table.contains("direct ") || Instant::now() > deadline {
+            break table;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(table.contains("db-1") && table.contains("direct "), "{table}");
 
     // Clean leave on SIGTERM: exit code 0, and the other side sees it go.
     let mut b = b;

@@ -287,7 +287,9 @@ fn a_forward_outlives_a_relay_outage() -> anyhow::Result<()> {
     let servers = Servers::new();
     let web = servers.http("still here\n");
     // `op` is the exit of its own remote forward: its plan mode allows loopback.
-    let (mut relay, op, _exit) = mesh("edit", None, Some("forward_allow = [\"127.0.0.1:*\"]\n"))?;
+    // On the relay only: with a direct path the forward would (rightly) not notice the outage.
+    let config = "forward_allow = [\"127.0.0.1:*\"]\ndirect = \"relay-only\"\n";
+    let (mut relay, op, _exit) = mesh("edit", Some("direct = \"relay-only\"\n"), Some(config))?;
     let port = relay.port();
     let fwd = open(&op, &["exit", "-L", &format!("0:{web}")])?;
     let url = format!("http://{}/", listen_addr(&fwd));

@@ -32,6 +32,12 @@ pub async fn start_node(relay_url: &str, room: &str, token: &str, name: &str) ->
     Ok(Node::start(node_config(relay_url, room, token, name)).await?)
 }
 
+/// A node that sends everything through the relay (no UDP): for tests about the relay path.
+pub async fn start_relay_only_node(relay_url: &str, room: &str, token: &str, name: &str) -> anyhow::Result<Node> {
+    let direct = tunnel_net::DirectConfig { mode: tunnel_net::DirectMode::RelayOnly, ..Default::default() };
+    Ok(Node::start(NodeConfig { direct, ..node_config(relay_url, room, token, name) }).await?)
+}
+
 /// Waits until `node` has a Hello from a peer named `name`.
 pub async fn wait_named(node: &Node, name: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
