@@ -48,11 +48,14 @@ impl NatKind {
     /// Whether two peers behind these NATs can punch a direct path (the research matrix).
     pub fn punchable(a: NatKind, b: NatKind) -> bool {
         use NatKind::*;
-        match (a, b) {
-            (UdpBlocked, _) | (_, UdpBlocked) => false,
-            (Symmetric, Symmetric) | (Symmetric, PortRestricted) | (PortRestricted, Symmetric) => false,
-            _ => true,
-        }
+        !matches!(
+            (a, b),
+            (UdpBlocked, _)
+                | (_, UdpBlocked)
+                | (Symmetric, Symmetric)
+                | (Symmetric, PortRestricted)
+                | (PortRestricted, Symmetric)
+        )
     }
 }
 
