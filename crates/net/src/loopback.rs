@@ -29,12 +29,7 @@ impl Side {
     fn new(me: NodeId, local_odd: bool) -> Self {
         let (data_tx, data) = mpsc::channel(16);
         let (ctl_tx, ctl) = mpsc::unbounded_channel();
-        Self {
-            table: StreamTable::with_parity(me, local_odd),
-            ports: StreamPorts { data: data_tx, ctl: ctl_tx },
-            data,
-            ctl,
-        }
+        Self { table: StreamTable::with_parity(me, local_odd), ports: StreamPorts::new(data_tx, ctl_tx), data, ctl }
     }
 }
 

@@ -100,7 +100,7 @@ pub(crate) fn start(
         shared,
         peer,
         sessions: Sessions::new(peer),
-        ports: StreamPorts { data: data_tx, ctl: ctl_tx },
+        ports: StreamPorts::new(data_tx, ctl_tx),
         outbox: VecDeque::new(),
         outbox_bytes: 0,
         resend_at: None,
@@ -240,6 +240,7 @@ impl PeerActor {
         match ev {
             PathEvent::Nothing => {}
             PathEvent::Up(addr) => {
+                self.ports.set_window(crate::stream::DIRECT_WINDOW);
                 let _ = self
                     .shared
                     .events
@@ -251,6 +252,7 @@ impl PeerActor {
             }
             // What was in flight on the dead path goes again, through the relay, now.
             PathEvent::Down(reason) => {
+                self.ports.set_window(crate::stream::WINDOW);
                 self.resend_at = Some(Instant::now());
                 let _ = self
                     .shared

@@ -1,8 +1,8 @@
 //! Streams: bidirectional, flow-controlled byte pipes between two peers.
 //!
 //! Per direction the receiver grants credit (`Credit.max_offset`), so at most [`WINDOW`]
-//! bytes are ever buffered for one stream at the receiver, and a stalled stream stops only
-//! its own sender. `Credit.received` acknowledges bytes; the sender keeps unacknowledged
+//! bytes ([`DIRECT_WINDOW`] on a direct path) are ever buffered for one stream at the
+//! receiver, and a stalled stream stops only its own sender. `Credit.received` acknowledges bytes; the sender keeps unacknowledged
 //! bytes (at most one window) and resends them when the relay reports `Dropped`, so a frame
 //! the relay dropped under load costs a retransmit, never a hole. Data carries its offset:
 //! duplicates are trimmed, out-of-order data waits for the resend.
@@ -11,6 +11,8 @@
 //! are what callers hold.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
@@ -21,6 +23,9 @@ use crate::error::StreamError;
 
 /// Receive window per stream direction.
 pub(crate) const WINDOW: u64 = 512 * 1024;
+/// The receive window while the peer is on a direct path: QUIC's deeper pipeline needs more
+/// bytes in flight to fill it, and no relay mailbox has to hold them.
+pub(crate) const DIRECT_WINDOW: u64 = 2 * 1024 * 1024;
 /// Resets remembered so a lost one can be sent again.
 const RECENT_RESETS: usize = 64;
 /// Skipped-over remote stream ids remembered (their `Open` was lost and may be resent).
@@ -61,6 +66,9 @@ pub struct StreamReader {
     rx: mpsc::UnboundedReceiver<Chunk>,
     consumed: u64,
     granted: u64,
+    /// The window to grant now ([`WINDOW`], or [`DIRECT_WINDOW`] on a direct path); shared
+    /// by every stream of one peer, set by its actor.
+    window: Arc<AtomicU64>,
     ctl: mpsc::UnboundedSender<StreamCmd>,
     done: bool,
 }
@@ -74,8 +82,9 @@ impl StreamReader {
         match self.rx.recv().await {
             Some(Chunk::Data(bytes)) => {
                 self.consumed += bytes.len() as u64;
-                if self.granted - self.consumed <= WINDOW / 2 {
-                    self.granted = self.consumed + WINDOW;
+                let window = self.window.load(Ordering::Relaxed);
+                if self.granted.saturating_sub(self.consumed) <= window / 2 {
+                    self.granted = self.granted.max(self.consumed + window);
                     let _ = self.ctl.send(StreamCmd::Consumed { stream: self.id, max_offset: self.granted });
                 }
                 Ok(Some(bytes))
@@ -222,6 +231,18 @@ struct Slot {
 pub(crate) struct StreamPorts {
     pub(crate) data: mpsc::Sender<StreamCmd>,
     pub(crate) ctl: mpsc::UnboundedSender<StreamCmd>,
+    pub(crate) window: Arc<AtomicU64>,
+}
+
+impl StreamPorts {
+    pub(crate) fn new(data: mpsc::Sender<StreamCmd>, ctl: mpsc::UnboundedSender<StreamCmd>) -> Self {
+        Self { data, ctl, window: Arc::new(AtomicU64::new(WINDOW)) }
+    }
+
+    /// The window new grants use from now on (credit granted stays granted).
+    pub(crate) fn set_window(&self, window: u64) {
+        self.window.store(window, Ordering::Relaxed);
+    }
 }
 
 /// All streams with one peer, owned by that peer's actor.
@@ -293,7 +314,15 @@ impl StreamTable {
         Stream {
             peer: self.peer,
             kind,
-            reader: StreamReader { id, rx, consumed: 0, granted: WINDOW, ctl: ports.ctl.clone(), done: false },
+            reader: StreamReader {
+                id,
+                rx,
+                consumed: 0,
+                granted: WINDOW,
+                window: ports.window.clone(),
+                ctl: ports.ctl.clone(),
+                done: false,
+            },
             writer: StreamWriter {
                 id,
                 offset: 0,
@@ -571,7 +600,7 @@ mod tests {
         let (data, data_rx) = mpsc::channel(16);
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let me = NodeId::from_bytes([2; 32]);
-        (StreamTable::new(me, NodeId::from_bytes([1; 32])), StreamPorts { data, ctl }, data_rx, ctl_rx)
+        (StreamTable::new(me, NodeId::from_bytes([1; 32])), StreamPorts::new(data, ctl), data_rx, ctl_rx)
     }
 
     fn data(id: u64, offset: u64, bytes: &[u8]) -> (u64, u64, Vec<u8>) {

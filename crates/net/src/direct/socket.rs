@@ -126,8 +126,12 @@ impl AsyncUdpSocket for PathSocket {
         self.inner.max_transmit_segments()
     }
 
+    /// One: quinn sizes its receive buffers as segments x the largest datagram, which with
+    /// 64 KiB datagrams and the kernel's 64 GRO segments would be 128 MiB. The kernel never
+    /// coalesces past 64 KiB (`skb_gro_receive`), which one slot of the largest datagram
+    /// (65,527 bytes) holds.
     fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
+        1
     }
 
     fn may_fragment(&self) -> bool {
