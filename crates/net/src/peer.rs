@@ -176,7 +176,11 @@ impl PeerActor {
                 },
                 Some(c) = cmd.recv() => self.on_cmd(c).await,
                 Some(c) = data.recv(), if data_ok => self.on_stream_cmd(c).await,
-                _ = room(&full_link), if full_link.is_some() => {}
+                _ = room(&full_link), if full_link.is_some() => {
+                    if let Some(link) = self.path.as_ref().and_then(PathState::active) {
+                        link.flush();
+                    }
+                }
                 Ok(()) = changed(&mut local), if local.is_some() => {
                     if let Some(invite) = self.path.as_mut().and_then(PathState::on_candidates_changed) {
                         self.send_relay(&invite).await;
@@ -437,7 +441,7 @@ impl PeerActor {
     /// everything but signalling waits for a direct path.
     async fn send(&mut self, msg: &PeerMessage) {
         if let Some(link) = self.path.as_ref().and_then(PathState::active) {
-            if link.send(msg).await {
+            if link.send(msg) {
                 return;
             }
             // The link just died; its reader reports it. This message takes the relay.
@@ -489,10 +493,11 @@ impl PeerActor {
     }
 }
 
-/// Resolves when the full link queue has room again.
+/// Resolves when the link queue has room for stream data again (more than its headroom
+/// free), or the link is gone.
 async fn room(queue: &Option<mpsc::Sender<bytes::Bytes>>) {
     if let Some(q) = queue {
-        let _ = q.reserve().await;
+        let _ = q.reserve_many(crate::direct::LINK_HEADROOM + 1).await;
     }
 }
 

@@ -19,10 +19,12 @@ use tunnel_proto::NodeId;
 
 use crate::peer::PeerInput;
 
-/// Frames queued per link. Stream data may take all but [`HEADROOM`] of them, so control
-/// messages (acks, credit) always find room and two busy nodes never wait on each other.
+/// Frames queued per link. Stream data is taken only while more than [`HEADROOM`] are free.
+/// Nothing the actor sends ever waits: a frame that finds the queue full waits in `overflow`
+/// (control messages only, in practice), because an actor waiting on its link while the peer's
+/// actor waits on its own would stop both for good (each waits for the other to read).
 const QUEUE: usize = 128;
-const HEADROOM: usize = 16;
+pub(crate) const HEADROOM: usize = 16;
 
 /// The streams a dialer opens once it is connected.
 pub(crate) struct Opened {
@@ -37,6 +39,7 @@ pub(crate) struct Link {
     /// This node dialed (the QUIC client), rather than accepted.
     pub(crate) dialed: bool,
     out: mpsc::Sender<Bytes>,
+    overflow: std::sync::Mutex<std::collections::VecDeque<Bytes>>,
     _writer: AbortOnDropHandle<()>,
     _reader: AbortOnDropHandle<()>,
 }
@@ -50,7 +53,7 @@ impl Link {
         let (out, rx) = mpsc::channel(QUEUE);
         let writer = AbortOnDropHandle::new(tokio::spawn(write_frames(opened.send, rx)));
         let reader = AbortOnDropHandle::new(tokio::spawn(read_frames(id, opened.recv, input)));
-        Self { id, conn: opened.conn, dialed, out, _writer: writer, _reader: reader }
+        Self { id, conn: opened.conn, dialed, out, overflow: Default::default(), _writer: writer, _reader: reader }
     }
 
     pub(crate) fn remote(&self) -> SocketAddr {
@@ -59,7 +62,25 @@ impl Link {
 
     /// Whether stream data may be queued now (control messages always may).
     pub(crate) fn has_room(&self) -> bool {
-        self.out.capacity() > HEADROOM
+        self.out.capacity() > HEADROOM && self.overflow.lock().expect("overflow lock").is_empty()
+    }
+
+    /// Moves what overflowed into the queue, as far as it has room.
+    pub(crate) fn flush(&self) {
+        let mut overflow = self.overflow.lock().expect("overflow lock");
+        while let Some(frame) = overflow.pop_front() {
+            match self.out.try_send(frame) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(frame)) => {
+                    overflow.push_front(frame);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    overflow.clear();
+                    return;
+                }
+            }
+        }
     }
 
     /// A handle to wait on for room with.
@@ -67,12 +88,25 @@ impl Link {
         self.out.clone()
     }
 
-    /// Queues one message; `false` if the link is gone (its reader reports why).
-    pub(crate) async fn send(&self, msg: &PeerMessage) -> bool {
+    /// Queues one message without waiting; `false` if the link is gone (its reader reports
+    /// why).
+    pub(crate) fn send(&self, msg: &PeerMessage) -> bool {
         let mut frame = msg.encode_after(vec![0; 4]);
         let len = u32::try_from(frame.len() - 4).expect("messages are small");
         frame[..4].copy_from_slice(&len.to_be_bytes());
-        self.out.send(Bytes::from(frame)).await.is_ok()
+        let mut overflow = self.overflow.lock().expect("overflow lock");
+        if !overflow.is_empty() {
+            overflow.push_back(Bytes::from(frame));
+            return true;
+        }
+        match self.out.try_send(Bytes::from(frame)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                overflow.push_back(frame);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 
     pub(crate) fn close(&self, why: &str) {

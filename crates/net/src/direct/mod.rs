@@ -34,7 +34,7 @@ use tracing::debug;
 use tunnel_proto::message::{Candidate, PathOffer};
 use tunnel_proto::NodeId;
 
-pub(crate) use link::Opened;
+pub(crate) use link::{Opened, HEADROOM as LINK_HEADROOM};
 pub(crate) use path::{PathEvent, PathState};
 pub use socket::UdpSwitch;
 use tls::{Fingerprint, LocalCert};
