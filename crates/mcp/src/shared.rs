@@ -152,8 +152,10 @@ impl SharedNode {
     pub async fn shutdown(&self) {
         let hosted = self.hosted.lock().expect("hosted lock").take();
         if let Some(h) = hosted {
-            drop(h._control);
+            // Leave the room before letting go of the host lock: the next host joins with the
+            // same node id, and the relay would count that as displacing a live connection.
             h.node.shutdown().await;
+            drop(h._control);
         }
     }
 }
