@@ -2,13 +2,16 @@
 //! fallback when the path is cut (a switch over the node's UDP socket, no root needed), the
 //! modes, and that a stream in flight loses and repeats nothing across path changes.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{present, wait_for};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tunnel_net::{DirectConfig, DirectMode, Endpoint, EndpointConfig, NetEvent, Stream, UdpSwitch};
 use tunnel_proto::message::{Hello, Op, PeerMessage, StreamKind};
-use tunnel_proto::{NodeId, RoomKeys, SecretKey};
+use tunnel_proto::{RoomKeys, SecretKey};
 use tunnel_relay::{Relay, RelayConfig};
 
 const TOKEN: &str = "direct-test-token-0123456789";
@@ -30,26 +33,6 @@ async fn endpoint(relay: &Relay, name: &str, direct: DirectConfig) -> (Endpoint,
 
 fn mode(mode: DirectMode) -> DirectConfig {
     DirectConfig { mode, ..Default::default() }
-}
-
-async fn wait_for<T>(
-    rx: &mut mpsc::Receiver<NetEvent>,
-    within: Duration,
-    mut f: impl FnMut(NetEvent) -> Option<T>,
-) -> T {
-    tokio::time::timeout(within, async {
-        loop {
-            if let Some(t) = f(rx.recv().await.expect("events open")) {
-                return t;
-            }
-        }
-    })
-    .await
-    .expect("event in time")
-}
-
-async fn present(rx: &mut mpsc::Receiver<NetEvent>, id: NodeId) {
-    wait_for(rx, Duration::from_secs(10), |e| matches!(e, NetEvent::PeerPresent(p) if p == id).then_some(())).await
 }
 
 /// Says hello so that the peers make a session (and with it, offer direct paths).

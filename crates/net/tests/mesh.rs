@@ -1,12 +1,15 @@
 //! Two endpoints through a real relay on loopback: messages and streams.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{present, wait_for};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tunnel_net::{Endpoint, EndpointConfig, NetEvent, Stream};
 use tunnel_proto::message::{Hello, Op, PeerMessage, StreamKind};
-use tunnel_proto::{NodeId, RoomKeys, SecretKey};
+use tunnel_proto::{RoomKeys, SecretKey};
 use tunnel_relay::{Relay, RelayConfig};
 
 const TOKEN: &str = "mesh-test-token-0123456789";
@@ -27,22 +30,6 @@ async fn endpoint(relay: &Relay, name: &str) -> (Endpoint, mpsc::Receiver<NetEve
     .unwrap()
 }
 
-async fn wait_for<T>(rx: &mut mpsc::Receiver<NetEvent>, mut f: impl FnMut(NetEvent) -> Option<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Some(t) = f(rx.recv().await.expect("events open")) {
-                return t;
-            }
-        }
-    })
-    .await
-    .expect("event in time")
-}
-
-async fn present(rx: &mut mpsc::Receiver<NetEvent>, id: NodeId) {
-    wait_for(rx, |e| matches!(e, NetEvent::PeerPresent(p) if p == id).then_some(())).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_and_parallel_streams_cross_the_relay() {
     let relay = Relay::bind("127.0.0.1:0", RelayConfig::default()).await.unwrap();
@@ -51,7 +38,7 @@ async fn message_and_parallel_streams_cross_the_relay() {
     present(&mut a_rx, b.id()).await;
 
     a.send(&b.id(), PeerMessage::Request { id: 1, op: Op::Ping { payload: b"hi".to_vec().into() } }).await.unwrap();
-    let got = wait_for(&mut b_rx, |e| match e {
+    let got = wait_for(&mut b_rx, Duration::from_secs(10), |e| match e {
         NetEvent::Message { from, msg: PeerMessage::Request { id, .. } } => Some((from, id)),
         _ => None,
     })
@@ -64,7 +51,7 @@ async fn message_and_parallel_streams_cross_the_relay() {
     let mut accepted: Vec<Stream> = Vec::new();
     while accepted.len() < 2 {
         accepted.push(
-            wait_for(&mut b_rx, |e| match e {
+            wait_for(&mut b_rx, Duration::from_secs(10), |e| match e {
                 NetEvent::Stream(s) => Some(s),
                 _ => None,
             })
