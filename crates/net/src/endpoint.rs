@@ -126,6 +126,8 @@ struct Inner {
     relay_status: Option<Arc<Mutex<RelayStatus>>>,
     direct: Option<Arc<Direct>>,
     direct_mode: DirectMode,
+    /// Becomes `true` once the relay connection task has ended (its socket is closed).
+    relay_done: watch::Receiver<bool>,
     cancel: CancellationToken,
     _tasks: Vec<AbortOnDropHandle<()>>,
 }
@@ -177,6 +179,7 @@ impl Endpoint {
                 relay_status: None,
                 direct: None,
                 direct_mode: config.direct.mode,
+                relay_done: watch::channel(true).1,
                 cancel,
                 _tasks: tasks,
             };
@@ -215,7 +218,12 @@ impl Endpoint {
             direct: direct.clone(),
         });
         let (first_tx, first_rx) = oneshot::channel();
-        let relay_task = tokio::spawn(relay_client::run(target, relay_out_rx, relay_ev_tx, cancel.clone()));
+        let (relay_done_tx, relay_done) = watch::channel(false);
+        let relay_run = relay_client::run(target, relay_out_rx, relay_ev_tx, cancel.clone());
+        let relay_task = tokio::spawn(async move {
+            relay_run.await;
+            let _ = relay_done_tx.send(true);
+        });
         let router = Router {
             shared,
             table: peers.clone(),
@@ -238,6 +246,7 @@ impl Endpoint {
             relay_status: Some(relay_status),
             direct,
             direct_mode: config.direct.mode,
+            relay_done,
             cancel,
             _tasks: tasks,
         };
@@ -326,6 +335,13 @@ impl Endpoint {
     /// Leaves the room: peers see us go at once.
     pub fn shutdown(&self) {
         self.inner.cancel.cancel();
+    }
+
+    /// Resolves once the relay connection is closed after [`Endpoint::shutdown`], so that
+    /// another process may join with the same node id without displacing it.
+    pub async fn closed(&self) {
+        let mut done = self.inner.relay_done.clone();
+        let _ = done.wait_for(|d| *d).await;
     }
 }
 

@@ -470,6 +470,7 @@ impl Node {
     pub async fn shutdown(&self) {
         self.inner.forwards.close_all().await;
         self.inner.endpoint.shutdown();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.inner.endpoint.closed()).await;
         self.inner.cancel.cancel();
         let task = self.inner.task.lock().expect("task lock").take();
         if let Some(task) = task {
