@@ -62,8 +62,11 @@ pub(crate) enum PeerInput {
         link: u64,
         reason: String,
     },
-    /// Our dial to the peer's candidates finished.
-    Dialed(Result<Opened, String>),
+    /// Our dial (number `attempt`) to the peer's candidates finished.
+    Dialed {
+        attempt: u64,
+        result: Result<Opened, String>,
+    },
     /// The peer dialed us and proved who it is.
     Accepted(Opened),
 }
@@ -223,8 +226,8 @@ impl PeerActor {
                     self.on_path_event(ev).await;
                 }
             }
-            PeerInput::Dialed(result) => {
-                if let Some(ev) = self.path.as_mut().map(|p| p.on_dialed(result)) {
+            PeerInput::Dialed { attempt, result } => {
+                if let Some(ev) = self.path.as_mut().map(|p| p.on_dialed(attempt, result)) {
                     self.on_path_event(ev).await;
                 }
             }

@@ -54,7 +54,10 @@ pub(crate) struct PathState {
     peer_offer: Option<PathOffer>,
     /// The peer said it takes no direct paths.
     declined: bool,
-    dialing: Option<AbortOnDropHandle<()>>,
+    /// The dial in progress and the addresses it tries.
+    dialing: Option<(AbortOnDropHandle<()>, Vec<SocketAddr>)>,
+    /// Numbers dials, so the failure of one replaced by another is not taken for its own.
+    dial_seq: u64,
     invited_at: Option<Instant>,
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -72,6 +75,7 @@ impl PathState {
             peer_offer: None,
             declined: false,
             dialing: None,
+            dial_seq: 0,
             invited_at: None,
             retry_at: None,
             backoff: RETRY_FIRST,
@@ -141,7 +145,10 @@ impl PathState {
         self.direct.announce(self.peer, offer.fingerprint);
         let reply = (!offer.reply).then(|| PeerMessage::PathOffer(Box::new(self.direct.offer(true))));
         self.peer_offer = Some(offer);
-        if self.active.is_none() && self.dialing.is_none() {
+        if self.active.is_none() {
+            // A dial already under way continues unless the offer brings other addresses
+            // (the peer learned its public one from STUN after its first offer): then the
+            // new set is dialed at once rather than after the old dial times out.
             self.dial();
         }
         (reply, event)
@@ -167,18 +174,30 @@ impl PathState {
             self.note("the peer offered no address this node can use");
             return;
         }
+        if self.dialing.as_ref().is_some_and(|(_, dialed)| *dialed == addrs) {
+            return;
+        }
         debug!(peer = %self.peer.short(), ?addrs, "dialing a direct path");
         let (direct, input, pin) = (self.direct.clone(), self.input.clone(), offer.fingerprint);
-        self.dialing = Some(AbortOnDropHandle::new(tokio::spawn(async move {
+        let dialed = addrs.clone();
+        self.dial_seq += 1;
+        let attempt = self.dial_seq;
+        let task = tokio::spawn(async move {
             let result = direct.dial(addrs, pin).await;
-            let _ = input.send(PeerInput::Dialed(result)).await;
-        })));
+            let _ = input.send(PeerInput::Dialed { attempt, result }).await;
+        });
+        self.dialing = Some((AbortOnDropHandle::new(task), dialed));
     }
 
-    pub(crate) fn on_dialed(&mut self, result: Result<Opened, String>) -> PathEvent {
-        self.dialing = None;
+    pub(crate) fn on_dialed(&mut self, attempt: u64, result: Result<Opened, String>) -> PathEvent {
+        let current = attempt == self.dial_seq;
+        if current {
+            self.dialing = None;
+        }
         match result {
+            // A path is a path, even from a dial that was replaced.
             Ok(opened) => self.add(opened, true),
+            Err(_) if !current => PathEvent::Nothing,
             Err(_) if self.active.is_some() => PathEvent::Nothing, // the peer's dial made it
             Err(e) => {
                 debug!(peer = %self.peer.short(), error = %e, "no direct path");
