@@ -132,6 +132,23 @@ pub(crate) async fn read_name(recv: &mut quinn::RecvStream) -> Result<NodeId, St
     Ok(NodeId::from_bytes(id))
 }
 
+/// The listener's answer once it admitted the dialer: one byte. The dialer uses the path only
+/// after it, so nothing is ever sent into a connection the listener has not taken.
+const ADMITTED: u8 = 1;
+
+pub(crate) async fn say_admitted(send: &mut quinn::SendStream) -> Result<(), String> {
+    send.write_all(&[ADMITTED]).await.map_err(|e| e.to_string())
+}
+
+pub(crate) async fn wait_admitted(recv: &mut quinn::RecvStream) -> Result<(), String> {
+    let mut answer = [0; 1];
+    match recv.read_exact(&mut answer).await {
+        Ok(()) if answer[0] == ADMITTED => Ok(()),
+        Ok(()) => Err("the peer answered the dial with garbage".into()),
+        Err(e) => Err(format!("the peer did not admit the path: {e}")),
+    }
+}
+
 async fn write_frames(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Bytes>) {
     let mut batch = Vec::with_capacity(32);
     while rx.recv_many(&mut batch, 32).await > 0 {

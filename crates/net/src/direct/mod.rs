@@ -272,8 +272,13 @@ impl Direct {
                     let connecting =
                         self.endpoint.connect_with(config, addr, "tunnel").map_err(|e| (addr, e.to_string()))?;
                     let conn = connecting.await.map_err(|e| (addr, describe(&e)))?;
-                    let (mut send, recv) = conn.open_bi().await.map_err(|e| (addr, describe(&e)))?;
+                    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| (addr, describe(&e)))?;
                     link::name_ourselves(&mut send, &self.id).await.map_err(|e| (addr, e))?;
+                    link::wait_admitted(&mut recv).await.map_err(|e| {
+                        // The listener's close says why it refused (a pin mismatch, say).
+                        let why = conn.close_reason().map(|r| format!("the peer did not admit the path: {r}"));
+                        (addr, why.unwrap_or(e))
+                    })?;
                     Ok::<_, (SocketAddr, String)>(Opened { conn, send, recv })
                 }
             })
@@ -323,6 +328,8 @@ impl Direct {
                 tls::PIN_MISMATCH
             ));
         }
+        let mut send = send;
+        link::say_admitted(&mut send).await?;
         Ok(Accepted { peer, opened: Opened { conn, send, recv } })
     }
 }
@@ -435,9 +442,9 @@ mod tests {
         let (b, mut b_rx, _b_tasks) = start(UdpSwitch::default());
         // b heard (through Noise) that a's certificate is another one: a is an impostor here.
         b.announce(a.id, [7; 32]);
-        let opened = a.dial(vec![loopback(&b)], b.cert.fingerprint).await.expect("TLS completes");
-        let closed = tokio::time::timeout(Duration::from_secs(5), opened.conn.closed()).await.expect("b hangs up");
-        assert!(closed.to_string().contains(tls::PIN_MISMATCH), "{closed}");
+        // TLS completes (a holds the certificate it presents), but b never admits the path.
+        let err = a.dial(vec![loopback(&b)], b.cert.fingerprint).await.err().expect("b refuses the path");
+        assert!(err.contains(tls::PIN_MISMATCH), "{err}");
         assert!(b_rx.try_recv().is_err(), "no path was handed to a peer actor");
     }
 
