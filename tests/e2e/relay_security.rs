@@ -10,7 +10,7 @@ use tunnel_proto::message::{ByteBuf, Hello, Op, PeerMessage, Reply, StreamKind};
 use tunnel_proto::relay::{ErrorCode, RelayFrame};
 use tunnel_proto::{NodeId, RoomKeys, SecretKey};
 use tunnel_relay::{Intercept, Relay, RelayConfig};
-use tunnel_tests::inproc::{start_relay_only_node as start_node, wait_named};
+use tunnel_tests::inproc::{start_node, wait_named};
 use tunnel_tests::{raw, run_async, token};
 use zeroize::Zeroizing;
 

@@ -24,18 +24,15 @@ pub fn node_config(relay_url: &str, room: &str, token: &str, name: &str) -> Node
         state_dir: None,
         policy: Default::default(),
         ssh: tunnel_node::ssh::SshSettings::empty(),
-        direct: Default::default(),
+        // In-process fleets of hundreds of nodes test what runs over paths, not paths: each
+        // would open a socket and dial every peer it meets. Direct paths have their own tests
+        // (crates/net/tests/direct.rs, tests/e2e/nat.rs) and the process tests use them.
+        direct: tunnel_net::DirectConfig { mode: tunnel_net::DirectMode::RelayOnly, ..Default::default() },
     }
 }
 
 pub async fn start_node(relay_url: &str, room: &str, token: &str, name: &str) -> anyhow::Result<Node> {
     Ok(Node::start(node_config(relay_url, room, token, name)).await?)
-}
-
-/// A node that sends everything through the relay (no UDP): for tests about the relay path.
-pub async fn start_relay_only_node(relay_url: &str, room: &str, token: &str, name: &str) -> anyhow::Result<Node> {
-    let direct = tunnel_net::DirectConfig { mode: tunnel_net::DirectMode::RelayOnly, ..Default::default() };
-    Ok(Node::start(NodeConfig { direct, ..node_config(relay_url, room, token, name) }).await?)
 }
 
 /// Waits until `node` has a Hello from a peer named `name`.
