@@ -259,8 +259,10 @@ impl Direct {
         self.table.forget(peer);
     }
 
-    /// Dials every address at once; the first that completes and presents the certificate
-    /// `pin` wins. The error says what each address did.
+    /// Dials every address at once; the first handshake to complete with the certificate
+    /// `pin` wins, and only on that connection do we name ourselves and wait to be admitted
+    /// (the others are dropped unnamed, so the listener never holds a duplicate path). The
+    /// error says what each address did.
     pub(crate) async fn dial(&self, addrs: Vec<SocketAddr>, pin: Fingerprint) -> Result<Opened, String> {
         use futures_util::stream::{FuturesUnordered, StreamExt};
         let config = self.cert.client_config(pin, self.transport.clone())?;
@@ -271,37 +273,47 @@ impl Direct {
                 async move {
                     let connecting =
                         self.endpoint.connect_with(config, addr, "tunnel").map_err(|e| (addr, e.to_string()))?;
-                    let conn = connecting.await.map_err(|e| (addr, describe(&e)))?;
-                    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| (addr, describe(&e)))?;
-                    link::name_ourselves(&mut send, &self.id).await.map_err(|e| (addr, e))?;
-                    link::wait_admitted(&mut recv).await.map_err(|e| {
-                        // The listener's close says why it refused (a pin mismatch, say).
-                        let why = conn.close_reason().map(|r| format!("the peer did not admit the path: {r}"));
-                        (addr, why.unwrap_or(e))
-                    })?;
-                    Ok::<_, (SocketAddr, String)>(Opened { conn, send, recv })
+                    connecting.await.map_err(|e| (addr, describe(&e)))
                 }
             })
             .collect();
         let mut errors = Vec::new();
-        let all = async {
+        let first = async {
             while let Some(result) = dials.next().await {
                 match result {
-                    Ok(opened) => return Some(opened),
+                    Ok(conn) => return Some(conn),
                     Err((addr, e)) => errors.push(format!("{addr}: {e}")),
                 }
             }
             None
         };
-        match tokio::time::timeout(DIAL_TIMEOUT, all).await {
-            Ok(Some(opened)) => Ok(opened),
-            Ok(None) => Err(format!("no candidate answered ({})", errors.join("; "))),
-            Err(_) => Err(format!(
-                "no answer from {} within {}s{}",
-                addrs.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(", "),
-                DIAL_TIMEOUT.as_secs(),
-                if errors.is_empty() { String::new() } else { format!(" ({})", errors.join("; ")) }
-            )),
+        let conn = match tokio::time::timeout(DIAL_TIMEOUT, first).await {
+            Ok(Some(conn)) => conn,
+            Ok(None) => return Err(format!("no candidate answered ({})", errors.join("; "))),
+            Err(_) => {
+                return Err(format!(
+                    "no answer from {} within {}s{}",
+                    addrs.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(", "),
+                    DIAL_TIMEOUT.as_secs(),
+                    if errors.is_empty() { String::new() } else { format!(" ({})", errors.join("; ")) }
+                ))
+            }
+        };
+        drop(dials);
+        let admitted = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| describe(&e))?;
+            link::name_ourselves(&mut send, &self.id).await?;
+            link::wait_admitted(&mut recv).await.map_err(|e| {
+                // The listener's close says why it refused (a pin mismatch, say).
+                conn.close_reason().map_or(e, |r| format!("the peer did not admit the path: {r}"))
+            })?;
+            Ok::<_, String>((send, recv))
+        };
+        let remote = conn.remote_address();
+        match tokio::time::timeout(NAME_WAIT + IDLE_TIMEOUT, admitted).await {
+            Ok(Ok((send, recv))) => Ok(Opened { conn, send, recv }),
+            Ok(Err(e)) => Err(format!("{remote}: {e}")),
+            Err(_) => Err(format!("{remote}: the peer did not admit the path in time")),
         }
     }
 
