@@ -148,7 +148,7 @@ impl PeerActor {
         stop: CancellationToken,
     ) {
         hello.mark_unchanged();
-        let mut local = self.path.as_ref().map(|_| self.shared.direct.as_ref().expect("direct").watch_candidates());
+        let mut local = self.shared.direct.as_ref().map(|d| d.watch_candidates());
         loop {
             let deadline = self.next_deadline();
             let link = self.path.as_ref().and_then(PathState::active);

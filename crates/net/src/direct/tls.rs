@@ -27,6 +27,8 @@ pub(crate) struct LocalCert {
     cert: CertificateDer<'static>,
     key: PrivatePkcs8KeyDer<'static>,
     pub(crate) fingerprint: Fingerprint,
+    /// Made once: every dial builds a client config with it.
+    provider: Arc<CryptoProvider>,
 }
 
 impl LocalCert {
@@ -35,14 +37,15 @@ impl LocalCert {
             .map_err(|e| format!("could not make the direct-path certificate: {e}"))?;
         let cert = certified.cert.der().clone();
         let key = PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der());
-        Ok(Self { fingerprint: fingerprint(&cert), cert, key })
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(Self { fingerprint: fingerprint(&cert), cert, key, provider })
     }
 
     pub(crate) fn server_config(&self, transport: Arc<quinn::TransportConfig>) -> Result<quinn::ServerConfig, String> {
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        let mut tls = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
-            .with_client_cert_verifier(Arc::new(AnyClientCert(provider())))
+            .with_client_cert_verifier(Arc::new(AnyClientCert(self.provider.clone())))
             .with_single_cert(vec![self.cert.clone()], PrivateKeyDer::Pkcs8(self.key.clone_key()))
             .map_err(|e| format!("direct-path certificate: {e}"))?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
@@ -58,11 +61,11 @@ impl LocalCert {
         pin: Fingerprint,
         transport: Arc<quinn::TransportConfig>,
     ) -> Result<quinn::ClientConfig, String> {
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        let mut tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedServer { pin, provider: provider() }))
+            .with_custom_certificate_verifier(Arc::new(PinnedServer { pin, provider: self.provider.clone() }))
             .with_client_auth_cert(vec![self.cert.clone()], PrivateKeyDer::Pkcs8(self.key.clone_key()))
             .map_err(|e| format!("direct-path certificate: {e}"))?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
@@ -82,10 +85,6 @@ pub(crate) fn fingerprint(cert: &[u8]) -> Fingerprint {
 pub(crate) fn fingerprint_of(conn: &quinn::Connection) -> Option<Fingerprint> {
     let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
     certs.first().map(|c| fingerprint(c))
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The message a pin mismatch fails with; the path layer reports it to the user.

@@ -51,6 +51,7 @@ impl Node {
             last_error: r.last_error,
         });
         let present = inner.endpoint.peers().len();
+        let (direct, udp_port) = inner.endpoint.direct();
         NodeStatus {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             runs_as: inner.runs_as.clone(),
@@ -62,8 +63,8 @@ impl Node {
             mode: self.mode().to_string(),
             peers_present: present,
             peers_by_path: by_path(&inner.endpoint),
-            direct: inner.endpoint.direct().0.to_string(),
-            udp_port: inner.endpoint.direct().1,
+            direct: direct.to_string(),
+            udp_port,
             forwards: inner.forwards.list().len(),
             ssh_hosts: self.own_ssh_hosts().len(),
             uptime_secs: SystemTime::now().duration_since(inner.started).unwrap_or_default().as_secs(),
