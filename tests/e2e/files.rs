@@ -257,7 +257,7 @@ fn partial_reads_create_only_writes_and_bounded_lists() -> anyhow::Result<()> {
             WriteSpec { request_id: 2, path: file.display().to_string(), size: 3, mode: None, create_only: true };
         write_frame(&mut wr, &ControlRequest::Write { target: "target".into(), spec }).await?;
         // The node may answer (and close) before all input is sent; the answer is what counts.
-        let _ = write_frame(&mut wr, &ControlRequest::Input(ByteBuf(b"new".to_vec()))).await;
+        let _ = write_frame(&mut wr, &ControlRequest::Input(ByteBuf::copy_from(b"new"))).await;
         let _ = write_frame(&mut wr, &ControlRequest::InputEnd).await;
         match read_frame::<ControlResponse, _>(&mut rd).await?.expect("an answer") {
             ControlResponse::File(FileEvent::Failed(why)) => assert!(why.contains("create_only"), "{why}"),

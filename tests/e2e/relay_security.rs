@@ -49,8 +49,9 @@ fn relay_never_sees_plaintext_names_or_the_token() -> anyhow::Result<()> {
         let canary = b"CANARY-7d1e0c5a-plaintext".to_vec();
 
         // In a request...
-        let reply = a.request(peer, Op::Ping { payload: ByteBuf(canary.clone()) }, Duration::from_secs(5)).await?;
-        assert_eq!(reply, Reply::Pong { payload: ByteBuf(canary.clone()) });
+        let reply =
+            a.request(peer, Op::Ping { payload: ByteBuf::from(canary.clone()) }, Duration::from_secs(5)).await?;
+        assert_eq!(reply, Reply::Pong { payload: ByteBuf::from(canary.clone()) });
         // ...and in a stream, both ways.
         let s = a.open_stream(peer, StreamKind::Echo).await?;
         let (mut r, mut w) = (s.reader, s.writer);
@@ -148,9 +149,9 @@ fn hostile_relay_cannot_get_altered_data_delivered() -> anyhow::Result<()> {
         for i in 0..12u8 {
             let payload = vec![i; 200];
             if let Ok(reply) =
-                a.request(peer, Op::Ping { payload: ByteBuf(payload.clone()) }, Duration::from_secs(3)).await
+                a.request(peer, Op::Ping { payload: ByteBuf::from(payload.clone()) }, Duration::from_secs(3)).await
             {
-                assert_eq!(reply, Reply::Pong { payload: ByteBuf(payload) }, "an altered answer was delivered");
+                assert_eq!(reply, Reply::Pong { payload: ByteBuf::from(payload) }, "an altered answer was delivered");
                 answered += 1;
             }
         }

@@ -83,7 +83,7 @@ async fn rtt() -> anyhow::Result<()> {
     let b = start_node(&relay.url(), "bench", &t, "b").await?;
     wait_named(&a, "b", Duration::from_secs(10)).await?;
     let peer = a.resolve("b")?;
-    let payload = ByteBuf(vec![0x5a; 1024]);
+    let payload = ByteBuf::from(vec![0x5a; 1024]);
     for _ in 0..500 {
         a.request(peer, Op::Ping { payload: payload.clone() }, Duration::from_secs(5)).await?;
     }

@@ -255,7 +255,7 @@ async fn send_file(global: &Global, src: &Path, peer: &str, target: &str) -> any
             if n == 0 {
                 break;
             }
-            write_frame(&mut wr, &ControlRequest::Input(ByteBuf(buf[..n].to_vec()))).await?;
+            write_frame(&mut wr, &ControlRequest::Input(ByteBuf::copy_from(&buf[..n]))).await?;
             progress.add(n);
         }
         write_frame(&mut wr, &ControlRequest::InputEnd).await?;

@@ -124,7 +124,7 @@ async fn forward_input<W: tokio::io::AsyncWrite + Unpin>(mut wr: W) {
         match input.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if write_frame(&mut wr, &ControlRequest::Input(ByteBuf(buf[..n].to_vec()))).await.is_err() {
+                if write_frame(&mut wr, &ControlRequest::Input(ByteBuf::copy_from(&buf[..n]))).await.is_err() {
                     return;
                 }
             }

@@ -83,7 +83,7 @@ pub(crate) async fn exec(
     let _writer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         if let Some(text) = stdin {
             for chunk in text.as_bytes().chunks(STDIN_CHUNK) {
-                if write_frame(&mut wr, &ControlRequest::Input(ByteBuf(chunk.to_vec()))).await.is_err() {
+                if write_frame(&mut wr, &ControlRequest::Input(ByteBuf::copy_from(chunk))).await.is_err() {
                     return;
                 }
             }

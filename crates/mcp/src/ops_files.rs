@@ -210,7 +210,7 @@ pub(crate) async fn write_file(
 async fn upload(mut wr: WriteHalf<Conn>, bytes: Vec<u8>) -> (u64, WriteHalf<Conn>) {
     let mut sent = 0u64;
     for chunk in bytes.chunks(CHUNK) {
-        if write_frame(&mut wr, &ControlRequest::Input(ByteBuf(chunk.to_vec()))).await.is_err() {
+        if write_frame(&mut wr, &ControlRequest::Input(ByteBuf::copy_from(chunk))).await.is_err() {
             return (sent, wr);
         }
         sent += chunk.len() as u64;

@@ -138,15 +138,18 @@ pub struct StreamWriter {
 
 impl StreamWriter {
     /// Writes all of `data`, waiting for credit as needed.
-    pub async fn write_all(&mut self, mut data: &[u8]) -> Result<(), StreamError> {
+    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), StreamError> {
+        self.write_bytes(Bytes::copy_from_slice(data)).await
+    }
+
+    /// Writes all of `data` without copying it (the stream keeps it until the peer has it).
+    pub async fn write_bytes(&mut self, mut data: Bytes) -> Result<(), StreamError> {
         while !data.is_empty() {
             let allowed = self.wait_credit().await?;
             let n = data.len().min(MAX_CHUNK).min(usize::try_from(allowed).unwrap_or(usize::MAX));
-            let cmd =
-                StreamCmd::Data { stream: self.id, offset: self.offset, bytes: Bytes::copy_from_slice(&data[..n]) };
+            let cmd = StreamCmd::Data { stream: self.id, offset: self.offset, bytes: data.split_to(n) };
             self.data.send(cmd).await.map_err(|_| StreamError::Closed)?;
             self.offset += n as u64;
-            data = &data[n..];
         }
         Ok(())
     }
@@ -375,7 +378,7 @@ impl StreamTable {
         (Some(stream), vec![PeerMessage::Credit { stream: id, max_offset: WINDOW, received: 0 }])
     }
 
-    pub(crate) fn on_data(&mut self, id: u64, offset: u64, bytes: Vec<u8>) -> Vec<PeerMessage> {
+    pub(crate) fn on_data(&mut self, id: u64, offset: u64, bytes: Bytes) -> Vec<PeerMessage> {
         let Some(slot) = self.slots.get_mut(&id) else {
             return vec![];
         };
@@ -397,12 +400,10 @@ impl StreamTable {
             return vec![PeerMessage::Credit { stream: id, max_offset: slot.in_granted, received: slot.in_expected }];
         }
         let skip = (slot.in_expected - offset) as usize;
-        let mut bytes = bytes;
-        bytes.drain(..skip);
         slot.in_expected = end;
         // A reader that is gone has queued its own reset, behind whatever its stream still
         // had to send; resetting from here would overtake that. Just discard the data.
-        let _ = slot.in_tx.send(Chunk::Data(Bytes::from(bytes)));
+        let _ = slot.in_tx.send(Chunk::Data(bytes.slice(skip..)));
         vec![]
     }
 
@@ -455,7 +456,7 @@ impl StreamTable {
         let resend = match slot.unacked.front() {
             Some((offset, bytes)) if !advanced && received == slot.out_acked && slot.fast_resent != Some(received) => {
                 slot.fast_resent = Some(received);
-                Some(PeerMessage::Data { stream: id, offset: *offset, bytes: ByteBuf(bytes.to_vec()) })
+                Some(PeerMessage::Data { stream: id, offset: *offset, bytes: ByteBuf(bytes.clone()) })
             }
             _ => None,
         };
@@ -494,7 +495,7 @@ impl StreamTable {
             return None;
         }
         slot.unacked.push_back((offset, bytes.clone()));
-        Some(PeerMessage::Data { stream: id, offset, bytes: ByteBuf(bytes.to_vec()) })
+        Some(PeerMessage::Data { stream: id, offset, bytes: ByteBuf(bytes.clone()) })
     }
 
     pub(crate) fn local_finish(&mut self, id: u64, final_offset: u64) -> Option<PeerMessage> {
@@ -570,7 +571,7 @@ impl StreamTable {
                 out.push(PeerMessage::Open { stream: id, kind: kind.clone(), window: WINDOW });
             }
             for (offset, bytes) in &slot.unacked {
-                out.push(PeerMessage::Data { stream: id, offset: *offset, bytes: ByteBuf(bytes.to_vec()) });
+                out.push(PeerMessage::Data { stream: id, offset: *offset, bytes: ByteBuf(bytes.clone()) });
             }
             if let (Some(fin), false) = (slot.out_fin, slot.out_done) {
                 out.push(PeerMessage::Close { stream: id, final_offset: fin, error: None });
@@ -603,8 +604,8 @@ mod tests {
         (StreamTable::new(me, NodeId::from_bytes([1; 32])), StreamPorts::new(data, ctl), data_rx, ctl_rx)
     }
 
-    fn data(id: u64, offset: u64, bytes: &[u8]) -> (u64, u64, Vec<u8>) {
-        (id, offset, bytes.to_vec())
+    fn data(id: u64, offset: u64, bytes: &[u8]) -> (u64, u64, Bytes) {
+        (id, offset, Bytes::copy_from_slice(bytes))
     }
 
     /// A stream the peer (smaller id: odd ids) opened to us.
@@ -672,7 +673,7 @@ mod tests {
     async fn sending_past_the_window_resets_the_stream() {
         let (mut t, ports, _d, _c) = table();
         let mut s = accepted(&mut t, &ports);
-        let out = t.on_data(1, WINDOW - 2, vec![0; 4]);
+        let out = t.on_data(1, WINDOW - 2, Bytes::from(vec![0; 4]));
         assert!(matches!(out.as_slice(), [PeerMessage::Close { error: Some(_), .. }]));
         assert!(matches!(s.reader.read().await, Err(StreamError::Reset(r)) if r.contains("flow-control")));
     }
@@ -718,7 +719,7 @@ mod tests {
         // The receiving side acks a FIN as the byte after the data, and again if it comes
         // back (its first ack lost), even once the stream is gone.
         let mut s = accepted(&mut t, &ports);
-        assert!(t.on_data(1, 0, b"xy".to_vec()).is_empty());
+        assert!(t.on_data(1, 0, Bytes::from_static(b"xy")).is_empty());
         let acks = t.on_close(1, 2, None);
         assert!(matches!(acks.as_slice(), [PeerMessage::Credit { stream: 1, received: 3, .. }]), "{acks:?}");
         assert_eq!(s.reader.read().await.unwrap().as_deref(), Some(&b"xy"[..]));

@@ -40,7 +40,7 @@ impl<S: ControlStream> Call<S> {
 
 async fn send_input<W: AsyncWrite + Unpin>(wr: &mut W, input: &[u8]) -> std::io::Result<()> {
     for chunk in input.chunks(CHUNK) {
-        write_frame(wr, &ControlRequest::Input(ByteBuf(chunk.to_vec()))).await?;
+        write_frame(wr, &ControlRequest::Input(ByteBuf::copy_from(chunk))).await?;
     }
     write_frame(wr, &ControlRequest::InputEnd).await
 }

@@ -614,7 +614,7 @@ async fn serve_exec<S: ControlStream>(stream: S, node: Node, target: String, spe
             match read_frame::<ControlRequest, _>(&mut rd).await {
                 Ok(Some(ControlRequest::Input(bytes))) => {
                     if let Some(tx) = &stdin_tx {
-                        let _ = tx.send(bytes.0).await;
+                        let _ = tx.send(bytes.0.into()).await;
                     }
                 }
                 Ok(Some(ControlRequest::InputEnd)) => stdin_tx = None,

@@ -54,7 +54,7 @@ pub(crate) async fn serve<S: ControlStream>(stream: S, node: Node, target: Strin
     match outcome {
         Ok((output, report)) => {
             for chunk in output.chunks(OUTPUT_CHUNK) {
-                if write_frame(&mut wr, &ControlResponse::JobOutput(ByteBuf(chunk.to_vec()))).await.is_err() {
+                if write_frame(&mut wr, &ControlResponse::JobOutput(ByteBuf::copy_from(chunk))).await.is_err() {
                     return;
                 }
             }

@@ -307,7 +307,7 @@ async fn run(
 
 /// Sends output to the caller; false if the caller is gone. Nothing to send is a success.
 async fn forward(writer: &mut StreamWriter, event: fn(ByteBuf) -> ExecEvent, bytes: &[u8]) -> bool {
-    bytes.is_empty() || send(writer, &event(ByteBuf(bytes.to_vec()))).await
+    bytes.is_empty() || send(writer, &event(ByteBuf::copy_from(bytes))).await
 }
 
 async fn read_some<R: tokio::io::AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -> Option<usize> {

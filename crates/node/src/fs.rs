@@ -180,7 +180,7 @@ async fn read_to(
         if n == 0 {
             break;
         }
-        if !send(writer, &FileEvent::Data(ByteBuf(buf[..n].to_vec()))).await {
+        if !send(writer, &FileEvent::Data(ByteBuf::copy_from(&buf[..n]))).await {
             return Err("the reader went away".into());
         }
         sent += n as u64;

@@ -81,7 +81,7 @@ mod tests {
         let now = Instant::now();
         assert!(matches!(r.begin(peer, 7, now), Seen::New));
         assert!(matches!(r.begin(peer, 7, now), Seen::Running));
-        let reply = Reply::Pong { payload: ByteBuf(vec![1]) };
+        let reply = Reply::Pong { payload: ByteBuf::from(vec![1]) };
         r.finish(peer, 7, Ok(reply.clone()));
         assert!(matches!(r.begin(peer, 7, now), Seen::Done(ref got) if **got == Ok(reply.clone())));
         // Same id from another peer is another request.
@@ -97,7 +97,7 @@ mod tests {
         let now = Instant::now();
         for id in 0..(CAPACITY as u64 * 2) {
             r.begin(peer, id, now);
-            r.finish(peer, id, Ok(Reply::Pong { payload: ByteBuf(vec![]) }));
+            r.finish(peer, id, Ok(Reply::Pong { payload: ByteBuf::from(vec![]) }));
         }
         assert!(r.entries.len() <= CAPACITY);
     }

@@ -74,8 +74,8 @@ mod tests {
     #[test]
     fn frames_survive_any_split() {
         let events = vec![
-            ExecEvent::Stdout(ByteBuf(b"hello".to_vec())),
-            ExecEvent::Stderr(ByteBuf(vec![0; 3000])),
+            ExecEvent::Stdout(ByteBuf::copy_from(b"hello")),
+            ExecEvent::Stderr(ByteBuf::from(vec![0; 3000])),
             ExecEvent::Exit(ExecExit { code: Some(3), ..Default::default() }),
         ];
         let bytes: Vec<u8> = events.iter().flat_map(encode).collect();

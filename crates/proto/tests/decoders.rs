@@ -34,7 +34,7 @@ fn relay_frame() -> impl Strategy<Value = RelayFrame> {
 
 fn peer_message() -> impl Strategy<Value = PeerMessage> {
     let text = || ".{0,24}";
-    let buf = || proptest::collection::vec(any::<u8>(), 0..512).prop_map(ByteBuf);
+    let buf = || proptest::collection::vec(any::<u8>(), 0..512).prop_map(ByteBuf::from);
     prop_oneof![
         (text(), proptest::collection::vec(text(), 0..4), text()).prop_map(|(name, tags, distro)| {
             PeerMessage::Hello(Box::new(Hello {

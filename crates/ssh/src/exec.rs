@@ -146,14 +146,14 @@ impl<'a> Sink<'a> {
     pub(crate) async fn stdout(&mut self, data: &[u8]) -> bool {
         self.exit.stdout_bytes += data.len() as u64;
         let keep = cap_output(&mut self.out_sent, data.len(), self.cap, &mut self.exit.stdout_truncated);
-        keep == 0 || self.send(ExecEvent::Stdout(ByteBuf(data[..keep].to_vec()))).await
+        keep == 0 || self.send(ExecEvent::Stdout(ByteBuf::copy_from(&data[..keep]))).await
     }
 
     /// Like [`Sink::stdout`], for stderr.
     pub(crate) async fn stderr(&mut self, data: &[u8]) -> bool {
         self.exit.stderr_bytes += data.len() as u64;
         let keep = cap_output(&mut self.err_sent, data.len(), self.cap, &mut self.exit.stderr_truncated);
-        keep == 0 || self.send(ExecEvent::Stderr(ByteBuf(data[..keep].to_vec()))).await
+        keep == 0 || self.send(ExecEvent::Stderr(ByteBuf::copy_from(&data[..keep]))).await
     }
 
     async fn send(&mut self, event: ExecEvent) -> bool {

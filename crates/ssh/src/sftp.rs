@@ -88,7 +88,7 @@ impl Pool {
                         pending = FuturesOrdered::new();
                         next = at + got;
                     }
-                    if events.send(FileEvent::Data(ByteBuf(data.data))).await.is_err() {
+                    if events.send(FileEvent::Data(ByteBuf::from(data.data))).await.is_err() {
                         break Ok(total); // the caller went away
                     }
                 }

@@ -34,6 +34,18 @@ impl UdpSwitch {
     }
 }
 
+/// The most one `sendmsg` may carry with UDP GSO: the kernel builds the whole batch as one
+/// IPv4 datagram first, so it fails with `EMSGSIZE` past 65,507 bytes. quinn does not know:
+/// with the 64 KiB datagrams MTU discovery finds on loopback it batches several, and each
+/// such batch was silently lost (the path crawled along on 1,200-byte loss probes).
+const MAX_GSO_BYTES: usize = 65_507;
+
+/// Splits a GSO transmit of `segment`-sized datagrams into batches the kernel accepts.
+fn gso_batches(contents: &[u8], segment: usize) -> std::slice::Chunks<'_, u8> {
+    let per_batch = (MAX_GSO_BYTES / segment.max(1)).max(1);
+    contents.chunks(per_batch * segment.max(1))
+}
+
 /// A STUN answer: who answered and what it said.
 pub(crate) type StunReply = (SocketAddr, Vec<u8>);
 
@@ -90,7 +102,18 @@ impl AsyncUdpSocket for PathSocket {
         if self.switch.is_blocked() {
             return Ok(());
         }
-        self.inner.try_send(transmit)
+        match transmit.segment_size {
+            Some(segment) if transmit.contents.len() > MAX_GSO_BYTES => {
+                // A WouldBlock part way makes quinn retry the whole transmit: the receiver
+                // drops the repeated packets by number, which costs less than losing them.
+                for batch in gso_batches(transmit.contents, segment) {
+                    let segment_size = (batch.len() > segment).then_some(segment);
+                    self.inner.try_send(&Transmit { contents: batch, segment_size, ..*transmit })?;
+                }
+                Ok(())
+            }
+            _ => self.inner.try_send(transmit),
+        }
     }
 
     fn poll_recv(
@@ -136,5 +159,59 @@ impl AsyncUdpSocket for PathSocket {
 
     fn may_fragment(&self) -> bool {
         self.inner.may_fragment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn::Runtime;
+
+    #[test]
+    fn gso_batches_fit_one_ipv4_datagram() {
+        // Loopback's MTU: one datagram per batch.
+        let big = vec![0u8; 3 * 65_495 + 10];
+        let batches: Vec<usize> = gso_batches(&big, 65_495).map(<[u8]>::len).collect();
+        assert_eq!(batches, [65_495, 65_495, 65_495, 10]);
+        // Internet-sized datagrams: as many whole ones as fit, then the rest.
+        let small = vec![0u8; 64 * 1_452];
+        let batches: Vec<usize> = gso_batches(&small, 1_452).map(<[u8]>::len).collect();
+        assert_eq!(batches, [45 * 1_452, 19 * 1_452]);
+        assert!(batches.iter().all(|&n| n <= MAX_GSO_BYTES));
+    }
+
+    /// The kernel refuses a GSO send past 64 KiB and quinn's socket swallows the error: this
+    /// is what arrives when quinn batches two big datagrams.
+    #[tokio::test]
+    async fn a_gso_batch_of_big_datagrams_arrives_whole() {
+        let to = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        to.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let from = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let inner = quinn::TokioRuntime.wrap_udp_socket(from).unwrap();
+        let (socket, _stun) = PathSocket::new(inner, UdpSwitch::default());
+        let contents: Vec<u8> = (0..80_000u32).map(|i| i as u8).collect();
+        let transmit = Transmit {
+            destination: to.local_addr().unwrap(),
+            ecn: None,
+            contents: &contents,
+            segment_size: Some(40_000),
+            src_ip: None,
+        };
+        let mut poller = socket.clone().create_io_poller();
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx)).await.unwrap();
+                match socket.try_send(&transmit) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return other,
+                }
+            }
+        });
+        sent.await.expect("the socket turns writable").unwrap();
+        let mut buf = vec![0u8; 65_536];
+        for part in contents.chunks(40_000) {
+            let n = to.recv(&mut buf).expect("a datagram of the batch");
+            assert_eq!(&buf[..n], part);
+        }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tunnel_net::{StreamReader, StreamWriter};
 
@@ -44,13 +44,14 @@ pub(super) async fn pipe<S: AsyncRead + AsyncWrite>(
     let (mut rd, mut wr) = tokio::io::split(socket);
     let up = async move {
         let mut writer = writer;
-        // One buffer for the connection's life: the stream copies what it sends.
-        let mut buf = vec![0u8; READ_CHUNK];
+        // Read straight into what the stream sends and keeps until acknowledged: no copy.
+        let mut buf = BytesMut::new();
         loop {
-            match rd.read(&mut buf).await {
+            buf.reserve(READ_CHUNK);
+            match rd.read_buf(&mut buf).await {
                 Ok(0) => return writer.finish().await.map_err(|e| format!("stream: {e}")),
                 Ok(n) => {
-                    writer.write_all(&buf[..n]).await.map_err(|e| format!("stream: {e}"))?;
+                    writer.write_bytes(buf.split().freeze()).await.map_err(|e| format!("stream: {e}"))?;
                     counters.sent.fetch_add(n as u64, Relaxed);
                 }
                 Err(e) => {

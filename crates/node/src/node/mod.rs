@@ -369,7 +369,7 @@ impl Node {
     async fn ping_id(&self, peer: NodeId) -> Result<Duration, RpcError> {
         let payload: Vec<u8> = rand::random::<[u8; 16]>().to_vec();
         let started = Instant::now();
-        match self.request(peer, Op::Ping { payload: ByteBuf(payload.clone()) }, PING_TIMEOUT).await? {
+        match self.request(peer, Op::Ping { payload: ByteBuf::from(payload.clone()) }, PING_TIMEOUT).await? {
             Reply::Pong { payload: echoed } if echoed.0 == payload => {
                 let rtt = started.elapsed();
                 self.inner.members.lock().expect("members lock").rtt(&peer, rtt);
