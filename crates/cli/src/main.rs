@@ -30,6 +30,7 @@ mod fleet;
 mod forward;
 mod install;
 mod install_mcp;
+mod malloc;
 mod mapreduce;
 mod mcp;
 mod progress_bar;
@@ -43,6 +44,7 @@ use clap::Parser;
 use crate::args::{Cli, Command};
 
 fn main() {
+    malloc::keep_freed_memory();
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Run(_)) { "info" } else { "warn" };
     tunnel_relay::logging::init(default_level);
