@@ -198,3 +198,43 @@ fn a_direct_path_outlives_the_relay_and_survives_a_cut_mid_transfer() {
     }
     exercise(&a, &b, work.path()).expect("exec and files after the path healed");
 }
+
+/// How many times `node` audited losing its direct path to `peer`.
+fn paths_lost(node: &NodeProc, peer: &str) -> usize {
+    let tail = node.cli(&["audit", "tail", "-n", "500", "--json"]);
+    String::from_utf8_lossy(&tail.stdout).lines().filter(|l| l.contains("path.direct_down") && l.contains(peer)).count()
+}
+
+/// Routers that forget an idle UDP mapping after 3 s: the path's keepalives hold it through
+/// a long idle spell (the path never drops). Then one NAT rebinds (symmetric: the next packet
+/// leaves from a new public port): work goes on without an error, over the relay or a migrated
+/// path, and the peers are direct again.
+#[test]
+fn keepalives_hold_nat_mappings_and_a_rebinding_nat_loses_nothing() {
+    let Some(lab) = lab() else { return };
+    lab.set_nat(Site::A, NatKind::Symmetric).unwrap();
+    lab.set_nat(Site::B, NatKind::FullCone).unwrap();
+    lab.udp_timeout(3).unwrap();
+    let room = relay(&lab).unwrap();
+    let a = node(&lab, &room, "lan-a").unwrap();
+    let b = node(&lab, &room, "lan-b").unwrap();
+    let (_, addr) = go_direct(&a, &b, Duration::from_secs(5)).unwrap();
+
+    std::thread::sleep(Duration::from_secs(12));
+    let p = peer(&a, "lan-b").unwrap();
+    assert_eq!((p["path"].as_str(), p["addr"].as_str()), (Some("direct"), Some(addr.as_str())), "{p}");
+    assert_eq!(paths_lost(&a, "lan-b") + paths_lost(&b, "lan-a"), 0, "the path dropped while idle");
+
+    let seen = peer(&b, "lan-a").unwrap()["addr"].clone();
+    lab.rebind(Site::A).unwrap();
+    let work = TempDir::new("nat-rebind");
+    exercise(&a, &b, work.path()).expect("exec and files across the rebinding");
+    let rebound = Instant::now();
+    while peer(&a, "lan-b").unwrap()["path"] != "direct" || peer(&b, "lan-a").unwrap()["path"] != "direct" {
+        assert!(rebound.elapsed() < Duration::from_secs(30), "not direct again after the NAT rebound");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    exercise(&a, &b, work.path()).expect("exec and files after the rebinding");
+    let now = peer(&b, "lan-a").unwrap()["addr"].clone();
+    assert_ne!(now, seen, "the NAT did not rebind: lan-b still sees lan-a at {now}");
+}

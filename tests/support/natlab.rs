@@ -167,10 +167,7 @@ impl NatLab {
 
     /// Replaces a router's rules with those of `kind`, and forgets every mapping.
     pub fn set_nat(&self, site: Site, kind: NatKind) -> anyhow::Result<()> {
-        let router = match site {
-            Site::A => "nat-a",
-            Site::B => "nat-b",
-        };
+        let router = router(site);
         let _ = self.exec(router, "nft", &["delete", "table", "ip", "natlab"]);
         self.nft(router, &rules(kind))?;
         self.flush(router)
@@ -180,6 +177,24 @@ impl NatLab {
     pub fn flush_all(&self) -> anyhow::Result<()> {
         self.flush("nat-a")?;
         self.flush("nat-b")
+    }
+
+    /// Forgets one router's mappings while its hosts keep talking: a NAT that rebinds (a
+    /// reboot, a carrier NAT reclaiming ports). A symmetric NAT then maps the next packet to a
+    /// new public port.
+    pub fn rebind(&self, site: Site) -> anyhow::Result<()> {
+        self.flush(router(site))
+    }
+
+    /// How long both routers keep an idle UDP mapping (30 s unreplied and 120 s for a
+    /// stream by default): shorten it to see whether keepalives hold the mappings.
+    pub fn udp_timeout(&self, seconds: u32) -> anyhow::Result<()> {
+        for host in ["nat-a", "nat-b"] {
+            for key in ["net.netfilter.nf_conntrack_udp_timeout", "net.netfilter.nf_conntrack_udp_timeout_stream"] {
+                self.exec(host, "sysctl", &["-qw", &format!("{key}={seconds}")])?;
+            }
+        }
+        Ok(())
     }
 
     fn flush(&self, router: &str) -> anyhow::Result<()> {
@@ -238,6 +253,13 @@ impl Drop for NatLab {
             }
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+    }
+}
+
+fn router(site: Site) -> &'static str {
+    match site {
+        Site::A => "nat-a",
+        Site::B => "nat-b",
     }
 }
 
