@@ -105,12 +105,13 @@ async fn run_inner(
             return End::Closed;
         }
         (_, "/") => {}
+        (_, path) if relay::parse_room_path(path).is_some() => {}
         _ => {
             http::respond(
                 &mut stream,
                 "404 Not Found",
                 "text/plain",
-                "not found: the relay serves / (WebSocket), /healthz and /metrics\n",
+                "not found: the relay serves /r/<room id> (WebSocket), /healthz and /metrics\n",
             )
             .await;
             return End::Refused("unknown path");
@@ -143,6 +144,10 @@ async fn run_inner(
         Ok(joined) => joined,
         Err(end) => return end,
     };
+    if relay::parse_room_path(&head.path).is_some_and(|path_room| path_room != room_id) {
+        let text = "the Join names another room than the URL path".to_owned();
+        return bad_frame(&mut ws, shared, text).await;
+    }
     let mailbox = Mailbox::new(cfg.mailbox_bytes, conn_id);
     let Some(joined) = shared.rooms.join(room_id, node, mailbox.clone(), cfg.max_peers_per_room) else {
         let _ = send(

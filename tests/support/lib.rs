@@ -419,3 +419,4 @@ pub mod ssh_fixture;
 pub mod sshd;
 pub mod tcp;
 pub mod tls;
+pub mod worker;

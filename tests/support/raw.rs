@@ -61,3 +61,8 @@ pub async fn joined(url: &str, room_id: [u8; 32]) -> anyhow::Result<(Ws, SecretK
         other => bail!("join refused: {other:?}"),
     }
 }
+
+/// `base` (a relay URL without a path) with the room's path, as a node connects.
+pub fn room_url(base: &str, room_id: &[u8; 32]) -> String {
+    format!("{}{}", base.trim_end_matches('/'), tunnel_proto::relay::room_path(room_id))
+}

@@ -117,3 +117,80 @@ pub fn echo_round_trip(addr: SocketAddr, total: u64, seed: u64) -> std::io::Resu
     let sent = sender.join().map_err(|_| std::io::Error::other("sender thread panicked"))??;
     Ok((sent, hash.finalize().into()))
 }
+
+/// What a [`Servers::ws_tap`] saw: each connection's request head, and every WebSocket
+/// payload in both directions, unmasked: exactly what the server behind it was given and gave.
+pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+impl Servers {
+    /// A TCP proxy to `to` that records what crosses it (see [`Seen`]). A refused connection
+    /// to `to` (the server is down) closes the client's.
+    pub fn ws_tap(&self, to: SocketAddr) -> (SocketAddr, Seen) {
+        let seen = Seen::default();
+        let record = seen.clone();
+        let addr = self.serve(move |client| {
+            let record = record.clone();
+            async move {
+                let Ok(server) = tokio::net::TcpStream::connect(to).await else { return };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let up = tokio::spawn(tap_one_way(cr, sw, record.clone()));
+                let _ = tap_one_way(sr, cw, record).await;
+                up.abort();
+            }
+        });
+        (addr, seen)
+    }
+}
+
+/// Copies `from` to `to`, recording the HTTP head and then each WebSocket frame's payload.
+async fn tap_one_way(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    seen: Seen,
+) -> std::io::Result<()> {
+    let mut pending = Vec::new();
+    let mut head_done = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
+        pending.extend_from_slice(&buf[..n]);
+        if !head_done {
+            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            seen.lock().expect("tap").extend_from_slice(&pending[..end + 4]);
+            pending.drain(..end + 4);
+            head_done = true;
+        }
+        while let Some((payload, used)) = ws_frame(&pending) {
+            seen.lock().expect("tap").extend_from_slice(&payload);
+            pending.drain(..used);
+        }
+    }
+}
+
+/// One whole WebSocket frame at the start of `buf`: its unmasked payload and its length.
+fn ws_frame(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let (&b1, rest) = buf.get(1..)?.split_first()?;
+    let masked = b1 & 0x80 != 0;
+    let (len, mut at) = match b1 & 0x7f {
+        126 => (u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize, 4),
+        127 => (u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) as usize, 10),
+        n => (n as usize, 2),
+    };
+    let mask = if masked {
+        let m: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
+        at += 4;
+        Some(m)
+    } else {
+        None
+    };
+    let mut payload = buf.get(at..at + len)?.to_vec();
+    if let Some(m) = mask {
+        payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= m[i % 4]);
+    }
+    Some((payload, at + len))
+}

@@ -180,7 +180,7 @@ async fn open_transport(target: &RelayTarget) -> Result<Box<dyn Io>, ConnectErro
 
 async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String), ConnectError> {
     let url = target.url.clone();
-    let mut request = url
+    let mut request = room_url(&url, &target.room_id)
         .as_str()
         .into_client_request()
         .map_err(|e| ConnectError::BadUrl { url: url.clone(), reason: e.to_string() })?;
@@ -230,6 +230,13 @@ async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String)
         RelayFrame::Error { code, text } => Err(ConnectError::Refused { url, reason: format!("{text} ({code:?})") }),
         other => Err(protocol(format!("expected Welcome, got {}", other.name()))),
     }
+}
+
+/// The relay URL with the room's path (`/r/<room id>`) in place of whatever path it had.
+fn room_url(base: &str, room_id: &[u8; 32]) -> String {
+    let (scheme, rest) = base.split_once("://").unwrap_or(("ws", base));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    format!("{scheme}://{authority}{}", relay::room_path(room_id))
 }
 
 async fn next_frame(ws: &mut Ws) -> Result<RelayFrame, String> {
@@ -343,6 +350,16 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_room_path_replaces_the_urls_path() {
+        let id = [0xab; 32];
+        let hex = "ab".repeat(32);
+        for base in ["ws://h:1", "ws://h:1/", "ws://h:1/old/path?x=1"] {
+            assert_eq!(room_url(base, &id), format!("ws://h:1/r/{hex}"), "{base}");
+        }
+        assert_eq!(room_url("wss://[::1]:443", &id), format!("wss://[::1]:443/r/{hex}"));
+    }
 
     #[test]
     fn urls_are_checked_with_clear_reasons() {

@@ -39,6 +39,31 @@ pub const MAX_WELCOME_PEERS: usize = 65_536;
 /// WebSocket subprotocol name.
 pub const SUBPROTOCOL: &str = "tunnel-relay.v1";
 
+/// The path a node opens a room at: `/r/` and the room id in lowercase hex. Both relays serve
+/// it; the Cloudflare relay routes on it (one Durable Object per room) before any frame, so
+/// the room id, never its name or token, is all the path says.
+pub fn room_path(room_id: &[u8; 32]) -> String {
+    let mut path = String::with_capacity(3 + 64);
+    path.push_str("/r/");
+    for b in room_id {
+        path.push_str(&format!("{b:02x}"));
+    }
+    path
+}
+
+/// The room id a [`room_path`] names, if `path` is one.
+pub fn parse_room_path(path: &str) -> Option<[u8; 32]> {
+    let hex = path.strip_prefix("/r/")?;
+    if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(id)
+}
+
 /// Why the relay closed a connection or refused a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -367,5 +392,21 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::Trailing { frame: self.frame, extra: self.buf.len() });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_paths_round_trip_and_refuse_anything_else() {
+        let id: [u8; 32] = std::array::from_fn(|i| (i * 7) as u8);
+        let path = room_path(&id);
+        assert_eq!(path.len(), 3 + 64);
+        assert_eq!(parse_room_path(&path), Some(id));
+        for bad in ["/", "/r/", "/r/00", &path.to_uppercase(), &format!("{path}0"), &path.replace('/', "\\")] {
+            assert_eq!(parse_room_path(bad), None, "{bad}");
+        }
     }
 }
