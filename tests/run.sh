@@ -5,6 +5,10 @@ cd "$(dirname "$0")/.."
 # What the tests need, installed if missing (a fresh machine needs root for this once).
 source tests/setup.sh
 cargo fmt --all -- --check
+# The Worker relay: types, bundle, a deploy dry run (catches a broken wrangler.jsonc) and its
+# unit tests in the Workers runtime. The Rust tests below run it under workerd.
+(cd worker && CI=true npm run --silent check && npm run --silent build \
+  && CI=true npx wrangler deploy --dry-run --outdir dist-wrangler >/dev/null && CI=true npx vitest run)
 cargo clippy --workspace --all-targets -- -D warnings
 # End-to-end tests start the real binaries; build them first.
 cargo build --workspace --bins

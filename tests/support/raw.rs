@@ -52,9 +52,10 @@ pub async fn join_as(ws: &mut Ws, room_id: [u8; 32], key: &SecretKey, claimed: N
     next_frame(ws).await
 }
 
-/// An honest join; returns the connection and this client's id.
+/// An honest join at the room's path, as a node joins; returns the connection and this
+/// client's id.
 pub async fn joined(url: &str, room_id: [u8; 32]) -> anyhow::Result<(Ws, SecretKey)> {
-    let mut ws = connect(url).await?;
+    let mut ws = connect(&room_url(url, &room_id)).await?;
     let key = SecretKey::generate(&mut rand::rngs::OsRng);
     match join_as(&mut ws, room_id, &key, key.public()).await? {
         RelayFrame::Welcome { .. } => Ok((ws, key)),

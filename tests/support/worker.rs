@@ -95,6 +95,10 @@ impl WorkerRelay {
         Ok(Self { child, port, url: format!("ws://127.0.0.1:{port}") })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills it at once (SIGKILL: with sockets open, SIGTERM waits ~10 s to drain).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
