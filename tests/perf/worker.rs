@@ -34,7 +34,8 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         let rust = RelayProc::start("127.0.0.1:0", &["--max-connections", "20000"])?;
         let worker = WorkerRelay::start(&[])?;
-        let relays = [("tunnel-relay", rust.url.clone(), rust.proc.pid()), ("worker", worker.url.clone(), worker.pid())];
+        let relays =
+            [("tunnel-relay", rust.url.clone(), rust.proc.pid()), ("worker", worker.url.clone(), worker.pid())];
 
         println!("rtt: request/response between two nodes, 1 KiB, {ROUNDS} round trips (us)");
         let mut p50s = vec![];
