@@ -46,6 +46,13 @@ fn exercise(a: &NodeProc, work: &std::path::Path, echo: std::net::SocketAddr) ->
     Ok(())
 }
 
+fn signal(nodes: &[&NodeProc], which: &str) {
+    for node in nodes {
+        let status = std::process::Command::new("kill").args([which, &node.proc.pid().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {which} {}", node.name);
+    }
+}
+
 fn wait_for(node: &NodeProc, names: &[&str], within: Duration) {
     node.wait_for_peers(names, within).unwrap_or_else(|e| panic!("{} does not see {names:?}: {e:#}", node.name));
 }
@@ -66,7 +73,7 @@ fn three_nodes_work_through_the_worker_across_hibernation_and_a_restart() {
     let url = format!("ws://{tap}");
     let a = NodeProc::start_with(&url, &room, &t, "a", &env).unwrap();
     let b = NodeProc::start_with(&url, &room, &t, "b", &env).unwrap();
-    let _c = NodeProc::start_with(&url, &room, &t, "c", &env).unwrap();
+    let c = NodeProc::start_with(&url, &room, &t, "c", &env).unwrap();
     wait_for(&a, &["b", "c"], Duration::from_secs(15));
     let peers = ok(a.cli(&["peers"]));
     for name in ["b", "c"] {
@@ -76,9 +83,14 @@ fn three_nodes_work_through_the_worker_across_hibernation_and_a_restart() {
     let work = TempDir::new("worker-relay");
     exercise(&a, work.path(), echo).expect("through the Worker");
 
-    // Idle past workerd's hibernation delay (about 10 s): the object is evicted with its
-    // fields, and routing must come back from the sockets' attachments.
-    std::thread::sleep(Duration::from_secs(14));
+    // Idle past workerd's hibernation delay (about 10 s; the object was seen rebuilt after
+    // 12 s): the object is evicted with its fields, and routing must come back from the
+    // sockets' attachments. The nodes are stopped meanwhile, or their relay pings (every 15 s
+    // each) would keep waking it; their connections stay open.
+    let nodes = [&a, &b, &c];
+    signal(&nodes, "-STOP");
+    std::thread::sleep(Duration::from_secs(16));
+    signal(&nodes, "-CONT");
     exercise(&a, work.path(), echo).expect("after hibernation");
 
     // workerd dies (its state was in memory) and comes back on the same port.

@@ -9,6 +9,13 @@ use tunnel_node::control::{self, ControlRequest, ControlResponse, ControlStream}
 
 use crate::shared::SharedNode;
 
+/// Why a call failed when the control connection to the node broke: the process hosting the
+/// node (another session that ended, `tunnel run` restarting) went away mid-call. Whether the
+/// socket said EOF, reset or broken pipe is chance; the caller's next step is the same.
+pub(crate) fn node_lost(e: impl std::fmt::Display) -> String {
+    format!("the connection to this machine's node closed mid-call ({e}); its host went away: retry")
+}
+
 /// A boxed control connection.
 pub(crate) type Conn = Box<dyn ControlStream>;
 
@@ -24,9 +31,7 @@ impl Backend {
     /// asks of this machine to the secret list (the operator's own CLI is not).
     pub(crate) async fn connect(&self) -> Result<Conn, String> {
         let mut conn = self.0.connect().await?;
-        control::write_frame(&mut conn, &ControlRequest::Agent)
-            .await
-            .map_err(|e| format!("talking to the local node: {e}"))?;
+        control::write_frame(&mut conn, &ControlRequest::Agent).await.map_err(node_lost)?;
         Ok(conn)
     }
 
@@ -37,18 +42,18 @@ impl Backend {
         input: Option<&[u8]>,
     ) -> Result<tunnel_node::call::Call<Conn>, String> {
         let conn = self.connect().await?;
-        tunnel_node::call::Call::start(conn, req, input).await.map_err(|e| format!("talking to the local node: {e}"))
+        tunnel_node::call::Call::start(conn, req, input).await.map_err(node_lost)
     }
 
     /// One request, one answer; `ControlResponse::Error` becomes `Err`.
     pub(crate) async fn request(&self, req: &ControlRequest) -> Result<ControlResponse, String> {
         let mut conn = self.connect().await?;
-        control::write_frame(&mut conn, req).await.map_err(|e| format!("talking to the local node: {e}"))?;
+        control::write_frame(&mut conn, req).await.map_err(node_lost)?;
         match control::read_frame(&mut conn).await {
             Ok(Some(ControlResponse::Error(e))) => Err(e),
             Ok(Some(resp)) => Ok(resp),
             Ok(None) => Err("the local node closed the connection without answering".into()),
-            Err(e) => Err(format!("talking to the local node: {e}")),
+            Err(e) => Err(node_lost(e)),
         }
     }
 }

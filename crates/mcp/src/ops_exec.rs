@@ -75,7 +75,7 @@ pub(crate) async fn exec(
     };
     let (mut rd, mut wr) = tokio::io::split(conn);
     if let Err(e) = write_frame(&mut wr, &ControlRequest::Exec { target: p.target.clone(), spec }).await {
-        return failure(format!("talking to the local node: {e}"));
+        return failure(crate::backend::node_lost(e));
     }
     // Stdin goes on its own task, so a command that does not read it cannot stall its output.
     // The task keeps the connection's write half: closing it would cancel the command.
@@ -121,7 +121,7 @@ pub(crate) async fn exec(
                 Ok(Some(ControlResponse::Error(e))) => return failure(next_step(&p.target, &e)),
                 Ok(Some(other)) => return failure(format!("unexpected answer from the local node: {other:?}")),
                 Ok(None) => return failure("the local node closed the connection before the command finished"),
-                Err(e) => return failure(format!("talking to the local node: {e}")),
+                Err(e) => return failure(crate::backend::node_lost(e)),
             },
         }
     };

@@ -65,7 +65,7 @@ pub(crate) async fn read_file(
         Err(e) => return failure(e),
     };
     if let Err(e) = write_frame(&mut conn, &ControlRequest::Read { target: p.target.clone(), spec }).await {
-        return failure(format!("talking to the local node: {e}"));
+        return failure(crate::backend::node_lost(e));
     }
     let mut progress = Progress::new(ctx);
     let (mut size, mut data) = (0u64, Vec::new());
@@ -87,7 +87,7 @@ pub(crate) async fn read_file(
             Ok(Some(ControlResponse::Error(e))) => return failure(next_step(&p.target, &e)),
             Ok(Some(other)) => return failure(format!("unexpected answer from the local node: {other:?}")),
             Ok(None) => return failure("the local node closed the connection before the read finished"),
-            Err(e) => return failure(format!("talking to the local node: {e}")),
+            Err(e) => return failure(crate::backend::node_lost(e)),
         }
     }
     let cut = offset + (data.len() as u64) < size;
@@ -164,7 +164,7 @@ pub(crate) async fn write_file(
     };
     let (mut rd, mut wr) = tokio::io::split(conn);
     if let Err(e) = write_frame(&mut wr, &ControlRequest::Write { target: p.target.clone(), spec }).await {
-        return failure(format!("talking to the local node: {e}"));
+        return failure(crate::backend::node_lost(e));
     }
     let mut progress = Progress::new(ctx);
     // The upload runs beside the answer: a refusal can come before all bytes are sent.
@@ -201,7 +201,7 @@ pub(crate) async fn write_file(
         Ok(Some(ControlResponse::Error(e))) => failure(next_step(&p.target, &e)),
         Ok(Some(other)) => failure(format!("unexpected answer from the local node: {other:?}")),
         Ok(None) => failure("the local node closed the connection before the write finished"),
-        Err(e) => failure(format!("talking to the local node: {e}")),
+        Err(e) => failure(crate::backend::node_lost(e)),
     }
 }
 
