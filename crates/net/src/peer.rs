@@ -99,6 +99,7 @@ pub(crate) fn start(
     let actor = PeerActor {
         path,
         waiting_direct: VecDeque::new(),
+        endpoint_stop: parent.clone(),
         streams: StreamTable::new(shared.keys.id, peer),
         shared,
         peer,
@@ -135,6 +136,8 @@ struct PeerActor {
     path: Option<PathState>,
     /// `direct-only`: messages waiting for a direct path (never sent through the relay).
     waiting_direct: VecDeque<PeerMessage>,
+    /// The endpoint's own stop: set when this node shuts down, not when the peer leaves.
+    endpoint_stop: CancellationToken,
 }
 
 impl PeerActor {
@@ -198,7 +201,10 @@ impl PeerActor {
                 }
             }
         }
-        self.streams.fail_all("peer left the room");
+        // Say which side ended: a caller whose node is going away should retry elsewhere,
+        // not wonder where the peer went.
+        let why = if self.endpoint_stop.is_cancelled() { "this node is shutting down" } else { "peer left the room" };
+        self.streams.fail_all(why);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
