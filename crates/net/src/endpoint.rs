@@ -287,6 +287,16 @@ impl Endpoint {
         self.inner.peers.lock().expect("peers lock").keys().copied().collect()
     }
 
+    /// Why `peer` cannot be reached: gone from the room, or this node is shutting down (then
+    /// the peer list empties first, and "not in the room" would blame the wrong side).
+    fn absent(&self, peer: &NodeId) -> NetError {
+        if self.inner.cancel.is_cancelled() {
+            NetError::Closed
+        } else {
+            NetError::not_present(peer)
+        }
+    }
+
     async fn peer(&self, peer: &NodeId) -> Result<mpsc::Sender<PeerCmd>, NetError> {
         if *peer == self.inner.id {
             return Ok(self.inner.loopback.clone());
@@ -295,12 +305,12 @@ impl Endpoint {
         match entry {
             Some(Some(actor)) => Ok(actor),
             Some(None) => {
-                let wake = self.inner.wake.as_ref().ok_or_else(|| NetError::not_present(peer))?;
+                let wake = self.inner.wake.as_ref().ok_or_else(|| self.absent(peer))?;
                 let (tx, rx) = oneshot::channel();
-                wake.send((*peer, tx)).await.map_err(|_| NetError::not_present(peer))?;
-                rx.await.ok().flatten().ok_or_else(|| NetError::not_present(peer))
+                wake.send((*peer, tx)).await.map_err(|_| self.absent(peer))?;
+                rx.await.ok().flatten().ok_or_else(|| self.absent(peer))
             }
-            None => Err(NetError::not_present(peer)),
+            None => Err(self.absent(peer)),
         }
     }
 
@@ -308,18 +318,14 @@ impl Endpoint {
     /// as a [`NetEvent::Message`] from ourselves. Delivery is not confirmed: requests
     /// carry ids and time out at the layer above.
     pub async fn send(&self, peer: &NodeId, msg: PeerMessage) -> Result<(), NetError> {
-        self.peer(peer).await?.send(PeerCmd::Send(msg)).await.map_err(|_| NetError::not_present(peer))
+        self.peer(peer).await?.send(PeerCmd::Send(msg)).await.map_err(|_| self.absent(peer))
     }
 
     /// Opens a stream to `peer`; to our own id, a stream served by this node itself.
     pub async fn open_stream(&self, peer: &NodeId, kind: StreamKind) -> Result<Stream, NetError> {
         let (tx, rx) = oneshot::channel();
-        self.peer(peer)
-            .await?
-            .send(PeerCmd::Open { kind, reply: tx })
-            .await
-            .map_err(|_| NetError::not_present(peer))?;
-        rx.await.map_err(|_| NetError::not_present(peer))
+        self.peer(peer).await?.send(PeerCmd::Open { kind, reply: tx }).await.map_err(|_| self.absent(peer))?;
+        rx.await.map_err(|_| self.absent(peer))
     }
 
     /// What this node tells peers about itself.
