@@ -93,6 +93,7 @@ async fn run_inner(
             tap.received(head.header(name).unwrap_or_default().as_bytes());
         }
     }
+    let path_room = relay::parse_room_path(&head.path);
     match (head.method.as_str(), head.path.as_str()) {
         ("GET", "/healthz") => {
             http::respond(&mut stream, "200 OK", "text/plain", "ok\n").await;
@@ -105,7 +106,7 @@ async fn run_inner(
             return End::Closed;
         }
         (_, "/") => {}
-        (_, path) if relay::parse_room_path(path).is_some() => {}
+        _ if path_room.is_some() => {}
         _ => {
             http::respond(
                 &mut stream,
@@ -144,7 +145,7 @@ async fn run_inner(
         Ok(joined) => joined,
         Err(end) => return end,
     };
-    if relay::parse_room_path(&head.path).is_some_and(|path_room| path_room != room_id) {
+    if path_room.is_some_and(|path_room| path_room != room_id) {
         let text = "the Join names another room than the URL path".to_owned();
         return bad_frame(&mut ws, shared, text).await;
     }

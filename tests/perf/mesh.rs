@@ -14,12 +14,11 @@ use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-use tunnel_proto::message::{ByteBuf, Op};
 use tunnel_proto::relay::RelayFrame;
 use tunnel_proto::RoomKeys;
 use tunnel_relay::{Relay, RelayConfig};
-use tunnel_tests::inproc::{start_node, wait_named};
-use tunnel_tests::{memory_kib, raw, token, RelayProc};
+use tunnel_tests::inproc::ping_round_trips;
+use tunnel_tests::{memory_kib, raw, RelayProc};
 
 const RTT_ROUNDS: usize = 10_000;
 const RTT_TARGET_P50: Duration = Duration::from_micros(300);
@@ -78,25 +77,8 @@ async fn rtt() -> anyhow::Result<()> {
     echo.await??;
 
     let relay = Relay::bind("127.0.0.1:0", RelayConfig::default()).await?;
-    let t = token();
-    let a = start_node(&relay.url(), "bench", &t, "a").await?;
-    let b = start_node(&relay.url(), "bench", &t, "b").await?;
-    wait_named(&a, "b", Duration::from_secs(10)).await?;
-    let peer = a.resolve("b")?;
-    let payload = ByteBuf::from(vec![0x5a; 1024]);
-    for _ in 0..500 {
-        a.request(peer, Op::Ping { payload: payload.clone() }, Duration::from_secs(5)).await?;
-    }
-    let mut mesh = Vec::with_capacity(RTT_ROUNDS);
-    for _ in 0..RTT_ROUNDS {
-        let t = Instant::now();
-        a.request(peer, Op::Ping { payload: payload.clone() }, Duration::from_secs(5)).await?;
-        mesh.push(t.elapsed());
-    }
-    a.shutdown().await;
-    b.shutdown().await;
+    let mesh = ping_round_trips(&relay.url(), 500, RTT_ROUNDS).await?;
     floor.sort();
-    mesh.sort();
     let (p50, p99) = (percentile(&mesh, 0.5), percentile(&mesh, 0.99));
     println!("rtt: request/response, 1 KiB payload, {RTT_ROUNDS} round trips, loopback");
     println!(

@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-use tunnel_proto::message::{ByteBuf, Op};
 use tunnel_proto::relay::RelayFrame;
 use tunnel_proto::RoomKeys;
-use tunnel_tests::inproc::{start_node, wait_named};
+use tunnel_tests::inproc::ping_round_trips;
 use tunnel_tests::worker::{self, WorkerRelay};
-use tunnel_tests::{memory_kib, raw, token, RelayProc};
+use tunnel_tests::{memory_kib, raw, RelayProc};
 
 const ROUNDS: usize = 2_000;
 const FRAME: usize = 64 * 1024;
@@ -72,24 +71,7 @@ fn micros(d: Duration) -> f64 {
 }
 
 async fn rtt(url: &str) -> anyhow::Result<(f64, f64)> {
-    let t = token();
-    let a = start_node(url, "bench", &t, "a").await?;
-    let b = start_node(url, "bench", &t, "b").await?;
-    wait_named(&a, "b", Duration::from_secs(10)).await?;
-    let peer = a.resolve("b")?;
-    let payload = ByteBuf::from(vec![0x5a; 1024]);
-    for _ in 0..200 {
-        a.request(peer, Op::Ping { payload: payload.clone() }, Duration::from_secs(5)).await?;
-    }
-    let mut times = Vec::with_capacity(ROUNDS);
-    for _ in 0..ROUNDS {
-        let started = Instant::now();
-        a.request(peer, Op::Ping { payload: payload.clone() }, Duration::from_secs(5)).await?;
-        times.push(started.elapsed());
-    }
-    a.shutdown().await;
-    b.shutdown().await;
-    times.sort();
+    let times = ping_round_trips(url, 200, ROUNDS).await?;
     let at = |p: f64| micros(times[((times.len() - 1) as f64 * p).round() as usize]);
     Ok((at(0.5), at(0.99)))
 }

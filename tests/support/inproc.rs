@@ -47,3 +47,28 @@ pub async fn wait_named(node: &Node, name: &str, within: Duration) -> anyhow::Re
     }
     Ok(())
 }
+
+/// Request/response round trips (`Ping`, 1 KiB) between two fresh in-process nodes through
+/// `relay_url`, after `warmup` unmeasured ones; sorted.
+pub async fn ping_round_trips(relay_url: &str, warmup: usize, rounds: usize) -> anyhow::Result<Vec<Duration>> {
+    let t = crate::token();
+    let a = start_node(relay_url, "bench", &t, "a").await?;
+    let b = start_node(relay_url, "bench", &t, "b").await?;
+    wait_named(&a, "b", Duration::from_secs(10)).await?;
+    let peer = a.resolve("b")?;
+    let payload = tunnel_proto::message::ByteBuf::from(vec![0x5a; 1024]);
+    let ping = || tunnel_proto::message::Op::Ping { payload: payload.clone() };
+    for _ in 0..warmup {
+        a.request(peer, ping(), Duration::from_secs(5)).await?;
+    }
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        a.request(peer, ping(), Duration::from_secs(5)).await?;
+        times.push(started.elapsed());
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    times.sort();
+    Ok(times)
+}

@@ -46,8 +46,15 @@ export class Room extends DurableObject<Env> {
    */
   private queued = new Map<string, { bytes: number; at: number }>();
 
-  private get maxPeers(): number {
-    return Math.min(number(this.env.MAX_PEERS_PER_ROOM, 4096), MAX_PEERS_CAP);
+  private readonly maxPeers: number;
+  private readonly mailboxBytes: number;
+  private readonly drainBytesPerSec: number;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.maxPeers = Math.min(number(env.MAX_PEERS_PER_ROOM, 4096), MAX_PEERS_CAP);
+    this.mailboxBytes = number(env.MAILBOX_BYTES, 4 << 20);
+    this.drainBytesPerSec = number(env.DRAIN_BYTES_PER_SEC, 256 << 20);
   }
 
   async fetch(request: Request): Promise<Response> {
@@ -163,8 +170,9 @@ export class Room extends DurableObject<Env> {
       } catch (e) {
         return this.refuse(ws, ErrorCode.BadFrame, (e as Error).message);
       }
-      const dest = this.routes().get(hex(to));
-      if (dest === undefined || !this.admit(hex(to), bytes.length) || !trySend(dest, bytes)) {
+      const toHex = hex(to);
+      const dest = this.routes().get(toHex);
+      if (dest === undefined || !this.admit(toHex, bytes.length) || !trySend(dest, bytes)) {
         sendFrame(ws, { type: "Dropped", to });
       }
       return;
@@ -182,8 +190,7 @@ export class Room extends DurableObject<Env> {
 
   /** Counts `len` more bytes toward `to`'s estimated queue; false if that is over the bound. */
   private admit(to: string, len: number): boolean {
-    const limit = number(this.env.MAILBOX_BYTES, 4 << 20);
-    const rate = number(this.env.DRAIN_BYTES_PER_SEC, 256 << 20);
+    const [limit, rate] = [this.mailboxBytes, this.drainBytesPerSec];
     const now = Date.now();
     const q = this.queued.get(to) ?? { bytes: 0, at: now };
     const left = Math.max(0, q.bytes - ((now - q.at) / 1000) * rate);
