@@ -5,15 +5,15 @@
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tunnel_node::fleet::reduce::{reduce, GroupBy, Limits};
 use tunnel_node::fleet::{FleetOp, FleetOptions, Status, TargetResult};
 use tunnel_node::policy::Mode;
-use tunnel_node::reduce::{reduce, GroupBy, Limits};
 use tunnel_node::Node;
 use tunnel_proto::message::{ExecCommand, ExecSpec, OsInfo};
 use tunnel_tests::inproc::{node_config, wait_named};
 use tunnel_tests::{run_async, token, NodeProc, RelayProc, TempDir};
 
-fn names(targets: &[tunnel_node::targets::Target]) -> Vec<String> {
+fn names(targets: &[tunnel_node::fleet::targets::Target]) -> Vec<String> {
     targets.iter().map(|t| t.name.clone()).collect()
 }
 

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tokio::sync::mpsc;
+use tunnel_node::fleet::reduce::{reduce, GroupBy, Limits};
 use tunnel_node::fleet::{FleetOp, FleetOptions};
 use tunnel_node::mapreduce::JobSpec;
 use tunnel_node::policy::Mode;
-use tunnel_node::reduce::{reduce, GroupBy, Limits};
 use tunnel_node::Node;
 use tunnel_proto::message::{ExecCommand, ExecSpec};
 use tunnel_tests::inproc::node_config;

@@ -47,7 +47,7 @@ pub(crate) fn backups(global: Global, cmd: BackupsCommand) -> anyhow::Result<i32
     let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
     match cmd {
         BackupsCommand::List { json } => {
-            for b in tunnel_node::backups::list(&settings.state_dir)? {
+            for b in tunnel_node::services::backups::list(&settings.state_dir)? {
                 if json {
                     outln!("{}", serde_json::to_string(&b)?);
                 } else {
@@ -56,7 +56,7 @@ pub(crate) fn backups(global: Global, cmd: BackupsCommand) -> anyhow::Result<i32
             }
         }
         BackupsCommand::Restore { path } => {
-            let b = tunnel_node::backups::restore(&settings.state_dir, &path)?;
+            let b = tunnel_node::services::backups::restore(&settings.state_dir, &path)?;
             outln!("restored {} from {}", b.original, b.backup);
         }
     }

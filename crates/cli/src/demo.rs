@@ -149,8 +149,8 @@ pub(crate) async fn run() -> anyhow::Result<i32> {
         results
     };
     let ((), results) = tokio::join!(fleet, collect);
-    let by = tunnel_node::reduce::GroupBy::Output;
-    let reduced = tunnel_node::reduce::reduce(&results, &by, Default::default());
+    let by = tunnel_node::fleet::reduce::GroupBy::Output;
+    let reduced = tunnel_node::fleet::reduce::reduce(&results, &by, Default::default());
     outln!("6. alpha ran `uname -sm` on the fleet (`tunnel fleet exec all -- uname -sm`); the answers, grouped:");
     for g in &reduced.groups {
         outln!("     {} x {}: {} -> {}", g.count, g.status.as_str(), g.members, g.stdout.trim_end());

@@ -5,10 +5,10 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use tunnel_node::call::Call;
+use tunnel_node::control::call::Call;
 use tunnel_node::control::{ControlRequest, ControlResponse, FleetAction, FLEET_WRITE_MAX};
+use tunnel_node::fleet::reduce::{reduce, GroupBy, Limits, Reduction};
 use tunnel_node::fleet::{FleetOptions, Status, TargetResult};
-use tunnel_node::reduce::{reduce, GroupBy, Limits, Reduction};
 use tunnel_proto::message::ExecSpec;
 
 use crate::args::{FleetCommand, FleetCommon, FleetLsArgs, Global, GroupByArg};

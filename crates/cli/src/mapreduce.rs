@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 
 use anyhow::{bail, Context};
-use tunnel_node::call::Call;
+use tunnel_node::control::call::Call;
 use tunnel_node::control::{ControlRequest, ControlResponse, JobInput, JOB_INPUT_MAX};
 use tunnel_node::mapreduce::{JobSpec, Phase};
 

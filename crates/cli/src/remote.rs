@@ -12,7 +12,7 @@ pub(crate) async fn client(global: &Global) -> anyhow::Result<ControlClient> {
     Ok(ControlClient::connect(&settings.socket_path()).await?)
 }
 
-pub(crate) use tunnel_node::targets::split_remote;
+pub(crate) use tunnel_node::fleet::targets::split_remote;
 
 pub(crate) async fn request(global: &Global, target: &str, op: Op) -> anyhow::Result<Reply> {
     match client(global).await?.request(&ControlRequest::Request { target: target.to_owned(), op }).await? {

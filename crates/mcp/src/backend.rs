@@ -40,9 +40,9 @@ impl Backend {
         &self,
         req: &ControlRequest,
         input: Option<&[u8]>,
-    ) -> Result<tunnel_node::call::Call<Conn>, String> {
+    ) -> Result<tunnel_node::control::call::Call<Conn>, String> {
         let conn = self.connect().await?;
-        tunnel_node::call::Call::start(conn, req, input).await.map_err(node_lost)
+        tunnel_node::control::call::Call::start(conn, req, input).await.map_err(node_lost)
     }
 
     /// One request, one answer; `ControlResponse::Error` becomes `Err`.

@@ -8,9 +8,9 @@ use rmcp::model::CallToolResult;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
 use tunnel_node::control::{ControlRequest, ControlResponse, FleetAction, JobInput, FLEET_WRITE_MAX};
+use tunnel_node::fleet::reduce::{cut, reduce, GroupBy, Limits, Reduction};
 use tunnel_node::fleet::{FleetOptions, Status, TargetResult};
 use tunnel_node::mapreduce::{JobSpec, Phase, TaskStats};
-use tunnel_node::reduce::{cut, reduce, GroupBy, Limits, Reduction};
 use tunnel_proto::message::ExecSpec;
 
 use crate::ops_exec::{command_of, timeout_of};
@@ -246,7 +246,7 @@ pub(crate) async fn mapreduce(
     let (input, content) = match (p.input, p.input_file) {
         (Some(text), None) => (JobInput::Inline { size: text.len() as u64 }, Some(text.into_bytes())),
         (None, Some(file)) => {
-            let (node, path) = match tunnel_node::targets::split_remote(&file) {
+            let (node, path) = match tunnel_node::fleet::targets::split_remote(&file) {
                 Some((node, path)) => (node.to_owned(), path.to_owned()),
                 None => (tunnel_node::LOCAL_TARGET.to_owned(), file),
             };

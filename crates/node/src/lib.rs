@@ -13,39 +13,22 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
-pub mod backups;
-pub mod call;
-mod confine;
 pub mod control;
-mod control_files;
-mod control_fleet;
-mod control_job;
-mod exec;
-mod file_client;
 pub mod fleet;
 pub mod forward;
-
-mod fs;
-mod git_guard;
 mod identity;
 pub mod mapreduce;
-mod membership;
-pub mod names;
 mod node;
-mod os_info;
 pub mod policy;
-mod recent;
-pub mod reduce;
-mod rpc;
+pub mod services;
 pub mod settings;
 pub mod ssh;
-pub mod targets;
 
 pub use identity::{load_or_create_identity, IdentityError};
-pub use membership::PeerInfo;
+pub use node::membership::PeerInfo;
+pub use node::rpc::RpcError;
 pub use node::{Dest, Node, NodeConfig, NodeError, NodeStatus, RelayLine, LOCAL_TARGET};
-pub use os_info::detect as detect_os;
-pub use rpc::RpcError;
+pub use services::os_info::detect as detect_os;
 pub use settings::{Flags, Settings, SettingsError};
 
 #[cfg(test)]

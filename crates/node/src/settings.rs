@@ -191,7 +191,7 @@ impl Settings {
         let runtime_dir = pick_path(flags.runtime_dir, "TUNNEL_RUNTIME_DIR", file.runtime_dir)
             .or_else(|| env("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("tunnel")))
             .unwrap_or_else(|| state_dir.clone());
-        let name = pick(flags.name, "TUNNEL_NAME", file.name).unwrap_or_else(crate::os_info::hostname);
+        let name = pick(flags.name, "TUNNEL_NAME", file.name).unwrap_or_else(crate::services::os_info::hostname);
         check_name(&name)?;
         let tags = match flags.tags.or_else(|| env("TUNNEL_TAGS")) {
             Some(list) => split_tags(&list),

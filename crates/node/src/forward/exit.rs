@@ -16,8 +16,8 @@ use tunnel_proto::NodeId;
 use super::pipe::{pipe, Counters};
 use super::registry::ReverseTarget;
 use super::reply::{clip, failed, send_reply};
-use crate::exec::{refuse, send_last};
 use crate::policy::{host_port, Refusal};
+use crate::services::exec::{refuse, send_last};
 
 /// How long resolving the destination's name may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);

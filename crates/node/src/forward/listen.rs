@@ -14,8 +14,8 @@ use tunnel_proto::NodeId;
 use super::entry::{accept_each, open_through, reply_reason};
 use super::pipe::{pipe, Counters};
 use super::reply::{clip, send_reply};
-use crate::exec::{refuse, send_last};
 use crate::policy::host_port;
+use crate::services::exec::{refuse, send_last};
 
 pub(crate) async fn serve_listen(node: crate::Node, stream: Stream, spec: ListenSpec) {
     let Stream { peer, mut reader, mut writer, .. } = stream;

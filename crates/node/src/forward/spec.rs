@@ -167,7 +167,7 @@ impl ForwardSpec {
         if self.kind != ForwardKind::Socks && self.to.is_none() {
             return Err(format!("a {} forward needs a destination HOST:PORT", self.kind));
         }
-        if self.kind == ForwardKind::Remote && self.via.starts_with(crate::targets::SSH_PREFIX) {
+        if self.kind == ForwardKind::Remote && self.via.starts_with(crate::fleet::targets::SSH_PREFIX) {
             return Err(format!(
                 "{}: remote forwards (-R) go through peers; SSH hosts take -L and -D (direct-tcpip)",
                 self.via

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::targets::Target;
+use crate::fleet::targets::Target;
 use crate::Node;
 use schedule::{Scheduler, Task};
 

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{attempt, JobError, JobProgress, Phase, TaskStats};
-use crate::targets::Target;
+use crate::fleet::targets::Target;
 use crate::Node;
 
 pub(super) struct Task {

@@ -5,8 +5,8 @@ use tokio::sync::mpsc;
 use tunnel_proto::message::{ExecEvent, ExecSpec, FileEvent, ReadSpec};
 
 use super::Node;
-use crate::file_client::FileEvents;
-use crate::rpc::RpcError;
+use crate::node::rpc::RpcError;
+use crate::services::file_client::FileEvents;
 
 /// A command's output and its last event (`Exit`, `Refused` or `Failed`; `None` if the
 /// stream ended without one).

@@ -20,17 +20,20 @@ use crate::audit::{AuditError, AuditLog, Entry};
 
 mod dest;
 mod gather;
+pub(crate) mod membership;
 mod operator;
+mod recent;
 mod requests;
+pub(crate) mod rpc;
 mod ssh;
 mod status;
 mod streams;
 
 use crate::identity::{load_or_create_identity, IdentityError};
-use crate::membership::{Membership, PeerInfo, ResolveError};
+use crate::node::membership::{Membership, PeerInfo, ResolveError};
+use crate::node::recent::{Recent, Seen};
+use crate::node::rpc::{Rpc, RpcError};
 use crate::policy::{Mode, Policy, Refusal};
-use crate::recent::{Recent, Seen};
-use crate::rpc::{Rpc, RpcError};
 use crate::settings::{Settings, SettingsError};
 pub use dest::Dest;
 pub(crate) use gather::ReadEnd;
@@ -127,7 +130,7 @@ impl NodeConfig {
             runs_as: "embedded".into(),
             name: s.name.clone(),
             tags: s.tags.clone(),
-            os: crate::os_info::detect(),
+            os: crate::services::os_info::detect(),
             secret: load_or_create_identity(&s.state_dir)?,
             agent: true,
             state_dir: Some(s.state_dir.clone()),
@@ -306,10 +309,10 @@ impl Node {
 
     /// Everyone a fleet target may select: this node and the peers present, after asking
     /// the ones that have not said who they are.
-    pub async fn candidates(&self) -> Vec<crate::targets::Candidate> {
+    pub async fn candidates(&self) -> Vec<crate::fleet::targets::Candidate> {
         self.discover(DISCOVER_WAIT).await;
         let hello = self.inner.endpoint.hello();
-        let me = crate::targets::Candidate {
+        let me = crate::fleet::targets::Candidate {
             id: self.id(),
             name: self.inner.name.clone(),
             ssh_hosts: self.own_ssh_hosts(),
@@ -322,9 +325,12 @@ impl Node {
         all
     }
 
-    /// The peers a target expression selects (see [`crate::targets`]).
-    pub async fn select(&self, expr: &str) -> Result<Vec<crate::targets::Target>, crate::targets::TargetError> {
-        crate::targets::select(expr, &self.candidates().await)
+    /// The peers a target expression selects (see [`crate::fleet::targets`]).
+    pub async fn select(
+        &self,
+        expr: &str,
+    ) -> Result<Vec<crate::fleet::targets::Target>, crate::fleet::targets::TargetError> {
+        crate::fleet::targets::select(expr, &self.candidates().await)
     }
 
     /// Resolves a peer by name or node id prefix. `local`, this node's own name or a prefix

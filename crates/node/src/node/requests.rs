@@ -47,10 +47,10 @@ impl Node {
     fn info(&self) -> NodeInfo {
         let policy = self.inner.policy.read().expect("policy lock");
         NodeInfo {
-            hostname: crate::os_info::hostname(),
-            os: crate::os_info::detect(),
+            hostname: crate::services::os_info::hostname(),
+            os: crate::services::os_info::detect(),
             shell: std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into()),
-            uptime_secs: crate::os_info::uptime_secs().unwrap_or(0),
+            uptime_secs: crate::services::os_info::uptime_secs().unwrap_or(0),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             mode: policy.mode.to_string(),
             policy: policy.summary(),
@@ -86,7 +86,7 @@ impl Node {
             }
             Op::Stat { path } => {
                 let canonical = self.checked_read(from, "fs.stat", &path, operator).map_err(refused)?;
-                let result = crate::fs::stat(&canonical).map(Reply::Stat);
+                let result = crate::services::fs::stat(&canonical).map(Reply::Stat);
                 self.audit_op(from, "fs.stat", outcome(&result), None, serde_json::json!({ "path": path }), None);
                 result.map_err(failed)
             }
@@ -103,13 +103,13 @@ impl Node {
                         return Err(refused(r));
                     }
                 };
-                let result = crate::fs::mkdir(&canonical, mode).map(|()| Reply::Done);
+                let result = crate::services::fs::mkdir(&canonical, mode).map(|()| Reply::Done);
                 self.audit_op(from, "fs.mkdir", outcome(&result), None, detail, None);
                 result.map_err(failed)
             }
             Op::List { path, limit } => {
                 let canonical = self.checked_read(from, "fs.list", &path, operator).map_err(refused)?;
-                let result = crate::fs::list(&canonical, (limit as usize).clamp(1, LIST_MAX))
+                let result = crate::services::fs::list(&canonical, (limit as usize).clamp(1, LIST_MAX))
                     .map(|(entries, truncated)| Reply::List { entries, truncated });
                 self.audit_op(from, "fs.list", outcome(&result), None, serde_json::json!({ "path": path }), None);
                 result.map_err(failed)

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 use tunnel_proto::message::SshHostGroup;
 
 use super::{Dest, Node};
-use crate::rpc::RpcError;
+use crate::node::rpc::RpcError;
 use crate::ssh::{SshHostInfo, SshHostList, SshHostRow, SshSettings};
 
 /// The SSH client of a node with an inventory.
@@ -97,15 +97,15 @@ impl Node {
     /// Where a single target runs: a peer as [`Node::find`] resolves it, or `ssh:HOST`
     /// through the peer that announces the host.
     pub async fn find_dest(&self, target: &str) -> Result<Dest, RpcError> {
-        if !target.starts_with(crate::targets::SSH_PREFIX) {
+        if !target.starts_with(crate::fleet::targets::SSH_PREFIX) {
             return Ok(self.find(target).await?.into());
         }
         let selected = self.select(target).await?;
         match selected.as_slice() {
             [one] => one.dest().ok_or_else(|| {
-                crate::targets::TargetError::Bad { term: target.to_owned(), why: "not a node id".into() }.into()
+                crate::fleet::targets::TargetError::Bad { term: target.to_owned(), why: "not a node id".into() }.into()
             }),
-            many => Err(crate::targets::TargetError::Bad {
+            many => Err(crate::fleet::targets::TargetError::Bad {
                 term: target.to_owned(),
                 why: format!("names {} SSH hosts; this operation takes one (use tunnel fleet for many)", many.len()),
             }

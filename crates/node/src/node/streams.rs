@@ -14,9 +14,9 @@ impl Node {
     pub(super) fn serve_stream(&self, stream: Stream, work: &mut JoinSet<()>) {
         let node = self.clone();
         let task = match stream.kind.clone() {
-            StreamKind::Exec(spec) => work.spawn(crate::exec::serve(node, stream, spec)),
-            StreamKind::ReadFile(spec) => work.spawn(crate::fs::serve_read(node, stream, spec)),
-            StreamKind::WriteFile(spec) => work.spawn(crate::fs::serve_write(node, stream, spec)),
+            StreamKind::Exec(spec) => work.spawn(crate::services::exec::serve(node, stream, spec)),
+            StreamKind::ReadFile(spec) => work.spawn(crate::services::fs::serve_read(node, stream, spec)),
+            StreamKind::WriteFile(spec) => work.spawn(crate::services::fs::serve_write(node, stream, spec)),
             StreamKind::SshExec { host, spec } => work.spawn(crate::ssh::serve_exec(node, stream, host, spec)),
             StreamKind::SshRead { host, spec } => work.spawn(crate::ssh::serve_read(node, stream, host, spec)),
             StreamKind::SshWrite { host, spec } => work.spawn(crate::ssh::serve_write(node, stream, host, spec)),

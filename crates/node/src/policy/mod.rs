@@ -10,6 +10,7 @@ mod args;
 mod commands;
 mod env;
 mod forward;
+pub(crate) mod git_guard;
 mod paths;
 mod secrets;
 

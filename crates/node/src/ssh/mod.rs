@@ -60,7 +60,7 @@ pub(crate) fn announce(inventory: &Inventory) -> (Vec<SshHostGroup>, usize) {
     let mut groups = Vec::new();
     let (mut size, mut left_out) = (0usize, 0usize);
     for (tags, names) in by_tags {
-        let group = SshHostGroup { names: crate::names::compact(&names), tags };
+        let group = SshHostGroup { names: crate::fleet::names::compact(&names), tags };
         let cost = group.names.len() + group.tags.iter().map(|t| t.len() + 2).sum::<usize>() + 8;
         if size + cost > ANNOUNCE_BUDGET {
             left_out += names.len();
@@ -76,8 +76,8 @@ pub(crate) fn announce(inventory: &Inventory) -> (Vec<SshHostGroup>, usize) {
 pub(crate) fn expand(groups: &[SshHostGroup]) -> Vec<SshHostInfo> {
     let mut out = Vec::new();
     for group in groups {
-        for term in crate::targets::split_terms(&group.names) {
-            let Ok(names) = crate::names::expand(term) else { continue };
+        for term in crate::fleet::targets::split_terms(&group.names) {
+            let Ok(names) = crate::fleet::names::expand(term) else { continue };
             for name in names {
                 if out.len() >= MAX_ANNOUNCED_HOSTS {
                     return out;

@@ -9,8 +9,8 @@ use tunnel_net::{Stream, StreamReader, StreamWriter};
 use tunnel_proto::message::{ExecCommand, ExecEvent, ExecSpec, FileEvent, ReadSpec, WriteSpec};
 use tunnel_ssh::{ExecRequest, RemoteCommand};
 
-use crate::exec::{audit_detail, command_line, send};
 use crate::policy::{CommandLine, PathAccess, Refusal};
+use crate::services::exec::{audit_detail, command_line, send};
 
 /// Events buffered between the SSH channel and the peer stream.
 const EVENTS: usize = 64;
@@ -46,7 +46,7 @@ pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, 
     let mut detail = audit_detail(&spec);
     detail["ssh_host"] = host.clone().into();
     if !node.begin_request(peer, spec.request_id) {
-        return crate::exec::send_last(writer, &crate::exec::already_ran(spec.request_id)).await;
+        return crate::services::exec::send_last(writer, &crate::services::exec::already_ran(spec.request_id)).await;
     }
     let cmd: CommandLine = command_line(&spec.command);
     let checked = node.policy_check(|p| {
@@ -58,7 +58,8 @@ pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, 
     let (plan, pool) = match checked.and_then(|plan| Ok((plan, pool_or_refuse(&node, &host)?))) {
         Ok(found) => found,
         Err(refusal) => {
-            return crate::exec::refuse(&node, peer, "ssh.exec", refusal, detail, writer, ExecEvent::Refused).await
+            return crate::services::exec::refuse(&node, peer, "ssh.exec", refusal, detail, writer, ExecEvent::Refused)
+                .await
         }
     };
     let started = Instant::now();
@@ -66,7 +67,7 @@ pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, 
         Ok(command) => run(&pool, &host, &spec, command, &mut reader, &mut writer).await,
         Err(e) => Err(e),
     };
-    crate::exec::conclude(&node, peer, "ssh.exec", detail, started, outcome, writer).await;
+    crate::services::exec::conclude(&node, peer, "ssh.exec", detail, started, outcome, writer).await;
 }
 
 /// Runs the command, forwarding stdin from the peer and output to it.
@@ -143,7 +144,8 @@ pub(crate) async fn serve_read(node: crate::Node, stream: Stream, host: String, 
     let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {
         Ok(pool) => pool,
         Err(refusal) => {
-            return crate::exec::refuse(&node, peer, "ssh.read", refusal, detail, writer, FileEvent::Refused).await
+            return crate::services::exec::refuse(&node, peer, "ssh.read", refusal, detail, writer, FileEvent::Refused)
+                .await
         }
     };
     let started = Instant::now();
@@ -156,14 +158,14 @@ pub(crate) async fn serve_read(node: crate::Node, stream: Stream, host: String, 
     let forward = async {
         let mut ok = true;
         while let Some(event) = rx.recv().await {
-            if ok && !crate::fs::send(&mut writer, &event).await {
+            if ok && !crate::services::fs::send(&mut writer, &event).await {
                 ok = false; // keep draining so the reader ends; the caller is gone
             }
         }
     };
     let (result, ()) = tokio::join!(read, forward);
     let result = result.map(|bytes| (bytes, None)).map_err(|e| e.to_string());
-    crate::fs::conclude(&node, peer, "ssh.read", detail, started, result, writer).await;
+    crate::services::fs::conclude(&node, peer, "ssh.read", detail, started, result, writer).await;
 }
 
 pub(crate) async fn serve_write(node: crate::Node, stream: Stream, host: String, spec: WriteSpec) {
@@ -172,7 +174,8 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, host: String,
         "ssh_host": host, "path": spec.path, "size": spec.size, "mode": spec.mode, "create_only": spec.create_only,
     });
     if !node.begin_request(peer, spec.request_id) {
-        return crate::exec::send_last(writer, &crate::fs::write_already_ran(spec.request_id)).await;
+        return crate::services::exec::send_last(writer, &crate::services::fs::write_already_ran(spec.request_id))
+            .await;
     }
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
@@ -182,7 +185,8 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, host: String,
     let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {
         Ok(pool) => pool,
         Err(refusal) => {
-            return crate::exec::refuse(&node, peer, "ssh.write", refusal, detail, writer, FileEvent::Refused).await
+            return crate::services::exec::refuse(&node, peer, "ssh.write", refusal, detail, writer, FileEvent::Refused)
+                .await
         }
     };
     let started = Instant::now();
@@ -205,5 +209,5 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, host: String,
     // `feed` owns the sender: when it ends, the write sees the end of the input.
     let (result, ()) = tokio::join!(write, feed);
     let result = result.map(|bytes| (bytes, None)).map_err(|e| e.to_string());
-    crate::fs::conclude(&node, peer, "ssh.write", detail, started, result, writer).await;
+    crate::services::fs::conclude(&node, peer, "ssh.write", detail, started, result, writer).await;
 }

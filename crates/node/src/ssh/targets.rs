@@ -1,7 +1,7 @@
 //! `ssh:` target terms: `ssh:all`, `ssh:tag:T`, `ssh:HOST` and `ssh:HOST-[RANGE]`, over the
 //! SSH hosts each candidate announces.
 
-use crate::targets::{close_names, present, Candidate, Target, TargetError, SSH_PREFIX};
+use crate::fleet::targets::{close_names, present, Candidate, Target, TargetError, SSH_PREFIX};
 
 /// The hosts `term` (whose text after `ssh:` is `rest`) selects, each with its jump peer.
 pub(crate) fn select(term: &str, rest: &str, candidates: &[Candidate]) -> Result<Vec<Target>, TargetError> {
@@ -30,7 +30,7 @@ pub(crate) fn select(term: &str, rest: &str, candidates: &[Candidate]) -> Result
     if rest.is_empty() {
         return Err(TargetError::Bad { term: term.to_owned(), why: "give ssh:HOST, ssh:tag:T or ssh:all".into() });
     }
-    let names = if rest.contains('[') { crate::names::expand(rest)? } else { vec![rest.to_owned()] };
+    let names = if rest.contains('[') { crate::fleet::names::expand(rest)? } else { vec![rest.to_owned()] };
     let mut out = Vec::new();
     for name in names {
         let reaching: Vec<&Candidate> = hosts().filter(|(_, h)| h.name == name).map(|(c, _)| c).collect();

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tunnel_proto::message::ByteBuf;
 
+use crate::control::fleet::{announce_targets, receive_exactly};
 use crate::control::{read_frame, write_frame, ControlRequest, ControlResponse, ControlStream, JobInput};
-use crate::control_fleet::{announce_targets, receive_exactly};
 use crate::mapreduce::JobSpec;
 use crate::node::ReadEnd;
 use crate::Node;

@@ -13,13 +13,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 use tunnel_proto::message::{ByteBuf, ExecEvent, ExecSpec, FileEvent, Op, ReadSpec, Reply, WriteSpec};
 
-pub use crate::control_fleet::FLEET_WRITE_MAX;
-pub use crate::control_job::JOB_INPUT_MAX;
+pub use crate::control::fleet::FLEET_WRITE_MAX;
+pub use crate::control::job::JOB_INPUT_MAX;
+use crate::fleet::targets::Target;
 use crate::fleet::{FleetOptions, TargetResult};
 use crate::mapreduce::{JobProgress, JobReport, JobSpec};
-use crate::membership::PeerInfo;
+use crate::node::membership::PeerInfo;
 use crate::node::Node;
-use crate::targets::Target;
+
+pub mod call;
+mod files;
+pub(crate) mod fleet;
+pub(crate) mod job;
 
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// How long `peers` waits for peers that have not said who they are.
@@ -468,16 +473,16 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node, yielder: Yielder) {
             }
             ControlRequest::Exec { target, spec } => return serve_exec(stream, node, target, spec).await,
             ControlRequest::Read { target, spec } => {
-                return crate::control_files::serve_read(stream, node, target, spec, operator).await
+                return crate::control::files::serve_read(stream, node, target, spec, operator).await
             }
             ControlRequest::Write { target, spec } => {
-                return crate::control_files::serve_write(stream, node, target, spec, operator).await
+                return crate::control::files::serve_write(stream, node, target, spec, operator).await
             }
             ControlRequest::Fleet { target, action, options } => {
-                return crate::control_fleet::serve(stream, node, target, action, options).await
+                return crate::control::fleet::serve(stream, node, target, action, options).await
             }
             ControlRequest::MapReduce { target, job, input } => {
-                return crate::control_job::serve(stream, node, target, job, input).await
+                return crate::control::job::serve(stream, node, target, job, input).await
             }
             ControlRequest::ForwardOpen { spec, hold: true } => return hold_forward(stream, node, spec).await,
             ControlRequest::Yield => {
@@ -508,7 +513,7 @@ async fn handle(node: &Node, req: ControlRequest, operator: bool) -> ControlResp
             Ok((id, name, rtt)) => ControlResponse::Pong { name, id: id.to_string(), rtt_us: rtt.as_micros() as u64 },
             Err(e) => ControlResponse::Error(e.to_string()),
         },
-        ControlRequest::Request { target, .. } if target.starts_with(crate::targets::SSH_PREFIX) => {
+        ControlRequest::Request { target, .. } if target.starts_with(crate::fleet::targets::SSH_PREFIX) => {
             ControlResponse::Error(format!(
                 "{target}: SSH hosts take exec, file reads and writes; run `ls` or `stat` there with `tunnel exec`"
             ))

@@ -99,10 +99,10 @@ impl Membership {
     }
 
     /// Every peer as a fleet target sees it.
-    pub(crate) fn candidates(&self) -> Vec<crate::targets::Candidate> {
+    pub(crate) fn candidates(&self) -> Vec<crate::fleet::targets::Candidate> {
         self.members
             .iter()
-            .map(|(id, m)| crate::targets::Candidate {
+            .map(|(id, m)| crate::fleet::targets::Candidate {
                 id: *id,
                 name: self.name_of(id),
                 tags: m.hello.as_ref().map(|h| h.tags.clone()).unwrap_or_default(),

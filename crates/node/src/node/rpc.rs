@@ -11,7 +11,7 @@ use tunnel_net::{Endpoint, NetError};
 use tunnel_proto::message::{Op, PeerMessage, RemoteError, Reply};
 use tunnel_proto::NodeId;
 
-use crate::membership::ResolveError;
+use crate::node::membership::ResolveError;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -30,7 +30,7 @@ pub enum RpcError {
     #[error("the node is shutting down")]
     Closed,
     #[error(transparent)]
-    Target(#[from] crate::targets::TargetError),
+    Target(#[from] crate::fleet::targets::TargetError),
 }
 
 /// How long a request waits for its answer before it is sent again.

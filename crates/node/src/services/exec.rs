@@ -63,7 +63,7 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
             if let Some(cwd) = &spec.cwd {
                 p.check_path(cwd, PathAccess::Read)?;
             }
-            Ok(crate::confine::Plan::of(p))
+            Ok(crate::services::confine::Plan::of(p))
         })
         .and_then(|plan| plan_git_check(plan.mode(), &cmd, spec.cwd.as_deref()).map(|()| plan));
     // The command runs under the mode it was checked against, even if the mode changes now.
@@ -73,7 +73,7 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
     };
     let mode = plan.mode();
     let for_sandbox = cmd.clone();
-    let sandbox = tokio::task::spawn_blocking(move || crate::confine::prepare(&plan, &for_sandbox))
+    let sandbox = tokio::task::spawn_blocking(move || crate::services::confine::prepare(&plan, &for_sandbox))
         .await
         .unwrap_or_else(|e| Err(crate::policy::Refusal::new(format!("building the sandbox failed: {e}"))));
     let sandbox = match sandbox {
@@ -156,7 +156,7 @@ fn plan_git_check(
         return Ok(());
     }
     let cwd = cwd.map(std::path::PathBuf::from).or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| "/".into());
-    crate::git_guard::check(&program, &crate::git_guard::effective_dir(argv, &cwd))
+    crate::policy::git_guard::check(&program, &crate::policy::git_guard::effective_dir(argv, &cwd))
 }
 
 /// Spawns and supervises the command. Returns its exit (with the output bytes it produced).
@@ -196,7 +196,7 @@ async fn run(
     command.envs(spec.env.iter().map(|(k, v)| (k, v)));
     if plan {
         // Repository config cannot switch these back on (command-line scope wins).
-        command.envs(crate::git_guard::git_env());
+        command.envs(crate::policy::git_guard::git_env());
     }
     if let Some(sandbox) = sandbox {
         tunnel_sandbox::confine(command.as_std_mut(), sandbox);

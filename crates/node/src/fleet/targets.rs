@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tunnel_proto::message::OsInfo;
 use tunnel_proto::NodeId;
 
-use crate::names;
+use crate::fleet::names;
 
 /// One peer (or this node) a target expression may select.
 #[derive(Debug, Clone)]

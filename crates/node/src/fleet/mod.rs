@@ -7,6 +7,10 @@
 //! that is gone is `unreachable`, one that does not answer in time is `timed_out`; none is
 //! ever dropped. Policy is the executing peer's: a refusal comes back as `refused`.
 
+pub mod names;
+pub mod reduce;
+pub mod targets;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,9 +22,9 @@ use tunnel_net::Stream;
 use tunnel_proto::message::{ExecEvent, ExecSpec, FileEvent, StreamKind, WriteSpec};
 use tunnel_proto::NodeId;
 
-use crate::file_client::FileEvents;
+use crate::fleet::targets::Target;
 use crate::node::{Dest, ReadEnd};
-use crate::targets::Target;
+use crate::services::file_client::FileEvents;
 use crate::Node;
 
 /// Waited beyond the per-target timeout for the peer's own timeout report.

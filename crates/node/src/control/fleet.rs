@@ -64,7 +64,7 @@ pub(crate) async fn announce_targets<W: tokio::io::AsyncWrite + Unpin>(
     node: &Node,
     target: &str,
     wr: &mut W,
-) -> Option<Vec<crate::targets::Target>> {
+) -> Option<Vec<crate::fleet::targets::Target>> {
     match node.select(target).await {
         Ok(targets) => write_frame(wr, &ControlResponse::Targets(targets.clone())).await.ok().map(|()| targets),
         Err(e) => {

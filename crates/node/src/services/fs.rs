@@ -21,8 +21,8 @@ use tunnel_net::{Stream, StreamWriter};
 use tunnel_proto::framing;
 use tunnel_proto::message::{ByteBuf, FileEvent, FileKind, FileStat, ReadSpec, WriteSpec};
 
-use crate::exec::refuse;
 use crate::policy::{Mode, PathAccess};
+use crate::services::exec::refuse;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -129,7 +129,7 @@ pub(crate) async fn conclude(
         ..Default::default()
     };
     node.audit_op(peer, event, decision, None, detail, Some(outcome));
-    crate::exec::send_last(writer, &answer).await
+    crate::services::exec::send_last(writer, &answer).await
 }
 
 /// The answer to a write whose request id already ran.
@@ -210,7 +210,7 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, spec: WriteSp
     let detail =
         serde_json::json!({ "path": spec.path, "size": spec.size, "mode": spec.mode, "create_only": spec.create_only });
     if !node.begin_request(peer, spec.request_id) {
-        return crate::exec::send_last(writer, &write_already_ran(spec.request_id)).await;
+        return crate::services::exec::send_last(writer, &write_already_ran(spec.request_id)).await;
     }
     let operator = node.is_operator(&peer, spec.request_id);
     let checked = node.policy_check(|p| {
@@ -323,20 +323,20 @@ fn back_up(
     let fd = openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, FileMode::empty())
         .map_err(|e| e.to_string())?;
     let mut original = File::from(fd);
-    let (slot, time_ms) = crate::backups::new_slot(root).map_err(|e| e.to_string())?;
+    let (slot, time_ms) = crate::services::backups::new_slot(root).map_err(|e| e.to_string())?;
     let copy = slot.join(name);
     let mut out =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&copy).map_err(|e| e.to_string())?;
     let bytes = std::io::copy(&mut original, &mut out).map_err(|e| e.to_string())?;
     out.sync_all().map_err(|e| e.to_string())?;
-    let entry = crate::backups::BackupEntry {
+    let entry = crate::services::backups::BackupEntry {
         time_ms,
         original: target.display().to_string(),
         backup: copy.display().to_string(),
         bytes,
         caller: caller.to_string(),
     };
-    crate::backups::record(root, &entry).map_err(|e| e.to_string())?;
+    crate::services::backups::record(root, &entry).map_err(|e| e.to_string())?;
     Ok(copy)
 }
 

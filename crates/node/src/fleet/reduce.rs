@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::fleet::names;
 use crate::fleet::{Status, TargetResult};
-use crate::names;
 
 /// What makes two results "the same".
 #[derive(Debug, Clone)]

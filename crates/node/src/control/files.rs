@@ -7,7 +7,7 @@ use tunnel_net::Stream;
 use tunnel_proto::message::{FileEvent, ReadSpec, StreamKind, WriteSpec};
 
 use crate::control::{read_frame, write_frame, ControlRequest, ControlResponse};
-use crate::file_client::{is_last, FileEvents};
+use crate::services::file_client::{is_last, FileEvents};
 use crate::Node;
 
 /// Opens the stream `kind` makes for where `target` runs (a peer, or an SSH host through one).
