@@ -27,6 +27,10 @@ pub struct RelayConfig {
     /// Serve TLS (`wss://`) with this certificate; `None`: plain, for use behind a proxy
     /// that terminates TLS.
     pub tls: Option<Arc<tunnel_tls::ServerTls>>,
+    /// The newest relay protocol version this relay agrees to (see `tunnel_proto::relay`).
+    /// 1 makes it answer every node as a v1 relay did (for staged rollouts and tests of old
+    /// and new pairings).
+    pub newest_protocol: u16,
     /// Test hook; `None` in production.
     pub intercept: Option<Arc<dyn Intercept>>,
 }
@@ -35,6 +39,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             access_token: None,
+            newest_protocol: tunnel_proto::relay::Speaks::THIS.version,
             max_payload: tunnel_proto::relay::MAX_PAYLOAD,
             mailbox_bytes: 4 * 1024 * 1024,
             // About 8.6 Gbit/s: a cap on one peer hogging a fast relay, not a throttle on

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
-use tunnel_proto::relay::{self, ErrorCode, RelayFrame};
+use tunnel_proto::relay::{self, ErrorCode, RelayFrame, Speaks};
 use tunnel_proto::{join, NodeId, SecretKey};
 
 use tunnel_tls::Io;
@@ -118,7 +118,7 @@ async fn run_inner(
             return End::Refused("unknown path");
         }
     }
-    let response = match accept_upgrade(&head, cfg.access_token.as_deref()) {
+    let (response, agreed) = match accept_upgrade(&head, cfg.access_token.as_deref(), cfg.newest_protocol) {
         Ok(r) => r,
         Err(refusal) => {
             if refusal.auth {
@@ -141,7 +141,7 @@ async fn run_inner(
     };
     let mut ws = WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config)).await;
 
-    let (node, room_id) = match await_join(&mut ws, shared, deadline).await {
+    let (node, room_id) = match await_join(&mut ws, shared, agreed, deadline).await {
         Ok(joined) => joined,
         Err(end) => return end,
     };
@@ -168,7 +168,7 @@ async fn run_inner(
     }
     let welcome = RelayFrame::Welcome { observed_addr: addr.to_string(), peers: joined.others };
     let end = match send(&mut ws, &welcome).await {
-        Ok(()) => forward(&mut ws, node, &joined.room, &mailbox, shared, shutdown).await,
+        Ok(()) => forward(&mut ws, node, agreed, &joined.room, &mailbox, shared, shutdown).await,
         Err(e) => End::Error(e),
     };
     shared.rooms.leave(&joined.room, &node, conn_id);
@@ -179,11 +179,17 @@ async fn run_inner(
 }
 
 /// Sends the challenge and checks the `Join` that answers it.
-async fn await_join(ws: &mut Ws, shared: &Shared, deadline: Instant) -> Result<(NodeId, [u8; 32]), End> {
+async fn await_join(
+    ws: &mut Ws,
+    shared: &Shared,
+    agreed: Speaks,
+    deadline: Instant,
+) -> Result<(NodeId, [u8; 32]), End> {
     let relay_key = SecretKey::generate(&mut rand::rngs::OsRng);
     let mut nonce = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    send(ws, &RelayFrame::Challenge { nonce, relay_key: relay_key.public() }).await.map_err(End::Error)?;
+    let challenge = RelayFrame::Challenge { nonce, relay_key: relay_key.public(), speaks: agreed };
+    send(ws, &challenge).await.map_err(End::Error)?;
     let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
         Ok(Some(Ok(msg))) => msg,
         Ok(_) => return Err(End::Closed),
@@ -199,7 +205,7 @@ async fn await_join(ws: &mut Ws, shared: &Shared, deadline: Instant) -> Result<(
         tap.received(&bytes);
     }
     match RelayFrame::decode(&bytes) {
-        Ok(RelayFrame::Join { room_id, node_id, proof }) => {
+        Ok(RelayFrame::Join { room_id, node_id, proof, .. }) => {
             if join::verify(&relay_key, &nonce, &room_id, &node_id, &proof) {
                 Ok((node_id, room_id))
             } else {
@@ -229,7 +235,6 @@ async fn send(ws: &mut Ws, frame: &RelayFrame) -> Result<(), String> {
 enum ReadEnd {
     Closed,
     Error(String),
-    Bad(String),
     Idle,
 }
 
@@ -239,6 +244,7 @@ enum ReadEnd {
 async fn forward(
     ws: &mut Ws,
     node: NodeId,
+    speaks: Speaks,
     room: &Arc<Room>,
     mailbox: &Mailbox,
     shared: &Shared,
@@ -269,7 +275,15 @@ async fn forward(
                     continue;
                 }
                 Some(Ok(Message::Text(_) | Message::Frame(_))) => {
-                    return ReadEnd::Bad("text frames are not part of tunnel-relay.v1".into())
+                    last_rx = Instant::now();
+                    ignore(
+                        mailbox,
+                        speaks,
+                        shared,
+                        ErrorCode::BadFrame,
+                        "text frames are not part of the relay protocol",
+                    );
+                    continue;
                 }
                 Some(Err(e)) => return ReadEnd::Error(e.to_string()),
             };
@@ -281,8 +295,8 @@ async fn forward(
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            if let Err(text) = on_frame(bytes, node, room, mailbox, shared) {
-                return ReadEnd::Bad(text);
+            if let Err((code, text)) = on_frame(bytes, node, room, mailbox, shared) {
+                ignore(mailbox, speaks, shared, code, &text);
             }
         }
     };
@@ -319,7 +333,6 @@ async fn forward(
         Some(Ok(end)) => end,
         Some(Err(ReadEnd::Closed)) => End::Closed,
         Some(Err(ReadEnd::Error(e))) => End::Error(e),
-        Some(Err(ReadEnd::Bad(text))) => bad_frame(ws, shared, text).await,
         Some(Err(ReadEnd::Idle)) => {
             let _ = ws.close(None).await;
             End::Refused("idle timeout")
@@ -327,15 +340,34 @@ async fn forward(
     }
 }
 
-/// Handles one frame from a joined node.
-fn on_frame(mut bytes: Vec<u8>, node: NodeId, room: &Room, mailbox: &Mailbox, shared: &Shared) -> Result<(), String> {
+/// A frame from a joined node that the relay does not act on: dropped and counted, never a
+/// reason to end the connection. A v2 node is told why (an `Error` it logs and carries on
+/// after); a v1 node is not, since it would take any `Error` as the end of the connection.
+fn ignore(mailbox: &Mailbox, speaks: Speaks, shared: &Shared, code: ErrorCode, text: &str) {
+    Metrics::inc(&shared.metrics.bad_frames);
+    if speaks.version >= 2 {
+        mailbox.push_presence(&RelayFrame::Error { code, text: text.to_owned() });
+    }
+}
+
+/// Handles one frame from a joined node; a frame it cannot act on comes back as the notice
+/// to give.
+fn on_frame(
+    mut bytes: Vec<u8>,
+    node: NodeId,
+    room: &Room,
+    mailbox: &Mailbox,
+    shared: &Shared,
+) -> Result<(), (ErrorCode, String)> {
     let metrics = &shared.metrics;
+    let bad = |text: String| (ErrorCode::BadFrame, text);
     if relay::frame_type(&bytes) == Some(relay::TYPE_SEND) {
         if bytes.len() > 1 + 32 + 4 + shared.config.max_payload {
             Metrics::inc(&metrics.frames_dropped);
-            return Err(format!("payload over this relay's limit of {} bytes", shared.config.max_payload));
+            let text = format!("payload over this relay's limit of {} bytes; dropped", shared.config.max_payload);
+            return Err((ErrorCode::TooLarge, text));
         }
-        let to = relay::send_to_recv_in_place(&mut bytes, &node).map_err(|e| e.to_string())?;
+        let to = relay::send_to_recv_in_place(&mut bytes, &node).map_err(|e| bad(e.to_string()))?;
         let deliveries = match &shared.config.intercept {
             None => vec![(to, bytes)],
             Some(hook) => {
@@ -364,7 +396,7 @@ fn on_frame(mut bytes: Vec<u8>, node: NodeId, room: &Room, mailbox: &Mailbox, sh
             Ok(())
         }
         Ok(RelayFrame::Pong { .. }) => Ok(()),
-        Ok(other) => Err(format!("unexpected {} frame after Join", other.name())),
-        Err(e) => Err(e.to_string()),
+        Ok(other) => Err(bad(format!("unexpected {} frame after Join; ignored", other.name()))),
+        Err(e) => Err(bad(format!("{e}; ignored"))),
     }
 }

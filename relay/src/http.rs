@@ -4,7 +4,7 @@
 
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tunnel_proto::relay::SUBPROTOCOL;
+use tunnel_proto::relay::{Speaks, SUBPROTOCOL, SUBPROTOCOL_V1};
 
 const MAX_HEAD: usize = 8 * 1024;
 
@@ -83,14 +83,22 @@ pub(crate) struct Refusal {
     pub(crate) auth: bool,
 }
 
-/// Checks an upgrade request; on success returns the `101` response to send.
-pub(crate) fn accept_upgrade(head: &RequestHead, access_token: Option<&str>) -> Result<String, Refusal> {
+/// Checks an upgrade request; on success returns the `101` response to send and the protocol
+/// agreed on: the newest the client offers, up to `newest` (this relay's).
+pub(crate) fn accept_upgrade(
+    head: &RequestHead,
+    access_token: Option<&str>,
+    newest: u16,
+) -> Result<(String, Speaks), Refusal> {
     let refuse = |status, reason| Refusal { status, reason, auth: false };
     if head.method != "GET" {
         return Err(refuse("405 Method Not Allowed", "use GET"));
     }
     if !head.header_has_token("Upgrade", "websocket") || !head.header_has_token("Connection", "upgrade") {
-        return Err(refuse("426 Upgrade Required", "this endpoint speaks WebSocket (subprotocol tunnel-relay.v1)"));
+        return Err(refuse(
+            "426 Upgrade Required",
+            "this endpoint speaks WebSocket (subprotocol tunnel-relay.v2 or .v1)",
+        ));
     }
     if head.header("Sec-WebSocket-Version") != Some("13") {
         return Err(refuse("400 Bad Request", "Sec-WebSocket-Version must be 13"));
@@ -98,12 +106,16 @@ pub(crate) fn accept_upgrade(head: &RequestHead, access_token: Option<&str>) -> 
     let Some(key) = head.header("Sec-WebSocket-Key") else {
         return Err(refuse("400 Bad Request", "missing Sec-WebSocket-Key"));
     };
-    if !head.header_has_token("Sec-WebSocket-Protocol", SUBPROTOCOL) {
+    let protocol = if newest >= 2 && head.header_has_token("Sec-WebSocket-Protocol", SUBPROTOCOL) {
+        SUBPROTOCOL
+    } else if head.header_has_token("Sec-WebSocket-Protocol", SUBPROTOCOL_V1) {
+        SUBPROTOCOL_V1
+    } else {
         return Err(refuse(
             "400 Bad Request",
-            "missing subprotocol tunnel-relay.v1 (client and relay versions differ?)",
+            "missing subprotocol tunnel-relay.v2 or tunnel-relay.v1 (client and relay versions differ?)",
         ));
-    }
+    };
     if let Some(expected) = access_token {
         let given = head.header("Authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
         // Constant time on equal lengths; the length itself is not secret enough to matter.
@@ -117,7 +129,8 @@ pub(crate) fn accept_upgrade(head: &RequestHead, access_token: Option<&str>) -> 
         }
     }
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    Ok(format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
-    ))
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
+    );
+    Ok((response, Speaks::for_subprotocol(protocol).expect("a subprotocol this relay speaks")))
 }

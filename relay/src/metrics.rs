@@ -80,7 +80,12 @@ impl Metrics {
             "Joins that displaced a live connection of the same node (two processes sharing a key).",
             self.replaced_connections.load(Relaxed),
         );
-        put("bad_frames_total", "counter", "Malformed or unexpected frames received.", self.bad_frames.load(Relaxed));
+        put(
+            "bad_frames_total",
+            "counter",
+            "Malformed or unexpected frames received (dropped; the connection stays).",
+            self.bad_frames.load(Relaxed),
+        );
         put(
             "rejected_connections_total",
             "counter",

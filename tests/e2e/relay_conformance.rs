@@ -10,10 +10,10 @@ use anyhow::{bail, Context};
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-use tunnel_proto::relay::{ErrorCode, RelayFrame, MAX_PAYLOAD};
+use tunnel_proto::relay::{ErrorCode, RelayFrame, MAX_PAYLOAD, SUBPROTOCOL_V1};
 use tunnel_proto::SecretKey;
 use tunnel_relay::{Relay, RelayConfig};
-use tunnel_tests::raw::{connect, join_as, next_frame, next_non_presence, room_url, send, Ws};
+use tunnel_tests::raw::{connect, join_as, joined_offering, next_frame, next_non_presence, room_url, send, Ws};
 use tunnel_tests::worker::{self, WorkerRelay};
 
 /// One relay under test, kept alive while it is used.
@@ -233,19 +233,49 @@ async fn the_newest_connection_of_a_node_wins() {
     .await;
 }
 
+/// Frames a relay should never get from a node, each as bytes.
+fn out_of_place_frames() -> Vec<Message> {
+    vec![
+        // A relay-to-node frame sent by a node.
+        Message::Binary(RelayFrame::Welcome { observed_addr: "x".into(), peers: vec![] }.encode()),
+        // A type this protocol does not have (a newer node's, say).
+        Message::Binary(vec![0x7f, 1, 2, 3]),
+        // A `Send` cut short.
+        Message::Binary(vec![0x06, 1, 2]),
+        Message::Text("hello".into()),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn frames_out_of_place_or_too_big_end_the_connection_with_a_reason() {
+async fn frames_out_of_place_are_dropped_and_the_connection_stays() {
     each(Limits::default(), |base| async move {
         let room = room();
-        // A relay-to-node frame sent by a node.
-        let (mut ws, _, _) = join(&base, room).await?;
-        send(&mut ws, &RelayFrame::Welcome { observed_addr: "x".into(), peers: vec![] }).await?;
-        assert_eq!(ends(&mut ws).await?, Some(ErrorCode::BadFrame));
-        // A type this protocol does not have.
-        let (mut ws, _, _) = join(&base, room).await?;
-        ws.send(Message::Binary(vec![0x7f, 1, 2, 3])).await?;
-        assert_eq!(ends(&mut ws).await?, Some(ErrorCode::BadFrame));
-        // A payload one byte over the limit (header hand-made: the encoder refuses it).
+        let (mut a, _, _) = join(&base, room).await?;
+        let (mut b, b_key, _) = join(&base, room).await?;
+        // A v2 node is told why, once per frame, and carries on.
+        for frame in out_of_place_frames() {
+            a.send(frame).await?;
+            match next_non_presence(&mut a).await? {
+                RelayFrame::Error { code: ErrorCode::BadFrame, .. } => {}
+                other => bail!("expected a BadFrame notice, got {other:?}"),
+            }
+        }
+        send(&mut a, &RelayFrame::Ping { data: 7 }).await?;
+        assert_eq!(next_non_presence(&mut a).await?, RelayFrame::Pong { data: 7 });
+        send(&mut a, &RelayFrame::Send { to: b_key.public(), payload: b"still routed".to_vec() }).await?;
+        match next_non_presence(&mut b).await? {
+            RelayFrame::Recv { payload, .. } => assert_eq!(payload, b"still routed"),
+            other => bail!("expected the frame, got {other:?}"),
+        }
+        // A v1 node (it would take any Error as the end) hears nothing about them.
+        let (mut old, _) = joined_offering(&base, room, SUBPROTOCOL_V1).await?;
+        for frame in out_of_place_frames() {
+            old.send(frame).await?;
+        }
+        send(&mut old, &RelayFrame::Ping { data: 8 }).await?;
+        assert_eq!(next_non_presence(&mut old).await?, RelayFrame::Pong { data: 8 });
+        // A message over the WebSocket limit breaks the WebSocket: that one ends it (header
+        // hand-made: the encoder refuses it).
         let (mut ws, key, _) = join(&base, room).await?;
         let mut frame = vec![0x06];
         frame.extend_from_slice(key.public().as_bytes());
@@ -255,6 +285,26 @@ async fn frames_out_of_place_or_too_big_end_the_connection_with_a_reason() {
         ends(&mut ws).await?;
         // The relay is fine afterwards.
         join(&base, room).await?;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_and_new_nodes_share_a_room() {
+    each(Limits::default(), |base| async move {
+        let room = room();
+        let (mut old, old_key) = joined_offering(&base, room, SUBPROTOCOL_V1).await?;
+        let (mut new, new_key, _) = join(&base, room).await?;
+        for old_sends in [true, false] {
+            let (from, to, to_key) =
+                if old_sends { (&mut old, &mut new, &new_key) } else { (&mut new, &mut old, &old_key) };
+            send(from, &RelayFrame::Send { to: to_key.public(), payload: b"across versions".to_vec() }).await?;
+            match next_non_presence(to).await? {
+                RelayFrame::Recv { payload, .. } => assert_eq!(payload, b"across versions"),
+                other => bail!("expected the frame, got {other:?}"),
+            }
+        }
         Ok(())
     })
     .await;
@@ -311,4 +361,51 @@ fn worker_config_and_wrangler_config_agree() {
     assert!(wrangler.contains("\"name\": \"ROOMS\", \"class_name\": \"Room\""));
     assert!(capnp.contains("(name = \"ROOMS\", durableObjectNamespace = \"Room\")"));
     assert!(capnp.contains("className = \"Room\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_shrugs_off_frames_a_relay_should_never_send() {
+    each(Limits::default(), |base| async move {
+        let relay: std::net::SocketAddr = base.trim_start_matches("ws://").parse()?;
+        let (via, meddled) = tunnel_tests::meddler::start(relay, 3).await?;
+        let url = format!("ws://{via}");
+        let t = tunnel_tests::token();
+        let a = tunnel_tests::inproc::start_node(&url, "meddled", &t, "a").await?;
+        let b = tunnel_tests::inproc::start_node(&url, "meddled", &t, "b").await?;
+        tunnel_tests::inproc::wait_named(&a, "b", Duration::from_secs(10)).await?;
+        let peer = a.resolve("b")?;
+        for i in 0..100u32 {
+            let payload = tunnel_proto::message::ByteBuf::from(i.to_be_bytes().repeat(256));
+            let op = tunnel_proto::message::Op::Ping { payload };
+            a.request(peer, op, Duration::from_secs(5)).await.with_context(|| format!("ping {i}"))?;
+        }
+        let injected = meddled.injected.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(injected >= 7 * 20, "the meddler slipped in only {injected} frames");
+        // Every node stayed on its first connection: nothing it was sent made it leave.
+        assert_eq!(meddled.connections.load(std::sync::atomic::Ordering::Relaxed), 2, "a node reconnected");
+        let ignored: u64 = [&a, &b].iter().map(|n| n.status().relay.expect("relay").ignored_frames).sum();
+        // The Error notices are heard, not ignored; the rest is counted.
+        assert_eq!(ignored, injected / 7 * 6, "ignored frames counted");
+        assert_eq!(a.status().relay.expect("relay").version, Some(2));
+        a.shutdown().await;
+        b.shutdown().await;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_node_joins_a_v1_relay() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig { newest_protocol: 1, ..Default::default() }).await.unwrap();
+    let t = tunnel_tests::token();
+    let a = tunnel_tests::inproc::start_node(&relay.url(), "old", &t, "a").await.unwrap();
+    let b = tunnel_tests::inproc::start_node(&relay.url(), "old", &t, "b").await.unwrap();
+    tunnel_tests::inproc::wait_named(&a, "b", Duration::from_secs(10)).await.unwrap();
+    let op = tunnel_proto::message::Op::Ping { payload: vec![1; 1024].into() };
+    a.request(a.resolve("b").unwrap(), op, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(a.status().relay.expect("relay").version, Some(1));
+    // And an old node: it offers v1 only and is answered in v1 by a new relay (checked in
+    // `raw::connect_offering`), in `old_and_new_nodes_share_a_room`.
+    a.shutdown().await;
+    b.shutdown().await;
 }

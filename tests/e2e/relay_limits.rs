@@ -91,12 +91,17 @@ fn oversized_payloads_are_refused() -> anyhow::Result<()> {
         let relay = Relay::bind("127.0.0.1:0", RelayConfig { max_payload: 1024, ..Default::default() }).await?;
         let room = RoomKeys::derive("r", &token())?.room_id;
         let (mut a, _) = raw::joined(&relay.url(), room).await?;
-        let (_b, b_key) = raw::joined(&relay.url(), room).await?;
+        let (mut b, b_key) = raw::joined(&relay.url(), room).await?;
         raw::send(&mut a, &RelayFrame::Send { to: b_key.public(), payload: vec![0; 2048] }).await?;
         match raw::next_non_presence(&mut a).await? {
-            RelayFrame::Error { code: ErrorCode::BadFrame, text } => assert!(text.contains("1024"), "{text}"),
+            RelayFrame::Error { code: ErrorCode::TooLarge, text } => assert!(text.contains("1024"), "{text}"),
             other => panic!("expected a refusal, got {other:?}"),
         }
+        // Refused, not cut off: the next frame within the limit goes through.
+        raw::send(&mut a, &RelayFrame::Send { to: b_key.public(), payload: vec![1; 1024] }).await?;
+        assert!(
+            matches!(raw::next_non_presence(&mut b).await?, RelayFrame::Recv { payload, .. } if payload == vec![1; 1024])
+        );
         Ok(())
     })
 }

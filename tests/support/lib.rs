@@ -411,6 +411,7 @@ pub fn drive_mcp(scenario: &str, env: &[(String, String)]) -> anyhow::Result<Str
 }
 
 pub mod inproc;
+pub mod meddler;
 pub mod natlab;
 pub mod netns;
 pub mod raw;

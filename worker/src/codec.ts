@@ -1,13 +1,34 @@
-// The relay protocol `tunnel-relay.v1`, byte for byte as crates/proto/src/relay.rs: one
-// WebSocket binary message is one frame; a type byte, then the fields; fixed fields raw,
-// integers big-endian, variable fields a u32 length and the bytes; no trailing data.
+// The relay protocol (`tunnel-relay.v2`, still serving v1), byte for byte as
+// crates/proto/src/relay.rs: one WebSocket binary message is one frame; a type byte, then the
+// fields; fixed fields raw, integers big-endian, variable fields a u32 length and the bytes; no
+// trailing data, except that from v2 on Challenge and Join end with the sender's version and
+// feature bits, and what follows them (a later version's fields) is ignored.
 
 export const MAX_PAYLOAD = 256 * 1024;
 export const SEND_HEADER_LEN = 1 + 32 + 4;
 export const MAX_FRAME = SEND_HEADER_LEN + MAX_PAYLOAD;
 export const MAX_TEXT = 1024;
 export const MAX_WELCOME_PEERS = 65_536;
-export const SUBPROTOCOL = "tunnel-relay.v1";
+export const SUBPROTOCOL = "tunnel-relay.v2";
+export const SUBPROTOCOL_V1 = "tunnel-relay.v1";
+
+/** A side's protocol version and feature bits; v1 puts neither on the wire. */
+export interface Speaks {
+  version: number;
+  features: bigint;
+}
+export const SPEAKS_V1: Speaks = { version: 1, features: 0n };
+/**
+ * The subprotocol to answer a `Sec-WebSocket-Protocol` offer with: the newest offered that
+ * this relay speaks, or null.
+ */
+export function agree(offer: string | null): string | null {
+  const offered = (offer ?? "").split(",").map((p) => p.trim());
+  return [SUBPROTOCOL, SUBPROTOCOL_V1].find((p) => offered.includes(p)) ?? null;
+}
+
+/** This relay. No feature bits are defined yet. */
+export const SPEAKS_THIS: Speaks = { version: 2, features: 0n };
 
 export const T = {
   Challenge: 0x01,
@@ -37,8 +58,8 @@ export const ErrorCode = {
 } as const;
 
 export type Frame =
-  | { type: "Challenge"; nonce: Uint8Array; relayKey: Uint8Array }
-  | { type: "Join"; roomId: Uint8Array; nodeId: Uint8Array; proof: Uint8Array }
+  | { type: "Challenge"; nonce: Uint8Array; relayKey: Uint8Array; speaks: Speaks }
+  | { type: "Join"; roomId: Uint8Array; nodeId: Uint8Array; proof: Uint8Array; speaks: Speaks }
   | { type: "Welcome"; observedAddr: string; peers: Uint8Array[] }
   | { type: "PeerJoined"; nodeId: Uint8Array }
   | { type: "PeerLeft"; nodeId: Uint8Array }
@@ -84,6 +105,9 @@ class Writer {
     new DataView(b.buffer).setBigUint64(0, v);
     return this.bytes(b);
   }
+  speaks(s: Speaks): this {
+    return s.version >= 2 ? this.u16(s.version).u64(s.features) : this;
+  }
   id(b: Uint8Array): this {
     if (b.length !== 32) throw new RangeError("ids are 32 bytes");
     return this.bytes(b);
@@ -116,9 +140,9 @@ export function encode(f: Frame): Uint8Array {
   const w = new Writer().u8(T[f.type]);
   switch (f.type) {
     case "Challenge":
-      return w.bytes(f.nonce).id(f.relayKey).finish();
+      return w.bytes(f.nonce).id(f.relayKey).speaks(f.speaks).finish();
     case "Join":
-      return w.bytes(f.roomId).id(f.nodeId).bytes(f.proof).finish();
+      return w.bytes(f.roomId).id(f.nodeId).bytes(f.proof).speaks(f.speaks).finish();
     case "Welcome": {
       w.variable(utf8.encode(f.observedAddr), MAX_TEXT).u32(f.peers.length);
       for (const p of f.peers) w.id(p);
@@ -193,6 +217,13 @@ class Reader {
       throw new DecodeError(`relay frame ${this.frame}: ${field} is not UTF-8`);
     }
   }
+  /** The version fields at the end of a Challenge/Join: none is v1; what follows is ignored. */
+  speaks(): Speaks {
+    if (this.at === this.buf.length) return SPEAKS_V1;
+    const speaks = { version: this.u16(), features: this.u64() };
+    this.at = this.buf.length;
+    return speaks;
+  }
   finish(): void {
     const extra = this.buf.length - this.at;
     if (extra !== 0) throw new DecodeError(`relay frame ${this.frame} has ${extra} trailing bytes`);
@@ -208,10 +239,10 @@ export function decode(buf: Uint8Array): Frame {
   let f: Frame;
   switch (name) {
     case "Challenge":
-      f = { type: name, nonce: r.take(32), relayKey: r.take(32) };
+      f = { type: name, nonce: r.take(32), relayKey: r.take(32), speaks: r.speaks() };
       break;
     case "Join":
-      f = { type: name, roomId: r.take(32), nodeId: r.take(32), proof: r.take(32) };
+      f = { type: name, roomId: r.take(32), nodeId: r.take(32), proof: r.take(32), speaks: r.speaks() };
       break;
     case "Welcome": {
       const observedAddr = r.text("observed_addr");

@@ -2,7 +2,7 @@
 // (crates/proto/src/relay.rs), one Durable Object per room. The relay sees the room id (a
 // hash of the room's name and token), node ids and ciphertext; never a token or plaintext.
 
-import { SUBPROTOCOL } from "./codec";
+import { agree } from "./codec";
 import type { Env } from "./room";
 
 export { Room } from "./room";
@@ -28,11 +28,10 @@ export default {
     if (room === null) return text(404, "not found: the relay serves /r/<room id> (WebSocket) and /healthz\n");
     if (request.method !== "GET") return text(405, "use GET\n");
     if ((request.headers.get("Upgrade") ?? "").toLowerCase() !== "websocket") {
-      return text(426, "this endpoint speaks WebSocket (subprotocol tunnel-relay.v1)\n");
+      return text(426, "this endpoint speaks WebSocket (subprotocol tunnel-relay.v2 or .v1)\n");
     }
-    const protocols = (request.headers.get("Sec-WebSocket-Protocol") ?? "").split(",").map((p) => p.trim());
-    if (!protocols.includes(SUBPROTOCOL)) {
-      return text(400, "missing subprotocol tunnel-relay.v1 (client and relay versions differ?)\n");
+    if (agree(request.headers.get("Sec-WebSocket-Protocol")) === null) {
+      return text(400, "missing subprotocol tunnel-relay.v2 or tunnel-relay.v1 (client and relay versions differ?)\n");
     }
     if (env.ACCESS_TOKEN) {
       const given = (request.headers.get("Authorization") ?? "").replace(/^Bearer /, "");

@@ -4,7 +4,22 @@
 
 import { DurableObject } from "cloudflare:workers";
 
-import { decode, DecodeError, encode, ErrorCode, Frame, hex, MAX_FRAME, sendToRecvInPlace, T, unhex } from "./codec";
+import {
+  agree,
+  decode,
+  DecodeError,
+  encode,
+  ErrorCode,
+  Frame,
+  hex,
+  MAX_FRAME,
+  sendToRecvInPlace,
+  SPEAKS_THIS,
+  SPEAKS_V1,
+  SUBPROTOCOL,
+  T,
+  unhex,
+} from "./codec";
 import { challenge, verify } from "./join";
 
 export interface Env {
@@ -18,10 +33,10 @@ export interface Env {
 
 /** What a socket carries across hibernation (kept far under the 2 KiB Cloudflare allows). */
 export type Attachment =
-  /** Challenged, waiting for its Join: the handshake secrets, hex. */
-  | { s: "c"; room: string; addr: string; since: number; nonce: string; key: string; secret: string }
-  /** Joined as node `id`. */
-  | { s: "j"; room: string; addr: string; id: string }
+  /** Challenged, waiting for its Join: the handshake secrets, hex; `v` the protocol version agreed. */
+  | { s: "c"; room: string; addr: string; since: number; nonce: string; key: string; secret: string; v: number }
+  /** Joined as node `id`, speaking protocol version `v`. */
+  | { s: "j"; room: string; addr: string; id: string; v: number }
   /** Replaced or refused: never routed to again. */
   | { s: "x" };
 
@@ -63,6 +78,8 @@ export class Room extends DurableObject<Env> {
     const [client, server] = Object.values(pair);
     this.ctx.acceptWebSocket(server);
     const c = await challenge();
+    const protocol = agree(request.headers.get("Sec-WebSocket-Protocol")) ?? SUBPROTOCOL;
+    const speaks = protocol === SUBPROTOCOL ? SPEAKS_THIS : SPEAKS_V1;
     const attachment: Attachment = {
       s: "c",
       room,
@@ -71,12 +88,13 @@ export class Room extends DurableObject<Env> {
       nonce: hex(c.nonce),
       key: hex(c.relayKey),
       secret: hex(c.secret),
+      v: speaks.version,
     };
     server.serializeAttachment(attachment);
     // Sent before the 101: it is the first message the node reads.
-    server.send(encode({ type: "Challenge", nonce: c.nonce, relayKey: c.relayKey }));
+    server.send(encode({ type: "Challenge", nonce: c.nonce, relayKey: c.relayKey, speaks }));
     this.sweepHandshakes();
-    return new Response(null, { status: 101, webSocket: client, headers: { "Sec-WebSocket-Protocol": "tunnel-relay.v1" } });
+    return new Response(null, { status: 101, webSocket: client, headers: { "Sec-WebSocket-Protocol": protocol } });
   }
 
   /**
@@ -95,10 +113,11 @@ export class Room extends DurableObject<Env> {
   }
 
   async webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
-    if (typeof message === "string") {
-      return this.refuse(ws, ErrorCode.BadFrame, "text frames are not part of tunnel-relay.v1");
-    }
     const att = ws.deserializeAttachment() as Attachment | null;
+    if (typeof message === "string") {
+      const text = "text frames are not part of the relay protocol";
+      return att?.s === "j" ? notice(ws, att, ErrorCode.BadFrame, text) : this.refuse(ws, ErrorCode.BadFrame, text);
+    }
     const bytes = new Uint8Array(message);
     if (bytes.length > MAX_FRAME) {
       return this.refuse(ws, ErrorCode.TooLarge, `frame of ${bytes.length} bytes over the limit of ${MAX_FRAME}`);
@@ -149,7 +168,7 @@ export class Room extends DurableObject<Env> {
       sendFrame(old, { type: "Error", code: ErrorCode.Replaced, text: "replaced by a newer connection of the same node" });
       closeQuietly(old);
     }
-    ws.serializeAttachment({ s: "j", room: att.room, addr: att.addr, id } satisfies Attachment);
+    ws.serializeAttachment({ s: "j", room: att.room, addr: att.addr, id, v: att.v } satisfies Attachment);
     table.set(id, ws);
     this.queued.delete(id);
     const joined = encode({ type: "PeerJoined", nodeId: frame.nodeId });
@@ -168,7 +187,7 @@ export class Room extends DurableObject<Env> {
       try {
         to = sendToRecvInPlace(bytes, unhex(att.id));
       } catch (e) {
-        return this.refuse(ws, ErrorCode.BadFrame, (e as Error).message);
+        return notice(ws, att, ErrorCode.BadFrame, `${(e as Error).message}; ignored`);
       }
       const toHex = hex(to);
       const dest = this.routes().get(toHex);
@@ -181,11 +200,11 @@ export class Room extends DurableObject<Env> {
     try {
       frame = decode(bytes);
     } catch (e) {
-      return this.refuse(ws, ErrorCode.BadFrame, (e as DecodeError).message);
+      return notice(ws, att, ErrorCode.BadFrame, `${(e as DecodeError).message}; ignored`);
     }
     if (frame.type === "Ping") return sendFrame(ws, { type: "Pong", data: frame.data });
     if (frame.type === "Pong") return;
-    this.refuse(ws, ErrorCode.BadFrame, `unexpected ${frame.type} frame after Join`);
+    notice(ws, att, ErrorCode.BadFrame, `unexpected ${frame.type} frame after Join; ignored`);
   }
 
   /** Counts `len` more bytes toward `to`'s estimated queue; false if that is over the bound. */
@@ -232,6 +251,14 @@ export class Room extends DurableObject<Env> {
     }
     return this.table;
   }
+}
+
+/**
+ * A frame from a joined node the relay does not act on is dropped, never a reason to end the
+ * connection. A v2 node is told why; a v1 node would take any Error as the end, so it is not.
+ */
+function notice(ws: WebSocket, att: Extract<Attachment, { s: "j" }>, code: number, text: string): void {
+  if (att.v >= 2) sendFrame(ws, { type: "Error", code, text });
 }
 
 function sendFrame(ws: WebSocket, frame: Frame): void {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { decode, encode, Frame, hex, MAX_PAYLOAD, sendToRecvInPlace, unhex } from "../src/codec";
+import { agree, decode, encode, Frame, hex, MAX_PAYLOAD, sendToRecvInPlace, SPEAKS_V1, unhex } from "../src/codec";
 import vectors from "../../tests/vectors/relay_frames.json";
 
 describe("the codec against the vectors the Rust codec reads", () => {
@@ -33,6 +33,17 @@ describe("decoding refuses what the Rust codec refuses", () => {
     const error = Uint8Array.of(0x0c, 0, 1, 0, 0, 0, 1, 0xff);
     expect(() => decode(error)).toThrow("text is not UTF-8");
   });
+});
+
+it("reads the version fields of Challenge and Join, and ignores a later version's extensions", () => {
+  const join = { type: "Join", roomId: new Uint8Array(32), nodeId: new Uint8Array(32).fill(1), proof: new Uint8Array(32) } as const;
+  expect(encode({ ...join, speaks: SPEAKS_V1 }).length).toBe(97);
+  const later = { version: 9, features: 0xffn };
+  const bytes = Uint8Array.of(...encode({ ...join, speaks: later }), 1, 2, 3);
+  expect(decode(bytes)).toEqual({ ...join, speaks: later });
+  expect(agree("tunnel-relay.v2, tunnel-relay.v1")).toBe("tunnel-relay.v2");
+  expect(agree("tunnel-relay.v1")).toBe("tunnel-relay.v1");
+  expect(agree("tunnel-relay.v0")).toBeNull();
 });
 
 it("Send becomes Recv in place, stamped with the sender", () => {

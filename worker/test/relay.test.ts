@@ -46,23 +46,33 @@ class Client {
   }
 }
 
-async function open(room: Uint8Array): Promise<Client> {
+const NEW_NODE = "tunnel-relay.v2, tunnel-relay.v1";
+const OLD_NODE = "tunnel-relay.v1";
+
+async function open(room: Uint8Array, offer = NEW_NODE): Promise<Client> {
   const res = await SELF.fetch(`http://relay/r/${hex(room)}`, {
-    headers: { Upgrade: "websocket", "Sec-WebSocket-Protocol": "tunnel-relay.v1" },
+    headers: { Upgrade: "websocket", "Sec-WebSocket-Protocol": offer },
   });
   expect(res.status).toBe(101);
+  expect(res.headers.get("Sec-WebSocket-Protocol")).toBe(offer === OLD_NODE ? OLD_NODE : "tunnel-relay.v2");
   const ws = res.webSocket!;
   ws.binaryType = "arraybuffer";
   ws.accept();
   return new Client(ws);
 }
 
-async function join(room: Uint8Array, node?: TestNode): Promise<{ c: Client; node: TestNode; welcome: Frame }> {
+async function join(
+  room: Uint8Array,
+  node?: TestNode,
+  offer = NEW_NODE,
+): Promise<{ c: Client; node: TestNode; welcome: Frame }> {
   node ??= await testNode();
-  const c = await open(room);
+  const c = await open(room, offer);
   const ch = await c.next();
   if (ch.type !== "Challenge") throw new Error(`expected Challenge, got ${ch.type}`);
-  c.send({ type: "Join", roomId: room, nodeId: node.id, proof: await node.prove(ch.nonce, ch.relayKey, room) });
+  expect(ch.speaks.version).toBe(offer === OLD_NODE ? 1 : 2);
+  const proof = await node.prove(ch.nonce, ch.relayKey, room);
+  c.send({ type: "Join", roomId: room, nodeId: node.id, proof, speaks: ch.speaks });
   return { c, node, welcome: await c.next() };
 }
 
@@ -80,6 +90,25 @@ describe("the room", () => {
     expect(await a.c.next()).toEqual({ type: "Dropped", to: nobody });
   });
 
+  it("drops frames out of place, telling v2 nodes why and v1 nodes nothing; the connection stays", async () => {
+    const room = crypto.getRandomValues(new Uint8Array(32));
+    const a = await join(room);
+    const old = await join(room, undefined, OLD_NODE);
+    await a.c.next(); // PeerJoined
+    const junk = [encode({ type: "Welcome", observedAddr: "x", peers: [] }), Uint8Array.of(0x7f, 1), Uint8Array.of(0x06, 1)];
+    for (const bytes of junk) {
+      a.c.ws.send(bytes);
+      expect(await a.c.next()).toMatchObject({ type: "Error", code: ErrorCode.BadFrame });
+      old.c.ws.send(bytes);
+    }
+    a.c.ws.send("text");
+    expect(await a.c.next()).toMatchObject({ type: "Error", code: ErrorCode.BadFrame });
+    old.c.send({ type: "Send", to: a.node.id, payload: Uint8Array.of(4) });
+    expect(await a.c.next()).toEqual({ type: "Recv", from: old.node.id, payload: Uint8Array.of(4) });
+    old.c.send({ type: "Ping", data: 3n });
+    expect(await old.c.next()).toEqual({ type: "Pong", data: 3n });
+  });
+
   it("refuses a forged join, a wrong room and a full room", async () => {
     const room = crypto.getRandomValues(new Uint8Array(32));
     const a = await join(room);
@@ -90,7 +119,8 @@ describe("the room", () => {
     const ch = await c.next();
     if (ch.type !== "Challenge") throw new Error("no challenge");
     const elsewhere = crypto.getRandomValues(new Uint8Array(32));
-    c.send({ type: "Join", roomId: elsewhere, nodeId: mallory.id, proof: await mallory.prove(ch.nonce, ch.relayKey, elsewhere) });
+    const proof = await mallory.prove(ch.nonce, ch.relayKey, elsewhere);
+    c.send({ type: "Join", roomId: elsewhere, nodeId: mallory.id, proof, speaks: ch.speaks });
     expect(await c.next()).toMatchObject({ type: "Error", code: ErrorCode.BadFrame });
     await join(room);
     await join(room);

@@ -64,9 +64,13 @@ fn print_text(s: &NodeStatus, socket: &Path) -> anyhow::Result<()> {
             } else {
                 format!("NOT connected for {ago}; retrying")
             };
-            outln!("relay:    {} ({state})", relay.url);
+            let version = relay.version.map(|v| format!(", protocol v{v}")).unwrap_or_default();
+            outln!("relay:    {} ({state}{version})", relay.url);
             if let Some(err) = &relay.last_error {
                 outln!("          last error: {err}");
+            }
+            if relay.ignored_frames > 0 {
+                outln!("          ignored {} unexpected frames from the relay", relay.ignored_frames);
             }
             outln!("room:     {}", room.as_deref().unwrap_or("?"));
         }

@@ -63,6 +63,11 @@ pub struct RelayStatus {
     pub since: std::time::SystemTime,
     /// Why the last attempt or connection failed, until the next success.
     pub last_error: Option<String>,
+    /// The relay protocol version of the last relay joined.
+    pub relay_version: Option<u16>,
+    /// Frames from the relay this node dropped because it did not expect them (it never
+    /// leaves the room over one).
+    pub ignored_frames: u64,
 }
 
 /// What the node hears from the mesh.
@@ -123,7 +128,8 @@ struct Inner {
     /// Operations addressed to this node itself.
     loopback: mpsc::Sender<PeerCmd>,
     hello: watch::Sender<Hello>,
-    relay_status: Option<Arc<Mutex<RelayStatus>>>,
+    /// The relay connection's state, and its count of ignored frames.
+    relay_status: Option<(Arc<Mutex<RelayStatus>>, Arc<std::sync::atomic::AtomicU64>)>,
     direct: Option<Arc<Direct>>,
     direct_mode: DirectMode,
     /// Becomes `true` once the relay connection task has ended (its socket is closed).
@@ -190,7 +196,10 @@ impl Endpoint {
             connected: false,
             since: std::time::SystemTime::now(),
             last_error: None,
+            relay_version: None,
+            ignored_frames: 0,
         }));
+        let relay_ignored = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let relay_host = parsed.host.clone();
         let target = RelayTarget {
             url: relay_url,
@@ -199,6 +208,7 @@ impl Endpoint {
             secret: config.secret.clone(),
             parsed,
             tls,
+            ignored: relay_ignored.clone(),
         };
         let (accepted_tx, accepted_rx) = mpsc::channel(16);
         let direct = match config.direct.mode {
@@ -243,7 +253,7 @@ impl Endpoint {
             wake: Some(wake_tx),
             loopback,
             hello: hello_tx,
-            relay_status: Some(relay_status),
+            relay_status: Some((relay_status, relay_ignored)),
             direct,
             direct_mode: config.direct.mode,
             relay_done,
@@ -266,7 +276,10 @@ impl Endpoint {
 
     /// The relay connection's state; `None` for a node with no relay.
     pub fn relay_status(&self) -> Option<RelayStatus> {
-        self.inner.relay_status.as_ref().map(|s| s.lock().expect("relay status lock").clone())
+        self.inner.relay_status.as_ref().map(|(status, ignored)| RelayStatus {
+            ignored_frames: ignored.load(std::sync::atomic::Ordering::Relaxed),
+            ..status.lock().expect("relay status lock").clone()
+        })
     }
 
     /// How this node reaches `peer` now: its direct path, or the relay and why.
@@ -427,13 +440,16 @@ impl Router {
 
     async fn on_event(&mut self, ev: RelayEvent, first: &mut Option<oneshot::Sender<Result<(), ConnectError>>>) {
         match &ev {
-            RelayEvent::Connected { .. } => self.record(true, None),
+            RelayEvent::Connected { relay, .. } => {
+                self.record(true, None);
+                self.status.lock().expect("relay status lock").relay_version = Some(relay.version);
+            }
             RelayEvent::Disconnected { reason } => self.record(false, Some(reason.clone())),
             RelayEvent::ConnectFailed(e) => self.record(false, Some(e.to_string())),
             _ => {}
         }
         match ev {
-            RelayEvent::Connected { peers, observed_addr } => {
+            RelayEvent::Connected { peers, observed_addr, .. } => {
                 let now: HashSet<NodeId> = peers.into_iter().collect();
                 let gone: Vec<NodeId> =
                     self.table.lock().expect("peers lock").keys().filter(|id| !now.contains(id)).copied().collect();

@@ -6,6 +6,7 @@
 //! drops frames for us instead of buffering without bound).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -19,7 +20,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use tunnel_proto::relay::{self, ErrorCode, RelayFrame, SUBPROTOCOL};
+use tunnel_proto::relay::{self, ErrorCode, RelayFrame, Speaks, SUBPROTOCOL_OFFER};
 use tunnel_proto::{join, NodeId, SecretKey};
 use tunnel_tls::Io;
 
@@ -44,6 +45,8 @@ pub(crate) struct RelayTarget {
     pub(crate) parsed: RelayUrl,
     /// For `wss://` URLs: whom to trust.
     pub(crate) tls: Option<tunnel_tls::Connector>,
+    /// Frames from the relay dropped because this node did not expect them.
+    pub(crate) ignored: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -51,6 +54,8 @@ pub(crate) enum RelayEvent {
     Connected {
         peers: Vec<NodeId>,
         observed_addr: String,
+        /// The relay's protocol version and features.
+        relay: Speaks,
     },
     Disconnected {
         reason: String,
@@ -119,13 +124,13 @@ pub(crate) async fn run(
             r = connect(&target) => r,
         };
         let wait = match connected {
-            Ok((ws, peers, observed_addr)) => {
+            Ok(Joined { ws, peers, observed_addr, relay }) => {
                 attempt = 0;
-                info!(url = %target.url, peers = peers.len(), "connected to relay");
-                if events.send(RelayEvent::Connected { peers, observed_addr }).await.is_err() {
+                info!(url = %target.url, peers = peers.len(), version = relay.version, "connected to relay");
+                if events.send(RelayEvent::Connected { peers, observed_addr, relay }).await.is_err() {
                     return;
                 }
-                let end = pump(ws, &mut outgoing, &events, &cancel).await;
+                let end = pump(ws, &mut outgoing, &events, &target.ignored, &cancel).await;
                 if cancel.is_cancelled() {
                     return;
                 }
@@ -159,7 +164,15 @@ pub(crate) async fn run(
     }
 }
 
-async fn connect(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String), ConnectError> {
+/// A connection that has joined the room.
+struct Joined {
+    ws: Ws,
+    peers: Vec<NodeId>,
+    observed_addr: String,
+    relay: Speaks,
+}
+
+async fn connect(target: &RelayTarget) -> Result<Joined, ConnectError> {
     let url = &target.url;
     let secs = CONNECT_TIMEOUT.as_secs();
     timeout(CONNECT_TIMEOUT, connect_inner(target))
@@ -178,13 +191,13 @@ async fn open_transport(target: &RelayTarget) -> Result<Box<dyn Io>, ConnectErro
     tls.connect(host, tcp).await.map_err(|reason| ConnectError::Tls { url: url.clone(), reason })
 }
 
-async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String), ConnectError> {
+async fn connect_inner(target: &RelayTarget) -> Result<Joined, ConnectError> {
     let url = target.url.clone();
     let mut request = room_url(&url, &target.room_id)
         .as_str()
         .into_client_request()
         .map_err(|e| ConnectError::BadUrl { url: url.clone(), reason: e.to_string() })?;
-    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL_OFFER));
     if let Some(token) = &target.access_token {
         let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ConnectError::BadUrl {
             url: url.clone(),
@@ -199,7 +212,7 @@ async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String)
         ..Default::default()
     };
     let transport = open_transport(target).await?;
-    let (mut ws, _) =
+    let (mut ws, response) =
         tokio_tungstenite::client_async_with_config(request, transport, Some(config)).await.map_err(|e| match e {
             tungstenite::Error::Http(resp) if resp.status().as_u16() == 401 => {
                 ConnectError::AccessDenied { url: url.clone() }
@@ -217,16 +230,24 @@ async fn connect_inner(target: &RelayTarget) -> Result<(Ws, Vec<NodeId>, String)
             other => ConnectError::Unreachable { url: url.clone(), reason: other.to_string() },
         })?;
     let protocol = |reason: String| ConnectError::Protocol { url: url.clone(), reason };
-    let (nonce, relay_key) = match next_frame(&mut ws).await.map_err(protocol)? {
-        RelayFrame::Challenge { nonce, relay_key } => (nonce, relay_key),
+    // The relay answers with the newest subprotocol of our offer it speaks; that decides the
+    // join frames' layout. A relay that names none predates versions: v1.
+    let agreed = match response.headers().get("Sec-WebSocket-Protocol").map(|v| v.to_str().unwrap_or("?")) {
+        None => Speaks::V1,
+        Some(p) => Speaks::for_subprotocol(p)
+            .ok_or_else(|| protocol(format!("relay chose subprotocol {p:?}, which this node does not speak")))?,
+    };
+    let (nonce, relay_key, relay) = match next_frame(&mut ws).await.map_err(protocol)? {
+        RelayFrame::Challenge { nonce, relay_key, speaks } => (nonce, relay_key, speaks),
         other => return Err(protocol(format!("expected Challenge, got {}", other.name()))),
     };
     let proof =
         join::prove(&target.secret, &nonce, &relay_key, &target.room_id).map_err(|e| protocol(e.to_string()))?;
-    let join = RelayFrame::Join { room_id: target.room_id, node_id: target.secret.public(), proof };
+    let speaks = if agreed.version >= 2 { Speaks::THIS } else { Speaks::V1 };
+    let join = RelayFrame::Join { room_id: target.room_id, node_id: target.secret.public(), proof, speaks };
     ws.send(Message::Binary(join.encode())).await.map_err(|e| protocol(e.to_string()))?;
     match next_frame(&mut ws).await.map_err(protocol)? {
-        RelayFrame::Welcome { peers, observed_addr } => Ok((ws, peers, observed_addr)),
+        RelayFrame::Welcome { peers, observed_addr } => Ok(Joined { ws, peers, observed_addr, relay }),
         RelayFrame::Error { code, text } => Err(ConnectError::Refused { url, reason: format!("{text} ({code:?})") }),
         other => Err(protocol(format!("expected Welcome, got {}", other.name()))),
     }
@@ -276,21 +297,31 @@ async fn pump(
     ws: Ws,
     outgoing: &mut mpsc::Receiver<Vec<u8>>,
     events: &mpsc::Sender<RelayEvent>,
+    ignored: &AtomicU64,
     cancel: &CancellationToken,
 ) -> End {
     let (mut sink, mut stream) = ws.split();
+    let mut ignore_log = RateLimitedLog::new(Duration::from_secs(10));
     let start = Instant::now();
     let last_rx_ms = AtomicU64::new(0);
     let read = async {
+        // The relay's last `Error`: the reason, should it close the connection next.
+        let mut notice: Option<String> = None;
+        let closed =
+            |notice: &Option<String>, what: &str| End::Closed(notice.clone().unwrap_or_else(|| what.to_owned()));
         loop {
             let msg = stream.next().await;
             last_rx_ms.store(start.elapsed().as_millis() as u64, Relaxed);
             let bytes = match msg {
                 Some(Ok(Message::Binary(b))) => b,
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Close(_))) | None => return End::Closed("relay closed the connection".into()),
-                Some(Ok(_)) => return End::Closed("relay sent a text frame".into()),
-                Some(Err(e)) => return End::Closed(e.to_string()),
+                Some(Ok(Message::Close(_))) | None => return closed(&notice, "relay closed the connection"),
+                Some(Ok(_)) => {
+                    ignored.fetch_add(1, Relaxed);
+                    ignore_log.note(|n| warn!(count = n, "ignored WebSocket text frames from the relay"));
+                    continue;
+                }
+                Some(Err(e)) => return closed(&notice, &e.to_string()),
             };
             let event = match RelayFrame::decode(&bytes) {
                 Ok(RelayFrame::Recv { from, payload }) => RelayEvent::Recv { from, payload },
@@ -301,14 +332,29 @@ async fn pump(
                 Ok(RelayFrame::Restarting { reconnect_in_ms }) => {
                     return End::Restarting(Duration::from_millis(u64::from(reconnect_in_ms).min(30_000)));
                 }
+                // A notice: the relay closes the connection itself when it means to end it.
                 Ok(RelayFrame::Error { code, text }) => {
                     if code == ErrorCode::Replaced {
                         warn!("another process joined the relay with this node's key; this one was disconnected");
+                    } else {
+                        ignore_log.note(|n| warn!(count = n, ?code, %text, "the relay refused a frame"));
                     }
-                    return End::Closed(format!("relay error {code:?}: {text}"));
+                    notice = Some(format!("relay error {code:?}: {text}"));
+                    continue;
                 }
-                Ok(other) => return End::Closed(format!("unexpected {} frame from the relay", other.name())),
-                Err(e) => return End::Closed(format!("bad frame from the relay: {e}")),
+                // A relay bug, a middlebox, or a newer relay: never a reason to leave the room.
+                Ok(other) => {
+                    ignored.fetch_add(1, Relaxed);
+                    let what = other.name();
+                    ignore_log.note(|n| warn!(count = n, last = what, "ignored frames the relay should not send"));
+                    continue;
+                }
+                Err(e) => {
+                    ignored.fetch_add(1, Relaxed);
+                    ignore_log
+                        .note(|n| warn!(count = n, last = %e, "ignored frames from the relay this node cannot read"));
+                    continue;
+                }
             };
             if events.send(event).await.is_err() {
                 return End::Closed("node stopped".into());
@@ -344,6 +390,28 @@ async fn pump(
         _ = cancel.cancelled() => End::Closed("node shutting down".into()),
         end = read => end,
         end = write => end,
+    }
+}
+
+/// Logs a recurring event at most once per period, with how many happened since the last line.
+struct RateLimitedLog {
+    every: Duration,
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RateLimitedLog {
+    fn new(every: Duration) -> Self {
+        Self { every, last: None, unlogged: 0 }
+    }
+
+    fn note(&mut self, log: impl FnOnce(u64)) {
+        self.unlogged += 1;
+        if self.last.is_none_or(|t| t.elapsed() >= self.every) {
+            log(self.unlogged);
+            self.unlogged = 0;
+            self.last = Some(Instant::now());
+        }
     }
 }
 

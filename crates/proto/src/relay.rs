@@ -1,4 +1,5 @@
-//! The relay protocol (`tunnel-relay.v1`): node <-> relay over WebSocket binary messages.
+//! The relay protocol (`tunnel-relay.v2`, still serving `v1`): node <-> relay over WebSocket
+//! binary messages.
 //!
 //! One WebSocket message carries exactly one frame. Layout: a type byte, then the fields in
 //! order. Fixed-size fields are raw bytes; `u16`/`u32`/`u64` are big-endian; variable fields
@@ -7,8 +8,8 @@
 //!
 //! | type | frame        | fields (after the type byte)                                   | direction |
 //! |------|--------------|----------------------------------------------------------------|-----------|
-//! | 0x01 | Challenge    | nonce `[32]`, relay_key `[32]`                                 | relay->node |
-//! | 0x02 | Join         | room_id `[32]`, node_id `[32]`, proof `[32]`                   | node->relay |
+//! | 0x01 | Challenge    | nonce `[32]`, relay_key `[32]`, (v2) version `u16`, features `u64` | relay->node |
+//! | 0x02 | Join         | room_id `[32]`, node_id `[32]`, proof `[32]`, (v2) version `u16`, features `u64` | node->relay |
 //! | 0x03 | Welcome      | observed_addr `str`, peer count `u32`, peers `[32]` * count    | relay->node |
 //! | 0x04 | PeerJoined   | node_id `[32]`                                                 | relay->node |
 //! | 0x05 | PeerLeft     | node_id `[32]`                                                 | relay->node |
@@ -24,6 +25,18 @@
 //! type byte and the 32-byte address in place ([`send_to_recv_in_place`]), without copying
 //! the payload. The relay stamps `from` itself, so a node cannot forge a source.
 //!
+//! ## Versions
+//! The node offers the subprotocols `tunnel-relay.v2, tunnel-relay.v1`; the relay answers with
+//! the newest it speaks, so any pairing of old and new nodes and relays connects. From v2 on,
+//! `Challenge` and `Join` end with the sender's [`Speaks`] (its version and feature bits), and
+//! bytes after that are extensions of later versions, ignored. A feature is used only when
+//! both sides set its bit; unknown bits are ignored. A v1 `Challenge`/`Join` has neither.
+//!
+//! From v2 on, neither side ends a connection over a frame it does not expect (an unknown type,
+//! a frame in the wrong direction, a malformed body): it drops it and counts it. Only a failed
+//! join or a broken WebSocket ends a connection. (v1 relays closed on such frames; the node has
+//! always tolerated them since v2.)
+//!
 //! Test vectors shared with the Cloudflare worker: `tests/vectors/relay_frames.json`.
 
 use crate::keys::NodeId;
@@ -36,8 +49,68 @@ pub const MAX_FRAME: usize = 1 + 32 + 4 + MAX_PAYLOAD;
 pub const MAX_TEXT: usize = 1024;
 /// Most peers a `Welcome` may list.
 pub const MAX_WELCOME_PEERS: usize = 65_536;
-/// WebSocket subprotocol name.
-pub const SUBPROTOCOL: &str = "tunnel-relay.v1";
+/// WebSocket subprotocol of this version.
+pub const SUBPROTOCOL: &str = "tunnel-relay.v2";
+/// The first version's subprotocol, still spoken to peers that offer nothing newer.
+pub const SUBPROTOCOL_V1: &str = "tunnel-relay.v1";
+/// What a node offers, newest first. No space after the comma: tungstenite's client compares
+/// the relay's choice with the offer split on commas, untrimmed.
+pub const SUBPROTOCOL_OFFER: &str = "tunnel-relay.v2,tunnel-relay.v1";
+
+/// A side's relay protocol version and feature bits (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Speaks {
+    pub version: u16,
+    pub features: u64,
+}
+
+impl Speaks {
+    /// A v1 peer: no version fields on the wire.
+    pub const V1: Self = Self { version: 1, features: 0 };
+    /// This build. No feature bits are defined yet; the field exists so that later versions
+    /// can add one without a new subprotocol.
+    pub const THIS: Self = Self { version: 2, features: 0 };
+
+    /// What the subprotocol a connection agreed on implies for the frames' layout.
+    pub fn for_subprotocol(protocol: &str) -> Option<Self> {
+        match protocol {
+            SUBPROTOCOL => Some(Self::THIS),
+            SUBPROTOCOL_V1 => Some(Self::V1),
+            _ => None,
+        }
+    }
+
+    /// Features both sides have.
+    pub fn common(self, other: Self) -> u64 {
+        self.features & other.features
+    }
+
+    fn encoded_len(self) -> usize {
+        if self.version >= 2 {
+            10
+        } else {
+            0
+        }
+    }
+
+    fn put(self, out: &mut Vec<u8>) {
+        if self.version >= 2 {
+            out.extend_from_slice(&self.version.to_be_bytes());
+            out.extend_from_slice(&self.features.to_be_bytes());
+        }
+    }
+
+    /// The fields at the end of a `Challenge`/`Join`: none is v1; anything after them is a
+    /// later version's extension.
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        if r.buf.is_empty() {
+            return Ok(Self::V1);
+        }
+        let speaks = Self { version: r.u16()?, features: r.u64()? };
+        r.buf = &[];
+        Ok(speaks)
+    }
+}
 
 /// The path a node opens a room at: `/r/` and the room id in lowercase hex. Both relays serve
 /// it; the Cloudflare relay routes on it (one Durable Object per room) before any frame, so
@@ -107,8 +180,8 @@ impl ErrorCode {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayFrame {
-    Challenge { nonce: [u8; 32], relay_key: NodeId },
-    Join { room_id: [u8; 32], node_id: NodeId, proof: [u8; 32] },
+    Challenge { nonce: [u8; 32], relay_key: NodeId, speaks: Speaks },
+    Join { room_id: [u8; 32], node_id: NodeId, proof: [u8; 32], speaks: Speaks },
     Welcome { observed_addr: String, peers: Vec<NodeId> },
     PeerJoined { node_id: NodeId },
     PeerLeft { node_id: NodeId },
@@ -161,16 +234,18 @@ impl RelayFrame {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
         match self {
-            Self::Challenge { nonce, relay_key } => {
+            Self::Challenge { nonce, relay_key, speaks } => {
                 out.push(0x01);
                 out.extend_from_slice(nonce);
                 out.extend_from_slice(relay_key.as_bytes());
+                speaks.put(&mut out);
             }
-            Self::Join { room_id, node_id, proof } => {
+            Self::Join { room_id, node_id, proof, speaks } => {
                 out.push(0x02);
                 out.extend_from_slice(room_id);
                 out.extend_from_slice(node_id.as_bytes());
                 out.extend_from_slice(proof);
+                speaks.put(&mut out);
             }
             Self::Welcome { observed_addr, peers } => {
                 out.push(0x03);
@@ -216,8 +291,8 @@ impl RelayFrame {
 
     fn encoded_len(&self) -> usize {
         1 + match self {
-            Self::Challenge { .. } => 64,
-            Self::Join { .. } => 96,
+            Self::Challenge { speaks, .. } => 64 + speaks.encoded_len(),
+            Self::Join { speaks, .. } => 96 + speaks.encoded_len(),
             Self::Welcome { observed_addr, peers } => 4 + observed_addr.len() + 4 + 32 * peers.len(),
             Self::PeerJoined { .. } | Self::PeerLeft { .. } | Self::Dropped { .. } => 32,
             Self::Send { payload, .. } | Self::Recv { payload, .. } => 36 + payload.len(),
@@ -248,8 +323,10 @@ impl RelayFrame {
         };
         let mut r = Reader { buf: rest, frame };
         let out = match ty {
-            0x01 => Self::Challenge { nonce: r.array()?, relay_key: r.id()? },
-            0x02 => Self::Join { room_id: r.array()?, node_id: r.id()?, proof: r.array()? },
+            0x01 => Self::Challenge { nonce: r.array()?, relay_key: r.id()?, speaks: Speaks::read(&mut r)? },
+            0x02 => {
+                Self::Join { room_id: r.array()?, node_id: r.id()?, proof: r.array()?, speaks: Speaks::read(&mut r)? }
+            }
             0x03 => {
                 let observed_addr = r.text("observed_addr")?;
                 let count = r.u32()? as usize;
@@ -398,6 +475,30 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_travel_in_challenge_and_join_and_later_extensions_are_ignored() {
+        let key = NodeId::from_bytes([9; 32]);
+        let v1 = RelayFrame::Challenge { nonce: [1; 32], relay_key: key, speaks: Speaks::V1 };
+        assert_eq!(v1.encode().len(), 65, "a v1 Challenge carries no version fields");
+        assert_eq!(RelayFrame::decode(&v1.encode()).unwrap(), v1);
+        let v2 = RelayFrame::Join { room_id: [2; 32], node_id: key, proof: [3; 32], speaks: Speaks::THIS };
+        assert_eq!(RelayFrame::decode(&v2.encode()).unwrap(), v2);
+        // A later version: a higher number, unknown feature bits, and fields of its own.
+        let later = Speaks { version: 7, features: 0xffff_0000_0000_0001 };
+        let mut bytes = RelayFrame::Join { room_id: [2; 32], node_id: key, proof: [3; 32], speaks: later }.encode();
+        bytes.extend_from_slice(b"fields of version 7");
+        let RelayFrame::Join { speaks, .. } = RelayFrame::decode(&bytes).unwrap() else { panic!("not a Join") };
+        assert_eq!(speaks, later);
+        assert_eq!(Speaks::THIS.common(later), 0, "no feature is shared that this build does not know");
+        // Half a version field is still an error.
+        let mut cut = v2.encode();
+        cut.truncate(cut.len() - 4);
+        assert!(matches!(RelayFrame::decode(&cut), Err(DecodeError::Truncated { .. })));
+        assert_eq!(Speaks::for_subprotocol(SUBPROTOCOL), Some(Speaks::THIS));
+        assert_eq!(Speaks::for_subprotocol(SUBPROTOCOL_V1), Some(Speaks::V1));
+        assert_eq!(Speaks::for_subprotocol("tunnel-relay.v0"), None);
+    }
 
     #[test]
     fn room_paths_round_trip_and_refuse_anything_else() {

@@ -4,7 +4,7 @@
 //! `TUNNEL_WRITE_VECTORS=1 cargo test -p tunnel-proto --test vectors` rewrites the file.
 
 use serde_json::{json, Value};
-use tunnel_proto::relay::{ErrorCode, RelayFrame};
+use tunnel_proto::relay::{ErrorCode, RelayFrame, Speaks};
 use tunnel_proto::NodeId;
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/relay_frames.json");
@@ -18,13 +18,27 @@ fn cases() -> Vec<(&'static str, RelayFrame, Value)> {
     vec![
         (
             "challenge",
-            RelayFrame::Challenge { nonce: [0x11; 32], relay_key: id(0x20) },
+            RelayFrame::Challenge { nonce: [0x11; 32], relay_key: id(0x20), speaks: Speaks::V1 },
             json!({"nonce": h(&[0x11; 32]), "relay_key": h(id(0x20).as_bytes())}),
         ),
         (
+            "challenge_v2",
+            RelayFrame::Challenge {
+                nonce: [0x12; 32],
+                relay_key: id(0x21),
+                speaks: Speaks { version: 2, features: 0x8000_0000_0000_0001 },
+            },
+            json!({"nonce": h(&[0x12; 32]), "relay_key": h(id(0x21).as_bytes()), "version": 2, "features": "8000000000000001"}),
+        ),
+        (
             "join",
-            RelayFrame::Join { room_id: [0x22; 32], node_id: id(0x40), proof: [0x33; 32] },
+            RelayFrame::Join { room_id: [0x22; 32], node_id: id(0x40), proof: [0x33; 32], speaks: Speaks::V1 },
             json!({"room_id": h(&[0x22; 32]), "node_id": h(id(0x40).as_bytes()), "proof": h(&[0x33; 32])}),
+        ),
+        (
+            "join_v2",
+            RelayFrame::Join { room_id: [0x23; 32], node_id: id(0x41), proof: [0x34; 32], speaks: Speaks::THIS },
+            json!({"room_id": h(&[0x23; 32]), "node_id": h(id(0x41).as_bytes()), "proof": h(&[0x34; 32]), "version": 2, "features": "0000000000000000"}),
         ),
         (
             "welcome",
@@ -67,7 +81,7 @@ fn relay_frames_match_the_shared_vectors() {
         .map(|(name, frame, fields)| json!({"name": name, "frame": frame.name(), "fields": fields, "hex": hex::encode(frame.encode())}))
         .collect();
     let doc = json!({
-        "about": "tunnel-relay.v1 frames: each encodes to `hex`; see crates/proto/src/relay.rs for the layout",
+        "about": "tunnel-relay frames (v1, and v2 where marked): each encodes to `hex`; see crates/proto/src/relay.rs for the layout",
         "vectors": vectors,
     });
     if std::env::var_os("TUNNEL_WRITE_VECTORS").is_some() {

@@ -39,6 +39,10 @@ pub struct RelayLine {
     /// Unix seconds when `connected` last changed.
     pub since_unix: u64,
     pub last_error: Option<String>,
+    /// The relay's protocol version, once joined.
+    pub version: Option<u16>,
+    /// Frames from the relay dropped as unexpected.
+    pub ignored_frames: u64,
 }
 
 impl Node {
@@ -49,6 +53,8 @@ impl Node {
             connected: r.connected,
             since_unix: unix_secs(r.since),
             last_error: r.last_error,
+            version: r.relay_version,
+            ignored_frames: r.ignored_frames,
         });
         let present = inner.endpoint.peers().len();
         let (direct, udp_port) = inner.endpoint.direct();
