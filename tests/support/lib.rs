@@ -313,6 +313,13 @@ impl NodeProc {
         Ok(Self { proc: Proc { child, name: format!("tunnel run ({name})") }, dir, name: name.into() })
     }
 
+    /// Starts the node again in its own directory (same key, same state) once it stopped.
+    pub fn restart(self, relay_url: &str, room: &str, token: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let Self { proc, dir, name } = self;
+        drop(proc);
+        Self::spawn(dir, &[], &bin("tunnel"), relay_url, room, token, &name, env)
+    }
+
     pub fn env_of(dir: &Path) -> Vec<(String, String)> {
         vec![
             ("TUNNEL_STATE_DIR".into(), dir.join("state").display().to_string()),

@@ -25,9 +25,25 @@ pub(crate) struct Global {
     /// Where the control socket lives (default: $TUNNEL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/tunnel, else the state dir).
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) runtime_dir: Option<PathBuf>,
+    /// How long to wait for a peer that cannot be reached (relay down, peer away) before
+    /// failing with the reason, in seconds (default 15; 0 fails at once).
+    #[arg(long, global = true, value_name = "SECS")]
+    pub(crate) connect_timeout: Option<f64>,
 }
 
 impl Global {
+    /// A connection to the running node that carries `--connect-timeout`, if given.
+    pub(crate) async fn control(&self) -> anyhow::Result<tunnel_node::control::ControlClient> {
+        let settings = tunnel_node::Settings::resolve(self.flags(), |k| std::env::var(k).ok())?;
+        let mut client = tunnel_node::control::ControlClient::connect(&settings.socket_path()).await?;
+        if let Some(secs) = self.connect_timeout {
+            let bound = std::time::Duration::try_from_secs_f64(secs)
+                .map_err(|_| anyhow::anyhow!("--connect-timeout {secs}: give a number of seconds, 0 or more"))?;
+            client.set_connect_timeout(bound).await?;
+        }
+        Ok(client)
+    }
+
     pub(crate) fn flags(&self) -> Flags {
         Flags {
             config: self.config.clone(),

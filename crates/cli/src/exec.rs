@@ -9,8 +9,7 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::bail;
 use tokio::io::AsyncReadExt;
-use tunnel_node::control::{read_frame, write_frame, ControlClient, ControlRequest, ControlResponse};
-use tunnel_node::Settings;
+use tunnel_node::control::{read_frame, write_frame, ControlRequest, ControlResponse};
 use tunnel_proto::message::{ByteBuf, ExecCommand, ExecEvent, ExecSpec};
 
 use crate::args::{ExecArgs, Global};
@@ -66,8 +65,7 @@ pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
         output_cap: args.max_output.unwrap_or(u64::MAX),
         stdin: forward_stdin,
     };
-    let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
-    let client = ControlClient::connect(&settings.socket_path()).await?;
+    let client = global.control().await?;
     let (mut rd, mut wr) = client.into_split();
     write_frame(&mut wr, &ControlRequest::Exec { target: args.peer, spec }).await?;
     // The connection stays open until the answer: closing it would cancel the command.

@@ -8,7 +8,7 @@ use crate::args::{Global, PeersArgs, PingArgs};
 
 async fn client(global: &Global) -> anyhow::Result<(ControlClient, Settings)> {
     let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
-    Ok((ControlClient::connect(&settings.socket_path()).await?, settings))
+    Ok((global.control().await?, settings))
 }
 
 pub(crate) fn unexpected(resp: ControlResponse) -> anyhow::Error {

@@ -2,14 +2,12 @@
 
 use anyhow::bail;
 use tunnel_node::control::{ControlClient, ControlRequest, ControlResponse};
-use tunnel_node::Settings;
 use tunnel_proto::message::{FileKind, Op, Reply};
 
 use crate::args::{Global, InfoArgs, LsArgs, ModeArgs};
 
 pub(crate) async fn client(global: &Global) -> anyhow::Result<ControlClient> {
-    let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
-    Ok(ControlClient::connect(&settings.socket_path()).await?)
+    global.control().await
 }
 
 pub(crate) use tunnel_node::fleet::targets::split_remote;

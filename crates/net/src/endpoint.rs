@@ -295,6 +295,11 @@ impl Endpoint {
         (self.inner.direct_mode, self.inner.direct.as_ref().and_then(|d| d.local_port()))
     }
 
+    /// Whether `peer` is in the room now (this node always is, to itself).
+    pub fn is_present(&self, peer: &NodeId) -> bool {
+        *peer == self.inner.id || self.inner.peers.lock().expect("peers lock").contains_key(peer)
+    }
+
     /// Peers currently in the room.
     pub fn peers(&self) -> Vec<NodeId> {
         self.inner.peers.lock().expect("peers lock").keys().copied().collect()

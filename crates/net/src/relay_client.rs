@@ -146,7 +146,12 @@ pub(crate) async fn run(
             }
             Err(e) => {
                 debug!(error = %e, "relay connect failed");
-                let wait = backoff::delay(attempt);
+                // Nothing answering at all is probed at a short cap (see `backoff`); a relay
+                // that answers and refuses gets the full backoff.
+                let wait = match &e {
+                    ConnectError::Unreachable { .. } => backoff::probe_delay(attempt),
+                    _ => backoff::delay(attempt),
+                };
                 attempt = attempt.saturating_add(1);
                 if events.send(RelayEvent::ConnectFailed(e)).await.is_err() {
                     return;

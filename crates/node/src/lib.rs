@@ -25,6 +25,7 @@ pub mod settings;
 pub mod ssh;
 
 pub use identity::{load_or_create_identity, IdentityError};
+pub use node::lookup::{with_connect_timeout, CONNECT_TIMEOUT_DEFAULT};
 pub use node::membership::PeerInfo;
 pub use node::rpc::RpcError;
 pub use node::{Dest, Node, NodeConfig, NodeError, NodeStatus, RelayLine, LOCAL_TARGET};

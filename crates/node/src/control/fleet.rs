@@ -34,7 +34,7 @@ pub(crate) async fn serve<S: ControlStream>(
     let Some(targets) = announce_targets(&node, &target, &mut wr).await else { return };
     let (tx, mut results) = mpsc::channel(256);
     let runner = node.clone();
-    let run = tokio::spawn(async move { runner.fleet(targets, op, options, tx).await });
+    let run = tokio::spawn(crate::node::lookup::inherit(async move { runner.fleet(targets, op, options, tx).await }));
     let _run = tokio_util::task::AbortOnDropHandle::new(run);
     // The client closing its end means it gave up: returning drops `results`, which
     // cancels everything still running.

@@ -20,6 +20,7 @@ use crate::fleet::{FleetOptions, TargetResult};
 use crate::mapreduce::{JobProgress, JobReport, JobSpec};
 use crate::node::membership::PeerInfo;
 use crate::node::Node;
+use crate::with_connect_timeout;
 
 pub mod call;
 mod files;
@@ -111,7 +112,15 @@ pub enum ControlRequest {
     /// Sent first by a front-end that serves an AI agent (`tunnel mcp`), not the operator at
     /// this machine: no answer. Its requests are then held to the secret list even here.
     Agent,
+    /// Sent before a request: how long it may wait for an unreachable peer (relay down, peer
+    /// away) before failing with the reason. No answer. Default: 15 s.
+    ConnectTimeout {
+        ms: u64,
+    },
 }
+
+/// The longest connect timeout a caller may ask for.
+const CONNECT_TIMEOUT_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Where a job's input comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,6 +250,13 @@ impl ControlClient {
     /// Hands over the connection, for exchanges longer than one answer (exec).
     pub fn into_split(self) -> (tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf) {
         self.stream.into_split()
+    }
+
+    /// Tells the node how long the requests on this connection may wait for an unreachable
+    /// peer (see [`ControlRequest::ConnectTimeout`]).
+    pub async fn set_connect_timeout(&mut self, bound: std::time::Duration) -> Result<(), ControlError> {
+        let req = ControlRequest::ConnectTimeout { ms: bound.as_millis().min(u64::MAX as u128) as u64 };
+        write_frame(&mut self.stream, &req).await.map_err(|source| ControlError::Io { path: self.path.clone(), source })
     }
 
     pub async fn request(&mut self, req: &ControlRequest) -> Result<ControlResponse, ControlError> {
@@ -457,6 +473,7 @@ async fn accept_loop(listener: UnixListener, node: Node, cancel: CancellationTok
 
 async fn serve<S: ControlStream>(mut stream: S, node: Node, yielder: Yielder) {
     let mut operator = true;
+    let mut bound = crate::CONNECT_TIMEOUT_DEFAULT;
     loop {
         let req: ControlRequest = match read_frame(&mut stream).await {
             Ok(Some(r)) => r,
@@ -471,20 +488,31 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node, yielder: Yielder) {
                 operator = false;
                 continue;
             }
-            ControlRequest::Exec { target, spec } => return serve_exec(stream, node, target, spec).await,
+            ControlRequest::ConnectTimeout { ms } => {
+                bound = std::time::Duration::from_millis(ms).min(CONNECT_TIMEOUT_MAX);
+                continue;
+            }
+            ControlRequest::Exec { target, spec } => {
+                return with_connect_timeout(bound, serve_exec(stream, node, target, spec)).await
+            }
             ControlRequest::Read { target, spec } => {
-                return crate::control::files::serve_read(stream, node, target, spec, operator).await
+                let serve = crate::control::files::serve_read(stream, node, target, spec, operator);
+                return with_connect_timeout(bound, serve).await;
             }
             ControlRequest::Write { target, spec } => {
-                return crate::control::files::serve_write(stream, node, target, spec, operator).await
+                let serve = crate::control::files::serve_write(stream, node, target, spec, operator);
+                return with_connect_timeout(bound, serve).await;
             }
             ControlRequest::Fleet { target, action, options } => {
-                return crate::control::fleet::serve(stream, node, target, action, options).await
+                let serve = crate::control::fleet::serve(stream, node, target, action, options);
+                return with_connect_timeout(bound, serve).await;
             }
             ControlRequest::MapReduce { target, job, input } => {
-                return crate::control::job::serve(stream, node, target, job, input).await
+                return with_connect_timeout(bound, crate::control::job::serve(stream, node, target, job, input)).await
             }
-            ControlRequest::ForwardOpen { spec, hold: true } => return hold_forward(stream, node, spec).await,
+            ControlRequest::ForwardOpen { spec, hold: true } => {
+                return with_connect_timeout(bound, hold_forward(stream, node, spec)).await
+            }
             ControlRequest::Yield => {
                 let resp = match &yielder {
                     Some(tx) if operator && tx.try_send(()).is_ok() => ControlResponse::Done,
@@ -495,7 +523,7 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node, yielder: Yielder) {
             }
             _ => {}
         }
-        let resp = handle(&node, req, operator).await;
+        let resp = with_connect_timeout(bound, handle(&node, req, operator)).await;
         if write_frame(&mut stream, &resp).await.is_err() {
             return;
         }
@@ -560,6 +588,7 @@ async fn handle(node: &Node, req: ControlRequest, operator: bool) -> ControlResp
         | ControlRequest::Fleet { .. }
         | ControlRequest::MapReduce { .. }
         | ControlRequest::Agent
+        | ControlRequest::ConnectTimeout { .. }
         | ControlRequest::Yield
         | ControlRequest::Input(_)
         | ControlRequest::InputEnd => ControlResponse::Error("input without an operation under way".into()),
@@ -607,11 +636,11 @@ async fn serve_exec<S: ControlStream>(stream: S, node: Node, target: String, spe
     };
     let (events_tx, mut events) = mpsc::channel(64);
     let runner = node.clone();
-    let run = tokio::spawn(async move {
+    let run = tokio::spawn(crate::node::lookup::inherit(async move {
         if let Err(e) = runner.exec(peer, spec, stdin_rx, events_tx.clone()).await {
             let _ = events_tx.send(ExecEvent::Failed(e.to_string())).await;
         }
-    });
+    }));
     let _run = tokio_util::task::AbortOnDropHandle::new(run);
     let client = tokio::spawn(async move {
         let mut stdin_tx = stdin_tx;

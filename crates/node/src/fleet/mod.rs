@@ -148,7 +148,8 @@ impl Node {
             while running.len() < parallel {
                 let Some(target) = queue.next() else { break };
                 let (node, op, t) = (self.clone(), op.clone(), target.clone());
-                let task = running.spawn(async move { node.on_target(&t, op, timeout).await });
+                let task =
+                    running.spawn(crate::node::lookup::inherit(async move { node.on_target(&t, op, timeout).await }));
                 by_task.insert(task.id(), target);
             }
             let result = match running.join_next_with_id().await {

@@ -109,11 +109,11 @@ impl<'a> Scheduler<'a> {
                 let (node, (peer, _)) = (self.node.clone(), self.targets[target].clone());
                 let (command, input, timeout, cap) =
                     (self.command.to_owned(), tasks[task].input.clone(), self.timeout, self.cap);
-                running.spawn(async move {
+                running.spawn(crate::node::lookup::inherit(async move {
                     let started = Instant::now();
                     let outcome = attempt::run(&node, peer, &command, input, timeout, cap).await;
                     (task, target, outcome, started.elapsed())
-                });
+                }));
             }
             pending = waiting;
             let report =

@@ -1,7 +1,10 @@
 //! Who is in the room: relay presence says who is there, each peer's `Hello` says what it is.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use serde::{Deserialize, Serialize};
 use tunnel_proto::message::{Hello, OsInfo};
@@ -39,9 +42,16 @@ struct Member {
     error: Option<String>,
 }
 
+/// How many departed peers are remembered (to say "left the room 40 s ago").
+const DEPARTED_MAX: usize = 4096;
+
 #[derive(Default)]
 pub(crate) struct Membership {
     members: HashMap<NodeId, Member>,
+    /// Peers that said who they were and then left, by name: who, and when.
+    departed: HashMap<String, (NodeId, Instant)>,
+    /// Woken on every arrival, greeting and departure, for lookups waiting on one.
+    changed: Arc<Notify>,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -55,11 +65,41 @@ pub enum ResolveError {
 
 impl Membership {
     pub(crate) fn present(&mut self, id: NodeId) {
-        self.members.entry(id).or_insert(Member { hello: None, ssh_hosts: Default::default(), rtt: None, error: None });
+        if !self.members.contains_key(&id) {
+            self.members.insert(id, Member { hello: None, ssh_hosts: Default::default(), rtt: None, error: None });
+            self.changed.notify_waiters();
+        }
     }
 
     pub(crate) fn absent(&mut self, id: &NodeId) {
-        self.members.remove(id);
+        let Some(member) = self.members.remove(id) else { return };
+        if let Some(hello) = member.hello {
+            if self.departed.len() >= DEPARTED_MAX {
+                let oldest = self.departed.iter().min_by_key(|(_, (_, at))| *at).map(|(name, _)| name.clone());
+                oldest.map(|name| self.departed.remove(&name));
+            }
+            self.departed.insert(hello.name, (*id, Instant::now()));
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Woken whenever a peer arrives, says who it is, or leaves.
+    pub(crate) fn changes(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
+    /// A peer `target` named (by name or node id prefix) that has left the room: its name
+    /// and how long ago it left.
+    pub(crate) fn departed(&self, target: &str) -> Option<(String, Duration)> {
+        let lower = target.to_ascii_lowercase();
+        self.departed
+            .iter()
+            .filter(|(name, (id, _))| {
+                name.as_str() == target || (target.len() >= 4 && id.to_string().starts_with(&lower))
+            })
+            .max_by_key(|(_, (_, at))| *at)
+            .filter(|(name, _)| !self.members.values().any(|m| m.hello.as_ref().is_some_and(|h| &h.name == *name)))
+            .map(|(name, (_, at))| (name.clone(), at.elapsed()))
     }
 
     pub(crate) fn hello(&mut self, id: NodeId, hello: Hello) {
@@ -69,6 +109,7 @@ impl Membership {
             m.hello = Some(hello);
             m.error = None;
         }
+        self.changed.notify_waiters();
     }
 
     pub(crate) fn rtt(&mut self, id: &NodeId, rtt: Duration) {
@@ -187,6 +228,28 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn departed_peers_are_remembered_by_name_and_id_until_they_return() {
+        let mut m = Membership::default();
+        let a = NodeId::from_bytes([1; 32]);
+        m.hello(a, Hello::new("web-1"));
+        assert_eq!(m.departed("web-1"), None);
+        m.absent(&a);
+        let (name, ago) = m.departed("web-1").expect("remembered");
+        assert_eq!(name, "web-1");
+        assert!(ago < Duration::from_secs(5));
+        assert_eq!(m.departed(&a.to_string()[..8]).map(|d| d.0), Some("web-1".into()));
+        assert_eq!(m.departed("web-2"), None);
+        // Back under a new key (a reinstalled machine): present, so not departed.
+        m.hello(NodeId::from_bytes([3; 32]), Hello::new("web-1"));
+        assert_eq!(m.departed("web-1"), None);
+        // A peer that never said who it was leaves no name behind.
+        let quiet = NodeId::from_bytes([4; 32]);
+        m.present(quiet);
+        m.absent(&quiet);
+        assert_eq!(m.departed(&quiet.to_string()[..8]), None);
+    }
 
     #[test]
     fn resolves_names_and_prefixes_with_clear_errors() {

@@ -20,6 +20,7 @@ use crate::audit::{AuditError, AuditLog, Entry};
 
 mod dest;
 mod gather;
+pub(crate) mod lookup;
 pub(crate) mod membership;
 mod operator;
 mod recent;
@@ -296,17 +297,6 @@ impl Node {
         let _ = tokio::time::timeout(within, greet_all).await;
     }
 
-    /// [`Node::resolve`], after discovering peers if the target is not known yet.
-    pub async fn find(&self, target: &str) -> Result<NodeId, RpcError> {
-        match self.resolve(target) {
-            Err(RpcError::Resolve(ResolveError::NotFound { .. })) => {
-                self.discover(DISCOVER_WAIT).await;
-                self.resolve(target)
-            }
-            found => found,
-        }
-    }
-
     /// Everyone a fleet target may select: this node and the peers present, after asking
     /// the ones that have not said who they are.
     pub async fn candidates(&self) -> Vec<crate::fleet::targets::Candidate> {
@@ -359,8 +349,12 @@ impl Node {
 
     /// Sends a request and waits for the answer.
     pub async fn request(&self, peer: NodeId, op: Op, timeout: Duration) -> Result<Reply, RpcError> {
+        self.reachable(peer).await?;
         let name = self.inner.members.lock().expect("members lock").name_of(&peer);
-        let cause = || self.inner.members.lock().expect("members lock").error_of(&peer);
+        let cause = || {
+            let link = self.inner.members.lock().expect("members lock").error_of(&peer);
+            link.or_else(|| self.unreachable_because(None))
+        };
         self.inner.rpc.call(&self.inner.endpoint, peer, &name, op, timeout, cause).await
     }
 
@@ -393,6 +387,7 @@ impl Node {
 
     /// Opens a stream to a peer.
     pub async fn open_stream(&self, peer: NodeId, kind: StreamKind) -> Result<Stream, RpcError> {
+        self.reachable(peer).await?;
         Ok(self.inner.endpoint.open_stream(&peer, kind).await?)
     }
 
@@ -587,6 +582,7 @@ impl Node {
             NetEvent::PeerPresent(id) => {
                 // No greeting here: sessions are made when someone needs one (`discover`).
                 self.inner.members.lock().expect("members lock").present(id);
+                self.inner.rpc.resend_now(Some(id));
                 self.audit(peer_event("peer.present", &id, None));
             }
             NetEvent::PeerAbsent(id) => {
@@ -612,6 +608,7 @@ impl Node {
             }
             NetEvent::RelayConnected { observed_addr } => {
                 debug!(%observed_addr, "relay connected");
+                self.inner.rpc.resend_now(None);
                 self.audit(info_event("path.relay_up", serde_json::json!({ "observed_addr": observed_addr })));
             }
             NetEvent::RelayDisconnected { reason } => {
@@ -633,6 +630,7 @@ impl Node {
                 info!(peer = %hello.name, id = %from.short(), "peer ready");
                 self.audit(peer_event("peer.hello", &from, Some(hello.name.clone())));
                 self.inner.members.lock().expect("members lock").hello(from, *hello);
+                self.inner.rpc.resend_now(Some(from));
             }
             PeerMessage::Request { id, op } => {
                 let seen = self.inner.recent.lock().expect("recent lock").begin(from, id, Instant::now());

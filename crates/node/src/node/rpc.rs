@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tunnel_net::{Endpoint, NetError};
 use tunnel_proto::message::{Op, PeerMessage, RemoteError, Reply};
 use tunnel_proto::NodeId;
@@ -20,6 +20,9 @@ pub enum RpcError {
     Resolve(#[from] ResolveError),
     #[error("{peer} did not answer within {secs} s{}", .cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
     Timeout { peer: String, secs: u64, cause: Option<String> },
+    /// The peer could not be reached within the call's connect timeout.
+    #[error("{target}: {reason} (waited {secs} s; --connect-timeout sets how long)")]
+    Unreachable { target: String, reason: String, secs: u64 },
     #[error("{peer}: {error}")]
     Remote { peer: String, error: RemoteError },
     #[error(transparent)]
@@ -38,9 +41,15 @@ const RESEND_EVERY: Duration = Duration::from_millis(1000);
 
 type Slot = oneshot::Sender<Result<Reply, RemoteError>>;
 
+/// A request waiting for its answer: where the answer goes, and how to make it resend now.
+struct Pending {
+    slot: Slot,
+    resend: Arc<Notify>,
+}
+
 pub(crate) struct Rpc {
     next_id: AtomicU64,
-    pending: Mutex<HashMap<(NodeId, u64), Slot>>,
+    pending: Mutex<HashMap<(NodeId, u64), Pending>>,
 }
 
 impl Rpc {
@@ -63,7 +72,8 @@ impl Rpc {
     ) -> Result<Reply, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().expect("rpc lock").insert((peer, id), tx);
+        let resend = Arc::new(Notify::new());
+        self.pending.lock().expect("rpc lock").insert((peer, id), Pending { slot: tx, resend: resend.clone() });
         let guard = PendingGuard { rpc: self, key: (peer, id) };
         let request = PeerMessage::Request { id, op };
         let deadline = tokio::time::Instant::now() + timeout;
@@ -72,8 +82,13 @@ impl Rpc {
             endpoint.send(&peer, request.clone()).await?;
             // Resend until answered: the peer runs each id at most once and answers a resend
             // from memory, so a request or answer lost on the way costs one interval.
+            // Or at once when a new session forms or the relay is back (see `resend_now`).
             let wake = deadline.min(tokio::time::Instant::now() + RESEND_EVERY);
-            match tokio::time::timeout_at(wake, &mut rx).await {
+            let answer = tokio::select! {
+                answer = tokio::time::timeout_at(wake, &mut rx) => answer,
+                _ = resend.notified(), if wake < deadline => continue,
+            };
+            match answer {
                 Ok(Ok(Ok(reply))) => return Ok(reply),
                 Ok(Ok(Err(error))) => return Err(RpcError::Remote { peer: peer_name.to_owned(), error }),
                 Ok(Err(_)) => return Err(RpcError::Closed),
@@ -90,8 +105,19 @@ impl Rpc {
 
     /// Delivers an answer; unknown ids (late, or never ours) are ignored.
     pub(crate) fn complete(&self, from: NodeId, id: u64, result: Result<Reply, RemoteError>) {
-        if let Some(tx) = self.pending.lock().expect("rpc lock").remove(&(from, id)) {
-            let _ = tx.send(result);
+        if let Some(pending) = self.pending.lock().expect("rpc lock").remove(&(from, id)) {
+            let _ = pending.slot.send(result);
+        }
+    }
+
+    /// Resends now, rather than at the next resend tick, every request waiting on `peer` (on
+    /// every peer for `None`): a new session with it formed, or the relay is back, so what
+    /// was lost on the way can go again.
+    pub(crate) fn resend_now(&self, peer: Option<NodeId>) {
+        for ((to, _), pending) in self.pending.lock().expect("rpc lock").iter() {
+            if peer.is_none_or(|p| p == *to) {
+                pending.resend.notify_one();
+            }
         }
     }
 }
