@@ -183,6 +183,13 @@ async def check_core_tools(c, scratch):
     await c.invalid_params("read_file", {"target": "target", "path": "relative"}, "path")
     await c.invalid_params("list_dir", {"target": "target", "path": "/", "bogus": 1}, "bogus")
     await c.invalid_params("set_mode", {"target": "target", "mode": "godmode"}, "mode")
+    args = {"target": "target", "argv": ["true"], "connect_timeout_secs": -1}
+    await c.invalid_params("exec", args, "connect_timeout_secs")
+    await c.invalid_params("peers", {"connect_timeout_secs": 1}, "connect_timeout_secs")
+    out = await c.ok("exec", {"target": "target", "argv": ["echo", "bounded"], "connect_timeout_secs": 0.5})
+    check(out["stdout"] == "bounded\n", "a call with a connect timeout runs", out)
+    why = await c.tool_error("exec", {"target": "nobody", "argv": ["true"], "connect_timeout_secs": 0})
+    check("peers" in why, "an unknown peer with no wait says what to do next", why)
 
     path = f"{scratch}/mcp-file.txt"
     body = "line one\nline two — ünïcödé\n" * 50

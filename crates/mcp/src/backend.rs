@@ -16,6 +16,11 @@ pub(crate) fn node_lost(e: impl std::fmt::Display) -> String {
     format!("the connection to this machine's node closed mid-call ({e}); its host went away: retry")
 }
 
+tokio::task_local! {
+    /// The tool call's `connect_timeout_secs`, for every control connection it opens.
+    pub(crate) static CALL_CONNECT_TIMEOUT: Option<std::time::Duration>;
+}
+
 /// A boxed control connection.
 pub(crate) type Conn = Box<dyn ControlStream>;
 
@@ -32,6 +37,10 @@ impl Backend {
     pub(crate) async fn connect(&self) -> Result<Conn, String> {
         let mut conn = self.0.connect().await?;
         control::write_frame(&mut conn, &ControlRequest::Agent).await.map_err(node_lost)?;
+        if let Ok(Some(bound)) = CALL_CONNECT_TIMEOUT.try_with(|b| *b) {
+            let ms = bound.as_millis() as u64;
+            control::write_frame(&mut conn, &ControlRequest::ConnectTimeout { ms }).await.map_err(node_lost)?;
+        }
         Ok(conn)
     }
 

@@ -79,10 +79,31 @@ fn tool<P: JsonSchema + 'static, O: JsonSchema + 'static>(
         .destructive(hints.destructive)
         .idempotent(hints.idempotent)
         .open_world(hints.open_world);
-    Tool::new(name, description, schema_for_type::<P>())
+    Tool::new(name, description, with_connect_timeout(schema_for_type::<P>()))
         .with_title(title)
         .with_raw_output_schema(schema_for_output::<O>())
         .with_annotations(annotations)
+}
+
+/// The argument every tool that reaches a target takes, handled in one place
+/// (`server::take_connect_timeout`) rather than by each tool.
+pub(crate) const CONNECT_TIMEOUT_ARG: &str = "connect_timeout_secs";
+
+/// `schema` plus [`CONNECT_TIMEOUT_ARG`] when the tool takes a `target`.
+fn with_connect_timeout(schema: Arc<rmcp::model::JsonObject>) -> Arc<rmcp::model::JsonObject> {
+    let mut schema = (*schema).clone();
+    let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else { return Arc::new(schema) };
+    if props.contains_key("target") {
+        props.insert(
+            CONNECT_TIMEOUT_ARG.into(),
+            serde_json::json!({
+                "type": "number", "minimum": 0, "maximum": 3600,
+                "description": "Seconds to wait for a target that cannot be reached now (relay down, peer away) \
+                                before failing with the reason (default 15)."
+            }),
+        );
+    }
+    Arc::new(schema)
 }
 
 /// Every tool of the chosen groups, in a stable order.

@@ -71,6 +71,25 @@ pub(crate) fn parse<T: DeserializeOwned>(tool: &str, args: Option<rmcp::model::J
     })
 }
 
+/// Takes the connect timeout out of a call's arguments (every tool with a `target` has it),
+/// checked, before the tool's own parameters are parsed.
+fn take_connect_timeout(
+    tool: &str,
+    args: Option<rmcp::model::JsonObject>,
+) -> Result<(Option<rmcp::model::JsonObject>, Option<std::time::Duration>), McpError> {
+    let field = crate::catalogue::CONNECT_TIMEOUT_ARG;
+    let Some(mut args) = args else { return Ok((None, None)) };
+    let Some(value) = args.remove(field) else { return Ok((Some(args), None)) };
+    if !args.contains_key("target") {
+        return Err(invalid(tool, field, &format!("field `{field}`: this tool reaches no target")));
+    }
+    let secs = value
+        .as_f64()
+        .filter(|s| (0.0..=3600.0).contains(s))
+        .ok_or_else(|| invalid(tool, field, &format!("field `{field}`: give seconds from 0 to 3600, not {value}")))?;
+    Ok((Some(args), Some(std::time::Duration::from_secs_f64(secs))))
+}
+
 /// An invalid-params error for `field` of `tool`.
 pub(crate) fn invalid(tool: &str, field: &str, message: &str) -> McpError {
     McpError::invalid_params(
@@ -142,26 +161,29 @@ impl ServerHandler for TunnelMcp {
                 None,
             ));
         }
-        let args = request.arguments;
-        let result = match name {
-            "peers" => crate::ops_node::peers(self, parse(name, args)?).await,
-            "get_info" => crate::ops_node::get_info(self, parse(name, args)?).await,
-            "set_mode" => crate::ops_node::set_mode(self, parse(name, args)?).await,
-            "audit_tail" => crate::ops_node::audit_tail(self, parse(name, args)?).await,
-            "exec" => crate::ops_exec::exec(self, parse(name, args)?, &context).await,
-            "read_file" => crate::ops_files::read_file(self, parse(name, args)?, &context).await,
-            "write_file" => crate::ops_files::write_file(self, parse(name, args)?, &context).await,
-            "list_dir" => crate::ops_files::list_dir(self, parse(name, args)?).await,
-            "fleet_exec" => crate::ops_fleet::fleet_exec(self, parse(name, args)?, &context).await,
-            "fleet_read" => crate::ops_fleet::fleet_read(self, parse(name, args)?, &context).await,
-            "fleet_write" => crate::ops_fleet::fleet_write(self, parse(name, args)?, &context).await,
-            "mapreduce" => crate::ops_fleet::mapreduce(self, parse(name, args)?, &context).await,
-            "ssh_hosts" => crate::ops_ssh::ssh_hosts(self, parse(name, args)?).await,
-            "tunnel_open" => crate::ops_forward::tunnel_open(self, parse(name, args)?).await,
-            "tunnel_list" => crate::ops_forward::tunnel_list(self, parse(name, args)?).await,
-            "tunnel_close" => crate::ops_forward::tunnel_close(self, parse(name, args)?).await,
-            _ => Err(McpError::internal_error(format!("tool {name:?} is listed but has no handler"), None)),
-        }?;
+        let (args, connect_timeout) = take_connect_timeout(name, request.arguments)?;
+        let call = async {
+            match name {
+                "peers" => crate::ops_node::peers(self, parse(name, args)?).await,
+                "get_info" => crate::ops_node::get_info(self, parse(name, args)?).await,
+                "set_mode" => crate::ops_node::set_mode(self, parse(name, args)?).await,
+                "audit_tail" => crate::ops_node::audit_tail(self, parse(name, args)?).await,
+                "exec" => crate::ops_exec::exec(self, parse(name, args)?, &context).await,
+                "read_file" => crate::ops_files::read_file(self, parse(name, args)?, &context).await,
+                "write_file" => crate::ops_files::write_file(self, parse(name, args)?, &context).await,
+                "list_dir" => crate::ops_files::list_dir(self, parse(name, args)?).await,
+                "fleet_exec" => crate::ops_fleet::fleet_exec(self, parse(name, args)?, &context).await,
+                "fleet_read" => crate::ops_fleet::fleet_read(self, parse(name, args)?, &context).await,
+                "fleet_write" => crate::ops_fleet::fleet_write(self, parse(name, args)?, &context).await,
+                "mapreduce" => crate::ops_fleet::mapreduce(self, parse(name, args)?, &context).await,
+                "ssh_hosts" => crate::ops_ssh::ssh_hosts(self, parse(name, args)?).await,
+                "tunnel_open" => crate::ops_forward::tunnel_open(self, parse(name, args)?).await,
+                "tunnel_list" => crate::ops_forward::tunnel_list(self, parse(name, args)?).await,
+                "tunnel_close" => crate::ops_forward::tunnel_close(self, parse(name, args)?).await,
+                _ => Err(McpError::internal_error(format!("tool {name:?} is listed but has no handler"), None)),
+            }
+        };
+        let result = crate::backend::CALL_CONNECT_TIMEOUT.scope(connect_timeout, call).await?;
         Ok(result.into())
     }
 }
