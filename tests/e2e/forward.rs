@@ -193,6 +193,9 @@ fn bad_input_and_refusals_leave_nothing_open() -> anyhow::Result<()> {
     assert!(list(&op)?.is_empty(), "a failed open left a forward behind: {:?}", list(&op)?);
 
     let fwd = open(&op, &["exit", "-L", &format!("0:{allowed}")])?;
+    // Ids do not skip: the failed opens took none; the good half of the refused batch
+    // (opened, then closed by the CLI) took 1.
+    assert_eq!(fwd["id"], 2, "{fwd}");
     assert_eq!(curl(&[], &[&format!("http://{}/", listen_addr(&fwd))])?, "allowed\n");
     // Through SOCKS the destination is only known per connection: refused per connection,
     // with SOCKS's own "not allowed" answer, and audited at the exit.

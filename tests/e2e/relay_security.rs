@@ -250,6 +250,7 @@ fn mismatched_room_secrets_make_no_session_and_say_why() -> anyhow::Result<()> {
                     fail_fast: true,
                     // This test is about the relay path.
                     direct: tunnel_net::DirectConfig { mode: tunnel_net::DirectMode::RelayOnly, ..Default::default() },
+                    peer_idle: tunnel_net::PEER_IDLE_DEFAULT,
                 })
                 .await
             }

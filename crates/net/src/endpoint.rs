@@ -43,7 +43,14 @@ pub struct EndpointConfig {
     pub fail_fast: bool,
     /// Direct QUIC paths: whether, on which UDP port, which STUN servers.
     pub direct: DirectConfig,
+    /// A peer actor (sessions, path) with no stream and no traffic for this long is reaped;
+    /// the next contact makes a new one. [`PEER_IDLE_DEFAULT`] unless a test says otherwise.
+    pub peer_idle: std::time::Duration,
 }
+
+/// How long an idle peer's actor lives: a node that talked to 10,000 peers once returns to
+/// its idle memory, and a peer talked to every few minutes keeps its session.
+pub const PEER_IDLE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// How this node reaches one peer now.
 #[derive(Debug, Clone, Default)]
@@ -220,7 +227,10 @@ impl Endpoint {
                 Some(direct)
             }
         };
+        let (idle_tx, idle_rx) = mpsc::channel(256);
         let shared = Arc::new(PeerShared {
+            idle_after: config.peer_idle,
+            idle: idle_tx,
             keys: Keys { secret: config.secret, id, psk: Zeroizing::new(*config.room.psk) },
             hello: hello_rx,
             relay_out: relay_out_tx,
@@ -245,7 +255,7 @@ impl Endpoint {
             cancel: cancel.clone(),
         };
         let (wake_tx, wake_rx) = mpsc::channel(256);
-        let router_task = tokio::spawn(router.run(relay_ev_rx, wake_rx, accepted_rx, first_tx));
+        let router_task = tokio::spawn(router.run(relay_ev_rx, wake_rx, accepted_rx, idle_rx, first_tx));
         tasks.extend([AbortOnDropHandle::new(relay_task), AbortOnDropHandle::new(router_task)]);
         let inner = Inner {
             id,
@@ -293,6 +303,11 @@ impl Endpoint {
     /// relay-only, or no relay).
     pub fn direct(&self) -> (DirectMode, Option<u16>) {
         (self.inner.direct_mode, self.inner.direct.as_ref().and_then(|d| d.local_port()))
+    }
+
+    /// Peers this node has an actor (sessions, streams, a path) for now; idle ones are reaped.
+    pub fn active_peers(&self) -> usize {
+        self.inner.peers.lock().expect("peers lock").values().filter(|actor| actor.is_some()).count()
     }
 
     /// Whether `peer` is in the room now (this node always is, to itself).
@@ -373,7 +388,7 @@ struct Router {
     shared: Arc<PeerShared>,
     table: PeerTable,
     actors: HashMap<NodeId, PeerHandle>,
-    tasks: JoinSet<()>,
+    tasks: JoinSet<NodeId>,
     status: Arc<Mutex<RelayStatus>>,
     fail_fast: bool,
     /// Peers a fresh relay connection did not list while we had a direct path with them:
@@ -388,6 +403,7 @@ impl Router {
         mut relay: mpsc::Receiver<RelayEvent>,
         mut wake: mpsc::Receiver<Wake>,
         mut accepted: mpsc::Receiver<Accepted>,
+        mut idle: mpsc::Receiver<NodeId>,
         first: oneshot::Sender<Result<(), ConnectError>>,
     ) {
         let mut first = Some(first);
@@ -403,7 +419,24 @@ impl Router {
                         self.remove(id).await;
                     }
                 }
-                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                Some(ended) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    // A reaped actor: forget its handle (a newer actor may already stand in).
+                    if let Ok(id) = ended {
+                        if self.actors.get(&id).is_some_and(|a| a.cmd.is_closed()) {
+                            self.actors.remove(&id);
+                        }
+                    }
+                }
+                // An actor idle long enough: new contacts now come through us (and find it, if
+                // it turns out busy after all, or a new one); then it is asked to go.
+                Some(id) = idle.recv() => {
+                    if let Some(actor) = self.actors.get(&id) {
+                        if let Some(entry) = self.table.lock().expect("peers lock").get_mut(&id) {
+                            *entry = None;
+                        }
+                        let _ = actor.input.try_send(PeerInput::Reap);
+                    }
+                }
                 Some((id, reply)) = wake.recv() => {
                     let _ = reply.send(self.actor(id).await.map(|a| a.cmd.clone()));
                 }
@@ -548,7 +581,15 @@ impl Router {
     /// The actor of a present peer, made now if it has none; `None` if the peer is not
     /// present (or its key is unusable).
     async fn actor(&mut self, id: NodeId) -> Option<&PeerHandle> {
-        if !self.actors.contains_key(&id) {
+        if self.actors.get(&id).is_some_and(|a| a.cmd.is_closed()) {
+            self.actors.remove(&id);
+        }
+        if let Some(live) = self.actors.get(&id) {
+            // Asked to go while idle but busy again: it stays, reachable as before.
+            if let Some(entry @ None) = self.table.lock().expect("peers lock").get_mut(&id) {
+                *entry = Some(live.cmd.clone());
+            }
+        } else {
             if !self.table.lock().expect("peers lock").contains_key(&id) {
                 return None;
             }

@@ -27,7 +27,7 @@ mod sessions;
 mod stream;
 
 pub use direct::{DirectConfig, DirectMode, DirectPath, UdpSwitch};
-pub use endpoint::{Endpoint, EndpointConfig, NetEvent, PeerPath, RelayStatus};
+pub use endpoint::{Endpoint, EndpointConfig, NetEvent, PeerPath, RelayStatus, PEER_IDLE_DEFAULT};
 pub use error::{ConnectError, NetError, StreamError};
 pub use stream::{Stream, StreamReader, StreamWriter};
 pub use tunnel_tls::{ClientTrust, Pin, TlsError};

@@ -44,6 +44,10 @@ pub(crate) struct PeerShared {
     pub(crate) events: mpsc::Sender<NetEvent>,
     /// `None`: relay-only.
     pub(crate) direct: Option<Arc<Direct>>,
+    /// An actor with nothing open and no traffic for this long offers itself for reaping.
+    pub(crate) idle_after: Duration,
+    /// Where an idle actor says so (the router then sends it [`PeerInput::Reap`]).
+    pub(crate) idle: mpsc::Sender<NodeId>,
 }
 
 /// From the router.
@@ -69,6 +73,8 @@ pub(crate) enum PeerInput {
     },
     /// The peer dialed us and proved who it is.
     Accepted(Opened),
+    /// Go, if still idle (the router no longer hands out this actor).
+    Reap,
 }
 
 /// From the endpoint.
@@ -89,7 +95,7 @@ pub(crate) fn start(
     shared: Arc<PeerShared>,
     peer: NodeId,
     parent: &CancellationToken,
-) -> (PeerHandle, impl std::future::Future<Output = ()>) {
+) -> (PeerHandle, impl std::future::Future<Output = NodeId>) {
     let (input_tx, input) = mpsc::channel(256);
     let (cmd_tx, cmd) = mpsc::channel(64);
     let (data_tx, data) = mpsc::channel(16);
@@ -112,6 +118,8 @@ pub(crate) fn start(
         last_ack: Instant::now(),
         rto: RTO_FIRST,
         peer_instance: None,
+        last_active: Instant::now(),
+        offered_reap: false,
     };
     let hello = actor.shared.hello.clone();
     let handle = PeerHandle { input: input_tx, cmd: cmd_tx, _stop: stop.clone().drop_guard() };
@@ -138,6 +146,10 @@ struct PeerActor {
     waiting_direct: VecDeque<PeerMessage>,
     /// The endpoint's own stop: set when this node shuts down, not when the peer leaves.
     endpoint_stop: CancellationToken,
+    /// The last input, command or stream event: idle time counts from here.
+    last_active: Instant,
+    /// Whether this actor has said it is idle since it last was not.
+    offered_reap: bool,
 }
 
 impl PeerActor {
@@ -149,7 +161,7 @@ impl PeerActor {
         mut ctl: mpsc::UnboundedReceiver<StreamCmd>,
         mut hello: watch::Receiver<Hello>,
         stop: CancellationToken,
-    ) {
+    ) -> NodeId {
         hello.mark_unchanged();
         let mut local = self.shared.direct.as_ref().map(|d| d.watch_candidates());
         loop {
@@ -163,10 +175,17 @@ impl PeerActor {
                 None => !self.direct_only() && usable,
             };
             let full_link = link.filter(|l| !l.has_room()).map(|l| l.queue());
+            let idle_at = (!self.offered_reap && self.is_idle()).then(|| self.last_active + self.shared.idle_after);
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
+                // Nothing anyone waits on: offer to go (the router decides, see `Reap`).
+                _ = tokio::time::sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() => {
+                    self.offered_reap = self.shared.idle.try_send(self.peer).is_ok();
+                    continue;
+                }
                 Some(c) = ctl.recv() => {
+                    self.touch();
                     if matches!(c, StreamCmd::Reset { .. }) {
                         // A reset must not overtake data its stream queued before it (a
                         // service that writes its answer and returns drops its reader).
@@ -177,11 +196,27 @@ impl PeerActor {
                     self.on_stream_cmd(c).await
                 }
                 i = input.recv() => match i {
-                    Some(i) => self.on_input(i).await,
+                    Some(PeerInput::Reap) => {
+                        // Only if nothing came in since the offer, and nothing waits to.
+                        if self.offered_reap && self.is_idle() && cmd.is_empty() && data.is_empty() && ctl.is_empty() && input.is_empty() {
+                            debug!(peer = %self.peer.short(), "idle peer actor reaped");
+                            return self.peer;
+                        }
+                    }
+                    Some(i) => {
+                        self.touch();
+                        self.on_input(i).await
+                    }
                     None => break,
                 },
-                Some(c) = cmd.recv() => self.on_cmd(c).await,
-                Some(c) = data.recv(), if data_ok => self.on_stream_cmd(c).await,
+                Some(c) = cmd.recv() => {
+                    self.touch();
+                    self.on_cmd(c).await
+                }
+                Some(c) = data.recv(), if data_ok => {
+                    self.touch();
+                    self.on_stream_cmd(c).await
+                }
                 _ = room(&full_link), if full_link.is_some() => {
                     if let Some(link) = self.path.as_ref().and_then(PathState::active) {
                         link.flush();
@@ -205,6 +240,22 @@ impl PeerActor {
         // not wonder where the peer went.
         let why = if self.endpoint_stop.is_cancelled() { "this node is shutting down" } else { "peer left the room" };
         self.streams.fail_all(why);
+        self.peer
+    }
+
+    /// Something happened with the peer: the idle clock starts again.
+    fn touch(&mut self) {
+        self.last_active = Instant::now();
+        self.offered_reap = false;
+    }
+
+    /// Nothing open, queued or in flight with the peer: reaping loses nothing.
+    fn is_idle(&self) -> bool {
+        self.streams.is_empty()
+            && self.outbox.is_empty()
+            && self.waiting_direct.is_empty()
+            && self.resend_at.is_none()
+            && !self.streams.has_unacked()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -216,6 +267,8 @@ impl PeerActor {
     async fn on_input(&mut self, input: PeerInput) {
         match input {
             PeerInput::Packet(bytes) => self.on_packet(&bytes).await,
+            // Handled in the loop; one that arrives after activity resumed is stale.
+            PeerInput::Reap => {}
             PeerInput::Dropped => {
                 if self.resend_at.is_none() {
                     self.resend_at = Some(Instant::now() + self.resend_backoff);

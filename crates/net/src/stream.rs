@@ -249,6 +249,13 @@ impl StreamPorts {
 }
 
 /// All streams with one peer, owned by that peer's actor.
+impl StreamTable {
+    /// No stream open with the peer, either way.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
 pub(crate) struct StreamTable {
     peer: NodeId,
     slots: HashMap<u64, Slot>,

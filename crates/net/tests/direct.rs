@@ -26,6 +26,7 @@ async fn endpoint(relay: &Relay, name: &str, direct: DirectConfig) -> (Endpoint,
         relay_trust: Default::default(),
         fail_fast: true,
         direct,
+        peer_idle: tunnel_net::PEER_IDLE_DEFAULT,
     })
     .await
     .unwrap()

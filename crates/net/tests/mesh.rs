@@ -9,12 +9,16 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tunnel_net::{Endpoint, EndpointConfig, NetEvent, Stream};
 use tunnel_proto::message::{Hello, Op, PeerMessage, StreamKind};
-use tunnel_proto::{RoomKeys, SecretKey};
+use tunnel_proto::{NodeId, RoomKeys, SecretKey};
 use tunnel_relay::{Relay, RelayConfig};
 
 const TOKEN: &str = "mesh-test-token-0123456789";
 
 async fn endpoint(relay: &Relay, name: &str) -> (Endpoint, mpsc::Receiver<NetEvent>) {
+    endpoint_idle(relay, name, tunnel_net::PEER_IDLE_DEFAULT).await
+}
+
+async fn endpoint_idle(relay: &Relay, name: &str, peer_idle: Duration) -> (Endpoint, mpsc::Receiver<NetEvent>) {
     Endpoint::start(EndpointConfig {
         relay_url: Some(relay.url()),
         access_token: None,
@@ -25,6 +29,7 @@ async fn endpoint(relay: &Relay, name: &str) -> (Endpoint, mpsc::Receiver<NetEve
         fail_fast: true,
         // These tests are about the relay path.
         direct: tunnel_net::DirectConfig { mode: tunnel_net::DirectMode::RelayOnly, ..Default::default() },
+        peer_idle,
     })
     .await
     .unwrap()
@@ -76,4 +81,56 @@ async fn message_and_parallel_streams_cross_the_relay() {
     send.await.unwrap();
     assert!(!stall_task.is_finished(), "the stalled stream is still waiting for credit");
     stall_task.abort();
+}
+
+/// A node that talked to many peers keeps no actor (sessions, buffers) for those that went
+/// quiet, and talks to them again as if nothing happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_peer_actors_are_reaped_and_come_back_on_contact() {
+    const PEERS: usize = 60;
+    let idle = Duration::from_millis(1500);
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default()).await.unwrap();
+    let (hub, mut hub_rx) = endpoint_idle(&relay, "hub", idle).await;
+    let mut spokes = Vec::new();
+    for i in 0..PEERS {
+        let (spoke, rx) = endpoint_idle(&relay, &format!("spoke-{i}"), Duration::from_secs(600)).await;
+        present(&mut hub_rx, spoke.id()).await;
+        spokes.push((spoke, rx));
+    }
+    // The hub sends each spoke a message, and the spokes answer over a stream.
+    let talk = |hub: Endpoint, spokes: Vec<NodeId>| async move {
+        for id in spokes {
+            let Stream { mut reader, mut writer, .. } = hub.open_stream(&id, StreamKind::Echo).await.unwrap();
+            writer.write_all(b"ping").await.unwrap();
+            writer.finish().await.unwrap();
+            assert_eq!(reader.read_to_end(1024).await.unwrap(), b"ping");
+        }
+    };
+    let ids: Vec<NodeId> = spokes.iter().map(|(s, _)| s.id()).collect();
+    for (spoke, mut rx) in std::mem::take(&mut spokes) {
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if let NetEvent::Stream(Stream { mut reader, mut writer, .. }) = ev {
+                    tokio::spawn(async move {
+                        let buf = reader.read_to_end(1024).await.unwrap();
+                        writer.write_all(&buf).await.unwrap();
+                        writer.finish().await.unwrap();
+                    });
+                }
+            }
+            drop(spoke);
+        });
+    }
+    talk(hub.clone(), ids.clone()).await;
+    assert_eq!(hub.active_peers(), PEERS, "one actor per peer talked to");
+    // Quiet for longer than the idle time: every actor goes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while hub.active_peers() > 0 {
+        assert!(std::time::Instant::now() < deadline, "{} actors left", hub.active_peers());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every peer is still there, and talking again works (a new session is made).
+    assert_eq!(hub.peers().len(), PEERS);
+    talk(hub.clone(), ids).await;
+    assert_eq!(hub.active_peers(), PEERS);
 }

@@ -41,7 +41,7 @@ impl Forwards {
     pub async fn open(&self, node: &crate::Node, spec: ForwardSpec, held: bool) -> Result<ForwardInfo, ForwardError> {
         spec.validate().map_err(ForwardError)?;
         let dest = node.find_dest(&spec.via).await.map_err(|e| ForwardError(e.to_string()))?;
-        let id = self.next_id();
+        let id = self.reserve_id();
         let (stats, cancel) = (Arc::new(Stats::new()), CancellationToken::new());
         let starting = Starting {
             node,
@@ -54,8 +54,11 @@ impl Forwards {
         let started = match spec.kind {
             ForwardKind::Local | ForwardKind::Socks => starting.entry().await,
             ForwardKind::Remote => starting.remote().await,
-        }
-        .map_err(ForwardError)?;
+        };
+        let started = started.map_err(|why| {
+            self.release(id);
+            ForwardError(why)
+        })?;
         info!(id, kind = %spec.kind, via = %spec.via, listen = %started.listen, "forward open");
         let task = AbortOnDropHandle::new(started.task);
         let entry = Entry { spec, listen: started.listen, stats, cancel, task, reverse: started.reverse, held };

@@ -91,7 +91,10 @@ pub struct Forwards {
 
 #[derive(Default)]
 struct Table {
-    last_id: u64,
+    /// The highest id a forward that opened ever had (ids are never reused).
+    opened_max: u64,
+    /// Ids handed to opens still under way.
+    reserved: std::collections::BTreeSet<u64>,
     entries: BTreeMap<u64, Entry>,
 }
 
@@ -122,16 +125,26 @@ pub(super) fn label(id: u64, kind: ForwardKind) -> String {
 }
 
 impl Forwards {
-    /// The id the next forward gets.
-    pub(super) fn next_id(&self) -> u64 {
+    /// Reserves the id the forward being opened gets: one past every id opened or reserved,
+    /// so an open that fails (and [`Forwards::release`]s it) leaves no gap.
+    pub(super) fn reserve_id(&self) -> u64 {
         let mut table = self.table.lock().expect("forwards lock");
-        table.last_id += 1;
-        table.last_id
+        let id = table.opened_max.max(table.reserved.last().copied().unwrap_or(0)) + 1;
+        table.reserved.insert(id);
+        id
+    }
+
+    /// Gives back the id of an open that failed.
+    pub(super) fn release(&self, id: u64) {
+        self.table.lock().expect("forwards lock").reserved.remove(&id);
     }
 
     pub(super) fn insert(&self, id: u64, entry: Entry) -> ForwardInfo {
         let info = entry.info(id);
-        self.table.lock().expect("forwards lock").entries.insert(id, entry);
+        let mut table = self.table.lock().expect("forwards lock");
+        table.reserved.remove(&id);
+        table.opened_max = table.opened_max.max(id);
+        table.entries.insert(id, entry);
         info
     }
 
@@ -179,5 +192,26 @@ impl Forwards {
             stats: entry.stats.clone(),
             cancel: entry.cancel.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_do_not_skip_after_a_failed_open_and_are_never_reused() {
+        let forwards = Forwards::default();
+        let first = forwards.reserve_id();
+        assert_eq!(first, 1);
+        forwards.release(first);
+        assert_eq!(forwards.reserve_id(), 1, "a failed open leaves no gap");
+        // Two opens under way at once get different ids.
+        assert_eq!(forwards.reserve_id(), 2);
+        let mut table = forwards.table.lock().unwrap();
+        table.reserved.clear();
+        table.opened_max = 2;
+        drop(table);
+        assert_eq!(forwards.reserve_id(), 3, "an id that was opened is never handed out again");
     }
 }

@@ -40,6 +40,8 @@ struct Member {
     ssh_hosts: std::sync::Arc<Vec<crate::ssh::SshHostInfo>>,
     rtt: Option<Duration>,
     error: Option<String>,
+    /// When this node last asked something of the peer (pings aside).
+    used: Option<Instant>,
 }
 
 /// How many departed peers are remembered (to say "left the room 40 s ago").
@@ -65,8 +67,8 @@ pub enum ResolveError {
 
 impl Membership {
     pub(crate) fn present(&mut self, id: NodeId) {
-        if !self.members.contains_key(&id) {
-            self.members.insert(id, Member { hello: None, ssh_hosts: Default::default(), rtt: None, error: None });
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.members.entry(id) {
+            slot.insert(Member { hello: None, ssh_hosts: Default::default(), rtt: None, error: None, used: None });
             self.changed.notify_waiters();
         }
     }
@@ -129,9 +131,22 @@ impl Membership {
         self.members.get(id).and_then(|m| m.error.clone())
     }
 
-    /// Peers that have said who they are (we have a session with each).
-    pub(crate) fn greeted(&self) -> Vec<NodeId> {
-        self.members.iter().filter(|(_, m)| m.hello.is_some()).map(|(id, _)| *id).collect()
+    /// Records that this node asked something of `id` now.
+    pub(crate) fn used(&mut self, id: &NodeId) {
+        if let Some(m) = self.members.get_mut(id) {
+            m.used = Some(Instant::now());
+        }
+    }
+
+    /// Greeted peers this node asked something of within `within`: the ones whose round trip
+    /// is worth keeping fresh. (Pinging every peer ever greeted would keep every session of a
+    /// node that once talked to a whole fleet alive, for good.)
+    pub(crate) fn in_use(&self, within: Duration) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.hello.is_some() && m.used.is_some_and(|t| t.elapsed() < within))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Peers present that have not said who they are yet.

@@ -213,6 +213,7 @@ impl Node {
             relay_trust: config.relay_trust,
             fail_fast: config.fail_fast,
             direct: config.direct,
+            peer_idle: tunnel_net::PEER_IDLE_DEFAULT,
         })
         .await?;
         let node = Self {
@@ -349,6 +350,9 @@ impl Node {
 
     /// Sends a request and waits for the answer.
     pub async fn request(&self, peer: NodeId, op: Op, timeout: Duration) -> Result<Reply, RpcError> {
+        if !matches!(op, Op::Ping { .. }) {
+            self.inner.members.lock().expect("members lock").used(&peer);
+        }
         self.reachable(peer).await?;
         let name = self.inner.members.lock().expect("members lock").name_of(&peer);
         let cause = || {
@@ -387,6 +391,7 @@ impl Node {
 
     /// Opens a stream to a peer.
     pub async fn open_stream(&self, peer: NodeId, kind: StreamKind) -> Result<Stream, RpcError> {
+        self.inner.members.lock().expect("members lock").used(&peer);
         self.reachable(peer).await?;
         Ok(self.inner.endpoint.open_stream(&peer, kind).await?)
     }
@@ -565,7 +570,7 @@ impl Node {
                     }
                 }
                 _ = rtt.tick() => {
-                    let ids = self.inner.members.lock().expect("members lock").greeted();
+                    let ids = self.inner.members.lock().expect("members lock").in_use(2 * RTT_EVERY);
                     for id in ids {
                         let node = self.clone();
                         work.spawn(async move { let _ = node.ping_id(id).await; });
