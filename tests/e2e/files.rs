@@ -192,6 +192,12 @@ fn directories_copy_recursively_both_ways() -> anyhow::Result<()> {
     std::fs::write(src.join("index.html"), b"<h1>hi</h1>")?;
     std::fs::write(src.join("css/main.css"), b"body{}")?;
     make_file(&src.join("css/deep/blob.bin"), 3)?;
+    // A name that is not UTF-8 (Latin-1 and a stray byte), in a directory that is not either.
+    use std::os::unix::ffi::OsStrExt as _;
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9-\xff.bin");
+    std::fs::create_dir(src.join(std::ffi::OsStr::from_bytes(b"d\xfcr")))?;
+    std::fs::write(src.join(odd), b"odd bytes")?;
+    std::fs::write(src.join(std::ffi::OsStr::from_bytes(b"d\xfcr")).join(odd), b"deeper")?;
     std::fs::create_dir(work.path().join("remote"))?;
 
     let o = op.cli(&["cp", src.to_str().unwrap(), &format!("target:{}", work.path().join("remote").display())]);
@@ -203,6 +209,18 @@ fn directories_copy_recursively_both_ways() -> anyhow::Result<()> {
     for f in ["index.html", "css/main.css", "css/deep/blob.bin"] {
         assert_eq!(sha_file(&up.join(f))?, sha_file(&src.join(f))?, "{f}");
     }
+    let deeper = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"d\xfcr")).join(odd);
+    assert_eq!(std::fs::read(up.join(odd))?, b"odd bytes", "a name that is not UTF-8 arrives under its own bytes");
+    assert_eq!(std::fs::read(up.join(&deeper))?, b"deeper");
+    // Listed (shown escaped), and targeted by its real bytes.
+    let o = op.cli(&["ls", &format!("target:{}", up.display())]);
+    assert!(out(&o).contains("caf\\xe9-\\xff.bin"), "{}", out(&o));
+    let mut remote = format!("target:{}/", up.display()).into_bytes();
+    remote.extend_from_slice(odd.as_bytes());
+    let single = work.path().join("single.bin");
+    let o = op.cli_os(&[std::ffi::OsStr::new("cp"), std::ffi::OsStr::from_bytes(&remote), single.as_os_str()]);
+    assert!(o.status.success(), "cp of one odd name: {}", err(&o));
+    assert_eq!(std::fs::read(&single)?, b"odd bytes");
 
     let back = work.path().join("back");
     let o = op.cli(&["cp", "-r", &format!("target:{}", up.display()), back.to_str().unwrap()]);
@@ -210,6 +228,8 @@ fn directories_copy_recursively_both_ways() -> anyhow::Result<()> {
     for f in ["index.html", "css/main.css", "css/deep/blob.bin"] {
         assert_eq!(sha_file(&back.join(f))?, sha_file(&src.join(f))?, "{f}");
     }
+    assert_eq!(std::fs::read(back.join(odd))?, b"odd bytes", "and comes back under them");
+    assert_eq!(std::fs::read(back.join(&deeper))?, b"deeper");
     Ok(())
 }
 
@@ -235,7 +255,7 @@ fn partial_reads_create_only_writes_and_bounded_lists() -> anyhow::Result<()> {
     tunnel_tests::run_async(Duration::from_secs(30), async move {
         // Read 10 bytes from offset 5.
         let (mut rd, mut wr) = ControlClient::connect(&socket).await?.into_split();
-        let spec = ReadSpec { request_id: 1, path: file.display().to_string(), offset: 5, length: Some(10) };
+        let spec = ReadSpec { request_id: 1, path: file.display().to_string().into(), offset: 5, length: Some(10) };
         write_frame(&mut wr, &ControlRequest::Read { target: "target".into(), spec }).await?;
         let mut got = Vec::new();
         loop {
@@ -253,8 +273,13 @@ fn partial_reads_create_only_writes_and_bounded_lists() -> anyhow::Result<()> {
 
         // create_only refuses to replace an existing file, and leaves it alone.
         let (mut rd, mut wr) = ControlClient::connect(&socket).await?.into_split();
-        let spec =
-            WriteSpec { request_id: 2, path: file.display().to_string(), size: 3, mode: None, create_only: true };
+        let spec = WriteSpec {
+            request_id: 2,
+            path: file.display().to_string().into(),
+            size: 3,
+            mode: None,
+            create_only: true,
+        };
         write_frame(&mut wr, &ControlRequest::Write { target: "target".into(), spec }).await?;
         // The node may answer (and close) before all input is sent; the answer is what counts.
         let _ = write_frame(&mut wr, &ControlRequest::Input(ByteBuf::copy_from(b"new"))).await;
@@ -267,7 +292,7 @@ fn partial_reads_create_only_writes_and_bounded_lists() -> anyhow::Result<()> {
 
         // A listing stops at its limit and says so.
         let mut c = ControlClient::connect(&socket).await?;
-        let op_list = Op::List { path: work.path().display().to_string(), limit: 2 };
+        let op_list = Op::List { path: work.path().display().to_string().into(), limit: 2 };
         match c.request(&ControlRequest::Request { target: "target".into(), op: op_list }).await? {
             ControlResponse::Reply(Reply::List { entries, truncated }) => {
                 assert_eq!(entries.len(), 2);

@@ -19,13 +19,13 @@ struct Mesh {
     dir: TempDir,
 }
 
-/// A relay, the operator (bypass: the R = 1 reduce runs on it) and `n` bypass workers;
-/// `worker-1` gets `ROLE=victim` in its environment.
+/// A relay, the operator (plan: with one reducer the reduce runs in the CLI, not on it) and
+/// `n` bypass workers; `worker-1` gets `ROLE=victim` in its environment.
 fn mesh(n: usize) -> anyhow::Result<Mesh> {
     let relay = RelayProc::start("127.0.0.1:0", &[])?;
     let t = token();
     let env = |role: &'static str| vec![("TUNNEL_MODE", "bypass"), ("LC_ALL", "C"), ("ROLE", role)];
-    let op = NodeProc::start_with(&relay.url, "mr", &t, "op", &env("op"))?;
+    let op = NodeProc::start_with(&relay.url, "mr", &t, "op", &[("TUNNEL_MODE", "plan"), ("ROLE", "op")])?;
     let workers: Vec<NodeProc> = (1..=n)
         .map(|i| {
             NodeProc::start_with(
@@ -118,6 +118,14 @@ fn word_count_matches_a_local_count_with_one_and_four_reducers() -> anyhow::Resu
     let lines: u64 = parts.iter().map(|p| p["lines"].as_u64().unwrap()).sum();
     assert_eq!((bytes, lines), (input.len() as u64, 20_000));
     assert_eq!(doc["output"].as_str().unwrap(), one);
+    // The one reduce ran in the CLI's process (no ROLE there; the plan-mode node has one and
+    // would refuse a shell), and its failure is the command's.
+    let reduce = "cat > /dev/null; echo role=${ROLE:-none}";
+    let (code, out, err) = mapreduce(&m.op, &["all", "--input", &path, "--map", "cat", "--reduce", reduce]);
+    assert_eq!((code, out.as_str()), (Some(0), "role=none\n"), "{err}");
+    let (code, _, err) = mapreduce(&m.op, &["all", "--input", &path, "--map", "cat", "--reduce", "exit 3"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("the reduce (exit 3) failed here"), "{err}");
     // The input may also be a file on a peer, read through that peer's policy.
     let remote = format!("worker-2:{path}");
     let (code, out, err) =
@@ -223,6 +231,7 @@ fn in_process_job_with_two_reducers() -> anyhow::Result<()> {
             retries: 0,
             timeout_ms: 30_000,
             output_cap: u64::MAX,
+            caller_reduces: false,
         };
         let input = text(2_000, 3);
         let (tx, mut progress) = tokio::sync::mpsc::channel(1024);

@@ -206,6 +206,7 @@ async fn wordcount() -> anyhow::Result<()> {
         retries: 1,
         timeout_ms: 600_000,
         output_cap: u64::MAX,
+        caller_reduces: false,
     };
     let (tx, _progress) = mpsc::channel(1024);
     let started = Instant::now();

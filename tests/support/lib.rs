@@ -334,6 +334,11 @@ impl NodeProc {
         cli_in(self.dir.path(), args)
     }
 
+    /// [`NodeProc::cli`] with arguments that need not be UTF-8 (file names).
+    pub fn cli_os(&self, args: &[&std::ffi::OsStr]) -> Output {
+        cli_in(self.dir.path(), args)
+    }
+
     /// `tunnel peers --json`, parsed.
     pub fn peers(&self) -> anyhow::Result<Vec<serde_json::Value>> {
         let out = self.cli(&["peers", "--json"]);
@@ -361,7 +366,7 @@ impl NodeProc {
 }
 
 /// Runs `tunnel ARGS` with state, runtime dir and config under `dir`.
-pub fn cli_in(dir: &Path, args: &[&str]) -> Output {
+pub fn cli_in<S: AsRef<std::ffi::OsStr>>(dir: &Path, args: &[S]) -> Output {
     Command::new(bin("tunnel"))
         .args(args)
         .envs(NodeProc::env_of(dir))

@@ -416,8 +416,9 @@ pub(crate) struct ExecArgs {
 
 #[derive(Args)]
 pub(crate) struct CpArgs {
-    pub(crate) src: String,
-    pub(crate) dst: String,
+    /// PEER:PATH or a local path (either may name a file that is not UTF-8).
+    pub(crate) src: std::ffi::OsString,
+    pub(crate) dst: std::ffi::OsString,
     /// Copy directories recursively.
     #[arg(short = 'r', long)]
     pub(crate) recursive: bool,
@@ -426,7 +427,7 @@ pub(crate) struct CpArgs {
 #[derive(Args)]
 pub(crate) struct LsArgs {
     /// PEER:PATH (absolute path).
-    pub(crate) target: String,
+    pub(crate) target: std::ffi::OsString,
     /// Most entries to list.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) limit: u32,

@@ -2,17 +2,20 @@
 //! destination (a temporary file renamed into place once every byte arrived), with progress
 //! on a terminal.
 
+use std::ffi::OsStr;
 use std::io::{IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnel_node::control::{read_frame, write_frame, ControlRequest, ControlResponse};
-use tunnel_proto::message::{ByteBuf, FileEvent, FileKind, Op, ReadSpec, Reply, WriteSpec};
+use tunnel_proto::message::{ByteBuf, FileEvent, FileKind, Op, PathBytes, ReadSpec, Reply, WriteSpec};
 
 use crate::args::{CpArgs, Global};
-use crate::remote::{client, request, split_remote};
+use crate::remote::{client, request};
+use tunnel_node::fleet::targets::split_remote_bytes;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -20,21 +23,24 @@ const CHUNK: usize = 64 * 1024;
 const LIST_LIMIT: u32 = 10_000;
 
 pub(crate) async fn run(global: Global, args: CpArgs) -> anyhow::Result<i32> {
-    match (split_remote(&args.src), split_remote(&args.dst)) {
+    // Either side may name a file that is not UTF-8: paths travel as bytes, as the shell gave them.
+    let (src, dst) = (args.src.as_os_str(), args.dst.as_os_str());
+    match (split_remote_bytes(src.as_bytes()), split_remote_bytes(dst.as_bytes())) {
         (Some((peer, path)), None) => {
-            let is_dir = matches!(request(&global, peer, Op::Stat { path: path.to_owned() }).await, Ok(Reply::Stat(s)) if s.kind == FileKind::Dir);
+            let path = PathBytes(path.to_vec());
+            let is_dir = matches!(request(&global, peer, Op::Stat { path: path.clone() }).await, Ok(Reply::Stat(s)) if s.kind == FileKind::Dir);
             match (is_dir, args.recursive) {
-                (true, true) => download_tree(&global, peer, path, Path::new(&args.dst)).await,
+                (true, true) => download_tree(&global, peer, &path, Path::new(dst)).await,
                 (true, false) => bail!("{peer}:{path} is a directory: use -r"),
-                (false, _) => download(&global, peer, path, Path::new(&args.dst)).await,
+                (false, _) => download(&global, peer, &path, Path::new(dst)).await,
             }
         }
         (None, Some((peer, path))) => {
-            let src = Path::new(&args.src);
+            let (src, path) = (Path::new(src), PathBytes(path.to_vec()));
             match (src.is_dir(), args.recursive) {
-                (true, true) => upload_tree(&global, src, peer, path).await,
+                (true, true) => upload_tree(&global, src, peer, &path).await,
                 (true, false) => bail!("{} is a directory: use -r", src.display()),
-                (false, _) => upload(&global, src, peer, path).await,
+                (false, _) => upload(&global, src, peer, &path).await,
             }
         }
         (Some(_), Some(_)) => bail!("copying between two peers is not available yet; copy through this machine"),
@@ -43,20 +49,34 @@ pub(crate) async fn run(global: Global, args: CpArgs) -> anyhow::Result<i32> {
 }
 
 /// A name from a remote listing, checked before it becomes part of a local path: a peer must
-/// not be able to write outside the destination (`..`, `/`).
-fn safe_name(name: &str) -> anyhow::Result<&str> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        bail!("refusing the remote entry name {name:?}");
+/// not be able to write outside the destination (`..`, `/`). Any other bytes are a name.
+fn safe_name(name: &[u8]) -> anyhow::Result<&OsStr> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+        bail!("refusing the remote entry name {:?}", PathBytes(name.to_vec()));
     }
-    Ok(name)
+    Ok(OsStr::from_bytes(name))
 }
 
-async fn download_tree(global: &Global, peer: &str, dir: &str, dst: &Path) -> anyhow::Result<i32> {
-    let dir = dir.trim_end_matches('/');
-    let base = Path::new(dir).file_name().context("the remote path names no directory")?;
+/// `dir/name`, as bytes.
+fn child(dir: &[u8], name: &[u8]) -> PathBytes {
+    PathBytes([dir, b"/", name].concat())
+}
+
+/// The path without trailing slashes (but `/` stays `/`).
+fn trimmed(path: &PathBytes) -> PathBytes {
+    let mut bytes = path.0.clone();
+    while bytes.len() > 1 && bytes.ends_with(b"/") {
+        bytes.pop();
+    }
+    PathBytes(bytes)
+}
+
+async fn download_tree(global: &Global, peer: &str, dir: &PathBytes, dst: &Path) -> anyhow::Result<i32> {
+    let dir = trimmed(dir);
+    let base = dir.as_path().file_name().context("the remote path names no directory")?;
     let root = if dst.is_dir() { dst.join(base) } else { dst.to_owned() };
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let mut pending = vec![(dir.to_owned(), root)];
+    let mut pending = vec![(dir, root)];
     while let Some((remote, local)) = pending.pop() {
         let Reply::List { entries, truncated } =
             request(global, peer, Op::List { path: remote.clone(), limit: LIST_LIMIT }).await?
@@ -67,8 +87,8 @@ async fn download_tree(global: &Global, peer: &str, dir: &str, dst: &Path) -> an
             bail!("{peer}:{remote} has more than {LIST_LIMIT} entries; copy it in parts");
         }
         for e in entries {
-            let name = safe_name(&e.name)?;
-            let (r, l) = (format!("{remote}/{name}"), local.join(name));
+            let name = safe_name(&e.name.0)?;
+            let (r, l) = (child(&remote.0, &e.name.0), local.join(name));
             match e.kind {
                 FileKind::Dir => {
                     std::fs::create_dir_all(&l).with_context(|| format!("creating {}", l.display()))?;
@@ -89,11 +109,11 @@ async fn download_tree(global: &Global, peer: &str, dir: &str, dst: &Path) -> an
     Ok(0)
 }
 
-async fn upload_tree(global: &Global, src: &Path, peer: &str, dest: &str) -> anyhow::Result<i32> {
-    let dest = dest.trim_end_matches('/');
-    let dest_is_dir = matches!(request(global, peer, Op::Stat { path: dest.to_owned() }).await, Ok(Reply::Stat(s)) if s.kind == FileKind::Dir);
-    let base = src.file_name().context("the local path names no directory")?.to_string_lossy().into_owned();
-    let root = if dest_is_dir { format!("{dest}/{base}") } else { dest.to_owned() };
+async fn upload_tree(global: &Global, src: &Path, peer: &str, dest: &PathBytes) -> anyhow::Result<i32> {
+    let dest = trimmed(dest);
+    let dest_is_dir = matches!(request(global, peer, Op::Stat { path: dest.clone() }).await, Ok(Reply::Stat(s)) if s.kind == FileKind::Dir);
+    let base = src.file_name().context("the local path names no directory")?;
+    let root = if dest_is_dir { child(&dest.0, base.as_bytes()) } else { dest };
     let mut pending = vec![(src.to_owned(), root)];
     while let Some((local, remote)) = pending.pop() {
         let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&local)?.permissions()) & 0o7777;
@@ -101,8 +121,7 @@ async fn upload_tree(global: &Global, src: &Path, peer: &str, dest: &str) -> any
         let mut entries: Vec<_> = std::fs::read_dir(&local)?.collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let (l, r) = (e.path(), format!("{remote}/{name}"));
+            let (l, r) = (e.path(), child(&remote.0, e.file_name().as_bytes()));
             let kind = e.file_type()?;
             if kind.is_dir() {
                 pending.push((l, r));
@@ -153,16 +172,17 @@ impl Progress {
     }
 }
 
-async fn download(global: &Global, peer: &str, path: &str, dst: &Path) -> anyhow::Result<i32> {
-    let name = Path::new(path).file_name().context("the remote path names no file")?;
+async fn download(global: &Global, peer: &str, path: &PathBytes, dst: &Path) -> anyhow::Result<i32> {
+    let name = path.as_path().file_name().context("the remote path names no file")?;
     let dst: PathBuf = if dst.is_dir() { dst.join(name) } else { dst.to_owned() };
     let dir = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
-    let temp = dir.join(format!(
-        ".{}.tunnel-{:016x}",
-        dst.file_name().unwrap_or_default().to_string_lossy(),
-        rand::random::<u64>()
-    ));
-    let spec = ReadSpec { request_id: rand::random(), path: path.to_owned(), offset: 0, length: None };
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(dst.file_name().unwrap_or_default());
+    temp_name.push(format!(".tunnel-{:016x}", rand::random::<u64>()));
+    let temp = dir.join(temp_name);
+    let spec = ReadSpec { request_id: rand::random(), path: path.clone(), offset: 0, length: None };
+    let path = path.display();
+    let path = path.as_str();
     let (mut rd, mut wr) = client(global).await?.into_split();
     write_frame(&mut wr, &ControlRequest::Read { target: peer.to_owned(), spec }).await?;
     let mut file = None;
@@ -218,28 +238,25 @@ async fn download(global: &Global, peer: &str, path: &str, dst: &Path) -> anyhow
     result
 }
 
-async fn upload(global: &Global, src: &Path, peer: &str, path: &str) -> anyhow::Result<i32> {
-    let name = src.file_name().context("the local path names no file")?.to_string_lossy().into_owned();
+async fn upload(global: &Global, src: &Path, peer: &str, path: &PathBytes) -> anyhow::Result<i32> {
+    let name = src.file_name().context("the local path names no file")?;
     // A remote directory (or a path ending in '/') receives the file under its own name.
-    let mut target = path.to_owned();
-    let is_dir = path.ends_with('/')
+    let is_dir = path.0.ends_with(b"/")
         || matches!(
-            request(global, peer, Op::Stat { path: path.to_owned() }).await,
+            request(global, peer, Op::Stat { path: path.clone() }).await,
             Ok(Reply::Stat(s)) if s.kind == FileKind::Dir
         );
-    if is_dir {
-        target = format!("{}/{name}", path.trim_end_matches('/'));
-    }
+    let target = if is_dir { child(&trimmed(path).0, name.as_bytes()) } else { path.clone() };
     send_file(global, src, peer, &target).await
 }
 
 /// Uploads one local file to exactly `target` on the peer.
-async fn send_file(global: &Global, src: &Path, peer: &str, target: &str) -> anyhow::Result<i32> {
+async fn send_file(global: &Global, src: &Path, peer: &str, target: &PathBytes) -> anyhow::Result<i32> {
     let meta = std::fs::metadata(src).with_context(|| format!("reading {}", src.display()))?;
     let name = src.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let spec = WriteSpec {
         request_id: rand::random(),
-        path: target.to_owned(),
+        path: target.clone(),
         size: meta.len(),
         mode: Some(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777),
         create_only: false,
@@ -296,12 +313,14 @@ async fn send_file(global: &Global, src: &Path, peer: &str, target: &str) -> any
 #[cfg(test)]
 mod tests {
     use super::safe_name;
+    use std::os::unix::ffi::OsStrExt as _;
 
     #[test]
     fn remote_names_cannot_climb_out_of_the_destination() {
-        assert_eq!(safe_name("notes.txt").unwrap(), "notes.txt");
-        assert_eq!(safe_name("..hidden").unwrap(), "..hidden");
-        for bad in ["", ".", "..", "../etc", "a/b", "/etc", "a\0b"] {
+        assert_eq!(safe_name(b"notes.txt").unwrap(), "notes.txt");
+        assert_eq!(safe_name(b"..hidden").unwrap(), "..hidden");
+        assert_eq!(safe_name(b"caf\xe9").unwrap().as_bytes(), b"caf\xe9", "any other bytes are a name");
+        for bad in [&b""[..], b".", b"..", b"../etc", b"a/b", b"/etc", b"a\0b"] {
             assert!(safe_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -1,6 +1,9 @@
 //! `tunnel mapreduce TARGET --input FILE --map CMD --reduce CMD`: the node coordinates the
 //! job; this sends the input, draws progress and prints the answer (or, with `--json`, the
-//! answer and every partition's statistics).
+//! answer and every partition's statistics). With one reducer the reduce runs here, in this
+//! process's own shell, with the rights of whoever typed the command: the node only gathers
+//! the map outputs, so its mode (plan refuses shells) does not stand between a person and a
+//! pipe on their own machine.
 
 use std::io::{Read, Write};
 
@@ -25,7 +28,9 @@ pub(crate) async fn run(global: Global, args: MapreduceArgs) -> anyhow::Result<i
         retries: args.retries,
         timeout_ms: millis_of(args.timeout)?,
         output_cap: u64::MAX,
+        caller_reduces: args.reducers == 1,
     };
+    let reduce_here = job.caller_reduces.then(|| job.reduce.clone());
     let (input, content) = match crate::remote::split_remote(&args.input) {
         Some((peer, path)) => (JobInput::File { target: peer.to_owned(), path: path.to_owned() }, None),
         None => {
@@ -38,7 +43,7 @@ pub(crate) async fn run(global: Global, args: MapreduceArgs) -> anyhow::Result<i
     let mut call = Call::start(stream, &request, content.as_deref()).await?;
     let mut bar = ProgressBar::new();
     let mut output = Vec::new();
-    let report = loop {
+    let mut report = loop {
         match call.next().await.map_err(anyhow::Error::msg)? {
             ControlResponse::Targets(_) => {}
             ControlResponse::JobProgress(p) => {
@@ -55,6 +60,18 @@ pub(crate) async fn run(global: Global, args: MapreduceArgs) -> anyhow::Result<i
         }
     };
     bar.finish();
+    let mut code = 0;
+    if let Some(reduce) = reduce_here {
+        let started = std::time::Instant::now();
+        let (reduced, status) = reduce_locally(&reduce, output, args.json)?;
+        report.reduce_ms = started.elapsed().as_millis() as u64;
+        report.output_bytes = reduced.len() as u64;
+        output = reduced;
+        if !status.success() {
+            eprintln!("tunnel: the reduce ({reduce}) failed here: {status}");
+            code = status.code().unwrap_or(1).max(1);
+        }
+    }
     if args.json {
         let doc = serde_json::json!({
             "output": String::from_utf8_lossy(&output),
@@ -65,7 +82,31 @@ pub(crate) async fn run(global: Global, args: MapreduceArgs) -> anyhow::Result<i
         let mut out = std::io::stdout().lock();
         out.write_all(&output).and_then(|()| out.flush()).map_err(|_| crate::StdoutClosed)?;
     }
-    Ok(0)
+    Ok(code)
+}
+
+/// Pipes `input` through `sh -c REDUCE` in this process's environment. Its output comes back
+/// when `capture` (for `--json`), else it goes straight to this process's stdout.
+fn reduce_locally(reduce: &str, input: Vec<u8>, capture: bool) -> anyhow::Result<(Vec<u8>, std::process::ExitStatus)> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sh")
+        .args(["-c", reduce])
+        .stdin(Stdio::piped())
+        .stdout(if capture { Stdio::piped() } else { Stdio::inherit() })
+        .spawn()
+        .with_context(|| format!("cannot run the reduce ({reduce}) here"))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    // A reduce that stops reading early (`head`) is its own business, not an error here.
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut out = Vec::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout.read_to_end(&mut out).context("reading the reduce's output")?;
+    }
+    let status = child.wait().context("waiting for the reduce")?;
+    let _ = feeder.join();
+    Ok((out, status))
 }
 
 fn read_input(path: &str) -> anyhow::Result<Vec<u8>> {

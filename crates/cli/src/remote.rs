@@ -45,10 +45,12 @@ pub(crate) async fn info(global: Global, args: InfoArgs) -> anyhow::Result<i32> 
 }
 
 pub(crate) async fn ls(global: Global, args: LsArgs) -> anyhow::Result<i32> {
-    let Some((peer, path)) = split_remote(&args.target) else { bail!("give the directory as PEER:PATH") };
-    let Reply::List { entries, truncated } =
-        request(&global, peer, Op::List { path: path.to_owned(), limit: args.limit }).await?
-    else {
+    let target = std::os::unix::ffi::OsStrExt::as_bytes(args.target.as_os_str());
+    let Some((peer, path)) = tunnel_node::fleet::targets::split_remote_bytes(target) else {
+        bail!("give the directory as PEER:PATH")
+    };
+    let path = tunnel_proto::message::PathBytes(path.to_vec());
+    let Reply::List { entries, truncated } = request(&global, peer, Op::List { path, limit: args.limit }).await? else {
         bail!("unexpected answer")
     };
     for e in entries {

@@ -59,7 +59,7 @@ pub(crate) async fn read_file(
         return Err(invalid("read_file", "max_bytes", "field `max_bytes` must be at least 1"));
     }
     let offset = p.offset.unwrap_or(0);
-    let spec = ReadSpec { request_id: rand::random(), path: p.path.clone(), offset, length: Some(max) };
+    let spec = ReadSpec { request_id: rand::random(), path: p.path.clone().into(), offset, length: Some(max) };
     let mut conn = match srv.backend().connect().await {
         Ok(c) => c,
         Err(e) => return failure(e),
@@ -157,7 +157,8 @@ pub(crate) async fn write_file(
     let mode = parse_mode(&p.mode)?;
     let bytes = decode_content("write_file", p.content, p.encoding)?;
     let size = bytes.len() as u64;
-    let spec = WriteSpec { request_id: rand::random(), path: p.path.clone(), size, mode, create_only: p.create_only };
+    let spec =
+        WriteSpec { request_id: rand::random(), path: p.path.clone().into(), size, mode, create_only: p.create_only };
     let conn = match srv.backend().connect().await {
         Ok(c) => c,
         Err(e) => return failure(e),
@@ -225,7 +226,7 @@ pub(crate) async fn list_dir(srv: &TunnelMcp, p: ListParams) -> Result<CallToolR
     if !(1..=LIST_MAX).contains(&limit) {
         return Err(invalid("list_dir", "limit", &format!("field `limit` must be 1 to {LIST_MAX}")));
     }
-    let req = ControlRequest::Request { target: p.target.clone(), op: Op::List { path: p.path.clone(), limit } };
+    let req = ControlRequest::Request { target: p.target.clone(), op: Op::List { path: p.path.clone().into(), limit } };
     let (entries, truncated) = match srv.backend().request(&req).await {
         Ok(ControlResponse::Reply(Reply::List { entries, truncated })) => (entries, truncated),
         Ok(other) => return failure(format!("unexpected answer from the local node: {other:?}")),
@@ -237,7 +238,7 @@ pub(crate) async fn list_dir(srv: &TunnelMcp, p: ListParams) -> Result<CallToolR
     let entries: Vec<EntryOut> = entries
         .into_iter()
         .map(|e| EntryOut {
-            name: e.name,
+            name: e.name.to_string(),
             kind: match e.kind {
                 FileKind::File => "file",
                 FileKind::Dir => "dir",

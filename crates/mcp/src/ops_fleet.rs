@@ -270,6 +270,8 @@ pub(crate) async fn mapreduce(
         retries: p.retries.unwrap_or(2),
         timeout_ms: timeout_of(TOOL, p.timeout_secs, JOB_TIMEOUT)?.as_millis() as u64,
         output_cap: srv.cap(p.max_output_bytes),
+        // An agent's reduce runs on the node, under its policy.
+        caller_reduces: false,
     };
     let request = ControlRequest::MapReduce { target: p.target.clone(), job, input };
     let mut call = match srv.backend().call(&request, content.as_deref()).await {

@@ -400,6 +400,28 @@ mod tests {
         assert!(matches!(p.s[b].on_packet(&p.keys[b], &from_a, p.now), Incoming::Plain { .. }), "B knows A's session");
     }
 
+    /// A relay replays a handshake initiation: the responder may answer it, but keeps sending
+    /// on the confirmed session, which the peer still reads; nothing the peers use changes.
+    #[test]
+    fn a_replayed_initiation_changes_nothing_the_peers_use() {
+        let mut p = Pair::new(3);
+        let (a, b) = (0, 1);
+        let init = p.s[a].ensure_handshake(&p.keys[a], p.now).unwrap();
+        let Incoming::Reply(resp) = p.s[b].on_packet(&p.keys[b], &init, p.now) else { panic!("B answers") };
+        assert!(matches!(p.s[a].on_packet(&p.keys[a], &resp, p.now), Incoming::Established));
+        let first = p.s[a].seal(b"hello", p.now).unwrap().split_off(SEND_HEADER_LEN);
+        assert!(matches!(p.s[b].on_packet(&p.keys[b], &first, p.now), Incoming::Plain { .. }));
+        for replay in 0..3 {
+            let _ = p.s[b].on_packet(&p.keys[b], &init, p.now);
+            let from_b = p.s[b].seal(b"hello", p.now).unwrap().split_off(SEND_HEADER_LEN);
+            let got = p.s[a].on_packet(&p.keys[a], &from_b, p.now);
+            assert!(matches!(got, Incoming::Plain { .. }), "replay {replay}: B moved off the session A has");
+            let from_a = p.s[a].seal(b"hello", p.now).unwrap().split_off(SEND_HEADER_LEN);
+            let got = p.s[b].on_packet(&p.keys[b], &from_a, p.now);
+            assert!(matches!(got, Incoming::Plain { .. }), "replay {replay}: B no longer reads A");
+        }
+    }
+
     #[test]
     fn stale_and_forgetful_peers_converge_under_random_delivery() {
         let mut worst = 0;

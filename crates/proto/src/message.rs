@@ -258,15 +258,15 @@ pub enum Op {
         mode: String,
     },
     Stat {
-        path: String,
+        path: PathBytes,
     },
     List {
-        path: String,
+        path: PathBytes,
         limit: u32,
     },
     /// Creates one directory (its parent must exist); an existing directory is fine.
     Mkdir {
-        path: String,
+        path: PathBytes,
         mode: Option<u32>,
     },
 }
@@ -316,7 +316,7 @@ pub enum FileKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileStat {
     /// The canonical path for `stat`; the entry name for `list`.
-    pub name: String,
+    pub name: PathBytes,
     pub kind: FileKind,
     pub size: u64,
     pub mode: u32,
@@ -326,7 +326,7 @@ pub struct FileStat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadSpec {
     pub request_id: u64,
-    pub path: String,
+    pub path: PathBytes,
     pub offset: u64,
     /// `None` reads to the end.
     pub length: Option<u64>,
@@ -335,7 +335,7 @@ pub struct ReadSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteSpec {
     pub request_id: u64,
-    pub path: String,
+    pub path: PathBytes,
     /// The file's size: the write fails unless exactly this many bytes arrive.
     pub size: u64,
     /// Permission bits; `None` keeps an existing file's, or 0644 for a new one.
@@ -491,9 +491,124 @@ impl<'de> Deserialize<'de> for ByteBuf {
     }
 }
 
+/// A file path or name as the filesystem has it: any bytes (a Unix name need not be UTF-8).
+/// postcard writes it as a byte string, exactly as it writes a `String`, so UTF-8 paths read
+/// the same to peers of earlier versions. In JSON it is text: bytes that are not UTF-8 show
+/// as `\xHH` (for display; a non-UTF-8 name is targeted by its real bytes, from `argv`).
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PathBytes(pub Vec<u8>);
+
+impl PathBytes {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    #[cfg(unix)]
+    pub fn as_path(&self) -> &std::path::Path {
+        use std::os::unix::ffi::OsStrExt as _;
+        std::path::Path::new(std::ffi::OsStr::from_bytes(&self.0))
+    }
+
+    #[cfg(unix)]
+    pub fn from_path(path: &std::path::Path) -> Self {
+        use std::os::unix::ffi::OsStrExt as _;
+        Self(path.as_os_str().as_bytes().to_vec())
+    }
+
+    /// The path as text: itself when UTF-8, else with each stray byte as `\xHH`.
+    pub fn display(&self) -> String {
+        let mut out = String::with_capacity(self.0.len());
+        for chunk in self.0.utf8_chunks() {
+            out.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+        out
+    }
+
+    /// The path as UTF-8, if it is.
+    pub fn to_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+}
+
+impl std::fmt::Debug for PathBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.display())
+    }
+}
+
+impl std::fmt::Display for PathBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display())
+    }
+}
+
+impl From<&str> for PathBytes {
+    fn from(s: &str) -> Self {
+        Self(s.as_bytes().to_vec())
+    }
+}
+
+impl From<String> for PathBytes {
+    fn from(s: String) -> Self {
+        Self(s.into_bytes())
+    }
+}
+
+impl Serialize for PathBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.display())
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PathBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PathBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a path")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<PathBytes, E> {
+                Ok(PathBytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<PathBytes, E> {
+                Ok(PathBytes(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PathBytes, E> {
+                Ok(PathBytes::from(v))
+            }
+        }
+        if d.is_human_readable() {
+            d.deserialize_str(Visitor)
+        } else {
+            d.deserialize_bytes(Visitor)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_bytes_on_the_wire_and_read_like_strings_did() {
+        // A UTF-8 path encodes exactly as the `String` it replaced.
+        let as_string = postcard::to_allocvec(&"/etc/hosts".to_owned()).unwrap();
+        assert_eq!(postcard::to_allocvec(&PathBytes::from("/etc/hosts")).unwrap(), as_string);
+        assert_eq!(postcard::from_bytes::<PathBytes>(&as_string).unwrap(), PathBytes::from("/etc/hosts"));
+        let odd = PathBytes(b"/tmp/caf\xe9\xff.txt".to_vec());
+        let wire = postcard::to_allocvec(&odd).unwrap();
+        assert_eq!(postcard::from_bytes::<PathBytes>(&wire).unwrap(), odd);
+        assert_eq!(odd.display(), "/tmp/caf\\xe9\\xff.txt");
+        assert_eq!(serde_json::to_string(&odd).unwrap(), "\"/tmp/caf\\\\xe9\\\\xff.txt\"");
+    }
 
     #[test]
     fn data_is_compact() {

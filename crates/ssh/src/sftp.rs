@@ -211,7 +211,7 @@ fn file_stat(path: &str, a: &FileAttributes) -> FileStat {
         _ => FileKind::Other,
     };
     FileStat {
-        name: path.to_owned(),
+        name: path.into(),
         kind,
         size: a.size.unwrap_or(0),
         mode: perms & 0o7777,

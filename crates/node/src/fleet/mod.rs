@@ -280,7 +280,13 @@ impl Node {
         mode: Option<u32>,
         content: &[u8],
     ) -> TargetResult {
-        let spec = WriteSpec { request_id: rand::random(), path, size: content.len() as u64, mode, create_only: false };
+        let spec = WriteSpec {
+            request_id: rand::random(),
+            path: path.into(),
+            size: content.len() as u64,
+            mode,
+            create_only: false,
+        };
         let Stream { reader, mut writer, .. } =
             match self.open_file_stream(target, peer.peer, peer.write_kind(spec)).await {
                 Ok(s) => s,

@@ -109,11 +109,17 @@ pub fn select(expr: &str, candidates: &[Candidate]) -> Result<Vec<Target>, Targe
 /// `PEER:PATH` into its parts; `None` for a local path (no peer before the colon, or a
 /// slash in it).
 pub fn split_remote(arg: &str) -> Option<(&str, &str)> {
+    let (peer, path) = split_remote_bytes(arg.as_bytes())?;
+    Some((peer, std::str::from_utf8(path).expect("split at an ASCII colon")))
+}
+
+/// [`split_remote`] for an argument whose path may not be UTF-8 (the peer part must be).
+pub fn split_remote_bytes(arg: &[u8]) -> Option<(&str, &[u8])> {
     // `ssh:HOST:PATH`: the target is `ssh:HOST`.
-    let skip = if arg.starts_with(SSH_PREFIX) { SSH_PREFIX.len() } else { 0 };
-    let colon = skip + arg[skip..].find(':')?;
-    let (peer, path) = (&arg[..colon], &arg[colon + 1..]);
-    (peer.len() > skip && !peer.contains('/')).then_some((peer, path))
+    let skip = if arg.starts_with(SSH_PREFIX.as_bytes()) { SSH_PREFIX.len() } else { 0 };
+    let colon = skip + arg[skip..].iter().position(|&b| b == b':')?;
+    let peer = std::str::from_utf8(&arg[..colon]).ok()?;
+    (peer.len() > skip && !peer.contains('/')).then_some((peer, &arg[colon + 1..]))
 }
 
 /// Splits on commas outside `[...]`, so `web-[1-3,7],db` is two terms.

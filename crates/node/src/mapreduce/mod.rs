@@ -49,6 +49,10 @@ pub struct JobSpec {
     pub timeout_ms: u64,
     /// Bytes of the answer returned; the rest is counted and flagged.
     pub output_cap: u64,
+    /// With one reducer: the caller runs the reduce itself (the CLI, in its own process and
+    /// with the rights of the person who typed it), so the answer is the map outputs in
+    /// partition order. `false` reduces on this node, under its policy (MCP does).
+    pub caller_reduces: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,7 +178,11 @@ impl Node {
 
         let reduce_started = Instant::now();
         let cap = job.output_cap;
-        let (output, reducers, truncated) = if job.reducers == 1 {
+        let (output, reducers, truncated) = if job.reducers == 1 && job.caller_reduces {
+            let all: Vec<u8> = mapped.iter().flat_map(|d| d.output.iter().copied()).collect();
+            let truncated = all.len() as u64 > cap;
+            (all.into_iter().take(cap.min(usize::MAX as u64) as usize).collect(), vec![], truncated)
+        } else if job.reducers == 1 {
             // The caller's reduce runs here, through this node's own exec service and policy.
             let me = [Target { id: self.id().to_string(), name: self.name().to_owned(), ssh: None }];
             let all: Vec<u8> = mapped.iter().flat_map(|d| d.output.iter().copied()).collect();

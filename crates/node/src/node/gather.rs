@@ -58,7 +58,7 @@ impl Node {
         path: String,
         mut on_data: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), ReadEnd> {
-        let spec = ReadSpec { request_id: rand::random(), path, offset: 0, length: None };
+        let spec = ReadSpec { request_id: rand::random(), path: path.into(), offset: 0, length: None };
         let dest = dest.into();
         let stream =
             self.open_stream(dest.peer, dest.read_kind(spec)).await.map_err(|e| ReadEnd::Lost(e.to_string()))?;

@@ -85,7 +85,7 @@ impl Node {
                 Ok(Reply::Info(self.info()))
             }
             Op::Stat { path } => {
-                let canonical = self.checked_read(from, "fs.stat", &path, operator).map_err(refused)?;
+                let canonical = self.checked_read(from, "fs.stat", path.as_path(), operator).map_err(refused)?;
                 let result = crate::services::fs::stat(&canonical).map(Reply::Stat);
                 self.audit_op(from, "fs.stat", outcome(&result), None, serde_json::json!({ "path": path }), None);
                 result.map_err(failed)
@@ -94,7 +94,7 @@ impl Node {
                 let detail = serde_json::json!({ "path": path, "mode": mode });
                 let checked = self.policy_check(|p| {
                     p.check_caller(&from)?;
-                    p.check_file(&path, PathAccess::Write, operator)
+                    p.check_file(path.as_path(), PathAccess::Write, operator)
                 });
                 let canonical = match checked {
                     Ok(c) => c,
@@ -108,7 +108,7 @@ impl Node {
                 result.map_err(failed)
             }
             Op::List { path, limit } => {
-                let canonical = self.checked_read(from, "fs.list", &path, operator).map_err(refused)?;
+                let canonical = self.checked_read(from, "fs.list", path.as_path(), operator).map_err(refused)?;
                 let result = crate::services::fs::list(&canonical, (limit as usize).clamp(1, LIST_MAX))
                     .map(|(entries, truncated)| Reply::List { entries, truncated });
                 self.audit_op(from, "fs.list", outcome(&result), None, serde_json::json!({ "path": path }), None);
@@ -122,7 +122,7 @@ impl Node {
         &self,
         from: NodeId,
         event: &str,
-        path: &str,
+        path: &std::path::Path,
         operator: bool,
     ) -> Result<std::path::PathBuf, Refusal> {
         let checked = self.policy_check(|p| {

@@ -16,7 +16,7 @@ mod secrets;
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tunnel_proto::NodeId;
@@ -348,7 +348,7 @@ impl Policy {
     /// [`Policy::check_path`] for a file operation through the mesh: also never a secret for
     /// reading, nor the node's own state or (in `plan` and `edit`) its config, unit or binary
     /// for writing. `operator` (the local CLI) is not held to the secret list.
-    pub fn check_file(&self, path: &str, access: PathAccess, operator: bool) -> Result<PathBuf, Refusal> {
+    pub fn check_file(&self, path: impl AsRef<Path>, access: PathAccess, operator: bool) -> Result<PathBuf, Refusal> {
         let canonical = self.check_path(path, access)?;
         if !operator {
             match access {
@@ -360,15 +360,17 @@ impl Policy {
     }
 
     /// Whether `path` may be accessed as `access`; returns the canonical path to use.
-    pub fn check_path(&self, path: &str, access: PathAccess) -> Result<PathBuf, Refusal> {
+    pub fn check_path(&self, path: impl AsRef<Path>, access: PathAccess) -> Result<PathBuf, Refusal> {
+        let path = path.as_ref();
         match (self.mode, access) {
             (Mode::Disabled, _) => return Err(Refusal::new("mode disabled refuses everything")),
             (Mode::Plan, PathAccess::Write) => {
-                return Err(Refusal::new(format!("mode plan does not allow writes (path {path})")))
+                return Err(Refusal::new(format!("mode plan does not allow writes (path {})", path.display())))
             }
             _ => {}
         }
-        let canonical = canonical_target(path).map_err(|e| Refusal::new(format!("path {path:?}: {e}")))?;
+        let canonical =
+            canonical_target(path).map_err(|e| Refusal::new(format!("path {:?}: {e}", path.display().to_string())))?;
         if let Some(denied) = self.deny_paths.iter().find(|d| canonical.starts_with(d)) {
             return Err(Refusal::new(format!(
                 "deny_paths contains {} (path {})",

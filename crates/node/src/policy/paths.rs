@@ -14,11 +14,11 @@ pub enum PathAccess {
 /// The canonical form of `path`. It must be absolute. An existing path is fully resolved; a
 /// path that does not exist yet (a file about to be written) resolves its parent directory,
 /// and its last component must be a plain name.
-pub fn canonical_target(path: &str) -> Result<PathBuf, String> {
-    if path.contains('\0') {
+pub fn canonical_target(path: impl AsRef<Path>) -> Result<PathBuf, String> {
+    let p = path.as_ref();
+    if std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).contains(&0) {
         return Err("contains a NUL byte".into());
     }
-    let p = Path::new(path);
     if !p.is_absolute() {
         return Err("must be absolute".into());
     }

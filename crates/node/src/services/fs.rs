@@ -19,7 +19,7 @@ use rustix::fs::{fchmod, openat, renameat, statat, unlinkat, AtFlags, FileType, 
 use tokio::io::AsyncWriteExt;
 use tunnel_net::{Stream, StreamWriter};
 use tunnel_proto::framing;
-use tunnel_proto::message::{ByteBuf, FileEvent, FileKind, FileStat, ReadSpec, WriteSpec};
+use tunnel_proto::message::{ByteBuf, FileEvent, FileKind, FileStat, PathBytes, ReadSpec, WriteSpec};
 
 use crate::policy::{Mode, PathAccess};
 use crate::services::exec::refuse;
@@ -38,7 +38,7 @@ fn kind_of(ft: std::fs::FileType) -> FileKind {
     }
 }
 
-fn file_stat(name: String, m: &std::fs::Metadata) -> FileStat {
+fn file_stat(name: PathBytes, m: &std::fs::Metadata) -> FileStat {
     FileStat {
         name,
         kind: kind_of(m.file_type()),
@@ -50,7 +50,7 @@ fn file_stat(name: String, m: &std::fs::Metadata) -> FileStat {
 
 pub(crate) fn stat(path: &Path) -> Result<FileStat, String> {
     let m = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(file_stat(path.display().to_string(), &m))
+    Ok(file_stat(PathBytes::from_path(path), &m))
 }
 
 /// At most `limit` entries, sorted by name; `truncated` says there were more.
@@ -65,7 +65,7 @@ pub(crate) fn list(path: &Path, limit: usize) -> Result<(Vec<FileStat>, bool), S
             break;
         }
         // Names that are not UTF-8 are shown lossily rather than skipped.
-        let name = entry.file_name().to_string_lossy().into_owned();
+        let name = PathBytes(std::os::unix::ffi::OsStrExt::as_bytes(entry.file_name().as_os_str()).to_vec());
         if let Ok(m) = entry.metadata() {
             entries.push(file_stat(name, &m));
         }
@@ -85,7 +85,7 @@ pub(crate) async fn serve_read(node: crate::Node, stream: Stream, spec: ReadSpec
     let operator = node.is_operator(&peer, spec.request_id);
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
-        p.check_file(&spec.path, PathAccess::Read, operator)
+        p.check_file(spec.path.as_path(), PathAccess::Read, operator)
     });
     let path = match checked {
         Ok(p) => p,
@@ -167,7 +167,7 @@ async fn read_to(
     spec: &ReadSpec,
     writer: &mut StreamWriter,
 ) -> Result<u64, String> {
-    if !send(writer, &FileEvent::Meta(file_stat(path.display().to_string(), meta))).await {
+    if !send(writer, &FileEvent::Meta(file_stat(PathBytes::from_path(path), meta))).await {
         return Err("the reader went away".into());
     }
     file.seek(SeekFrom::Start(spec.offset)).map_err(|e| e.to_string())?;
@@ -216,7 +216,7 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, spec: WriteSp
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
         p.check_write_size(spec.size)?;
-        Ok((p.check_file(&spec.path, PathAccess::Write, operator)?, p.mode))
+        Ok((p.check_file(spec.path.as_path(), PathAccess::Write, operator)?, p.mode))
     });
     let (target, mode) = match checked {
         Ok(t) => t,

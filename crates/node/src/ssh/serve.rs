@@ -133,13 +133,21 @@ async fn run(
     }
 }
 
+/// SFTP names files with UTF-8 strings here: a path that is not one cannot be asked for.
+fn utf8_path(path: &tunnel_proto::message::PathBytes) -> Result<String, Refusal> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Refusal::new(format!("{path}: not UTF-8, which SFTP through this node cannot name")))
+}
+
 pub(crate) async fn serve_read(node: crate::Node, stream: Stream, host: String, spec: ReadSpec) {
     let Stream { peer, mut writer, .. } = stream;
     let detail =
         serde_json::json!({ "ssh_host": host, "path": spec.path, "offset": spec.offset, "length": spec.length });
+    let path = utf8_path(&spec.path);
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
-        p.check_remote_path(&spec.path, PathAccess::Read)
+        p.check_remote_path(path.as_ref().map_err(Clone::clone)?, PathAccess::Read)
     });
     let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {
         Ok(pool) => pool,
@@ -151,7 +159,8 @@ pub(crate) async fn serve_read(node: crate::Node, stream: Stream, host: String, 
     let started = Instant::now();
     let (tx, mut rx) = mpsc::channel(EVENTS);
     let read = async {
-        let r = pool.read_file(&host, &spec.path, spec.offset, spec.length, &tx).await;
+        let path = path.as_deref().expect("checked above");
+        let r = pool.read_file(&host, path, spec.offset, spec.length, &tx).await;
         drop(tx);
         r
     };
@@ -177,10 +186,11 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, host: String,
         return crate::services::exec::send_last(writer, &crate::services::fs::write_already_ran(spec.request_id))
             .await;
     }
+    let path = utf8_path(&spec.path);
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
         p.check_write_size(spec.size)?;
-        p.check_remote_path(&spec.path, PathAccess::Write)
+        p.check_remote_path(path.as_ref().map_err(Clone::clone)?, PathAccess::Write)
     });
     let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {
         Ok(pool) => pool,
@@ -205,7 +215,8 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, host: String,
             }
         }
     };
-    let write = pool.write_file(&host, &spec.path, spec.size, spec.mode, spec.create_only, &mut rx);
+    let path = path.as_deref().expect("checked above");
+    let write = pool.write_file(&host, path, spec.size, spec.mode, spec.create_only, &mut rx);
     // `feed` owns the sender: when it ends, the write sees the end of the input.
     let (result, ()) = tokio::join!(write, feed);
     let result = result.map(|bytes| (bytes, None)).map_err(|e| e.to_string());
