@@ -563,13 +563,13 @@ mod tests {
         std::os::unix::fs::symlink(root.join("secret"), root.join("app/link")).unwrap();
         let p = Policy { mode: Mode::Edit, allow_paths: vec![root.join("app")], ..Policy::default() };
         let s = |rel: &str| root.join(rel).to_str().unwrap().to_owned();
-        assert_eq!(p.check_path(&s("app/new.txt"), PathAccess::Write), Ok(root.join("app/new.txt")));
+        assert_eq!(p.check_path(s("app/new.txt"), PathAccess::Write), Ok(root.join("app/new.txt")));
         for escape in ["app-evil/x", "app/../secret/x", "app/link/x"] {
-            let err = p.check_path(&s(escape), PathAccess::Write).unwrap_err().to_string();
+            let err = p.check_path(s(escape), PathAccess::Write).unwrap_err().to_string();
             assert!(err.contains("outside allow_paths"), "{escape}: {err}");
         }
         let denied = Policy { mode: Mode::Edit, deny_paths: vec![root.join("secret")], ..Policy::default() };
-        assert!(denied.check_path(&s("app/link/x"), PathAccess::Read).unwrap_err().to_string().contains("deny_paths"));
+        assert!(denied.check_path(s("app/link/x"), PathAccess::Read).unwrap_err().to_string().contains("deny_paths"));
         let err = plan().check_path("/etc/hosts", PathAccess::Write).unwrap_err().to_string();
         assert_eq!(err, "refused by policy: mode plan does not allow writes (path /etc/hosts)");
         assert!(plan().check_path("etc/hosts", PathAccess::Read).unwrap_err().to_string().contains("absolute"));

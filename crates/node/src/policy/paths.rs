@@ -51,13 +51,13 @@ mod tests {
         #[cfg(unix)]
         std::os::unix::fs::symlink(dir.join("outside"), dir.join("app/escape")).unwrap();
         let s = |p: PathBuf| p.to_str().unwrap().to_owned();
-        assert_eq!(canonical_target(&s(dir.join("app/sub/../sub"))).unwrap(), dir.join("app/sub"));
+        assert_eq!(canonical_target(s(dir.join("app/sub/../sub"))).unwrap(), dir.join("app/sub"));
         #[cfg(unix)]
-        assert_eq!(canonical_target(&s(dir.join("app/escape/new.txt"))).unwrap(), dir.join("outside/new.txt"));
-        assert_eq!(canonical_target(&s(dir.join("app/new.txt"))).unwrap(), dir.join("app/new.txt"));
+        assert_eq!(canonical_target(s(dir.join("app/escape/new.txt"))).unwrap(), dir.join("outside/new.txt"));
+        assert_eq!(canonical_target(s(dir.join("app/new.txt"))).unwrap(), dir.join("app/new.txt"));
         assert!(canonical_target("relative/path").unwrap_err().contains("absolute"));
         assert!(canonical_target("/tmp/a\0b").unwrap_err().contains("NUL"));
-        assert!(canonical_target(&s(dir.join("missing-dir/new.txt"))).is_err());
+        assert!(canonical_target(s(dir.join("missing-dir/new.txt"))).is_err());
         assert!(!dir.join("app-evil").starts_with(dir.join("app")), "component-wise prefix");
         std::fs::remove_dir_all(&dir).unwrap();
     }
