@@ -298,12 +298,13 @@ fn chaos_relay_kills_and_peer_restarts_lose_nothing() -> anyhow::Result<()> {
         std::thread::sleep(next(4_000, 9_000));
         relay.proc.kill();
         std::thread::sleep(next(500, 4_000));
+        relay = RelayProc::start(&addr, &[])?;
+        // (A foreground `tunnel run` refuses to start without its relay: restart with it up.)
         if round == 1 || round == 3 {
             let i = if round == 1 { 3 } else { 7 };
             let node = peers[i].take().expect("peer");
             peers[i] = Some(node.restart(&url, "chaos", &t, env)?);
         }
-        relay = RelayProc::start(&addr, &[])?;
         let live: Vec<&NodeProc> = peers.iter().flatten().collect();
         rejoin.push(all_connected(&live, Duration::from_secs(30))?);
     }
