@@ -117,11 +117,20 @@ struct Tally {
     clean_failures: u64,
     slowest: Duration,
     problems: Vec<String>,
+    /// Per kind of call ("fleet exec", "cp up", ...): succeeded, failed.
+    kinds: std::collections::BTreeMap<String, (u64, u64)>,
 }
 
 impl Tally {
     fn call(&mut self, took: Duration, ok: bool, what: &str, out: &Output) {
         self.calls += 1;
+        let kind = what.split(' ').take(2).collect::<Vec<_>>().join(" ");
+        let counts = self.kinds.entry(kind).or_default();
+        if ok {
+            counts.0 += 1;
+        } else {
+            counts.1 += 1;
+        }
         self.slowest = self.slowest.max(took);
         if ok {
             self.ok += 1;
@@ -272,10 +281,18 @@ fn chaos_relay_kills_and_peer_restarts_lose_nothing() -> anyhow::Result<()> {
                 let mut tally = tally.lock().expect("tally");
                 tally.calls += 1;
                 tally.slowest = tally.slowest.max(took);
-                match result {
-                    Ok((sent, got)) if sent == got => tally.ok += 1,
+                let intact = matches!(result, Ok((sent, got)) if sent == got);
+                let counts = tally.kinds.entry("forward 4MiB".into()).or_default();
+                if intact {
+                    counts.0 += 1;
+                } else {
                     // Cut by an outage: the connection ends; what came back is a prefix.
-                    Ok(_) | Err(_) => tally.clean_failures += 1,
+                    counts.1 += 1;
+                }
+                if intact {
+                    tally.ok += 1;
+                } else {
+                    tally.clean_failures += 1;
                 }
                 if took > CALL_BOUND {
                     tally.problems.push(format!("forward transfer {n} took {took:?}"));
@@ -318,8 +335,9 @@ fn chaos_relay_kills_and_peer_restarts_lose_nothing() -> anyhow::Result<()> {
     let tally = tally.lock().expect("tally");
     let worst = rejoin.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "chaos: {} calls, {} ok, {} failed with a reason, slowest {:.1} s; rejoin after each relay return: {:?} (worst {:.2} s)",
+        "chaos: {} calls ({:?} ok/failed), {} ok, {} failed with a reason, slowest {:.1} s; rejoin after each relay return: {:?} (worst {:.2} s)",
         tally.calls,
+        tally.kinds,
         tally.ok,
         tally.clean_failures,
         tally.slowest.as_secs_f64(),
