@@ -173,6 +173,37 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
     }
     assert!(audit.contains("\"ssh_host\":\"h0\""));
 
+    // The inventory reloads when its file changes, without a restart: a host renamed (the
+    // operator hears of it), a bad entry reported as a problem, the rest loaded.
+    let hosts_file = dir.path().join("hosts.toml");
+    let edited = std::fs::read_to_string(&hosts_file)?.replace("name = \"h1\"", "name = \"h9\"");
+    std::fs::write(&hosts_file, edited + "[[host]]\nname = \"broken\"\nprot = 22\n")?;
+    let started = std::time::Instant::now();
+    loop {
+        let list: serde_json::Value = serde_json::from_slice(&op.cli(&["ssh", "hosts", "--json"]).stdout)?;
+        let names: Vec<&str> = list["hosts"].as_array().unwrap().iter().filter_map(|h| h["name"].as_str()).collect();
+        if names == ["h0", "h9"] {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the operator still sees {names:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = op.cli(&["exec", "ssh:h9", "--", "echo", "renamed"]);
+    assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), "renamed\n"), "{}", err(&o));
+    let o = op.cli(&["exec", "ssh:h1", "--", "true"]);
+    assert!(err(&o).contains("no peer announces an SSH host named \"h1\""), "{}", err(&o));
+    let own: serde_json::Value = serde_json::from_slice(&jump.cli(&["ssh", "hosts", "--json"]).stdout)?;
+    assert!(
+        own["problems"].to_string().contains("hosts.toml:19: unknown field `prot`"),
+        "the bad entry is reported: {own}"
+    );
+    // SIGHUP reloads too, and never stops the node.
+    std::process::Command::new("kill").args(["-HUP", &jump.proc.pid().to_string()]).status()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let o = op.cli(&["exec", "ssh:h9", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "after SIGHUP: {}", err(&o));
+    let dst = format!("ssh:h9:{}", remote.display());
+
     // Plan mode on the jump node: read-only argv runs; shells and writes are refused.
     let o = jump.cli(&["mode", "local", "plan"]);
     assert!(o.status.success(), "{}", err(&o));

@@ -20,7 +20,23 @@ pub(crate) async fn run(global: Global, args: RunArgs) -> anyhow::Result<i32> {
     let control = control.serve(node.clone());
     outln!("tunnel: {} ({}) joined room {room:?} on {relay}", node.name(), node.id());
     outln!("tunnel: control socket {}", settings.socket_path().display());
-    shutdown_signal().await?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            stopped = &mut stop => {
+                stopped?;
+                break;
+            }
+            // SIGHUP: the SSH inventory again (the files are also watched).
+            _ = hangup.recv() => match node.reload_ssh_inventory().await {
+                Some((hosts, problems)) => outln!("tunnel: SSH inventory reloaded: {hosts} hosts, {problems} problems"),
+                None => outln!("tunnel: SIGHUP: this node has no SSH inventory to reload"),
+            },
+        }
+    }
     eprintln!("tunnel: leaving the room");
     control.shutdown().await;
     node.shutdown().await;

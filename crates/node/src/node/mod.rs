@@ -242,6 +242,7 @@ impl Node {
             }),
         };
         let task = tokio::spawn(node.clone().event_loop(events));
+        tokio::spawn(node.clone().watch_ssh_inventory());
         *node.inner.task.lock().expect("task lock") = Some(task);
         info!(id = %node.id(), name = %node.name(), "joined the room");
         node.audit(info_event("node.start", serde_json::Value::Null));

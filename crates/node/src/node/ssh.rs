@@ -1,7 +1,8 @@
 //! The node's side of the SSH arm: its inventory and client pool, what it announces, the
 //! hosts the mesh knows, and where an `ssh:` target runs.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 use tunnel_proto::message::SshHostGroup;
@@ -10,11 +11,36 @@ use super::{Dest, Node};
 use crate::node::rpc::RpcError;
 use crate::ssh::{SshHostInfo, SshHostList, SshHostRow, SshSettings};
 
+/// How often the inventory files are looked at for changes.
+const INVENTORY_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// The SSH client of a node with an inventory.
 pub(super) struct SshArm {
     pool: tunnel_ssh::Pool,
-    /// This node's hosts as targets see them, made once: selections run often.
-    hosts: Arc<Vec<SshHostInfo>>,
+    /// This node's hosts as targets see them, made once per load: selections run often.
+    hosts: Mutex<Arc<Vec<SshHostInfo>>>,
+    sources: tunnel_ssh::Sources,
+    /// The inventory files' modification times at the last load.
+    stamps: Mutex<Vec<Option<SystemTime>>>,
+}
+
+fn host_infos(inventory: &tunnel_ssh::Inventory) -> Arc<Vec<SshHostInfo>> {
+    Arc::new(inventory.hosts.iter().map(|h| SshHostInfo { name: h.name.clone(), tags: h.tags.clone() }).collect())
+}
+
+/// The modification time of every inventory file (a missing one counts as `None`).
+fn stamps(sources: &tunnel_ssh::Sources) -> Vec<Option<SystemTime>> {
+    let files = sources.hosts_files.iter().chain(&sources.ssh_configs).chain(&sources.ansible);
+    files.map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
+}
+
+async fn load(sources: &tunnel_ssh::Sources) -> tunnel_ssh::Inventory {
+    let inventory = tunnel_ssh::Inventory::load(sources).await;
+    for problem in &inventory.problems {
+        warn!(%problem, "SSH inventory");
+    }
+    info!(hosts = inventory.hosts.len(), problems = inventory.problems.len(), "SSH inventory loaded");
+    inventory
 }
 
 impl SshArm {
@@ -24,14 +50,14 @@ impl SshArm {
         if !settings.has_sources() {
             return None;
         }
-        let inventory = tunnel_ssh::Inventory::load(&settings.sources).await;
-        for problem in &inventory.problems {
-            warn!(%problem, "SSH inventory");
-        }
-        info!(hosts = inventory.hosts.len(), problems = inventory.problems.len(), "SSH inventory loaded");
-        let hosts = inventory.hosts.iter().map(|h| SshHostInfo { name: h.name.clone(), tags: h.tags.clone() });
-        let hosts = Arc::new(hosts.collect());
-        Some(Self { pool: tunnel_ssh::Pool::new(settings.pool.clone(), inventory), hosts })
+        let stamped = stamps(&settings.sources);
+        let inventory = load(&settings.sources).await;
+        Some(Self {
+            hosts: Mutex::new(host_infos(&inventory)),
+            pool: tunnel_ssh::Pool::new(settings.pool.clone(), inventory),
+            sources: settings.sources.clone(),
+            stamps: Mutex::new(stamped),
+        })
     }
 
     /// Every identity file the inventory names: secrets of this node.
@@ -50,6 +76,44 @@ impl SshArm {
 }
 
 impl Node {
+    /// Loads the SSH inventory again (new, changed and removed hosts take effect for the next
+    /// operation; open sessions finish), tells peers, and protects any new identity file.
+    /// Returns the hosts and problems now. On `SIGHUP`, and when an inventory file changes.
+    pub async fn reload_ssh_inventory(&self) -> Option<(usize, usize)> {
+        let arm = self.inner.ssh.as_ref()?;
+        *arm.stamps.lock().expect("stamps lock") = stamps(&arm.sources);
+        let inventory = load(&arm.sources).await;
+        let counts = (inventory.hosts.len(), inventory.problems.len());
+        {
+            let mut policy = self.inner.policy.write().expect("policy lock");
+            for file in inventory.hosts.iter().flat_map(|h| h.identity_files.iter()) {
+                policy.secrets.add_identity_file(file);
+            }
+        }
+        *arm.hosts.lock().expect("hosts lock") = host_infos(&inventory);
+        arm.pool.set_inventory(inventory);
+        let announced = arm.announcement();
+        self.inner.endpoint.update_hello(|h| h.ssh_hosts = announced);
+        Some(counts)
+    }
+
+    /// Reloads the inventory whenever one of its files changes, until the node stops.
+    pub(super) async fn watch_ssh_inventory(self) {
+        let Some(arm) = self.inner.ssh.as_ref() else { return };
+        let mut tick = tokio::time::interval(INVENTORY_CHECK_EVERY);
+        loop {
+            tokio::select! {
+                _ = self.inner.cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let changed = stamps(&arm.sources) != *arm.stamps.lock().expect("stamps lock");
+            if changed {
+                info!("an SSH inventory file changed; reloading");
+                self.reload_ssh_inventory().await;
+            }
+        }
+    }
+
     /// The SSH client, if this node has an SSH inventory.
     pub fn ssh_pool(&self) -> Option<tunnel_ssh::Pool> {
         self.inner.ssh.as_ref().map(|arm| arm.pool.clone())
@@ -57,7 +121,7 @@ impl Node {
 
     /// This node's own SSH hosts, for target selection.
     pub(super) fn own_ssh_hosts(&self) -> Arc<Vec<SshHostInfo>> {
-        self.inner.ssh.as_ref().map(|arm| arm.hosts.clone()).unwrap_or_default()
+        self.inner.ssh.as_ref().map(|arm| arm.hosts.lock().expect("hosts lock").clone()).unwrap_or_default()
     }
 
     /// Every SSH host this node and its peers announce (call [`Node::discover`] first to
