@@ -160,6 +160,33 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(std::fs::read_to_string(&back)?, "uploaded through the mesh\n");
 
+    // ls, info and a recursive copy both ways, as on a peer (stat, list and mkdir over SFTP).
+    let o = op.cli(&["ls", &format!("ssh:h0:{}", dir.path().display())]);
+    assert!(o.status.success() && out(&o).contains(" remote.txt\n"), "{}{}", out(&o), err(&o));
+    let o = op.cli(&["info", "ssh:h1", "--json"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let uname = |flag: &str| String::from_utf8(std::process::Command::new("uname").arg(flag).output().unwrap().stdout);
+    assert_eq!(info["hostname"].as_str().map(str::to_owned), Some(uname("-n")?.trim().to_owned()), "{info}");
+    assert_eq!(info["os"]["kernel"].as_str().map(str::to_owned), Some(uname("-r")?.trim().to_owned()), "{info}");
+    assert_eq!(info["mode"], "edit", "the jump node's mode governs its hosts: {info}");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub"))?;
+    std::fs::write(tree.join("a.txt"), "a\n")?;
+    std::fs::write(tree.join("sub/b.txt"), "b\n")?;
+    let landing = dir.path().join("landing");
+    std::fs::create_dir(&landing)?;
+    let o = op.cli(&["cp", "-r", tree.to_str().unwrap(), &format!("ssh:h1:{}", landing.display())]);
+    assert!(o.status.success(), "cp -r to an SSH host: {}", err(&o));
+    assert_eq!(std::fs::read_to_string(landing.join("tree/sub/b.txt"))?, "b\n");
+    let again = dir.path().join("again");
+    let o = op.cli(&["cp", "-r", &format!("ssh:h0:{}", landing.join("tree").display()), again.to_str().unwrap()]);
+    assert!(o.status.success(), "cp -r from an SSH host: {}", err(&o));
+    assert_eq!(std::fs::read_to_string(again.join("a.txt"))?, "a\n");
+    assert_eq!(std::fs::read_to_string(again.join("sub/b.txt"))?, "b\n");
+    let o = op.cli(&["mode", "ssh:h0", "plan"]);
+    assert!(!o.status.success() && err(&o).contains("jump node's governs it"), "{}", err(&o));
+
     // An AI client over MCP: ssh_hosts, and ssh: targets in exec, fleet_exec and read_file.
     let mut env = NodeProc::env_of(op.dir.path());
     env.push(("SSH_FILE".into(), remote.display().to_string()));
@@ -168,7 +195,7 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
 
     // The jump node audited every operation on its hosts.
     let audit = std::fs::read_to_string(jump.dir.path().join("state/audit.jsonl"))?;
-    for event in ["\"ssh.exec\"", "\"ssh.write\"", "\"ssh.read\""] {
+    for event in ["\"ssh.exec\"", "\"ssh.write\"", "\"ssh.read\"", "\"ssh.list\"", "\"ssh.info\"", "\"ssh.mkdir\""] {
         assert!(audit.contains(event), "no {event} in the audit log");
     }
     assert!(audit.contains("\"ssh_host\":\"h0\""));
@@ -214,6 +241,10 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
     let o = op.cli(&["exec", "ssh:h0", "--", "rm", "-f", "/tmp/x"]);
     assert!(err(&o).contains("read-only system programs on SSH hosts"), "{}", err(&o));
     let o = op.cli(&["cp", local_src.to_str().unwrap(), &dst]);
+    assert!(o.status.code() != Some(0) && err(&o).contains("mode plan does not allow writes"), "{}", err(&o));
+    let o = op.cli(&["ls", &format!("ssh:h0:{}", dir.path().display())]);
+    assert!(o.status.success(), "plan still lists: {}", err(&o));
+    let o = op.cli(&["cp", "-r", tree.to_str().unwrap(), &format!("ssh:h0:{}", landing.display())]);
     assert!(o.status.code() != Some(0) && err(&o).contains("mode plan does not allow writes"), "{}", err(&o));
     // Disabled refuses everything.
     let o = jump.cli(&["mode", "local", "disabled"]);

@@ -269,6 +269,12 @@ pub enum Op {
         path: PathBytes,
         mode: Option<u32>,
     },
+    /// `op` (stat, list, mkdir or info) on an SSH host the receiving node reaches, under its
+    /// policy.
+    Ssh {
+        host: String,
+        op: Box<Op>,
+    },
 }
 
 impl Op {
@@ -280,6 +286,7 @@ impl Op {
             Self::Stat { .. } => "stat",
             Self::List { .. } => "list",
             Self::Mkdir { .. } => "mkdir",
+            Self::Ssh { .. } => "ssh",
         }
     }
 }

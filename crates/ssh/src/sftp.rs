@@ -202,6 +202,67 @@ async fn copy_in(sftp: &Sftp, handle: &str, size: u64, input: &mut mpsc::Receive
     Ok(offset)
 }
 
+impl Pool {
+    /// What `path` on host `name` is (symlinks not followed).
+    pub async fn stat(&self, name: &str, path: &str) -> Result<FileStat, SshError> {
+        let sftp = self.sftp(name).await?;
+        let attrs = sftp.raw.lstat(path).await.map_err(|e| file_error(name, path, e))?.attrs;
+        Ok(file_stat(path, &attrs))
+    }
+
+    /// At most `limit` entries of directory `path` on host `name`, sorted by name, without
+    /// `.` and `..`; `true` when there were more.
+    pub async fn list(&self, name: &str, path: &str, limit: usize) -> Result<(Vec<FileStat>, bool), SshError> {
+        let sftp = self.sftp(name).await?;
+        let ferr = |e| file_error(name, path, e);
+        let handle = sftp.raw.opendir(path).await.map_err(ferr)?.handle;
+        let mut entries = Vec::new();
+        let mut truncated = false;
+        let read = loop {
+            match sftp.raw.readdir(handle.clone()).await {
+                Ok(batch) => {
+                    for f in batch.files.into_iter().filter(|f| f.filename != "." && f.filename != "..") {
+                        if entries.len() == limit {
+                            truncated = true;
+                            continue;
+                        }
+                        entries.push(file_stat(&f.filename, &f.attrs));
+                    }
+                }
+                Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => break Ok(()),
+                Err(e) => break Err(ferr(e)),
+            }
+        };
+        let _ = sftp.raw.close(handle).await;
+        read?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok((entries, truncated))
+    }
+
+    /// Creates directory `path` on host `name` (its parent must exist); an existing directory
+    /// is fine, anything else there is an error.
+    pub async fn mkdir(&self, name: &str, path: &str, mode: Option<u32>) -> Result<(), SshError> {
+        let sftp = self.sftp(name).await?;
+        let attrs = FileAttributes { permissions: Some(mode.unwrap_or(0o755)), ..FileAttributes::default() };
+        match sftp.raw.mkdir(path, attrs).await {
+            Ok(_) => Ok(()),
+            Err(e) => match sftp.raw.lstat(path).await {
+                Ok(a) if file_stat(path, &a.attrs).kind == FileKind::Dir => Ok(()),
+                Ok(_) => Err(SshError::File {
+                    host: name.into(),
+                    path: path.into(),
+                    reason: "exists and is not a directory".into(),
+                }),
+                Err(_) => Err(file_error(name, path, e)),
+            },
+        }
+    }
+}
+
+fn file_error(host: &str, path: &str, e: SftpError) -> SshError {
+    SshError::File { host: host.to_owned(), path: path.to_owned(), reason: describe(e) }
+}
+
 fn file_stat(path: &str, a: &FileAttributes) -> FileStat {
     let perms = a.permissions.unwrap_or(0);
     let kind = match perms & 0o170000 {

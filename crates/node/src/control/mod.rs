@@ -541,10 +541,23 @@ async fn handle(node: &Node, req: ControlRequest, operator: bool) -> ControlResp
             Ok((id, name, rtt)) => ControlResponse::Pong { name, id: id.to_string(), rtt_us: rtt.as_micros() as u64 },
             Err(e) => ControlResponse::Error(e.to_string()),
         },
-        ControlRequest::Request { target, .. } if target.starts_with(crate::fleet::targets::SSH_PREFIX) => {
-            ControlResponse::Error(format!(
-                "{target}: SSH hosts take exec, file reads and writes; run `ls` or `stat` there with `tunnel exec`"
-            ))
+        // On an SSH host: the node that reaches it answers, under its own policy.
+        ControlRequest::Request { target, op } if target.starts_with(crate::fleet::targets::SSH_PREFIX) => {
+            if !matches!(op, Op::Stat { .. } | Op::List { .. } | Op::Mkdir { .. } | Op::Info) {
+                return ControlResponse::Error(format!(
+                    "{target}: an SSH host has no {} of its own; its jump node's governs it",
+                    op.name()
+                ));
+            }
+            let dest = match node.find_dest(&target).await {
+                Ok(dest) => dest,
+                Err(e) => return ControlResponse::Error(e.to_string()),
+            };
+            let host = dest.ssh.unwrap_or_default();
+            match node.request(dest.peer, Op::Ssh { host, op: Box::new(op) }, REQUEST_TIMEOUT).await {
+                Ok(reply) => ControlResponse::Reply(reply),
+                Err(e) => ControlResponse::Error(e.to_string()),
+            }
         }
         ControlRequest::SshHosts => {
             node.discover(PEERS_DISCOVER_WAIT).await;

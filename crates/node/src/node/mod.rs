@@ -651,7 +651,7 @@ impl Node {
                     }
                     Seen::New => {
                         work.spawn(async move {
-                            let result = node.handle_request(from, op);
+                            let result = node.handle_request(from, op).await;
                             node.inner.recent.lock().expect("recent lock").finish(from, id, result.clone());
                             let _ = node.inner.endpoint.send(&from, PeerMessage::Response { id, result }).await;
                         });

@@ -59,8 +59,11 @@ impl Node {
 
     /// Answers one peer request. Ping is part of membership and always answered; the rest is
     /// checked by policy and audited.
-    pub(super) fn handle_request(&self, from: NodeId, op: Op) -> Result<Reply, RemoteError> {
-        self.answer(from, op, false)
+    pub(super) async fn handle_request(&self, from: NodeId, op: Op) -> Result<Reply, RemoteError> {
+        match op {
+            Op::Ssh { host, op } => crate::ssh::answer_request(self, from, host, *op).await,
+            op => self.answer(from, op, false),
+        }
     }
 
     /// Answers a request of the local operator (the CLI on this machine) for this node.
@@ -73,6 +76,7 @@ impl Node {
         let failed = |m: String| RemoteError { kind: RemoteErrorKind::Failed, message: m };
         match op {
             Op::Ping { payload } => Ok(Reply::Pong { payload }),
+            Op::Ssh { .. } => Err(failed("operations on SSH hosts go to the node that reaches them".into())),
             Op::SetMode { mode } => {
                 let mode: Mode = mode.parse().map_err(|e: String| failed(e))?;
                 // From our own id means from a local front-end: the local operator.
