@@ -159,6 +159,19 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
     let o = op.cli(&["cp", &format!("ssh:h0:{}", remote.display()), back.to_str().unwrap()]);
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(std::fs::read_to_string(&back)?, "uploaded through the mesh\n");
+    // Overwriting in edit mode keeps the old file in the jump node's backups, restorable there.
+    std::fs::write(&local_src, "second version\n")?;
+    let o = op.cli(&["cp", local_src.to_str().unwrap(), &dst]);
+    assert!(o.status.success() && err(&o).contains("backed up on ssh:h1"), "{}", err(&o));
+    assert_eq!(std::fs::read_to_string(&remote)?, "second version\n");
+    let listed = out(&jump.cli(&["backups", "list", "--json"]));
+    let original = format!("ssh:h1:{}", remote.display());
+    let entry: serde_json::Value = serde_json::from_str(listed.lines().last().unwrap_or("{}"))?;
+    assert_eq!(entry["original"], original.as_str(), "{listed}");
+    assert_eq!(std::fs::read_to_string(entry["backup"].as_str().unwrap())?, "uploaded through the mesh\n");
+    let o = jump.cli(&["backups", "restore", &original]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(std::fs::read_to_string(&remote)?, "uploaded through the mesh\n", "restored on the host");
 
     // ls, info and a recursive copy both ways, as on a peer (stat, list and mkdir over SFTP).
     let o = op.cli(&["ls", &format!("ssh:h0:{}", dir.path().display())]);

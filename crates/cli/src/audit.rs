@@ -43,7 +43,7 @@ pub(crate) fn run(global: Global, cmd: AuditCommand) -> anyhow::Result<i32> {
 }
 
 /// `tunnel backups list` and `tunnel backups restore`, on this machine's state directory.
-pub(crate) fn backups(global: Global, cmd: BackupsCommand) -> anyhow::Result<i32> {
+pub(crate) async fn backups(global: Global, cmd: BackupsCommand) -> anyhow::Result<i32> {
     let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
     match cmd {
         BackupsCommand::List { json } => {
@@ -56,8 +56,20 @@ pub(crate) fn backups(global: Global, cmd: BackupsCommand) -> anyhow::Result<i32
             }
         }
         BackupsCommand::Restore { path } => {
-            let b = tunnel_node::services::backups::restore(&settings.state_dir, &path)?;
-            outln!("restored {} from {}", b.original, b.backup);
+            let found = tunnel_node::services::backups::find(&settings.state_dir, &path)?;
+            if let Some((host, remote)) = tunnel_node::services::backups::ssh_original(&found) {
+                // Kept by this node for one of its SSH hosts: written back through the node,
+                // under its policy, which keeps what the restore replaces in turn.
+                let target = format!("ssh:{host}");
+                let copy = std::path::PathBuf::from(&found.backup);
+                let code = crate::cp::send_file(&global, &copy, &target, &remote.into()).await?;
+                if code != 0 {
+                    return Ok(code);
+                }
+            } else {
+                tunnel_node::services::backups::restore(&settings.state_dir, &path)?;
+            }
+            outln!("restored {} from {}", found.original, found.backup);
         }
     }
     Ok(0)

@@ -251,7 +251,7 @@ async fn upload(global: &Global, src: &Path, peer: &str, path: &PathBytes) -> an
 }
 
 /// Uploads one local file to exactly `target` on the peer.
-async fn send_file(global: &Global, src: &Path, peer: &str, target: &PathBytes) -> anyhow::Result<i32> {
+pub(crate) async fn send_file(global: &Global, src: &Path, peer: &str, target: &PathBytes) -> anyhow::Result<i32> {
     let meta = std::fs::metadata(src).with_context(|| format!("reading {}", src.display()))?;
     let name = src.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let spec = WriteSpec {

@@ -108,6 +108,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(cmd) => audit::run(global, cmd),
         Command::Ssh(args::SshCommand::Hosts(args)) => query::ssh_hosts(global, args).await,
         Command::Forward(args) => forward::run(global, args).await,
-        Command::Backups(cmd) => audit::backups(global, cmd),
+        Command::Backups(cmd) => audit::backups(global, cmd).await,
     }
 }

@@ -39,14 +39,26 @@ pub fn list(state_dir: &Path) -> Result<Vec<BackupEntry>, BackupError> {
     Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
-/// Restores `which`: a backup file's path, or an original path (its newest backup).
-/// Returns the entry restored.
-pub fn restore(state_dir: &Path, which: &str) -> Result<BackupEntry, BackupError> {
-    let entry = list(state_dir)?
+/// The backup `which` names: a backup file's path, or an original (its newest backup).
+pub fn find(state_dir: &Path, which: &str) -> Result<BackupEntry, BackupError> {
+    list(state_dir)?
         .into_iter()
         .rev()
         .find(|e| e.backup == which || e.original == which)
-        .ok_or_else(|| BackupError::NotFound(which.to_owned()))?;
+        .ok_or_else(|| BackupError::NotFound(which.to_owned()))
+}
+
+/// The SSH host and path of a backup taken on an `ssh:` host (its original is
+/// `ssh:HOST:PATH`): those are restored by writing the copy back through the node.
+pub fn ssh_original(entry: &BackupEntry) -> Option<(&str, &str)> {
+    let rest = entry.original.strip_prefix("ssh:")?;
+    rest.split_once(':')
+}
+
+/// Restores `which` on this machine: a backup file's path, or an original path (its newest
+/// backup). Returns the entry restored.
+pub fn restore(state_dir: &Path, which: &str) -> Result<BackupEntry, BackupError> {
+    let entry = find(state_dir, which)?;
     let original = Path::new(&entry.original);
     let dir = original.parent().ok_or_else(|| BackupError::NotFound(entry.original.clone()))?;
     if original.exists() {

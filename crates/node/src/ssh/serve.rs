@@ -133,6 +133,58 @@ async fn run(
     }
 }
 
+/// Reads the regular file `path` on `host`, if there is one, into a new slot of this node's
+/// backups, listed as `ssh:HOST:PATH` (what `tunnel backups restore` takes).
+async fn back_up(
+    pool: &tunnel_ssh::Pool,
+    host: &str,
+    path: &str,
+    root: &std::path::Path,
+    caller: &tunnel_proto::NodeId,
+) -> Result<Option<std::path::PathBuf>, String> {
+    use tokio::io::AsyncWriteExt;
+    match pool.stat(host, path).await {
+        Ok(st) if st.kind == tunnel_proto::message::FileKind::File => {}
+        _ => return Ok(None), // nothing to keep (a missing file is the write's to report)
+    }
+    let (slot, time_ms) = crate::services::backups::new_slot(root).map_err(|e| e.to_string())?;
+    let name = std::path::Path::new(path).file_name().unwrap_or(std::ffi::OsStr::new("file"));
+    let copy = slot.join(name);
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&copy)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (tx, mut rx) = mpsc::channel(EVENTS);
+    let read = async {
+        let r = pool.read_file(host, path, 0, None, &tx).await;
+        drop(tx);
+        r
+    };
+    let save = async {
+        while let Some(event) = rx.recv().await {
+            if let FileEvent::Data(bytes) = event {
+                out.write_all(&bytes).await?;
+            }
+        }
+        out.sync_all().await
+    };
+    let (read, saved) = tokio::join!(read, save);
+    let bytes = read.map_err(|e| e.to_string())?;
+    saved.map_err(|e| e.to_string())?;
+    let entry = crate::services::backups::BackupEntry {
+        time_ms,
+        original: format!("ssh:{host}:{path}"),
+        backup: copy.display().to_string(),
+        bytes,
+        caller: caller.to_string(),
+    };
+    crate::services::backups::record(root, &entry).map_err(|e| e.to_string())?;
+    Ok(Some(copy))
+}
+
 /// SFTP names files with UTF-8 strings here: a path that is not one cannot be asked for.
 fn utf8_path(path: &tunnel_proto::message::PathBytes) -> Result<String, Refusal> {
     path.to_str()
@@ -190,16 +242,30 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, host: String,
     let checked = node.policy_check(|p| {
         p.check_caller(&peer)?;
         p.check_write_size(spec.size)?;
-        p.check_remote_path(path.as_ref().map_err(Clone::clone)?, PathAccess::Write)
+        p.check_remote_path(path.as_ref().map_err(Clone::clone)?, PathAccess::Write)?;
+        Ok(p.mode)
     });
-    let pool = match checked.and_then(|()| pool_or_refuse(&node, &host)) {
-        Ok(pool) => pool,
+    let (mode, pool) = match checked.and_then(|mode| Ok((mode, pool_or_refuse(&node, &host)?))) {
+        Ok(found) => found,
         Err(refusal) => {
             return crate::services::exec::refuse(&node, peer, "ssh.write", refusal, detail, writer, FileEvent::Refused)
                 .await
         }
     };
     let started = Instant::now();
+    let path = path.as_deref().expect("checked above");
+    // Edit mode keeps what an overwrite replaces, here, as it does for a peer's own files.
+    let backups = (mode == crate::policy::Mode::Edit).then(|| node.state_dir().map(|d| d.join("backups"))).flatten();
+    let backup = match backups {
+        Some(root) if !spec.create_only => match back_up(&pool, &host, path, &root, &peer).await {
+            Ok(saved) => saved,
+            Err(e) => {
+                let failed = Err(format!("backing up ssh:{host}:{path} before replacing it: {e}"));
+                return crate::services::fs::conclude(&node, peer, "ssh.write", detail, started, failed, writer).await;
+            }
+        },
+        _ => None,
+    };
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
     let feed = async move {
         loop {
@@ -215,10 +281,9 @@ pub(crate) async fn serve_write(node: crate::Node, stream: Stream, host: String,
             }
         }
     };
-    let path = path.as_deref().expect("checked above");
     let write = pool.write_file(&host, path, spec.size, spec.mode, spec.create_only, &mut rx);
     // `feed` owns the sender: when it ends, the write sees the end of the input.
     let (result, ()) = tokio::join!(write, feed);
-    let result = result.map(|bytes| (bytes, None)).map_err(|e| e.to_string());
+    let result = result.map(|bytes| (bytes, backup)).map_err(|e| e.to_string());
     crate::services::fs::conclude(&node, peer, "ssh.write", detail, started, result, writer).await;
 }
