@@ -185,7 +185,7 @@ fn bad_input_and_refusals_leave_nothing_open() -> anyhow::Result<()> {
     fails(&["exit", "-L", "8080:db"], "[BIND:]PORT:HOST:HOSTPORT");
     fails(&["exit", "-L", "0.0.0.0:0:db:80"], "--public");
     fails(&["exit"], "at least one of -L, -R or -D");
-    fails(&["ssh:nope", "-R", "0:localhost:80"], "-R");
+    fails(&["ssh:nope", "-R", "0:localhost:80"], "no peer announces an SSH host named \"nope\"");
     // The exit's plan mode forwards only where forward_allow says, and says so at once.
     fails(&["exit", "-L", &format!("0:{other}")], "forward_allow");
     // One bad spec among good ones opens none of them.

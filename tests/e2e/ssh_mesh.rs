@@ -197,6 +197,37 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
     assert!(o.status.success(), "cp -r from an SSH host: {}", err(&o));
     assert_eq!(std::fs::read_to_string(again.join("a.txt"))?, "a\n");
     assert_eq!(std::fs::read_to_string(again.join("sub/b.txt"))?, "b\n");
+    // -R through an SSH host: the host listens (tcpip-forward), and what connects there is
+    // carried back to a service only the operator reaches; closing frees the port.
+    let servers = tunnel_tests::tcp::Servers::new();
+    let web = servers.http("from the operator's side\n");
+    // (The operator is the exit of its own -R: its plan mode would refuse the destination.)
+    assert!(op.cli(&["mode", "local", "edit"]).status.success());
+    let o = op.cli(&["forward", "ssh:h0", "-R", &format!("0:{web}"), "--json"]);
+    assert!(o.status.success(), "-R via an SSH host: {}", err(&o));
+    let fwd: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let listen: std::net::SocketAddr = fwd[0]["listen"].as_str().unwrap().parse()?;
+    let get = || -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(listen)?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        conn.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    for _ in 0..3 {
+        assert!(get()?.ends_with("from the operator's side\n"), "through the SSH host's listener");
+    }
+    let o = op.cli(&["forward", "close", &fwd[0]["id"].to_string()]);
+    assert!(o.status.success(), "{}", err(&o));
+    let freed = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(listen).is_err()
+    });
+    assert!(freed, "the SSH host still listens on {listen} after the forward closed");
+    let audit = std::fs::read_to_string(jump.dir.path().join("state/audit.jsonl"))?;
+    assert!(audit.contains("\"ssh.listen\""), "the jump node audited the listener");
     let o = op.cli(&["mode", "ssh:h0", "plan"]);
     assert!(!o.status.success() && err(&o).contains("jump node's governs it"), "{}", err(&o));
 

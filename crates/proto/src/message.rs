@@ -186,6 +186,11 @@ pub enum StreamKind {
     Listen(ListenSpec),
     /// A connection a [`StreamKind::Listen`] listener accepted, back to the forward's owner.
     Reverse(ReverseSpec),
+    /// [`StreamKind::Listen`] on an SSH host this node reaches (`tcpip-forward`).
+    SshListen {
+        host: String,
+        spec: ListenSpec,
+    },
 }
 
 /// A command to run, as the caller sends it.

@@ -50,10 +50,21 @@ impl ClientSettings {
 /// Why a host key was not accepted; kept by the handler for the error message.
 type KeyProblem = Arc<Mutex<Option<SshError>>>;
 
+/// A connection the server accepted on one of our remote forwards (`tcpip-forward`).
+pub(crate) struct ForwardedChannel {
+    pub(crate) channel: russh::Channel<client::Msg>,
+    /// Who connected, `address:port`, as the server says.
+    pub(crate) from: String,
+}
+
+/// Where the channels of each remote forward go, by the port the server listens on.
+pub(crate) type Forwarded = Arc<Mutex<std::collections::HashMap<u32, tokio::sync::mpsc::Sender<ForwardedChannel>>>>;
+
 pub(crate) struct Client {
     host: Arc<Host>,
     settings: Arc<ClientSettings>,
     problem: KeyProblem,
+    forwarded: Forwarded,
 }
 
 impl client::Handler for Client {
@@ -109,6 +120,30 @@ impl client::Handler for Client {
         *self.problem.lock().expect("problem lock") = Some(refusal);
         Ok(false)
     }
+
+    /// A connection to one of our remote forwards: to its listener, or refused if it has none
+    /// (a forward cancelled a moment ago, or one we never asked for).
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        _connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let to = self.forwarded.lock().expect("forwarded lock").get(&connected_port).cloned();
+        match to {
+            Some(to) => {
+                reply.accept().await;
+                let from = format!("{originator_address}:{originator_port}");
+                let _ = to.send(ForwardedChannel { channel, from }).await;
+            }
+            None => reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await,
+        }
+        Ok(())
+    }
 }
 
 pub(crate) type Session = Handle<Client>;
@@ -130,9 +165,15 @@ pub(crate) async fn connect(
     host: Arc<Host>,
     settings: Arc<ClientSettings>,
     via: Option<Arc<Session>>,
-) -> Result<Session, SshError> {
+) -> Result<(Session, Forwarded), SshError> {
     let problem = KeyProblem::default();
-    let handler = Client { host: host.clone(), settings: settings.clone(), problem: problem.clone() };
+    let forwarded = Forwarded::default();
+    let handler = Client {
+        host: host.clone(),
+        settings: settings.clone(),
+        problem: problem.clone(),
+        forwarded: forwarded.clone(),
+    };
     let address = format!("{}:{}", host.address, host.port);
     let connect_err = |reason: String| SshError::Connect { host: host.name.clone(), address: address.clone(), reason };
     let config = russh_config();
@@ -161,7 +202,7 @@ pub(crate) async fn connect(
         .map_err(|_| SshError::Timeout { host: host.name.clone(), what: format!("connecting to {address}"), secs })??;
     let auth = tokio::time::timeout(settings.connect_timeout, authenticate(&mut session, &host, &settings));
     auth.await.map_err(|_| SshError::Timeout { host: host.name.clone(), what: "authentication".into(), secs })??;
-    Ok(session)
+    Ok((session, forwarded))
 }
 
 async fn authenticate(session: &mut Session, host: &Host, settings: &ClientSettings) -> Result<(), SshError> {

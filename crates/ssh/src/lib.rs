@@ -28,4 +28,4 @@ pub use exec::ExecRequest;
 pub use inventory::{Host, Inventory, Problem, Sources, StrictHostKeys};
 pub use pool::{Pool, PoolSettings};
 pub use quote::RemoteCommand;
-pub use tcpip::TcpipStream;
+pub use tcpip::{RemoteListener, TcpipStream};

@@ -57,6 +57,8 @@ impl PoolSettings {
 
 pub(crate) struct Conn {
     session: Arc<Session>,
+    /// This session's remote forwards.
+    pub(crate) forwarded: crate::client::Forwarded,
     channels: Arc<Semaphore>,
     last_used: Mutex<Instant>,
     /// Idle runners, each holding a channel slot.
@@ -66,6 +68,11 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// The session, for requests that outlive a borrow of the connection.
+    pub(crate) fn session_handle(&self) -> Arc<Session> {
+        self.session.clone()
+    }
+
     /// An idle runner that stayed quiet while idle; any that did not are closed.
     pub(crate) fn idle_runner(&self) -> Option<Runner> {
         loop {
@@ -250,10 +257,11 @@ impl Pool {
         }
         *current = None;
         let started = Instant::now();
-        let session = self.connect_with_retries(host, depth).await?;
+        let (session, forwarded) = self.connect_with_retries(host, depth).await?;
         tracing::debug!(host = %host.name, took_ms = started.elapsed().as_millis() as u64, "connected");
         let conn = Arc::new(Conn {
             session: Arc::new(session),
+            forwarded,
             channels: Arc::new(Semaphore::new(self.inner.settings.channels_per_session.max(1))),
             last_used: Mutex::new(Instant::now()),
             runners: Mutex::new(Vec::new()),
@@ -263,7 +271,11 @@ impl Pool {
         Ok(conn)
     }
 
-    async fn connect_with_retries(&self, host: &Arc<Host>, depth: usize) -> Result<Session, SshError> {
+    async fn connect_with_retries(
+        &self,
+        host: &Arc<Host>,
+        depth: usize,
+    ) -> Result<(Session, crate::client::Forwarded), SshError> {
         let via = match &host.proxy_jump {
             None => None,
             Some(_) if depth >= MAX_JUMPS => {

@@ -24,7 +24,7 @@ mod socks;
 mod spec;
 
 pub(crate) use exit::{serve_connect, serve_reverse, serve_ssh_connect};
-pub(crate) use listen::serve_listen;
+pub(crate) use listen::{serve_listen, serve_ssh_listen};
 pub use registry::Forwards;
 pub use spec::{ForwardKind, ForwardSpec, SocksAuth};
 

@@ -103,7 +103,7 @@ impl Starting<'_> {
         let key = rand::random();
         let mut listen_spec =
             ListenSpec { bind: spec.bind.to_string(), port: spec.port, public: spec.public, key, label: self.label };
-        let (stream, addr) = listen(self.node, self.dest.peer, &listen_spec)
+        let (stream, addr) = listen(self.node, &self.dest, &listen_spec)
             .await
             .map_err(|why| format!("{} cannot listen on {}: {why}", spec.via, spec.listen_addr()))?;
         // Listening again after an outage must take the same port, even if 0 was asked.
@@ -111,8 +111,13 @@ impl Starting<'_> {
             listen_spec.port = got.port();
         }
         let peer = self.dest.peer;
-        let keeper =
-            Keeper { node: self.node.clone(), peer, via: spec.via.clone(), spec: listen_spec, stats: self.stats };
+        let keeper = Keeper {
+            node: self.node.clone(),
+            dest: self.dest,
+            via: spec.via.clone(),
+            spec: listen_spec,
+            stats: self.stats,
+        };
         Ok(Started { listen: addr, task: tokio::spawn(keeper.run(stream, self.cancel)), reverse: Some((peer, key)) })
     }
 }

@@ -10,7 +10,8 @@ use tracing::{info, warn};
 use tunnel_net::Stream;
 use tunnel_proto::forward::{ListenReply, ListenSpec};
 use tunnel_proto::message::StreamKind;
-use tunnel_proto::NodeId;
+
+use crate::Dest;
 
 use super::registry::Stats;
 use super::reply::answered;
@@ -20,9 +21,15 @@ const ANSWER_WAIT: Duration = Duration::from_secs(15);
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Asks `peer` to listen; the stream that keeps the listener, and the address it got.
-pub(super) async fn listen(node: &crate::Node, peer: NodeId, spec: &ListenSpec) -> Result<(Stream, String), String> {
-    let stream = node.open_stream(peer, StreamKind::Listen(spec.clone())).await.map_err(|e| e.to_string())?;
+/// Asks `dest` (a peer, or an SSH host through its peer) to listen; the stream that keeps
+/// the listener, and the address it got.
+pub(super) async fn listen(node: &crate::Node, dest: &Dest, spec: &ListenSpec) -> Result<(Stream, String), String> {
+    let kind = match &dest.ssh {
+        None => StreamKind::Listen(spec.clone()),
+        Some(host) => StreamKind::SshListen { host: host.clone(), spec: spec.clone() },
+    };
+    let peer = dest.peer;
+    let stream = node.open_stream(peer, kind).await.map_err(|e| e.to_string())?;
     match answered::<ListenReply>(node, peer, stream, ANSWER_WAIT).await? {
         (stream, ListenReply::Listening { addr }, _) => Ok((stream, addr)),
         (_, ListenReply::Refused(why) | ListenReply::Failed(why), _) => Err(why),
@@ -32,7 +39,7 @@ pub(super) async fn listen(node: &crate::Node, peer: NodeId, spec: &ListenSpec) 
 /// What keeps one remote forward's listener.
 pub(super) struct Keeper {
     pub(super) node: crate::Node,
-    pub(super) peer: NodeId,
+    pub(super) dest: Dest,
     pub(super) via: String,
     pub(super) spec: ListenSpec,
     pub(super) stats: Arc<Stats>,
@@ -66,7 +73,7 @@ impl Keeper {
                 _ = cancel.cancelled() => return None,
                 _ = tokio::time::sleep(wait) => {}
             }
-            match listen(&self.node, self.peer, &self.spec).await {
+            match listen(&self.node, &self.dest, &self.spec).await {
                 Ok((stream, addr)) => {
                     info!(via = %self.via, %addr, "remote forward listening again");
                     self.stats.set_state("listening");

@@ -32,7 +32,7 @@ impl std::fmt::Display for ForwardKind {
 /// A forward as asked for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ForwardSpec {
-    /// A peer, or `ssh:HOST` (not for `-R`).
+    /// A peer, or `ssh:HOST`.
     pub via: String,
     pub kind: ForwardKind,
     pub bind: IpAddr,
@@ -167,12 +167,6 @@ impl ForwardSpec {
         if self.kind != ForwardKind::Socks && self.to.is_none() {
             return Err(format!("a {} forward needs a destination HOST:PORT", self.kind));
         }
-        if self.kind == ForwardKind::Remote && self.via.starts_with(crate::fleet::targets::SSH_PREFIX) {
-            return Err(format!(
-                "{}: remote forwards (-R) go through peers; SSH hosts take -L and -D (direct-tcpip)",
-                self.via
-            ));
-        }
         if !self.bind.is_loopback() && !self.public {
             return Err(format!(
                 "listening on {} reaches beyond this machine; pass --public to mean it",
@@ -256,7 +250,7 @@ mod tests {
         assert!(spec.validate().unwrap_err().contains("--public"));
         assert_eq!(ForwardSpec { public: true, ..spec.clone() }.validate(), Ok(()));
         let ssh_remote = ForwardSpec { kind: ForwardKind::Remote, via: "ssh:db".into(), public: true, ..spec };
-        assert!(ssh_remote.validate().unwrap_err().contains("-R"));
+        assert!(ssh_remote.validate().is_ok(), "an SSH host listens for -R too (tcpip-forward)");
         let auth = SocksAuth { user: "u".into(), password: "secret-pw".into() };
         assert!(!format!("{auth:?}").contains("secret-pw"));
     }

@@ -25,6 +25,9 @@ impl Node {
                 work.spawn(crate::forward::serve_ssh_connect(node, stream, host, spec))
             }
             StreamKind::Listen(spec) => work.spawn(crate::forward::serve_listen(node, stream, spec)),
+            StreamKind::SshListen { host, spec } => {
+                work.spawn(crate::forward::serve_ssh_listen(node, stream, host, spec))
+            }
             // Served even with --no-agent: it is this node's own forward coming back.
             StreamKind::Reverse(spec) => work.spawn(crate::forward::serve_reverse(node, stream, spec)),
             _ if !self.inner.agent => {
