@@ -12,7 +12,7 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 cargo build --release -q --bins --target "$triple"
 bin="${CARGO_TARGET_DIR:-target}/$triple/release"
-for target in relay_frame handshake_reader session_opener stun; do
+for target in relay_frame handshake_reader session_opener stun control_frame; do
   mkdir -p "corpus/$target"
   echo "fuzz: $target ($runs inputs)"
   "$bin/$target" -runs="$runs" -max_len=4096 -max_total_time=120 "corpus/$target" 2>&1 | grep -E "^(#[0-9]+ +DONE|Done|==|SUMMARY|panicked)" || true

@@ -97,7 +97,7 @@ pub(crate) fn accept_upgrade(
     if !head.header_has_token("Upgrade", "websocket") || !head.header_has_token("Connection", "upgrade") {
         return Err(refuse(
             "426 Upgrade Required",
-            "this endpoint speaks WebSocket (subprotocol tunnel-relay.v2 or .v1)",
+            "this endpoint speaks WebSocket (subprotocol tunnel-relay.v2 or tunnel-relay.v1)",
         ));
     }
     if head.header("Sec-WebSocket-Version") != Some("13") {

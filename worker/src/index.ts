@@ -28,7 +28,7 @@ export default {
     if (room === null) return text(404, "not found: the relay serves /r/<room id> (WebSocket) and /healthz\n");
     if (request.method !== "GET") return text(405, "use GET\n");
     if ((request.headers.get("Upgrade") ?? "").toLowerCase() !== "websocket") {
-      return text(426, "this endpoint speaks WebSocket (subprotocol tunnel-relay.v2 or .v1)\n");
+      return text(426, "this endpoint speaks WebSocket (subprotocol tunnel-relay.v2 or tunnel-relay.v1)\n");
     }
     if (agree(request.headers.get("Sec-WebSocket-Protocol")) === null) {
       return text(400, "missing subprotocol tunnel-relay.v2 or tunnel-relay.v1 (client and relay versions differ?)\n");
