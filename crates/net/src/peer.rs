@@ -343,9 +343,10 @@ impl PeerActor {
             Incoming::Established => self.on_new_session().await,
             Incoming::PeerLostSession { handshake, usable } => {
                 debug!(peer = %self.peer.short(), "peer lost our session; starting over");
-                self.streams.fail_known("the peer lost its session with this node (it left and rejoined the room)");
-                // What it never got goes again on the new session (queued until it forms).
-                self.resend_at = Some(Instant::now());
+                // Every stream fails, even one whose Open the peer never acknowledged: if the
+                // peer restarted, its old life may have run it, and the new one has no memory of
+                // request ids; sending it again could run a command twice.
+                self.streams.fail_all("the peer lost its session with this node (it left and rejoined the room)");
                 if let Some(packet) = handshake {
                     self.send_packet(packet).await;
                 }
@@ -401,7 +402,7 @@ impl PeerActor {
             PeerMessage::Hello(hello) => {
                 if self.peer_instance.is_some_and(|i| i != hello.instance) {
                     debug!(peer = %self.peer.short(), "peer restarted; its streams are gone");
-                    self.streams.fail_known("peer restarted");
+                    self.streams.fail_all("peer restarted");
                     if let Some(ev) = self.path.as_mut().map(|p| p.reset("the peer restarted")) {
                         self.on_path_event(ev).await;
                     }

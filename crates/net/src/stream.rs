@@ -563,18 +563,6 @@ impl StreamTable {
         self.recent_resets.clear();
     }
 
-    /// Fails the streams the peer knew, after it lost its state (restarted, or lost our
-    /// session). A stream whose `Open` it never acknowledged never reached it: that one is
-    /// kept, and [`StreamTable::resend`] opens it again once a new session forms, so a call
-    /// made the moment a peer came back is not failed for the peer's old life.
-    pub(crate) fn fail_known(&mut self, reason: &str) {
-        let ids: Vec<u64> = self.slots.iter().filter(|(_, s)| s.open_unacked.is_none()).map(|(id, _)| *id).collect();
-        for id in ids {
-            self.fail(id, StreamError::Lost(reason.to_owned()), false);
-        }
-        self.recent_resets.clear();
-    }
-
     /// Whether any sent data or FIN waits for an acknowledgement.
     pub(crate) fn has_unacked(&self) -> bool {
         self.slots
@@ -649,30 +637,6 @@ mod tests {
         // A peer jumping far ahead costs bounded memory.
         assert!(t.on_open(u64::MAX, StreamKind::Sink, WINDOW, &ports).0.is_some());
         assert!(t.missing_remote.len() <= MAX_MISSING);
-    }
-
-    /// The peer lost its state: streams it knew fail; one whose `Open` it never acknowledged
-    /// is kept and opened again on the next session.
-    #[tokio::test]
-    async fn a_peer_that_lost_its_state_fails_only_the_streams_it_knew() {
-        let (mut t, ports, _d, _c) = table();
-        let mut known = accepted(&mut t, &ports);
-        let (mut acked, _) = t.open(StreamKind::Sink, &ports);
-        let acked_id = *t.slots.keys().find(|id| **id != 1).unwrap();
-        t.on_credit(acked_id, WINDOW, 0);
-        let (_unacked, open) = t.open(StreamKind::Echo, &ports);
-        let PeerMessage::Open { stream: unacked_id, .. } = open else { panic!("an Open") };
-        t.fail_known("peer restarted");
-        assert!(known.reader.read().await.is_err(), "a stream the peer opened is gone");
-        assert!(acked.reader.read().await.is_err(), "a stream the peer acknowledged is gone");
-        assert!(t.slots.contains_key(&unacked_id), "the one it never saw stays");
-        let again = t.resend();
-        assert!(
-            again.iter().any(
-                |m| matches!(m, PeerMessage::Open { stream, kind: StreamKind::Echo, .. } if *stream == unacked_id)
-            ),
-            "and is opened again: {again:?}"
-        );
     }
 
     #[tokio::test]
