@@ -24,7 +24,7 @@ pub(crate) mod lookup;
 pub(crate) mod membership;
 mod operator;
 mod recent;
-mod requests;
+pub(crate) mod requests;
 pub(crate) mod rpc;
 mod ssh;
 mod status;

@@ -11,7 +11,7 @@ use crate::audit::Entry;
 use crate::policy::{Mode, PathAccess, Refusal};
 
 /// Most entries one `list` returns.
-const LIST_MAX: usize = 10_000;
+pub(crate) const LIST_MAX: usize = 10_000;
 
 impl Node {
     /// Changes this node's mode. `by` is the peer asking, `None` for the local operator.

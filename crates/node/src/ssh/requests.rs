@@ -10,10 +10,10 @@ use tunnel_proto::NodeId;
 use tunnel_ssh::{ExecRequest, RemoteCommand};
 
 use super::pool_or_refuse;
+use super::serve::utf8_path;
+use crate::node::requests::LIST_MAX;
 use crate::policy::{PathAccess, Refusal};
 
-/// Most entries one `list` returns, as on a peer.
-const LIST_MAX: usize = 10_000;
 /// What `info` runs on the host: one fact a line, in the order [`parse_info`] reads them.
 const INFO_SCRIPT: &str = "uname -n; uname -s; uname -m; uname -r; \
     cut -d' ' -f1 /proc/uptime 2>/dev/null || echo 0; \
@@ -31,10 +31,9 @@ pub(crate) async fn answer(node: &crate::Node, from: NodeId, host: String, op: O
         Op::Info => ("ssh.info", PathAccess::Read, None),
         other => return Err(failed(format!("{} does not apply to an SSH host", other.name()))),
     };
-    // SFTP names files with UTF-8 strings here.
-    let path = match path.map(|p| p.to_str().map(str::to_owned).ok_or(p)).transpose() {
+    let path = match path.map(utf8_path).transpose() {
         Ok(path) => path,
-        Err(p) => return Err(failed(format!("{p}: not UTF-8, which SFTP through this node cannot name"))),
+        Err(not_utf8) => return Err(failed(not_utf8.rule)),
     };
     let detail = serde_json::json!({ "ssh_host": host, "path": path });
     let checked = node.policy_check(|p| {

@@ -186,7 +186,7 @@ async fn back_up(
 }
 
 /// SFTP names files with UTF-8 strings here: a path that is not one cannot be asked for.
-fn utf8_path(path: &tunnel_proto::message::PathBytes) -> Result<String, Refusal> {
+pub(crate) fn utf8_path(path: &tunnel_proto::message::PathBytes) -> Result<String, Refusal> {
     path.to_str()
         .map(str::to_owned)
         .ok_or_else(|| Refusal::new(format!("{path}: not UTF-8, which SFTP through this node cannot name")))
