@@ -48,6 +48,11 @@ pub struct EndpointConfig {
     pub peer_idle: std::time::Duration,
 }
 
+/// How long a peer that a fresh relay connection did not list stays known: nodes reach a
+/// restarted relay within a few seconds of each other (reconnect probes are at most 2 s
+/// apart while the relay is away).
+const REJOIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long an idle peer's actor lives: a node that talked to 10,000 peers once returns to
 /// its idle memory, and a peer talked to every few minutes keeps its session.
 pub const PEER_IDLE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -251,7 +256,7 @@ impl Endpoint {
             tasks: JoinSet::new(),
             status: relay_status.clone(),
             fail_fast: config.fail_fast,
-            unconfirmed: HashSet::new(),
+            unconfirmed: HashMap::new(),
             cancel: cancel.clone(),
         };
         let (wake_tx, wake_rx) = mpsc::channel(256);
@@ -391,9 +396,10 @@ struct Router {
     tasks: JoinSet<NodeId>,
     status: Arc<Mutex<RelayStatus>>,
     fail_fast: bool,
-    /// Peers a fresh relay connection did not list while we had a direct path with them:
-    /// kept until they rejoin, or until the direct path is gone too.
-    unconfirmed: HashSet<NodeId>,
+    /// Peers a fresh relay connection did not list, each with when to give up on it: kept
+    /// (actor, session and streams) until they rejoin, [`REJOIN_GRACE`] passes, or, for one
+    /// we reach directly, the direct path is gone too.
+    unconfirmed: HashMap<NodeId, tokio::time::Instant>,
     cancel: CancellationToken,
 }
 
@@ -413,7 +419,13 @@ impl Router {
                 biased;
                 _ = self.cancel.cancelled() => break,
                 _ = recheck.tick(), if !self.unconfirmed.is_empty() => {
-                    let lost: Vec<NodeId> = self.unconfirmed.iter().filter(|id| !self.is_direct(id)).copied().collect();
+                    let now = tokio::time::Instant::now();
+                    let lost: Vec<NodeId> = self
+                        .unconfirmed
+                        .iter()
+                        .filter(|(id, until)| now >= **until && !self.is_direct(id))
+                        .map(|(id, _)| *id)
+                        .collect();
                     for id in lost {
                         self.unconfirmed.remove(&id);
                         self.remove(id).await;
@@ -489,6 +501,7 @@ impl Router {
         match ev {
             RelayEvent::Connected { peers, observed_addr, .. } => {
                 let now: HashSet<NodeId> = peers.into_iter().collect();
+                self.unconfirmed.retain(|id, _| !now.contains(id));
                 let gone: Vec<NodeId> =
                     self.table.lock().expect("peers lock").keys().filter(|id| !now.contains(id)).copied().collect();
                 // The table first, waiting on nobody: whoever started the endpoint sees the
@@ -499,14 +512,14 @@ impl Router {
                     let _ = f.send(Ok(()));
                 }
                 self.emit(NetEvent::RelayConnected { observed_addr }).await;
+                // Reconnecting peers reach a restarted relay one by one: one not listed yet is
+                // most likely on its way. Its actor stays, so the end-to-end session and the
+                // streams in flight survive the relay's restart (dropping it made the peer's
+                // next packet an unknown session, which fails every stream). One we still
+                // reach directly is alive: it stays as long as that path does.
+                let until = tokio::time::Instant::now() + REJOIN_GRACE;
                 for id in gone {
-                    // Reconnecting peers reach a restarted relay one by one; one we still
-                    // reach directly is alive: keep its actor (and its streams).
-                    if self.is_direct(&id) {
-                        self.unconfirmed.insert(id);
-                    } else {
-                        self.remove(id).await;
-                    }
+                    self.unconfirmed.insert(id, until);
                 }
                 for id in &now {
                     if let Some(a) = self.actors.get(id) {

@@ -134,3 +134,52 @@ async fn idle_peer_actors_are_reaped_and_come_back_on_contact() {
     talk(hub.clone(), ids).await;
     assert_eq!(hub.active_peers(), PEERS);
 }
+
+/// A relay restart is a transport hiccup: the end-to-end session and a stream in flight
+/// survive it, whichever node reaches the new relay first (the first one's room snapshot does
+/// not list the other yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_in_flight_survives_a_relay_restart() {
+    let relay = Relay::bind("127.0.0.1:0", RelayConfig::default()).await.unwrap();
+    let addr = relay.local_addr().to_string();
+    let (a, mut a_rx) = endpoint(&relay, "a").await;
+    let (b, mut b_rx) = endpoint(&relay, "b").await;
+    present(&mut a_rx, b.id()).await;
+    let Stream { mut reader, mut writer, .. } = a.open_stream(&b.id(), StreamKind::Echo).await.unwrap();
+    writer.write_all(b"before ").await.unwrap();
+    let Stream { reader: mut echo_r, writer: mut echo_w, .. } =
+        wait_for(&mut b_rx, Duration::from_secs(10), |e| match e {
+            NetEvent::Stream(s) => Some(s),
+            _ => None,
+        })
+        .await;
+    let echo = tokio::spawn(async move {
+        let got = echo_r.read_to_end(1024).await.unwrap();
+        echo_w.write_all(&got).await.unwrap();
+        echo_w.finish().await.unwrap();
+    });
+
+    relay.shutdown().await;
+    for _ in 0..2 {
+        relay_restart_gap(&addr).await;
+    }
+    let relay = Relay::bind(&addr, RelayConfig::default()).await.unwrap();
+    writer.write_all(b"after").await.unwrap();
+    writer.finish().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), reader.read_to_end(1024)).await.unwrap().unwrap();
+    assert_eq!(got, b"before after");
+    echo.await.unwrap();
+    drop(relay);
+}
+
+/// Brings a relay up on `addr` long enough for some node to join it, then kills it, so that
+/// nodes come back in some order and see each other missing from their first snapshot.
+async fn relay_restart_gap(addr: &str) {
+    let relay = Relay::bind(addr, RelayConfig::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while relay.metrics().peers == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    relay.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
