@@ -368,7 +368,7 @@ pub(crate) struct McpArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(crate) tls_key: Option<std::path::PathBuf>,
     /// Tool groups to offer: a comma-separated list (core, fleet, ssh, forward), or all.
-    #[arg(long, default_value = "core,fleet,ssh,forward")]
+    #[arg(long, default_value = tunnel_mcp::DEFAULT_TOOLS)]
     pub(crate) tools: String,
     /// Default cap, in bytes, on what one tool call returns per output (a call may ask for another).
     #[arg(long, default_value_t = 65536, value_name = "BYTES")]

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 
 use crate::params::*;
 use crate::params_fleet::*;
+use crate::schema::{compact, Side};
 
 /// A set of tools that arrive together with one feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,9 @@ pub enum ToolGroup {
     /// Port forwards through peers and SSH hosts.
     Forward,
 }
+
+/// The groups `tunnel mcp` offers unless told otherwise.
+pub const DEFAULT_TOOLS: &str = "core,fleet,ssh,forward";
 
 impl ToolGroup {
     const ALL: [ToolGroup; 4] = [ToolGroup::Core, ToolGroup::Fleet, ToolGroup::Ssh, ToolGroup::Forward];
@@ -74,15 +78,40 @@ fn tool<P: JsonSchema + 'static, O: JsonSchema + 'static>(
     description: &'static str,
     hints: Hints,
 ) -> Tool {
-    let annotations = ToolAnnotations::with_title(title)
-        .read_only(hints.read_only)
-        .destructive(hints.destructive)
-        .idempotent(hints.idempotent)
-        .open_world(hints.open_world);
-    Tool::new(name, description, with_connect_timeout(schema_for_type::<P>()))
-        .with_title(title)
-        .with_raw_output_schema(schema_for_output::<O>())
-        .with_annotations(annotations)
+    let output = compact((*schema_for_output::<O>()).clone(), Side::Output);
+    confirming::<P>(name, title, description, hints).with_raw_output_schema(Arc::new(output))
+}
+
+/// A tool whose answer only confirms what was asked (the text says it all), so it advertises
+/// no outputSchema; its structured content is there all the same.
+fn confirming<P: JsonSchema + 'static>(
+    name: &'static str,
+    title: &str,
+    description: &'static str,
+    hints: Hints,
+) -> Tool {
+    let input = compact((*with_connect_timeout(schema_for_type::<P>())).clone(), Side::Input);
+    Tool::new(name, description, Arc::new(input)).with_title(title).with_annotations(annotations(&hints))
+}
+
+/// The hints that differ from the spec's defaults (not read-only, destructive, not
+/// idempotent, open world); the title is the tool's own, not repeated here.
+fn annotations(hints: &Hints) -> ToolAnnotations {
+    let mut a = ToolAnnotations::new();
+    if hints.read_only {
+        a = a.read_only(true);
+    } else {
+        if !hints.destructive {
+            a = a.destructive(false);
+        }
+        if hints.idempotent {
+            a = a.idempotent(true);
+        }
+    }
+    if !hints.open_world {
+        a = a.open_world(false);
+    }
+    a
 }
 
 /// The argument every tool that reaches a target takes, handled in one place
@@ -97,9 +126,8 @@ fn with_connect_timeout(schema: Arc<rmcp::model::JsonObject>) -> Arc<rmcp::model
         props.insert(
             CONNECT_TIMEOUT_ARG.into(),
             serde_json::json!({
-                "type": "number", "minimum": 0, "maximum": 3600,
-                "description": "Seconds to wait for a target that cannot be reached now (relay down, peer away) \
-                                before failing with the reason (default 15)."
+                "type": "number",
+                "description": "Seconds to wait for an unreachable node (default 15)."
             }),
         );
     }
@@ -114,71 +142,49 @@ pub(crate) fn tools(groups: &[ToolGroup]) -> Vec<Arc<Tool>> {
             tool::<NoParams, PeersOut>(
                 "peers",
                 "List nodes",
-                "Lists the nodes this machine can operate: itself (target `local`) and every peer in the room, \
-                 with tags, OS, safety mode (what each lets you do), round-trip time and any link error. \
-                 Plain SSH hosts behind them are listed by `ssh_hosts`. Changes nothing.",
+                "Lists this machine (`local`) and the peers in the room: tags, OS, safety mode, round-trip time. Start here.",
                 READS,
             ),
             tool::<ExecParams, ExecOut>(
                 "exec",
                 "Run a command",
-                "Runs a command on a node and returns its exit code and output. `argv` runs a program directly \
-                 (no shell); `shell` runs a command line with `sh -c`. The target node's policy decides: in `plan` \
-                 mode only allow-listed read-only programs run (no shell), `edit` and `bypass` run anything but \
-                 the hard deny list, `disabled` runs nothing. The command can change the target machine. It is \
-                 killed with everything it started on timeout (default 120 s) or when the call is cancelled. \
-                 stdout and stderr are each cut at `max_output_bytes` with `truncated: true` and the full byte \
-                 counts. Every run and refusal is in the target's audit log.",
+                "Runs a command on a node; returns exit code, stdout and stderr. The node's safety mode decides (plan: read-only argv only) and audits it.",
                 Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
             ),
             tool::<ReadParams, ReadOut>(
                 "read_file",
                 "Read a file",
-                "Reads a file on a node, from `offset`, at most `max_bytes` (more follows when `truncated` is \
-                 true). Text comes back as UTF-8, anything else as base64. The path is checked by the target's \
-                 policy on its canonical form (symlinks and `..` resolved); reads are allowed in every mode but \
-                 `disabled`. Changes nothing.",
+                "Reads a file on a node: text, or base64 for binary; `truncated` means more follows `offset`.",
                 READS,
             ),
-            tool::<WriteParams, WriteOut>(
+            confirming::<WriteParams>(
                 "write_file",
                 "Write a file",
-                "Replaces (or creates) a file on a node with `content`, atomically: readers see the old file or \
-                 the new one, never a mix. Needs the target in `edit` or `bypass` mode and the path allowed by its \
-                 policy; in `edit` mode the replaced file is backed up first (`backup` in the result, restorable \
-                 with `tunnel backups restore`). `create_only` refuses to replace an existing file.",
+                "Replaces or creates a file on a node, atomically. Needs edit or bypass mode; edit keeps a backup of the old file.",
                 Hints { read_only: false, destructive: true, idempotent: true, open_world: false },
             ),
             tool::<ListParams, ListOut>(
                 "list_dir",
                 "List a directory",
-                "Lists a directory on a node: name, kind, size, permissions and modification time of each entry, \
-                 at most `limit` (default 1000). Checked by the target's path policy. Changes nothing.",
+                "Lists a directory on a node: name, kind, size, mode and mtime of each entry.",
                 READS,
             ),
             tool::<TargetParams, InfoOut>(
                 "get_info",
                 "Describe a node",
-                "Describes a node: hostname, OS, kernel, architecture, shell, uptime, tunnel version, safety mode \
-                 and the policy rules in force there. Changes nothing.",
+                "Describes a node: host, OS, kernel, uptime, version, safety mode and policy rules.",
                 READS,
             ),
-            tool::<SetModeParams, SetModeOut>(
+            confirming::<SetModeParams>(
                 "set_mode",
                 "Change a node's safety mode",
-                "Changes a node's safety mode: `disabled` (refuse everything), `plan` (read-only), `edit` \
-                 (writes allowed, overwritten files backed up) or `bypass` (everything but the hard deny list). \
-                 A peer accepts the change only from nodes in its `admins` list. This machine's own node can be \
-                 made safer from here, but never less safe: raising it is for its operator (`tunnel mode local \
-                 edit`). Audited on the target.",
+                "Sets a node's safety mode. A peer obeys only its admins; this machine's node can only be made safer here.",
                 Hints { read_only: false, destructive: false, idempotent: true, open_world: false },
             ),
             tool::<AuditParams, AuditOut>(
                 "audit_tail",
                 "Read the audit log",
-                "Returns the newest records of this machine's audit log: every operation its node executed or \
-                 refused (who asked, what, the decision and the policy rule, exit codes, bytes), and membership \
-                 events. The log is hash-chained; `tunnel audit verify` checks it. Changes nothing.",
+                "Newest audit records of a node: each operation run or refused, who asked, and the rule.",
                 READS,
             ),
         ]);
@@ -190,12 +196,7 @@ pub(crate) fn tools(groups: &[ToolGroup]) -> Vec<Arc<Tool>> {
         out.push(tool::<NoParams, crate::ops_ssh::SshHostsOut>(
             "ssh_hosts",
             "List SSH hosts",
-            "Lists the plain SSH hosts (machines that run nothing of ours) the nodes reach from their \
-             inventories: the target to use (`ssh:NAME`), tags, and the node that reaches each. Every tool \
-             that takes a target accepts them: `exec`, `read_file` and `write_file` with `ssh:NAME`, the fleet \
-             tools and mapreduce with `ssh:NAME`, `ssh:tag:T` or `ssh:all`, mixed with nodes. The reaching \
-             node's policy governs them (plan: read-only argv commands and reads only) and audits every \
-             operation; keys never leave it. Changes nothing.",
+            "Lists SSH hosts reachable through the nodes, with tags and the node that reaches each. Target them as `ssh:NAME` in any tool.",
             READS,
         ));
     }
@@ -211,19 +212,19 @@ fn forward_tools() -> [Tool; 3] {
         tool::<OpenParams, ForwardOut>(
             "tunnel_open",
             "Open a port forward",
-            "Makes a TCP service on another network reachable, or exposes one from here, without opening any              inbound port: `local` listens on this machine and connects each client to `to` from `target`'s              network (its LAN included; `target` may be `ssh:HOST`, then the SSH host connects); `remote`              listens on the peer `target` and connects each client to `to` from this machine; `socks` is a              SOCKS5 proxy here whose connections leave from `target` (names resolve there). Listen port 0              picks a free port; the answer says which. The forward runs in the node until `tunnel_close`. The              exit node's policy decides every connection (edit or bypass mode, or its forward_allow list) and              audits it; a destination it refuses is reported now.",
+            "Opens a TCP port forward through a peer or SSH host, with no inbound port opened; it runs until `tunnel_close`.",
             Hints { read_only: false, destructive: false, idempotent: false, open_world: true },
         ),
         tool::<NoParams, ForwardsOut>(
             "tunnel_list",
             "List port forwards",
-            "Lists this node's port forwards: id, kind, where each listens and where it goes, its state              (`listening`, or `waiting for PEER: why` while a peer is away), active and total connections, bytes              each way and errors with the last one. Changes nothing.",
+            "Lists this node's port forwards: state, connections, bytes, errors.",
             READS,
         ),
-        tool::<CloseParams, ForwardOut>(
+        confirming::<CloseParams>(
             "tunnel_close",
             "Close a port forward",
-            "Closes a forward by id: its listening port is freed at once and its open connections end.              Answers with the forward's final figures.",
+            "Closes a port forward by id; answers with its final figures.",
             Hints { read_only: false, destructive: true, idempotent: false, open_world: false },
         ),
     ]
@@ -234,41 +235,79 @@ fn fleet_tools() -> [Tool; 4] {
         tool::<FleetExecParams, FleetOut>(
             "fleet_exec",
             "Run a command on many nodes",
-            "Runs one command on every node `target` selects (`all`, `tag:web`, `os:linux`, `web-[01-20]`, \
-             names and id prefixes joined by commas) and answers with the results grouped: nodes with \
-             identical status, exit code and output form one group with a count, a sample output and a \
-             compact member list, largest first, so thousands of nodes fit in a short answer. Nodes that \
-             fail, refuse (their policy decides, as for `exec`), time out or cannot be reached are counted and \
-             listed in `failures`, never dropped. `group_by: exit` ignores output; `normalize` (a regex) masks \
-             what differs harmlessly. Progress is reported per finished node; cancelling kills what still runs.",
+            "Runs one command on many nodes; identical results are grouped (count, sample, members), failures counted and listed, so thousands of nodes fit a short answer.",
             Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
         ),
         tool::<FleetReadParams, FleetOut>(
             "fleet_read",
             "Read a file on many nodes",
-            "Reads the same file on every selected node and groups the nodes by its content (whole-file \
-             SHA-256), answering with a sample of each distinct version and who has it. Good for spotting \
-             configuration drift. Each node's path policy applies. Changes nothing.",
+            "Reads one file on many nodes, grouped by content: spots configuration drift.",
             READS,
         ),
         tool::<FleetWriteParams, FleetOut>(
             "fleet_write",
             "Write a file on many nodes",
-            "Writes the same content to a path on every selected node, atomically on each. Needs the nodes in \
-             `edit` or `bypass` mode; in `edit` mode a replaced file is backed up first. Answers with the nodes \
-             grouped by outcome and the failures listed.",
+            "Writes one file on many nodes, atomically on each (edit or bypass mode); answers grouped by outcome.",
             Hints { read_only: false, destructive: true, idempotent: true, open_world: false },
         ),
         tool::<MapreduceParams, MapreduceOut>(
             "mapreduce",
             "Map and reduce across nodes",
-            "Splits the input on line boundaries into partitions, pipes each through the `map` shell command \
-             on the selected nodes (a failed or lost partition is retried on another node up to `retries` \
-             times), then pipes the map output through `reduce`: on this machine over everything in partition \
-             order (reducers = 1), or split by the key before a tab among `reducers` nodes. Deterministic \
-             commands give the same answer every run. Needs shell rights (edit or bypass) where commands run; \
-             the error names the partition and why when retries run out.",
+            "Splits `input` by lines, pipes the parts through `map` on the nodes (retrying failures elsewhere), then all output through `reduce`.",
             Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size(v: &impl serde::Serialize) -> usize {
+        serde_json::to_vec(v).expect("encodes").len()
+    }
+
+    /// What a client receives (the `tools` array) and what a model is shown (name,
+    /// description, inputSchema), printed per tool so a change can see where the bytes went.
+    fn measure(list: &str) -> (usize, usize) {
+        let tools = tools(&ToolGroup::parse_list(list).expect("groups"));
+        let shown_of = |t: &Tool| size(&t.name) + size(&t.description) + size(&t.input_schema);
+        println!("--tools {list}:");
+        for t in &tools {
+            let output = t.output_schema.as_ref().map_or(0, size);
+            println!("  {:<14} {:>5} bytes, shown {:>5}, outputSchema {:>5}", t.name, size(&**t), shown_of(t), output);
+        }
+        let (whole, shown) = (size(&tools), tools.iter().map(|t| shown_of(t)).sum());
+        println!("  {} tools: {whole} bytes, shown to a model {shown}", tools.len());
+        (whole, shown)
+    }
+
+    /// An agent pays for the tool list in every session.
+    #[test]
+    fn tool_lists_fit_their_budgets() {
+        for (list, whole_max, shown_max) in [(DEFAULT_TOOLS, 20 * 1024, 10 * 1024), ("all", 24 * 1024, 12 * 1024)] {
+            let (whole, shown) = measure(list);
+            assert!(whole <= whole_max, "--tools {list}: the tools array is {whole} bytes, over {whole_max}");
+            assert!(
+                shown <= shown_max,
+                "--tools {list}: name+description+inputSchema is {shown} bytes, over {shown_max}"
+            );
+        }
+    }
+
+    /// Compaction keeps what a call needs: every tool's required arguments are properties.
+    #[test]
+    fn compacted_schemas_still_describe_every_argument() {
+        for t in tools(&ToolGroup::ALL) {
+            let props = t.input_schema.get("properties").and_then(|p| p.as_object());
+            for r in t.input_schema.get("required").and_then(|r| r.as_array()).into_iter().flatten() {
+                let known = props.is_some_and(|p| p.contains_key(r.as_str().expect("a name")));
+                assert!(known, "{}: required {r} is no property", t.name);
+            }
+            assert_eq!(t.input_schema.get("type").and_then(|v| v.as_str()), Some("object"), "{}", t.name);
+            if let Some(out) = &t.output_schema {
+                assert_eq!(out.get("type").and_then(|v| v.as_str()), Some("object"), "{}", t.name);
+            }
+        }
+    }
 }

@@ -23,11 +23,12 @@ mod ops_ssh;
 mod params;
 mod params_fleet;
 mod progress;
+mod schema;
 mod server;
 pub mod shared;
 mod stdio;
 
 pub use backend::Backend;
-pub use catalogue::ToolGroup;
+pub use catalogue::{ToolGroup, DEFAULT_TOOLS};
 pub use server::{McpOptions, TunnelMcp, MAX_OUTPUT_CEILING};
 pub use stdio::{serve_lines, serve_stdio, MAX_LINE};

@@ -14,30 +14,29 @@ use crate::server::{failure, success, TunnelMcp};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum KindParam {
-    /// Listen on this machine; connections are made from `target`'s network (ssh -L).
+    /// listen here, connect from `target` (ssh -L)
     Local,
-    /// Listen on `target` (a peer); connections are made from this machine (ssh -R).
+    /// listen on `target`, connect from here (ssh -R)
     Remote,
-    /// A SOCKS5 proxy on this machine; connections leave from `target` (ssh -D).
+    /// SOCKS5 here, exit at `target` (ssh -D)
     Socks,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct OpenParams {
-    /// The peer the forward goes through, or `ssh:HOST` for an SSH host (local and socks only).
+    /// Peer, or `ssh:HOST` (local and socks).
     pub(crate) target: String,
     pub(crate) kind: KindParam,
-    /// Where to listen: `PORT` or `BIND:PORT` (`[::1]:PORT` for IPv6). Port 0 picks a free
-    /// port; the answer says which. Default bind is 127.0.0.1.
+    /// `PORT` or `BIND:PORT` (default bind 127.0.0.1; port 0 picks one).
     pub(crate) listen: String,
-    /// Where connections go, `HOST:PORT` as seen from the exit (local, remote); not for socks.
+    /// `HOST:PORT` seen from the exit (not for socks).
     #[serde(default)]
     pub(crate) to: Option<String>,
-    /// Allow a listen address other than loopback (reachable from other machines).
+    /// Allow a non-loopback listen address.
     #[serde(default)]
     pub(crate) public: bool,
-    /// Username and password the SOCKS5 proxy requires (RFC 1929); none by default.
+    /// SOCKS5 username (RFC 1929), with `socks_password`.
     #[serde(default)]
     pub(crate) socks_user: Option<String>,
     #[serde(default)]
@@ -47,7 +46,7 @@ pub(crate) struct OpenParams {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CloseParams {
-    /// The forward's id, from `tunnel_open` or `tunnel_list`.
+    /// From `tunnel_open` or `tunnel_list`.
     pub(crate) id: u64,
 }
 

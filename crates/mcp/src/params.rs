@@ -13,38 +13,31 @@ pub(crate) struct NoParams {}
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TargetParams {
-    /// The node: a peer's name or node id prefix, or `local` for this machine.
     pub(crate) target: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExecParams {
-    /// The node: a peer's name or node id prefix, or `local` for this machine.
+    /// Node name, id prefix, `local`, or `ssh:HOST`.
     pub(crate) target: String,
-    /// The program and its arguments, run directly (no shell: no globbing, pipes or
-    /// variable expansion). Give exactly one of `argv` and `shell`.
+    /// Program and arguments, run without a shell. Give `argv` or `shell`.
     #[serde(default)]
     pub(crate) argv: Option<Vec<String>>,
-    /// A shell command line, run with `sh -c`. Only nodes in `edit` or `bypass` mode run
-    /// shell commands.
+    /// Command line for `sh -c` (edit or bypass mode only).
     #[serde(default)]
     pub(crate) shell: Option<String>,
-    /// Text sent to the command's standard input (closed after it).
     #[serde(default)]
     pub(crate) stdin: Option<String>,
-    /// Working directory on the target.
     #[serde(default)]
     pub(crate) cwd: Option<String>,
-    /// Extra environment variables.
     #[serde(default)]
     pub(crate) env: Option<BTreeMap<String, String>>,
-    /// Seconds before the command and everything it started are killed (default 120).
+    /// Seconds before it is killed, with its children (default 120).
     #[serde(default)]
     #[schemars(range(min = 0.001, max = 86400))]
     pub(crate) timeout_secs: Option<f64>,
-    /// Bytes of stdout, and separately of stderr, returned before output is cut
-    /// (default: the server's `--max-output`).
+    /// Cap in bytes on stdout and on stderr.
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub(crate) max_output_bytes: Option<u64>,
@@ -53,14 +46,12 @@ pub(crate) struct ExecParams {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReadParams {
-    /// The node: a peer's name or node id prefix, or `local` for this machine.
     pub(crate) target: String,
-    /// Absolute path of the file on the target.
     pub(crate) path: String,
-    /// Byte offset to start reading at (default 0).
+    /// First byte to read.
     #[serde(default)]
     pub(crate) offset: Option<u64>,
-    /// Most bytes returned (default: the server's `--max-output`).
+    /// Most bytes returned.
     #[serde(default)]
     pub(crate) max_bytes: Option<u64>,
 }
@@ -68,30 +59,23 @@ pub(crate) struct ReadParams {
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Encoding {
-    /// The content is UTF-8 text.
     #[default]
     Utf8,
-    /// The content is base64 (standard alphabet, padded).
     Base64,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WriteParams {
-    /// The node: a peer's name or node id prefix, or `local` for this machine.
     pub(crate) target: String,
-    /// Absolute path of the file on the target.
     pub(crate) path: String,
-    /// The whole new content of the file.
     pub(crate) content: String,
-    /// How `content` is encoded (default `utf8`).
     #[serde(default)]
     pub(crate) encoding: Encoding,
-    /// Permission bits as an octal string such as "0644" (default: keep the existing
-    /// file's, or 0644 for a new file).
+    /// Octal permissions, e.g. "0644" (default: unchanged).
     #[serde(default)]
     pub(crate) mode: Option<String>,
-    /// Fail instead of replacing an existing file.
+    /// Fail if the file exists.
     #[serde(default)]
     pub(crate) create_only: bool,
 }
@@ -99,11 +83,9 @@ pub(crate) struct WriteParams {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
-    /// The node: a peer's name or node id prefix, or `local` for this machine.
     pub(crate) target: String,
-    /// Absolute path of the directory on the target.
     pub(crate) path: String,
-    /// Most entries returned (default 1000).
+    /// Most entries (default 1000).
     #[serde(default)]
     #[schemars(range(min = 1, max = 10000))]
     pub(crate) limit: Option<u32>,
@@ -112,13 +94,13 @@ pub(crate) struct ListParams {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ModeName {
-    /// Refuse everything.
+    /// refuse all
     Disabled,
-    /// Read-only: reads, listings and allow-listed read-only commands.
+    /// read-only
     Plan,
-    /// Writes allowed; every overwritten file is backed up.
+    /// writes, with backups
     Edit,
-    /// Everything but the hard deny list.
+    /// all but the deny list
     Bypass,
 }
 
@@ -136,20 +118,18 @@ impl ModeName {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SetModeParams {
-    /// The node: a peer's name or node id prefix, or `local` for this machine.
     pub(crate) target: String,
-    /// The new safety mode.
     pub(crate) mode: ModeName,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditParams {
-    /// How many of the newest records to return (default 50).
+    /// Newest records to return (default 50).
     #[serde(default)]
     #[schemars(range(min = 1, max = 1000))]
     pub(crate) limit: Option<u32>,
-    /// Only records whose event starts with this, such as `exec` or `fs.write`.
+    /// Only events starting with this, e.g. `exec`.
     #[serde(default)]
     pub(crate) event_prefix: Option<String>,
 }

@@ -8,53 +8,49 @@ use serde::{Deserialize, Serialize};
 
 use crate::params::Encoding;
 
-/// How a fleet answer groups targets.
+/// Group by status, exit code and `output` (default), or by `exit` alone.
 #[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum GroupByName {
-    /// Same status, exit code and output.
     #[default]
     Output,
-    /// Same status and exit code; output ignored.
     Exit,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FleetExecParams {
-    /// Which nodes: `all`, `tag:T`, `os:FAMILY` (linux, macos, ubuntu, ...), names (also ranges
-    /// like `web-[01-20]`), node id prefixes or `local`, joined by commas.
+    /// Comma-separated: `all`, `tag:T`, `os:linux`, names or ranges (`web-[01-20]`), id
+    /// prefixes, `local`, `ssh:HOST`, `ssh:all`.
     pub(crate) target: String,
-    /// The program and its arguments, run directly (no shell). Give exactly one of `argv` and `shell`.
+    /// Program and arguments, run without a shell. Give `argv` or `shell`.
     #[serde(default)]
     pub(crate) argv: Option<Vec<String>>,
-    /// A shell command line, run with `sh -c` (only nodes in `edit` or `bypass` mode run it).
+    /// Command line for `sh -c` (edit or bypass mode only).
     #[serde(default)]
     pub(crate) shell: Option<String>,
-    /// Working directory on each target.
     #[serde(default)]
     pub(crate) cwd: Option<String>,
-    /// Extra environment variables.
     #[serde(default)]
     pub(crate) env: Option<BTreeMap<String, String>>,
-    /// Seconds per target before it counts as timed out and its command is killed (default 60).
+    /// Seconds per node (default 60).
     #[serde(default)]
     #[schemars(range(min = 0.001, max = 86400))]
     pub(crate) timeout_secs: Option<f64>,
-    /// Targets worked on at once (default 64).
+    /// Nodes at once (default 64).
     #[serde(default)]
     #[schemars(range(min = 1, max = 4096))]
     pub(crate) concurrency: Option<u32>,
-    /// Bytes of stdout and of stderr kept per target (default 16384).
+    /// Cap in bytes per output (default 16384).
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub(crate) max_output_bytes: Option<u64>,
     #[serde(default)]
     pub(crate) group_by: GroupByName,
-    /// A regex whose matches are replaced with `*` before grouping (e.g. `\d+` to ignore numbers).
+    /// Regex masked before grouping, e.g. `\d+`.
     #[serde(default)]
     pub(crate) normalize: Option<String>,
-    /// Most failed targets listed one by one (default 20).
+    /// Failures listed one by one (default 20).
     #[serde(default)]
     #[schemars(range(min = 0, max = 1000))]
     pub(crate) max_failures: Option<u32>,
@@ -63,29 +59,26 @@ pub(crate) struct FleetExecParams {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FleetReadParams {
-    /// Which nodes (see `fleet_exec`).
     pub(crate) target: String,
-    /// Absolute path of the file on each target.
     pub(crate) path: String,
-    /// Bytes of content returned per group sample (default 16384); files are grouped by
-    /// their full SHA-256 either way.
+    /// Bytes per sample (default 16384); grouping uses the whole file.
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub(crate) max_bytes: Option<u64>,
-    /// Seconds per target (default 60).
+    /// Seconds per node (default 60).
     #[serde(default)]
     #[schemars(range(min = 0.001, max = 86400))]
     pub(crate) timeout_secs: Option<f64>,
-    /// Targets worked on at once (default 64).
+    /// Nodes at once (default 64).
     #[serde(default)]
     #[schemars(range(min = 1, max = 4096))]
     pub(crate) concurrency: Option<u32>,
     #[serde(default)]
     pub(crate) group_by: GroupByName,
-    /// A regex whose matches are replaced with `*` before grouping.
+    /// Regex masked before grouping.
     #[serde(default)]
     pub(crate) normalize: Option<String>,
-    /// Most failed targets listed one by one (default 20).
+    /// Failures listed one by one (default 20).
     #[serde(default)]
     #[schemars(range(min = 0, max = 1000))]
     pub(crate) max_failures: Option<u32>,
@@ -94,27 +87,23 @@ pub(crate) struct FleetReadParams {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FleetWriteParams {
-    /// Which nodes (see `fleet_exec`).
     pub(crate) target: String,
-    /// Absolute path to write on each target.
     pub(crate) path: String,
-    /// The whole new content of the file.
     pub(crate) content: String,
-    /// How `content` is encoded (default `utf8`).
     #[serde(default)]
     pub(crate) encoding: Encoding,
-    /// Permission bits as an octal string such as "0644".
+    /// Octal permissions, e.g. "0644".
     #[serde(default)]
     pub(crate) mode: Option<String>,
-    /// Seconds per target (default 60).
+    /// Seconds per node (default 60).
     #[serde(default)]
     #[schemars(range(min = 0.001, max = 86400))]
     pub(crate) timeout_secs: Option<f64>,
-    /// Targets worked on at once (default 64).
+    /// Nodes at once (default 64).
     #[serde(default)]
     #[schemars(range(min = 1, max = 4096))]
     pub(crate) concurrency: Option<u32>,
-    /// Most failed targets listed one by one (default 20).
+    /// Failures listed one by one (default 20).
     #[serde(default)]
     #[schemars(range(min = 0, max = 1000))]
     pub(crate) max_failures: Option<u32>,
@@ -123,38 +112,36 @@ pub(crate) struct FleetWriteParams {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MapreduceParams {
-    /// Which nodes run the map (and the reducers when `reducers` > 1); see `fleet_exec`.
+    /// Nodes that map (and reduce if `reducers` > 1), as for `fleet_exec`.
     pub(crate) target: String,
-    /// The input text. Give exactly one of `input` and `input_file`.
+    /// Input text. Give `input` or `input_file`.
     #[serde(default)]
     pub(crate) input: Option<String>,
-    /// The input as a file on a node, `NODE:/path` (or `/path` on this machine), read
-    /// through that node's policy.
+    /// Input file, `NODE:/path` or `/path` here.
     #[serde(default)]
     pub(crate) input_file: Option<String>,
-    /// Shell command each partition of the input is piped through.
+    /// Shell command each part is piped through.
     pub(crate) map: String,
-    /// Shell command the map output is piped through. With `reducers` = 1 it runs on this
-    /// machine over all map output in partition order; with more, map output lines
-    /// `key<TAB>value` are split by key among that many reducers on the targets.
+    /// Shell command the map output is piped through; with `reducers` > 1, per key (text
+    /// before a tab).
     pub(crate) reduce: String,
-    /// Partitions of the input, split on line boundaries (default: one per target).
+    /// Parts (default: one per node).
     #[serde(default)]
     #[schemars(range(min = 1, max = 100000))]
     pub(crate) partitions: Option<u32>,
-    /// Reducers (default 1).
+    /// Reducers (default 1: here).
     #[serde(default)]
     #[schemars(range(min = 1, max = 1024))]
     pub(crate) reducers: Option<u32>,
-    /// Further attempts a failed partition gets, each on another target (default 2).
+    /// Retries of a failed part elsewhere (default 2).
     #[serde(default)]
     #[schemars(range(min = 0, max = 100))]
     pub(crate) retries: Option<u32>,
-    /// Seconds one map or reduce attempt may take (default 600).
+    /// Seconds per attempt (default 600).
     #[serde(default)]
     #[schemars(range(min = 0.001, max = 86400))]
     pub(crate) timeout_secs: Option<f64>,
-    /// Bytes of the answer returned (default: the server's `--max-output`).
+    /// Cap in bytes on the answer.
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub(crate) max_output_bytes: Option<u64>,
