@@ -160,6 +160,20 @@ fn plan_refuses_writes_edit_backs_up_and_only_admins_change_modes() -> anyhow::R
     assert_eq!(modes[0]["decision"], "refused");
     assert_eq!(modes[1]["decision"], "allowed");
 
+    // The target's log, read from elsewhere: its admin may, anyone else is refused (audited).
+    let remote = admin.cli(&["audit", "tail", "target", "--event", "mode.", "--json"]);
+    assert!(remote.status.success(), "{}", err(&remote));
+    let decisions: Vec<serde_json::Value> = out(&remote)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["decision"].clone())
+        .collect();
+    assert_eq!(decisions, ["refused", "allowed"], "{}", out(&remote));
+    let o = op.cli(&["audit", "tail", "target"]);
+    assert!(!o.status.success() && err(&o).contains("may not read this node's audit log"), "{}", err(&o));
+    let reads = out(&target.cli(&["audit", "tail", "--event", "audit.read", "--json"]));
+    let reads: Vec<serde_json::Value> = reads.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(reads.iter().map(|r| r["decision"].as_str().unwrap()).collect::<Vec<_>>(), ["allowed", "refused"]);
+
     // edit: the write goes through and the old file is backed up with a manifest entry.
     let o = op.cli(&["cp", local.to_str().unwrap(), &dest]);
     assert!(o.status.success(), "{}", err(&o));

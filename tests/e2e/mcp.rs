@@ -15,7 +15,8 @@ fn drive(scenario: &str, env: &[(String, String)]) -> anyhow::Result<String> {
     tunnel_tests::drive_mcp(scenario, env)
 }
 
-/// A relay and two peers: `target` in edit mode and `plain` in plan mode.
+/// A relay and two peers: `target` in edit mode and `plain` in plan mode (whose audit log
+/// `plain_admin`, when given, may read).
 struct Room {
     relay: RelayProc,
     token: String,
@@ -26,11 +27,14 @@ struct Room {
 
 impl Room {
     fn start() -> anyhow::Result<Self> {
-        let relay = RelayProc::start("127.0.0.1:0", &[])?;
-        let token = token();
+        Self::start_with(RelayProc::start("127.0.0.1:0", &[])?, token(), None)
+    }
+
+    fn start_with(relay: RelayProc, token: String, plain_admin: Option<&str>) -> anyhow::Result<Self> {
         let scratch = TempDir::new("mcp-scratch");
         let target = NodeProc::start_with(&relay.url, "r", &token, "target", &[("TUNNEL_MODE", "edit")])?;
-        let plain = NodeProc::start(&relay.url, "r", &token, "plain", "")?;
+        let admins = plain_admin.map(|id| format!("admins = [\"{id}\"]\n"));
+        let plain = NodeProc::start_configured(&relay.url, "r", &token, "plain", &[], admins.as_deref())?;
         Ok(Self { relay, token, _target: target, _plain: plain, scratch })
     }
 
@@ -43,11 +47,15 @@ impl Room {
 
 #[test]
 fn stdio_client_attached_to_a_running_node() -> anyhow::Result<()> {
-    let room = Room::start()?;
-    let op = NodeProc::start(&room.relay.url, "r", &room.token, "op", "")?;
+    let (relay, token) = (RelayProc::start("127.0.0.1:0", &[])?, token());
+    let op = NodeProc::start(&relay.url, "r", &token, "op", "")?;
+    let op_id = String::from_utf8(op.cli(&["id"]).stdout)?.trim().to_owned();
+    let room = Room::start_with(relay, token, Some(&op_id))?;
     op.wait_for_peers(&["target", "plain"], Duration::from_secs(15))?;
     // No relay settings in the environment: the MCP server must use the running node.
-    let out = drive("stdio-attached", &room.env(op.dir.path()))?;
+    let mut env = room.env(op.dir.path());
+    env.push(("AUDIT_ADMIN_OF".into(), "plain".into()));
+    let out = drive("stdio-attached", &env)?;
     assert!(out.contains("ok: notifications/cancelled killed the remote command"), "{out}");
     Ok(())
 }

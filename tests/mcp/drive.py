@@ -230,6 +230,13 @@ async def check_core_tools(c, scratch):
     audit = await c.ok("audit_tail", {"limit": 20, "event_prefix": "exec"})
     check(any(r["event"].startswith("exec") for r in audit["records"]), "audit_tail shows this node's exec records", audit)
     check(len(audit["records"]) <= 20, "audit_tail honours its limit")
+    why = await c.tool_error("audit_tail", {"target": "target"})
+    check("may not read this node's audit log" in why, "a peer's audit log is refused to a non-admin", why)
+    if os.environ.get("AUDIT_ADMIN_OF") == "plain":
+        await c.ok("list_dir", {"target": "plain", "path": scratch})
+        remote = await c.ok("audit_tail", {"target": "plain", "event_prefix": "fs.list", "limit": 5})
+        check(remote["target"] == "plain" and any(r["event"] == "fs.list" for r in remote["records"]),
+              "audit_tail on a peer returns its records to its admin", remote)
 
     await check_progress_and_cancel(c, "target")
 

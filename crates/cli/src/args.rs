@@ -173,8 +173,13 @@ pub(crate) enum BackupsCommand {
 
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Print the last records.
+    /// Print the last records: this machine's, or a peer's (its admins and allow list only).
     Tail {
+        /// Whose log: a peer (asked through the running node), or this machine's by default.
+        target: Option<String>,
+        /// Only events that start with this, such as `exec` or `fs.write`.
+        #[arg(long, default_value = "")]
+        event: String,
         /// How many records.
         #[arg(short = 'n', default_value_t = 20)]
         n: usize,

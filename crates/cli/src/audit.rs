@@ -3,10 +3,11 @@
 
 use tunnel_node::audit;
 use tunnel_node::Settings;
+use tunnel_proto::message::{Op, Reply};
 
 use crate::args::{AuditCommand, BackupsCommand, Global};
 
-pub(crate) fn run(global: Global, cmd: AuditCommand) -> anyhow::Result<i32> {
+pub(crate) async fn run(global: Global, cmd: AuditCommand) -> anyhow::Result<i32> {
     let settings = Settings::resolve(global.flags(), |k| std::env::var(k).ok())?;
     match cmd {
         AuditCommand::Verify => {
@@ -14,32 +15,41 @@ pub(crate) fn run(global: Global, cmd: AuditCommand) -> anyhow::Result<i32> {
             outln!("audit log intact: {n} records");
             Ok(0)
         }
-        AuditCommand::Tail { n, json } => {
-            for r in audit::tail(&settings.state_dir, n)? {
+        AuditCommand::Tail { target, event, n, json } => {
+            let lines = match target.filter(|t| t != tunnel_node::LOCAL_TARGET) {
+                Some(target) => {
+                    let op = Op::AuditTail { limit: n.min(u32::MAX as usize) as u32, event_prefix: event };
+                    match crate::remote::request(&global, &target, op).await? {
+                        Reply::Audit { lines, truncated } => {
+                            if truncated {
+                                eprintln!("{target}: older records left out to keep the answer small; ask for fewer");
+                            }
+                            lines
+                        }
+                        other => anyhow::bail!("unexpected answer from {target}: {other:?}"),
+                    }
+                }
+                None => audit::newest_lines(&settings.state_dir, n, &event)?,
+            };
+            for line in lines {
+                let r: audit::AuditRecord = serde_json::from_str(&line)?;
                 if json {
                     outln!("{}", serde_json::to_string(&r)?);
                 } else {
-                    let e = &r.entry;
-                    let who = e
-                        .caller_name
-                        .as_deref()
-                        .or(e.caller.as_deref().map(|c| &c[..8.min(c.len())]))
-                        .unwrap_or("local");
-                    let rule = e.rule.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-                    outln!(
-                        "{:>6}  {}  {:<18} {:<8} {}{rule}  {}",
-                        r.seq,
-                        r.time_ms,
-                        e.event,
-                        e.decision,
-                        who,
-                        e.detail
-                    );
+                    print_record(&r)?;
                 }
             }
             Ok(0)
         }
     }
+}
+
+fn print_record(r: &audit::AuditRecord) -> anyhow::Result<()> {
+    let e = &r.entry;
+    let who = e.caller_name.as_deref().or(e.caller.as_deref().map(|c| &c[..8.min(c.len())])).unwrap_or("local");
+    let rule = e.rule.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+    outln!("{:>6}  {}  {:<18} {:<8} {}{rule}  {}", r.seq, r.time_ms, e.event, e.decision, who, e.detail);
+    Ok(())
 }
 
 /// `tunnel backups list` and `tunnel backups restore`, on this machine's state directory.

@@ -105,7 +105,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Mcp(args) => mcp::run(global, args).await,
         Command::Fleet(cmd) => fleet::run(global, cmd).await,
         Command::Mapreduce(args) => mapreduce::run(global, args).await,
-        Command::Audit(cmd) => audit::run(global, cmd),
+        Command::Audit(cmd) => audit::run(global, cmd).await,
         Command::Ssh(args::SshCommand::Hosts(args)) => query::ssh_hosts(global, args).await,
         Command::Forward(args) => forward::run(global, args).await,
         Command::Backups(cmd) => audit::backups(global, cmd).await,

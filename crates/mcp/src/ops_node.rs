@@ -169,18 +169,33 @@ pub(crate) async fn audit_tail(srv: &TunnelMcp, p: AuditParams) -> Result<CallTo
     if !(1..=AUDIT_MAX).contains(&limit) {
         return Err(invalid("audit_tail", "limit", &format!("field `limit` must be 1 to {AUDIT_MAX}")));
     }
-    let state_dir = srv.opts.state_dir.clone();
     let prefix = p.event_prefix.unwrap_or_default();
-    // With a prefix, look further back so the newest `limit` matching records are found.
-    let scan = if prefix.is_empty() { limit as usize } else { 100_000 };
-    let records = match tokio::task::spawn_blocking(move || tunnel_node::audit::tail(&state_dir, scan)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return failure(format!("cannot read this machine's audit log: {e}")),
-        Err(e) => return failure(format!("reading the audit log failed: {e}")),
+    let target = p.target.unwrap_or_else(|| tunnel_node::LOCAL_TARGET.to_owned());
+    check_target("audit_tail", &target)?;
+    let local = match this_node(srv).await {
+        Ok(me) => is_local(srv, &target, &me).await,
+        Err(_) => target == tunnel_node::LOCAL_TARGET,
     };
-    let mut records: Vec<AuditRecordOut> = records
-        .into_iter()
-        .filter(|r| r.entry.event.starts_with(&prefix))
+    let (lines, truncated) = if local {
+        // This machine's own log, read where it lies (also when the node is not running).
+        let state_dir = srv.opts.state_dir.clone();
+        let read = move || tunnel_node::audit::newest_lines(&state_dir, limit as usize, &prefix);
+        match tokio::task::spawn_blocking(read).await {
+            Ok(Ok(lines)) => (lines, false),
+            Ok(Err(e)) => return failure(format!("cannot read this machine's audit log: {e}")),
+            Err(e) => return failure(format!("reading the audit log failed: {e}")),
+        }
+    } else {
+        let op = Op::AuditTail { limit, event_prefix: prefix };
+        match srv.backend().request(&ControlRequest::Request { target: target.clone(), op }).await {
+            Ok(ControlResponse::Reply(Reply::Audit { lines, truncated })) => (lines, truncated),
+            Ok(other) => return unexpected("AuditTail", &other),
+            Err(e) => return failure(next_step(&target, &e)),
+        }
+    };
+    let records: Vec<AuditRecordOut> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<tunnel_node::audit::AuditRecord>(line).ok())
         .map(|r| AuditRecordOut {
             seq: r.seq,
             time_ms: r.time_ms,
@@ -194,15 +209,16 @@ pub(crate) async fn audit_tail(srv: &TunnelMcp, p: AuditParams) -> Result<CallTo
             detail: r.entry.detail,
         })
         .collect();
-    let skip = records.len().saturating_sub(limit as usize);
-    records.drain(..skip);
-    let mut text = format!("{} audit records\n", records.len());
+    let more = if truncated { " (older ones left out: ask for fewer)" } else { "" };
+    let mut text = format!("{} audit records of {target}{more}\n", records.len());
+    let mut body = String::new();
     for r in &records {
         let rule = r.rule.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
         let who = r.caller.as_deref().unwrap_or("local");
-        text.push_str(&format!("#{} {} {} by {who}{rule} {}\n", r.seq, r.event, r.decision, r.detail));
+        body.push_str(&format!("#{} {} {} by {who}{rule} {}\n", r.seq, r.event, r.decision, r.detail));
     }
-    success(&AuditOut { records }, text)
+    text.push_str(&body);
+    success(&AuditOut { target, records, truncated }, text)
 }
 
 /// Adds what to do next to an error from reaching a target.

@@ -125,6 +125,9 @@ pub(crate) struct SetModeParams {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditParams {
+    /// Whose log (default `local`); a peer answers its admins and allow list only.
+    #[serde(default)]
+    pub(crate) target: Option<String>,
     /// Newest records to return (default 50).
     #[serde(default)]
     #[schemars(range(min = 1, max = 1000))]
@@ -269,5 +272,9 @@ pub(crate) struct AuditRecordOut {
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub(crate) struct AuditOut {
+    /// Whose log: `local` or the peer asked.
+    pub(crate) target: String,
     pub(crate) records: Vec<AuditRecordOut>,
+    /// Older matching records were left out to keep the answer small.
+    pub(crate) truncated: bool,
 }

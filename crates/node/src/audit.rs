@@ -187,19 +187,30 @@ pub fn verify(state_dir: &Path) -> Result<u64, AuditError> {
     Ok(n)
 }
 
-/// The last `n` records.
-pub fn tail(state_dir: &Path, n: usize) -> Result<Vec<AuditRecord>, AuditError> {
+/// The newest `limit` records whose event starts with `prefix`, as the log's own lines
+/// (oldest first), read in one pass whatever the log's size.
+pub fn newest_lines(state_dir: &Path, limit: usize, prefix: &str) -> Result<Vec<String>, AuditError> {
+    #[derive(Deserialize)]
+    struct Event {
+        event: String,
+    }
     let path = state_dir.join("audit.jsonl");
     let io = |source| AuditError::Io { path: path.clone(), source };
-    let file = File::open(&path).map_err(io)?;
-    let mut out = std::collections::VecDeque::with_capacity(n.min(10_000));
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        // No operation yet, no log yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(io(e)),
+    };
+    let mut out = std::collections::VecDeque::with_capacity(limit.min(10_000));
     for line in BufReader::new(file).lines() {
         let line = line.map_err(io)?;
-        if let Ok(r) = serde_json::from_str::<AuditRecord>(&line) {
-            if out.len() == n {
+        let matches = serde_json::from_str::<Event>(&line).is_ok_and(|r| r.event.starts_with(prefix));
+        if matches && limit > 0 {
+            if out.len() == limit {
                 out.pop_front();
             }
-            out.push_back(r);
+            out.push_back(line);
         }
     }
     Ok(out.into())
@@ -242,7 +253,12 @@ mod tests {
         write(&d, 3);
         write(&d, 2);
         assert_eq!(verify(&d).unwrap(), 5);
-        assert_eq!(tail(&d, 2).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 5]);
+        let seqs = |lines: Vec<String>| -> Vec<u64> {
+            lines.iter().map(|l| serde_json::from_str::<AuditRecord>(l).unwrap().seq).collect()
+        };
+        assert_eq!(seqs(newest_lines(&d, 2, "").unwrap()), vec![4, 5]);
+        assert_eq!(seqs(newest_lines(&d, 10, "no-such-event").unwrap()), Vec::<u64>::new());
+        assert_eq!(newest_lines(&d, 10, "ex").unwrap().len(), 5);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

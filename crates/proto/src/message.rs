@@ -280,6 +280,12 @@ pub enum Op {
         host: String,
         op: Box<Op>,
     },
+    /// The newest records of the receiving node's audit log, at most `limit`, only events
+    /// that start with `event_prefix`; answered to its admins and allow-listed nodes only.
+    AuditTail {
+        limit: u32,
+        event_prefix: String,
+    },
 }
 
 impl Op {
@@ -292,17 +298,29 @@ impl Op {
             Self::List { .. } => "list",
             Self::Mkdir { .. } => "mkdir",
             Self::Ssh { .. } => "ssh",
+            Self::AuditTail { .. } => "audit_tail",
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
-    Pong { payload: ByteBuf },
+    Pong {
+        payload: ByteBuf,
+    },
     Info(NodeInfo),
     Done,
     Stat(FileStat),
-    List { entries: Vec<FileStat>, truncated: bool },
+    List {
+        entries: Vec<FileStat>,
+        truncated: bool,
+    },
+    /// Audit records as the log's own JSON lines (hash chain included), oldest first;
+    /// `truncated` when older matching records were left out to keep the answer small.
+    Audit {
+        lines: Vec<String>,
+        truncated: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

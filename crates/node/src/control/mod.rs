@@ -564,7 +564,7 @@ async fn handle(node: &Node, req: ControlRequest, operator: bool) -> ControlResp
             ControlResponse::SshHosts(node.ssh_hosts())
         }
         ControlRequest::Request { target, op } => match node.find(&target).await {
-            Ok(peer) if operator && peer == node.id() => match node.answer_operator(op) {
+            Ok(peer) if operator && peer == node.id() => match node.answer_operator(op).await {
                 Ok(reply) => ControlResponse::Reply(reply),
                 Err(e) => ControlResponse::Error(e.message),
             },

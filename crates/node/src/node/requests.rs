@@ -12,6 +12,10 @@ use crate::policy::{Mode, PathAccess, Refusal};
 
 /// Most entries one `list` returns.
 pub(crate) const LIST_MAX: usize = 10_000;
+/// Most audit records one `audit_tail` returns, and the bytes they may take (the answer is
+/// one message).
+pub(crate) const AUDIT_MAX: usize = 1000;
+const AUDIT_BYTES: usize = 192 * 1024;
 
 impl Node {
     /// Changes this node's mode. `by` is the peer asking, `None` for the local operator.
@@ -62,13 +66,53 @@ impl Node {
     pub(super) async fn handle_request(&self, from: NodeId, op: Op) -> Result<Reply, RemoteError> {
         match op {
             Op::Ssh { host, op } => crate::ssh::answer_request(self, from, host, *op).await,
+            Op::AuditTail { limit, event_prefix } => self.audit_tail(from, limit, event_prefix, false).await,
             op => self.answer(from, op, false),
         }
     }
 
     /// Answers a request of the local operator (the CLI on this machine) for this node.
-    pub(crate) fn answer_operator(&self, op: Op) -> Result<Reply, RemoteError> {
-        self.answer(self.id(), op, true)
+    pub(crate) async fn answer_operator(&self, op: Op) -> Result<Reply, RemoteError> {
+        match op {
+            Op::AuditTail { limit, event_prefix } => self.audit_tail(self.id(), limit, event_prefix, true).await,
+            op => self.answer(self.id(), op, true),
+        }
+    }
+
+    /// The newest records of this node's audit log, for its admins (and allow list) or the
+    /// local operator. The read itself is audited.
+    async fn audit_tail(&self, from: NodeId, limit: u32, prefix: String, operator: bool) -> Result<Reply, RemoteError> {
+        let detail = serde_json::json!({ "limit": limit, "event_prefix": prefix });
+        let checked = if operator { Ok(()) } else { self.policy_check(|p| p.check_audit_reader(&from)) };
+        if let Err(r) = checked {
+            self.audit_op(from, "audit.read", "refused", Some(r.rule.clone()), detail, None);
+            return Err(RemoteError { kind: RemoteErrorKind::Refused, message: r.to_string() });
+        }
+        let Some(state_dir) = self.state_dir().map(ToOwned::to_owned) else {
+            return Err(RemoteError { kind: RemoteErrorKind::Failed, message: "this node keeps no audit log".into() });
+        };
+        let limit = (limit as usize).clamp(1, AUDIT_MAX);
+        let read = tokio::task::spawn_blocking(move || crate::audit::newest_lines(&state_dir, limit, &prefix)).await;
+        let mut lines = match read {
+            Ok(Ok(lines)) => lines,
+            Ok(Err(e)) => return Err(RemoteError { kind: RemoteErrorKind::Failed, message: e.to_string() }),
+            Err(e) => {
+                return Err(RemoteError {
+                    kind: RemoteErrorKind::Failed,
+                    message: format!("reading the audit log: {e}"),
+                })
+            }
+        };
+        // The newest records that fit in one answer.
+        let mut bytes = 0;
+        let keep = lines.iter().rev().take_while(|l| {
+            bytes += l.len() + 8;
+            bytes <= AUDIT_BYTES
+        });
+        let skip = lines.len() - keep.count();
+        lines.drain(..skip);
+        self.audit_op(from, "audit.read", "allowed", None, detail, None);
+        Ok(Reply::Audit { lines, truncated: skip > 0 })
     }
 
     fn answer(&self, from: NodeId, op: Op, operator: bool) -> Result<Reply, RemoteError> {
@@ -77,6 +121,7 @@ impl Node {
         match op {
             Op::Ping { payload } => Ok(Reply::Pong { payload }),
             Op::Ssh { .. } => Err(failed("operations on SSH hosts go to the node that reaches them".into())),
+            Op::AuditTail { .. } => Err(failed("the audit log is read asynchronously".into())),
             Op::SetMode { mode } => {
                 let mode: Mode = mode.parse().map_err(|e: String| failed(e))?;
                 // From our own id means from a local front-end: the local operator.

@@ -182,6 +182,18 @@ impl Policy {
         }
     }
 
+    /// Who may read this node's audit log from elsewhere: its admins, and the nodes of its
+    /// allow list when it has one. Without one, every room member may operate here, but what
+    /// each did is for the admins to see.
+    pub fn check_audit_reader(&self, caller: &NodeId) -> Result<(), Refusal> {
+        let listed = self.allow.as_ref().is_some_and(|ids| ids.contains(caller));
+        if self.admins.contains(caller) || listed {
+            return Ok(());
+        }
+        let who = if self.allow.is_some() { "its admins and allow list" } else { "its admins" };
+        Err(Refusal::new(format!("node {} may not read this node's audit log: only {who} may", caller.short())))
+    }
+
     pub fn check_set_mode(&self, caller: Option<&NodeId>) -> Result<(), Refusal> {
         match caller {
             None => Ok(()), // the local operator, through the control socket
@@ -586,5 +598,19 @@ mod tests {
         assert_eq!(p.check_set_mode(None), Ok(()));
         assert_eq!(p.check_set_mode(Some(&a)), Ok(()));
         assert!(p.check_set_mode(Some(&b)).unwrap_err().to_string().contains("not an admin"));
+    }
+
+    #[test]
+    fn audit_readers_are_admins_and_the_allow_list() {
+        let (admin, listed, other) =
+            (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]), NodeId::from_bytes([3; 32]));
+        let open = Policy { admins: vec![admin], ..Policy::default() };
+        assert_eq!(open.check_audit_reader(&admin), Ok(()));
+        // Everyone may operate a node with no allow list; not everyone may read its log.
+        assert!(open.check_audit_reader(&listed).unwrap_err().to_string().contains("only its admins may"));
+        let listing = Policy { allow: Some(vec![listed]), admins: vec![admin], ..Policy::default() };
+        assert_eq!(listing.check_audit_reader(&admin), Ok(()));
+        assert_eq!(listing.check_audit_reader(&listed), Ok(()));
+        assert!(listing.check_audit_reader(&other).unwrap_err().to_string().contains("admins and allow list"));
     }
 }
