@@ -13,6 +13,8 @@
 
 mod backend;
 mod catalogue;
+mod fence;
+mod fleet_text;
 pub mod http;
 mod ops_exec;
 mod ops_files;

@@ -155,7 +155,8 @@ fn respond(target: String, stdout: Vec<u8>, stderr: Vec<u8>, exit: ExecExit) -> 
         ("stderr", &out.stderr, out.stderr_bytes, exit.stderr_truncated),
     ] {
         if !body.is_empty() {
-            text.push_str(&format!("\n--- {name} ---\n{body}"));
+            text.push('\n');
+            text.push_str(&crate::fence::fenced(&format!("{name} of {}", out.target), body));
         }
         if cut {
             text.push_str(&format!(

@@ -110,7 +110,7 @@ pub(crate) async fn read_file(
     }
     text.push_str(")\n");
     match encoding {
-        Encoding::Utf8 => text.push_str(&content),
+        Encoding::Utf8 => text.push_str(&crate::fence::fenced(&format!("{} on {}", p.path, p.target), &content)),
         Encoding::Base64 => text.push_str("[binary content, base64 in the structured result]"),
     }
     let out = ReadOut {
@@ -258,9 +258,11 @@ pub(crate) async fn list_dir(srv: &TunnelMcp, p: ListParams) -> Result<CallToolR
         entries.len(),
         if truncated { ", more not shown" } else { "" }
     );
+    let mut listing = String::new();
     for e in &entries {
         let mark = if e.kind == "dir" { "/" } else { "" };
-        text.push_str(&format!("{} {:>10} {}{mark}\n", e.mode, e.size, e.name));
+        listing.push_str(&format!("{} {:>10} {}{mark}\n", e.mode, e.size, e.name));
     }
+    text.push_str(&crate::fence::fenced(&format!("entries of {}", p.path), &listing));
     success(&ListOut { target: p.target, path: p.path, entries, truncated }, text)
 }

@@ -143,7 +143,7 @@ async fn fan_out(
     }
     let reduction = reduce(&results, &by, Limits::default());
     let out = fleet_out(target, &reduction, &results, max_failures, started.elapsed());
-    let text = fleet_text(&out);
+    let text = crate::fleet_text::fleet_text(&out);
     let mut result = success(&out, text)?;
     if !reduction.all_ok() && out.by_status.get("ok").copied().unwrap_or(0) == 0 {
         result.is_error = Some(true);
@@ -159,7 +159,13 @@ fn fleet_next_step(target: &str, error: &str) -> String {
     }
 }
 
-fn fleet_out(target: String, red: &Reduction, results: &[TargetResult], max_failures: u32, took: Duration) -> FleetOut {
+pub(crate) fn fleet_out(
+    target: String,
+    red: &Reduction,
+    results: &[TargetResult],
+    max_failures: u32,
+    took: Duration,
+) -> FleetOut {
     let mut failed: Vec<&TargetResult> = results.iter().filter(|r| r.status != Status::Ok).collect();
     failed.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     let shown = failed.len().min(max_failures as usize);
@@ -208,27 +214,6 @@ fn tail(text: &str, max: usize) -> String {
         start += 1;
     }
     format!("…{}", &text[start..])
-}
-
-fn fleet_text(out: &FleetOut) -> String {
-    let counts: Vec<String> = out.by_status.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    let mut text = format!("{} targets ({}): {} in {} ms", out.total, out.target, counts.join(", "), out.duration_ms);
-    for g in &out.groups {
-        let exit = g.exit_code.map(|c| format!(", exit {c}")).unwrap_or_default();
-        text.push_str(&format!("\n\n{} × {}{exit}: {}", g.count, g.status, g.members));
-        for (label, body) in [("", &g.stdout), ("stderr: ", &g.stderr)] {
-            for line in body.lines().take(5) {
-                text.push_str(&format!("\n  {label}{line}"));
-            }
-        }
-        if let Some(e) = &g.error {
-            text.push_str(&format!("\n  error: {e}"));
-        }
-    }
-    if out.groups_omitted > 0 {
-        text.push_str(&format!("\n\n… {} more groups ({} targets)", out.groups_omitted, out.targets_omitted));
-    }
-    text
 }
 
 pub(crate) async fn mapreduce(
@@ -340,7 +325,8 @@ pub(crate) async fn mapreduce(
         out.reduce_ms,
         if out.retried.is_empty() { String::new() } else { format!(", {} retried", out.retried.len()) },
     );
-    text.push_str(&format!("\n--- output ---\n{}", out.output));
+    text.push('\n');
+    text.push_str(&crate::fence::fenced("reduce output", &out.output));
     if out.truncated {
         text.push_str(&format!("\n[output truncated: {} shown]", human_bytes(output.len() as u64)));
     }

@@ -217,7 +217,9 @@ pub(crate) async fn audit_tail(srv: &TunnelMcp, p: AuditParams) -> Result<CallTo
         let who = r.caller.as_deref().unwrap_or("local");
         body.push_str(&format!("#{} {} {} by {who}{rule} {}\n", r.seq, r.event, r.decision, r.detail));
     }
-    text.push_str(&body);
+    if !records.is_empty() {
+        text.push_str(&crate::fence::fenced(&format!("audit records of {target}"), &body));
+    }
     success(&AuditOut { target, records, truncated }, text)
 }
 
