@@ -3,7 +3,7 @@
 # tools, OpenSSH (real sshd in the SSH tests), iproute2 (network namespaces), nftables and
 # conntrack (the NAT lab), curl, script(1),
 # systemd-analyze (unit checks), Node 20 and worker/'s npm packages,
-# and the official MCP Python SDK. Sourced by tests/run.sh (it may put a venv first on PATH).
+# the official MCP Python SDK, and the TypeScript SDK and Inspector CLI (tests/mcp). Sourced by tests/run.sh (it may put a venv first on PATH).
 # Needs root for apt-get; on a machine that already has everything it installs nothing.
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
@@ -61,6 +61,11 @@ export WRANGLER_SEND_METRICS=false WRANGLER_HIDE_BANNER=true CLOUDFLARE_CF_FETCH
 if [ ! -x worker/node_modules/@cloudflare/workerd-linux-64/bin/workerd ] \
    || ! cmp -s worker/package-lock.json worker/node_modules/.installed-lock.json; then
   (cd worker && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.installed-lock.json)
+fi
+# The MCP tests also drive `tunnel mcp` with the official TypeScript SDK and the MCP
+# Inspector's CLI, pinned in tests/mcp/package-lock.json.
+if ! cmp -s tests/mcp/package-lock.json tests/mcp/node_modules/.installed-lock.json; then
+  (cd tests/mcp && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.installed-lock.json)
 fi
 for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"

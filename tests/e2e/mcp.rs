@@ -215,3 +215,60 @@ fn tunnel_run_takes_the_node_over_from_a_session() -> anyhow::Result<()> {
     drop(run_out);
     Ok(())
 }
+
+/// tests/mcp/drive.mjs SCENARIO ARGS under Node, with the clients pinned in
+/// tests/mcp/package-lock.json (`tests/setup.sh` installs them). Without Node or the clients
+/// the test says so and passes, except in CI, where that is a missing install step.
+fn drive_node(scenario: &str, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Option<String>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp");
+    let installed = dir.join("node_modules/@modelcontextprotocol/sdk/package.json").exists()
+        && Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !installed {
+        let why = "Node 20 and tests/mcp's packages are needed (tests/setup.sh installs them)";
+        anyhow::ensure!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("skipped: {why}");
+        return Ok(None);
+    }
+    let out = Command::new("node")
+        .arg(dir.join("drive.mjs"))
+        .arg(scenario)
+        .args(args)
+        .env("TUNNEL_BIN", bin("tunnel"))
+        .env_remove("TUNNEL_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .context("running node")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() || !stdout.contains("all checks passed") {
+        anyhow::bail!(
+            "drive.mjs {scenario} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(Some(stdout))
+}
+
+/// The official TypeScript SDK over stdio (attached to a running node) and over streamable
+/// HTTP (a server with its own node), and the MCP Inspector's CLI mode: the same answers as
+/// the Python SDK gets.
+#[test]
+fn typescript_sdk_and_inspector_clients() -> anyhow::Result<()> {
+    let room = Room::start()?;
+    let op = NodeProc::start(&room.relay.url, "r", &room.token, "op", "")?;
+    op.wait_for_peers(&["target", "plain"], Duration::from_secs(15))?;
+    let env = room.env(op.dir.path());
+    let Some(out) = drive_node("stdio", &[], &env)? else { return Ok(()) };
+    assert!(out.contains("ok: stdio: exec runs argv on a peer"), "{out}");
+    let out = drive_node("inspector", &[], &env)?.expect("installed");
+    assert!(out.contains("ok: inspector: exec runs argv on a peer"), "{out}");
+
+    let dir = TempDir::new("mcp-http-ts");
+    let mcp_token = token();
+    let (_server, url) = start_http(&room, dir.path(), &mcp_token)?;
+    // Peers appear within a moment of the node joining; the first call needs them.
+    std::thread::sleep(Duration::from_secs(1));
+    let out = drive_node("http", &[&url, &mcp_token], &room.env(dir.path()))?.expect("installed");
+    assert!(out.contains("ok: http: exec runs argv on a peer"), "{out}");
+    Ok(())
+}

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use tokio::io::AsyncWriteExt;
+
 use tunnel_node::control::{self, ControlRequest, ControlResponse, ControlStream};
 
 use crate::shared::SharedNode;
@@ -32,15 +34,19 @@ impl Backend {
         Self(shared)
     }
 
-    /// A control connection that says first it serves an AI agent, so the node holds what it
-    /// asks of this machine to the secret list (the operator's own CLI is not).
-    pub(crate) async fn connect(&self) -> Result<Conn, String> {
+    /// A control connection that carries `request`, after a preamble that says it serves an
+    /// AI agent (so the node holds what it asks of this machine to the secret list; the
+    /// operator's own CLI is not) and the call's connect timeout. All in one write: the node
+    /// reads the whole of it in one wake-up.
+    pub(crate) async fn open(&self, request: &ControlRequest) -> Result<Conn, String> {
         let mut conn = self.0.connect().await?;
-        control::write_frame(&mut conn, &ControlRequest::Agent).await.map_err(node_lost)?;
+        let mut first = control::frame(&ControlRequest::Agent).map_err(node_lost)?;
         if let Ok(Some(bound)) = CALL_CONNECT_TIMEOUT.try_with(|b| *b) {
             let ms = bound.as_millis() as u64;
-            control::write_frame(&mut conn, &ControlRequest::ConnectTimeout { ms }).await.map_err(node_lost)?;
+            first.extend(control::frame(&ControlRequest::ConnectTimeout { ms }).map_err(node_lost)?);
         }
+        first.extend(control::frame(request).map_err(node_lost)?);
+        conn.write_all(&first).await.map_err(node_lost)?;
         Ok(conn)
     }
 
@@ -50,14 +56,13 @@ impl Backend {
         req: &ControlRequest,
         input: Option<&[u8]>,
     ) -> Result<tunnel_node::control::call::Call<Conn>, String> {
-        let conn = self.connect().await?;
-        tunnel_node::control::call::Call::start(conn, req, input).await.map_err(node_lost)
+        let conn = self.open(req).await?;
+        tunnel_node::control::call::Call::sent(conn, input).await.map_err(node_lost)
     }
 
     /// One request, one answer; `ControlResponse::Error` becomes `Err`.
     pub(crate) async fn request(&self, req: &ControlRequest) -> Result<ControlResponse, String> {
-        let mut conn = self.connect().await?;
-        control::write_frame(&mut conn, req).await.map_err(node_lost)?;
+        let mut conn = self.open(req).await?;
         match control::read_frame(&mut conn).await {
             Ok(Some(ControlResponse::Error(e))) => Err(e),
             Ok(Some(resp)) => Ok(resp),

@@ -69,14 +69,11 @@ pub(crate) async fn exec(
 ) -> Result<CallToolResult, McpError> {
     let spec = spec(srv, &p)?;
     let mut progress = Progress::new(ctx);
-    let conn = match srv.backend().connect().await {
+    let conn = match srv.backend().open(&ControlRequest::Exec { target: p.target.clone(), spec }).await {
         Ok(c) => c,
         Err(e) => return failure(e),
     };
     let (mut rd, mut wr) = tokio::io::split(conn);
-    if let Err(e) = write_frame(&mut wr, &ControlRequest::Exec { target: p.target.clone(), spec }).await {
-        return failure(crate::backend::node_lost(e));
-    }
     // Stdin goes on its own task, so a command that does not read it cannot stall its output.
     // The task keeps the connection's write half: closing it would cancel the command.
     let stdin = p.stdin.clone();

@@ -60,13 +60,10 @@ pub(crate) async fn read_file(
     }
     let offset = p.offset.unwrap_or(0);
     let spec = ReadSpec { request_id: rand::random(), path: p.path.clone().into(), offset, length: Some(max) };
-    let mut conn = match srv.backend().connect().await {
+    let mut conn = match srv.backend().open(&ControlRequest::Read { target: p.target.clone(), spec }).await {
         Ok(c) => c,
         Err(e) => return failure(e),
     };
-    if let Err(e) = write_frame(&mut conn, &ControlRequest::Read { target: p.target.clone(), spec }).await {
-        return failure(crate::backend::node_lost(e));
-    }
     let mut progress = Progress::new(ctx);
     let (mut size, mut data) = (0u64, Vec::new());
     loop {
@@ -159,14 +156,11 @@ pub(crate) async fn write_file(
     let size = bytes.len() as u64;
     let spec =
         WriteSpec { request_id: rand::random(), path: p.path.clone().into(), size, mode, create_only: p.create_only };
-    let conn = match srv.backend().connect().await {
+    let conn = match srv.backend().open(&ControlRequest::Write { target: p.target.clone(), spec }).await {
         Ok(c) => c,
         Err(e) => return failure(e),
     };
-    let (mut rd, mut wr) = tokio::io::split(conn);
-    if let Err(e) = write_frame(&mut wr, &ControlRequest::Write { target: p.target.clone(), spec }).await {
-        return failure(crate::backend::node_lost(e));
-    }
+    let (mut rd, wr) = tokio::io::split(conn);
     let mut progress = Progress::new(ctx);
     // The upload runs beside the answer: a refusal can come before all bytes are sent.
     let upload = upload(wr, bytes);

@@ -18,9 +18,14 @@ pub struct Call<S> {
 
 impl<S: ControlStream> Call<S> {
     /// Sends `request`, then `input` (if any) as `Input` frames and `InputEnd`.
-    pub async fn start(stream: S, request: &ControlRequest, input: Option<&[u8]>) -> std::io::Result<Self> {
+    pub async fn start(mut stream: S, request: &ControlRequest, input: Option<&[u8]>) -> std::io::Result<Self> {
+        write_frame(&mut stream, request).await?;
+        Self::sent(stream, input).await
+    }
+
+    /// Like [`Call::start`] on a connection that already carries the request.
+    pub async fn sent(stream: S, input: Option<&[u8]>) -> std::io::Result<Self> {
         let (rd, mut wr) = tokio::io::split(stream);
-        write_frame(&mut wr, request).await?;
         if let Some(input) = input {
             send_input(&mut wr, input).await?;
         }

@@ -185,9 +185,15 @@ pub enum ControlError {
 }
 
 pub async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(stream: &mut W, value: &T) -> std::io::Result<()> {
-    let body = postcard::to_allocvec(value).map_err(std::io::Error::other)?;
-    stream.write_all(&(body.len() as u32).to_be_bytes()).await?;
-    stream.write_all(&body).await
+    stream.write_all(&frame(value)?).await
+}
+
+/// One frame, length first, as one buffer: one write, so the reader wakes once per frame.
+pub fn frame<T: Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
+    let mut out = postcard::to_extend(value, vec![0u8; 4]).map_err(std::io::Error::other)?;
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
 }
 
 /// `Ok(None)` on a clean end of stream between frames.
