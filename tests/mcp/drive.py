@@ -17,6 +17,7 @@ every check held. Scenarios:
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -514,44 +515,52 @@ def garbage():
 
 
 async def bench():
-    """`exec true` on the peer `target`, interleaved call by call with the client's floor: a
-    tool call on the same session that the server refuses before reaching the node (all of
-    the SDK's and the transport's cost, none of the mesh's). Prints one JSON line."""
-    params = StdioServerParameters(command=TUNNEL, args=["mcp"], env=dict(os.environ))
+    """`exec true` on the peer `target` through each of the `tunnel mcp` servers described in
+    BENCH_SESSIONS (a JSON object: name -> environment), round-robin call by call so that
+    they share the same moments of machine load, each beside the client's floor: a tool call
+    on the same session that the server refuses before reaching the node (all of the SDK's and
+    the transport's cost, none of the mesh's). Prints one JSON line: name -> percentiles."""
+    sessions = json.loads(os.environ["BENCH_SESSIONS"])
     n = int(os.environ.get("BENCH_CALLS", "500"))
     floor_args = {"target": "target", "argv": ["true"], "timeout_secs": -1}
+    exec_args = {"target": "target", "argv": ["true"]}
 
-    async def floor_call():
+    async def floor_call(c):
         try:
             await c.session.call_tool("exec", floor_args)
         except MCPError:
             return
         raise AssertionError("the floor call was accepted")
 
-    async with stdio_client(params) as (read, write):
-        async with ClientSession(read, write) as session:
-            await session.initialize()
-            c = Client(session)
-            await c.list_tools()
-            for _ in range(20):
-                await c.ok("exec", {"target": "target", "argv": ["true"]})
-                await floor_call()
-            times, floor = [], []
-            for _ in range(n):
-                start = time.perf_counter()
-                await floor_call()
-                floor.append((time.perf_counter() - start) * 1000)
-                start = time.perf_counter()
-                out = await c.ok("exec", {"target": "target", "argv": ["true"]})
-                times.append((time.perf_counter() - start) * 1000)
-                assert out["exit_code"] == 0
-
     def pct(xs, p):
         xs = sorted(xs)
         return round(xs[min(len(xs) - 1, int(len(xs) * p))], 3)
 
-    print(json.dumps({"calls": n, "p50_ms": pct(times, 0.5), "p99_ms": pct(times, 0.99),
-                      "floor_p50_ms": pct(floor, 0.5), "floor_p99_ms": pct(floor, 0.99)}))
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {}
+        for name, env in sessions.items():
+            params = StdioServerParameters(command=TUNNEL, args=["mcp"], env={**os.environ, **env})
+            read, write = await stack.enter_async_context(stdio_client(params))
+            session = await stack.enter_async_context(ClientSession(read, write))
+            await session.initialize()
+            c = Client(session)
+            await c.list_tools()
+            clients[name] = c
+        times = {name: ([], []) for name in clients}
+        for i in range(n + 20):
+            for name, c in clients.items():
+                start = time.perf_counter()
+                await floor_call(c)
+                floor = (time.perf_counter() - start) * 1000
+                start = time.perf_counter()
+                out = await c.ok("exec", exec_args)
+                took = (time.perf_counter() - start) * 1000
+                assert out["exit_code"] == 0
+                if i >= 20:
+                    times[name][0].append(took)
+                    times[name][1].append(floor)
+    print(json.dumps({name: {"calls": n, "p50_ms": pct(t, 0.5), "p99_ms": pct(t, 0.99), "floor_p50_ms": pct(f, 0.5)}
+                      for name, (t, f) in times.items()}))
 
 
 async def escapes():

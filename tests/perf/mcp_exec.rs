@@ -30,15 +30,24 @@ struct Session {
     calls: u64,
 }
 
-fn mcp_session(env: &[(String, String)]) -> anyhow::Result<Session> {
+/// Runs the sessions (name, environment of its `tunnel mcp`) round-robin in one client.
+fn mcp_sessions(sessions: &[(&str, Vec<(String, String)>)]) -> anyhow::Result<Vec<Session>> {
+    let spec: serde_json::Map<String, serde_json::Value> = sessions
+        .iter()
+        .map(|(name, env)| {
+            let env: serde_json::Map<String, serde_json::Value> =
+                env.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
+            (name.to_string(), serde_json::Value::Object(env))
+        })
+        .collect();
     let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/drive.py");
     let out = Command::new("python3")
         .arg(driver)
         .arg("bench")
         .env("TUNNEL_BIN", bin("tunnel"))
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("BENCH_SESSIONS", serde_json::Value::Object(spec).to_string())
         .env_remove("TUNNEL_CONFIG")
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .output()
         .context("running python3 (pip install mcp jsonschema)")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -47,20 +56,28 @@ fn mcp_session(env: &[(String, String)]) -> anyhow::Result<Session> {
     }
     let line = stdout.lines().find(|l| l.starts_with('{')).context("no result line from the MCP bench")?;
     let v: serde_json::Value = serde_json::from_str(line)?;
-    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-    Ok(Session {
-        exec_p50: f("p50_ms"),
-        exec_p99: f("p99_ms"),
-        floor_p50: f("floor_p50_ms"),
-        calls: v["calls"].as_u64().unwrap_or(0),
-    })
+    Ok(sessions
+        .iter()
+        .map(|(name, _)| {
+            let s = &v[name];
+            let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+            Session {
+                exec_p50: f("p50_ms"),
+                exec_p99: f("p99_ms"),
+                floor_p50: f("floor_p50_ms"),
+                calls: s["calls"].as_u64().unwrap_or(0),
+            }
+        })
+        .collect())
 }
 
 fn main() -> anyhow::Result<()> {
     let relay = RelayProc::start("127.0.0.1:0", &[])?;
     let t = token();
     let op = NodeProc::start(&relay.url, "bench", &t, "op", "")?;
-    let _target = NodeProc::start(&relay.url, "bench", &t, "target", "")?;
+    // The target's safety mode (plan by default: commands run under Landlock).
+    let mode = std::env::var("BENCH_TARGET_MODE").unwrap_or_else(|_| "plan".into());
+    let _target = NodeProc::start_with(&relay.url, "bench", &t, "target", &[("TUNNEL_MODE", &mode)])?;
     op.wait_for_peers(&["target"], Duration::from_secs(10))?;
 
     let mut cli = Vec::with_capacity(CLI_CALLS);
@@ -77,20 +94,21 @@ fn main() -> anyhow::Result<()> {
     cli.sort_by(f64::total_cmp);
 
     // Attached: the environment names op's node only; `tunnel mcp` uses its control socket.
-    let attached = mcp_session(&NodeProc::env_of(op.dir.path()))?;
-    // Own node: a machine with no `tunnel run`; the session hosts a node of its own.
+    // Own node: a machine with no `tunnel run`; the session hosts a node of its own. The
+    // sessions take turns call by call, so machine load falls on both alike.
     let solo = TempDir::new("bench-solo");
-    let mut env = NodeProc::env_of(solo.path());
-    env.extend([
+    let mut own_env = NodeProc::env_of(solo.path());
+    own_env.extend([
         ("TUNNEL_RELAY".to_owned(), relay.url.clone()),
         ("TUNNEL_ROOM".to_owned(), "bench".to_owned()),
         ("TUNNEL_TOKEN".to_owned(), t.clone()),
         ("TUNNEL_NAME".to_owned(), "solo".to_owned()),
     ]);
-    let own = mcp_session(&env)?;
+    let figures = mcp_sessions(&[("attached", NodeProc::env_of(op.dir.path())), ("own", own_env)])?;
+    let (attached, own) = (&figures[0], &figures[1]);
 
-    println!("exec `true` on a remote peer through the relay, loopback, same run:");
-    for (what, s) in [("attached to `tunnel run`", &attached), ("with its own node", &own)] {
+    println!("exec `true` on a remote peer in {mode} mode through the relay, loopback, same run:");
+    for (what, s) in [("attached to `tunnel run`", attached), ("with its own node", own)] {
         println!(
             "  MCP exec tool, {what:<25} {} calls  p50 {:>6.2} ms  p99 {:>6.2} ms  (client floor p50 {:.2} ms: +{:.2} ms)",
             s.calls,

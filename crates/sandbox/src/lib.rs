@@ -158,16 +158,23 @@ pub fn prepare(spec: &Spec) -> Result<Prepared, SandboxError> {
     }
 }
 
-/// Makes the child `command` starts confine itself with `prepared` before it executes
-/// anything. If the kernel refuses the ruleset, the child fails to start (the spawn returns
-/// the error): a command never runs unconfined because confinement failed.
-pub fn confine(command: &mut std::process::Command, prepared: Prepared) {
+/// Starts a process confined by `prepared`: `spawn(command)` runs where whatever it starts
+/// inherits the confinement (a thread confined for the purpose, or, for a shield, the usual
+/// fork with `confine`'s hook). `std_of` reaches the std command inside `command`. If the
+/// kernel refuses the confinement, nothing starts and the error says so.
+pub fn spawn<C: Send, T: Send>(
+    prepared: Prepared,
+    command: &mut C,
+    std_of: fn(&mut C) -> &mut std::process::Command,
+    spawn: impl FnOnce(&mut C) -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
     #[cfg(target_os = "linux")]
     {
-        linux::confine(command, prepared.inner)
+        linux::spawn_confined(prepared.inner, command, std_of, spawn)
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (command, prepared);
+        let _ = (prepared, std_of);
+        spawn(command)
     }
 }

@@ -280,6 +280,48 @@ fn add(
     Ok(created)
 }
 
+/// Calls `spawn` on a thread of its own that is confined first (the bounding set, then
+/// Landlock: both belong to a thread, and a process it starts inherits them). With no pre-exec
+/// hook, std starts that process with `posix_spawn` (vfork semantics) instead of forking the
+/// whole node, whose page tables a fork copies: a plan-mode `exec` costs about a millisecond
+/// less. The thread ends with the call; no other thread is ever confined. A shield needs a
+/// mount namespace, which one thread of many cannot unshare: such a ruleset goes through
+/// [`confine`]'s hook in a forked child instead.
+pub(crate) fn spawn_confined<C: Send, T: Send>(
+    ruleset: Ruleset,
+    command: &mut C,
+    std_of: fn(&mut C) -> &mut std::process::Command,
+    spawn: impl FnOnce(&mut C) -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    if ruleset.shield.is_some() {
+        confine(std_of(command), ruleset);
+        return spawn(command);
+    }
+    let Ruleset { landlock, drop_ptrace, .. } = ruleset;
+    let confined = move || -> std::io::Result<T> {
+        // SAFETY: as in `confine`; here it drops the capability from this thread alone.
+        if drop_ptrace && unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EPERM) {
+                return Err(err);
+            }
+        }
+        match landlock.restrict_self() {
+            Ok(s) if s.ruleset != RulesetStatus::NotEnforced => spawn(command),
+            Ok(_) => Err(std::io::Error::from_raw_os_error(libc::ENOSYS)),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
+    };
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("tunnel-spawn".into())
+            .spawn_scoped(s, confined)
+            .map_err(|e| std::io::Error::other(format!("cannot start the spawning thread: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
+    })
+}
+
 pub(crate) fn confine(command: &mut std::process::Command, ruleset: Ruleset) {
     let drop_ptrace = ruleset.drop_ptrace;
     let shield = ruleset.shield;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tunnel_sandbox::{confine, prepare, support, Shield, Spec, Support, Writes};
+use tunnel_sandbox::{prepare, spawn, support, Shield, Spec, Support, Writes};
 
 /// Skips (or, under CI, fails) where the kernel has no Landlock.
 fn landlock() -> bool {
@@ -31,8 +31,9 @@ fn real(p: &str) -> PathBuf {
 fn run(spec: &Spec, program: &str, args: &[&str]) -> std::io::Result<Output> {
     let mut cmd = Command::new(program);
     cmd.args(args);
-    confine(&mut cmd, prepare(spec).expect("sandbox builds"));
-    cmd.output()
+    // As the node starts commands: from a thread confined for the purpose, or with a shield,
+    // from a forked child that confines itself.
+    spawn(prepare(spec).expect("sandbox builds"), &mut cmd, |c| c, |c| c.output())
 }
 
 fn sh(spec: &Spec, script: &str) -> Output {

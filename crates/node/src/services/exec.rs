@@ -198,9 +198,6 @@ async fn run(
         // Repository config cannot switch these back on (command-line scope wins).
         command.envs(crate::policy::git_guard::git_env());
     }
-    if let Some(sandbox) = sandbox {
-        tunnel_sandbox::confine(command.as_std_mut(), sandbox);
-    }
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }
@@ -211,7 +208,18 @@ async fn run(
         .process_group(0)
         .kill_on_drop(true);
     let started = Instant::now();
-    let mut child = command.spawn().map_err(|e| format!("cannot start the command: {e}"))?;
+    let spawned = match sandbox {
+        Some(sandbox) => {
+            let runtime = tokio::runtime::Handle::current();
+            let spawn = |c: &mut tokio::process::Command| {
+                let _in_runtime = runtime.enter();
+                c.spawn()
+            };
+            tunnel_sandbox::spawn(sandbox, &mut command, tokio::process::Command::as_std_mut, spawn)
+        }
+        None => command.spawn(),
+    };
+    let mut child = spawned.map_err(|e| format!("cannot start the command: {e}"))?;
     let group = child.id().and_then(|id| Pid::from_raw(id as i32));
     let kill_group = || {
         if let Some(pgid) = group {
