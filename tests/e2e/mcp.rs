@@ -229,24 +229,8 @@ fn drive_node(scenario: &str, args: &[&str], env: &[(String, String)]) -> anyhow
         eprintln!("skipped: {why}");
         return Ok(None);
     }
-    let out = Command::new("node")
-        .arg(dir.join("drive.mjs"))
-        .arg(scenario)
-        .args(args)
-        .env("TUNNEL_BIN", bin("tunnel"))
-        .env_remove("TUNNEL_CONFIG")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .context("running node")?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() || !stdout.contains("all checks passed") {
-        anyhow::bail!(
-            "drive.mjs {scenario} failed ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(Some(stdout))
+    let args: Vec<&str> = std::iter::once(scenario).chain(args.iter().copied()).collect();
+    tunnel_tests::drive_client("node", "drive.mjs", &args, env).map(Some)
 }
 
 /// The official TypeScript SDK over stdio (attached to a running node) and over streamable

@@ -405,19 +405,25 @@ pub fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(limit: Dur
 /// Runs one scenario of the MCP driver (`tests/mcp/drive.py`, the official Python SDK
 /// against `tunnel mcp`); fails with its output unless every check held.
 pub fn drive_mcp(scenario: &str, env: &[(String, String)]) -> anyhow::Result<String> {
-    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/drive.py");
-    let out = Command::new("python3")
-        .arg(driver)
-        .arg(scenario)
+    drive_client("python3", "drive.py", &[scenario], env)
+        .context("the Python MCP SDK (install the client with `pip install mcp jsonschema`)")
+}
+
+/// Runs `PROGRAM tests/mcp/SCRIPT ARGS` (an MCP client driving `tunnel mcp`) with `env`; fails
+/// with its output unless it printed `all checks passed`.
+pub fn drive_client(program: &str, script: &str, args: &[&str], env: &[(String, String)]) -> anyhow::Result<String> {
+    let out = Command::new(program)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp").join(script))
+        .args(args)
         .env("TUNNEL_BIN", bin("tunnel"))
         .env_remove("TUNNEL_CONFIG")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
-        .context("running python3 (install the client with `pip install mcp jsonschema`)")?;
+        .with_context(|| format!("running {program}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() || !stdout.contains("all checks passed") {
-        bail!("MCP scenario {scenario} failed ({}):\n{stdout}\n{stderr}", out.status);
+        bail!("{script} {} failed ({}):\n{stdout}\n{stderr}", args.join(" "), out.status);
     }
     Ok(stdout)
 }

@@ -75,20 +75,11 @@ mod tests {
 
     fn result(i: usize, status: Status, exit_code: Option<i32>, stdout: &str, error: Option<String>) -> TargetResult {
         TargetResult {
-            name: format!("node-{i:04}"),
-            id: format!("{i:064x}"),
-            status,
             exit_code,
-            signal: None,
             stdout: stdout.into(),
-            stderr: String::new(),
             stdout_bytes: stdout.len() as u64,
-            stderr_bytes: 0,
-            truncated: false,
-            sha256: None,
-            backup: None,
-            duration_ms: 5,
             error,
+            ..TargetResult::empty(&format!("node-{i:04}"), &format!("{i:064x}"), status)
         }
     }
 

@@ -105,9 +105,14 @@ pub struct TargetResult {
 
 impl TargetResult {
     fn new(target: &Target, status: Status) -> Self {
+        Self::empty(&target.name, &target.id, status)
+    }
+
+    /// A result with `status` and nothing else yet (no output, no exit code).
+    pub fn empty(name: &str, id: &str, status: Status) -> Self {
         Self {
-            name: target.name.clone(),
-            id: target.id.clone(),
+            name: name.to_owned(),
+            id: id.to_owned(),
             status,
             exit_code: None,
             signal: None,

@@ -175,20 +175,10 @@ mod tests {
 
     fn result(name: &str, status: Status, code: i32, stdout: &str) -> TargetResult {
         TargetResult {
-            name: name.into(),
-            id: format!("id-{name}"),
-            status,
             exit_code: Some(code),
-            signal: None,
             stdout: stdout.into(),
-            stderr: String::new(),
             stdout_bytes: stdout.len() as u64,
-            stderr_bytes: 0,
-            truncated: false,
-            sha256: None,
-            backup: None,
-            duration_ms: 3,
-            error: None,
+            ..TargetResult::empty(name, &format!("id-{name}"), status)
         }
     }
 
