@@ -31,11 +31,11 @@ async fn is_local(srv: &TunnelMcp, target: &str, me: &NodeRef) -> bool {
     let by_rule = target == tunnel_node::LOCAL_TARGET
         || target == me.name
         || (target.len() >= 4 && me.id.starts_with(&target.to_ascii_lowercase()));
-    let by_node = matches!(
-        srv.backend().request(&ControlRequest::Select { target: target.to_owned() }).await,
-        Ok(ControlResponse::Targets(t)) if t.iter().any(|t| t.id == me.id)
-    );
-    by_rule || by_node
+    by_rule
+        || matches!(
+            srv.backend().request(&ControlRequest::Select { target: target.to_owned() }).await,
+            Ok(ControlResponse::Targets(t)) if t.iter().any(|t| t.id == me.id)
+        )
 }
 
 pub(crate) async fn peers(srv: &TunnelMcp, _: NoParams) -> Result<CallToolResult, McpError> {
@@ -172,10 +172,11 @@ pub(crate) async fn audit_tail(srv: &TunnelMcp, p: AuditParams) -> Result<CallTo
     let prefix = p.event_prefix.unwrap_or_default();
     let target = p.target.unwrap_or_else(|| tunnel_node::LOCAL_TARGET.to_owned());
     check_target("audit_tail", &target)?;
-    let local = match this_node(srv).await {
-        Ok(me) => is_local(srv, &target, &me).await,
-        Err(_) => target == tunnel_node::LOCAL_TARGET,
-    };
+    let local = target == tunnel_node::LOCAL_TARGET
+        || match this_node(srv).await {
+            Ok(me) => is_local(srv, &target, &me).await,
+            Err(_) => false,
+        };
     let (lines, truncated) = if local {
         // This machine's own log, read where it lies (also when the node is not running).
         let state_dir = srv.opts.state_dir.clone();

@@ -299,18 +299,8 @@ pub(crate) fn spawn_confined<C: Send, T: Send>(
     }
     let Ruleset { landlock, drop_ptrace, .. } = ruleset;
     let confined = move || -> std::io::Result<T> {
-        // SAFETY: as in `confine`; here it drops the capability from this thread alone.
-        if drop_ptrace && unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EPERM) {
-                return Err(err);
-            }
-        }
-        match landlock.restrict_self() {
-            Ok(s) if s.ruleset != RulesetStatus::NotEnforced => spawn(command),
-            Ok(_) => Err(std::io::Error::from_raw_os_error(libc::ENOSYS)),
-            Err(e) => Err(std::io::Error::other(e.to_string())),
-        }
+        restrict_this_thread(landlock, drop_ptrace)?;
+        spawn(command)
     };
     std::thread::scope(|s| {
         std::thread::Builder::new()
@@ -320,6 +310,25 @@ pub(crate) fn spawn_confined<C: Send, T: Send>(
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
     })
+}
+
+/// Confines the calling thread and whatever it starts from now on: `CAP_SYS_PTRACE` out of
+/// the bounding set (when asked), then the Landlock ruleset. Plain syscalls and no allocation,
+/// so it also serves between fork and exec.
+fn restrict_this_thread(landlock: RulesetCreated, drop_ptrace: bool) -> std::io::Result<()> {
+    // SAFETY: PR_CAPBSET_DROP takes a capability number and touches no memory. Without
+    // CAP_SETPCAP (not root) it fails with EPERM, and such a process has no capability to drop.
+    if drop_ptrace && unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EPERM) {
+            return Err(err);
+        }
+    }
+    match landlock.restrict_self() {
+        Ok(s) if s.ruleset != RulesetStatus::NotEnforced => Ok(()),
+        Ok(_) => Err(std::io::Error::from_raw_os_error(libc::ENOSYS)),
+        Err(_) => Err(std::io::Error::last_os_error()),
+    }
 }
 
 pub(crate) fn confine(command: &mut std::process::Command, ruleset: Ruleset) {
@@ -333,19 +342,7 @@ pub(crate) fn confine(command: &mut std::process::Command, ruleset: Ruleset) {
         if let Some(mounts) = &shield {
             mounts.apply()?;
         }
-        // SAFETY: PR_CAPBSET_DROP takes a capability number and touches no memory. Without
-        // CAP_SETPCAP (not root) it fails with EPERM, and such a process has no capability to drop.
-        if drop_ptrace && unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EPERM) {
-                return Err(err);
-            }
-        }
-        match ruleset.restrict_self() {
-            Ok(s) if s.ruleset != RulesetStatus::NotEnforced => Ok(()),
-            Ok(_) => Err(std::io::Error::from_raw_os_error(libc::ENOSYS)),
-            Err(_) => Err(std::io::Error::last_os_error()),
-        }
+        restrict_this_thread(ruleset, drop_ptrace)
     };
     // SAFETY: the hook runs in the child between fork and exec and only makes syscalls.
     unsafe {

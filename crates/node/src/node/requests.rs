@@ -66,16 +66,21 @@ impl Node {
     pub(super) async fn handle_request(&self, from: NodeId, op: Op) -> Result<Reply, RemoteError> {
         match op {
             Op::Ssh { host, op } => crate::ssh::answer_request(self, from, host, *op).await,
-            Op::AuditTail { limit, event_prefix } => self.audit_tail(from, limit, event_prefix, false).await,
-            op => self.answer(from, op, false),
+            op => self.answer(from, op, false).await,
         }
     }
 
     /// Answers a request of the local operator (the CLI on this machine) for this node.
     pub(crate) async fn answer_operator(&self, op: Op) -> Result<Reply, RemoteError> {
+        self.answer(self.id(), op, true).await
+    }
+
+    /// The operations this node answers itself: reading the audit log off the runtime's
+    /// threads, the rest at once.
+    async fn answer(&self, from: NodeId, op: Op, operator: bool) -> Result<Reply, RemoteError> {
         match op {
-            Op::AuditTail { limit, event_prefix } => self.audit_tail(self.id(), limit, event_prefix, true).await,
-            op => self.answer(self.id(), op, true),
+            Op::AuditTail { limit, event_prefix } => self.audit_tail(from, limit, event_prefix, operator).await,
+            op => self.answer_now(from, op, operator),
         }
     }
 
@@ -115,13 +120,14 @@ impl Node {
         Ok(Reply::Audit { lines, truncated: skip > 0 })
     }
 
-    fn answer(&self, from: NodeId, op: Op, operator: bool) -> Result<Reply, RemoteError> {
+    fn answer_now(&self, from: NodeId, op: Op, operator: bool) -> Result<Reply, RemoteError> {
         let refused = |r: Refusal| RemoteError { kind: RemoteErrorKind::Refused, message: r.to_string() };
         let failed = |m: String| RemoteError { kind: RemoteErrorKind::Failed, message: m };
         match op {
             Op::Ping { payload } => Ok(Reply::Pong { payload }),
             Op::Ssh { .. } => Err(failed("operations on SSH hosts go to the node that reaches them".into())),
-            Op::AuditTail { .. } => Err(failed("the audit log is read asynchronously".into())),
+            // `answer` reads the audit log before calling here.
+            Op::AuditTail { .. } => Err(failed("the audit log is read off the runtime's threads".into())),
             Op::SetMode { mode } => {
                 let mode: Mode = mode.parse().map_err(|e: String| failed(e))?;
                 // From our own id means from a local front-end: the local operator.
