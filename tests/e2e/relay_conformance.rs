@@ -338,16 +338,22 @@ async fn a_receiver_that_does_not_read_costs_the_sender_dropped_frames_not_relay
         let (mut a, _, _) = join(&base, room).await?;
         let (_b, b_key, _) = join(&base, room).await?; // never reads
         let payload = vec![7u8; MAX_PAYLOAD];
-        for _ in 0..12 {
+        // The kernel's socket buffers toward `b` absorb several megabytes before the relay's
+        // mailbox fills (how many depends on the machine's TCP autotuning), so keep sending,
+        // bounded, until the relay says it dropped one.
+        for _ in 0..256 {
             send(&mut a, &RelayFrame::Send { to: b_key.public(), payload: payload.clone() }).await?;
-        }
-        loop {
-            match next_frame(&mut a).await? {
-                RelayFrame::Dropped { to } if to == b_key.public() => return Ok(()),
-                RelayFrame::PeerJoined { .. } => continue,
-                other => bail!("expected Dropped, got {other:?}"),
+            // `next_frame` only awaits `ws.next()`, which is cancel-safe: polling it briefly
+            // loses nothing.
+            while let Ok(frame) = tokio::time::timeout(Duration::from_millis(2), next_frame(&mut a)).await {
+                match frame? {
+                    RelayFrame::Dropped { to } if to == b_key.public() => return Ok(()),
+                    RelayFrame::PeerJoined { .. } => continue,
+                    other => bail!("expected Dropped, got {other:?}"),
+                }
             }
         }
+        bail!("256 frames of {MAX_PAYLOAD} bytes to a peer that never reads, and none was dropped")
     })
     .await;
 }
