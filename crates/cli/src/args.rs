@@ -99,6 +99,9 @@ pub(crate) enum Command {
     /// Read or check this node's audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Commands left running as jobs (`tunnel exec --detach`): list them, read their output,
+    /// wait for them, cancel them. A job lives on the peer that runs it: `SEQ@PEER`.
+    Jobs(JobsArgs),
     /// Files this node saved before peers overwrote them (edit mode).
     #[command(subcommand)]
     Backups(BackupsCommand),
@@ -169,6 +172,45 @@ pub(crate) enum BackupsCommand {
     },
     /// Put a saved file back: give the original path (its newest backup) or a backup's path.
     Restore { path: String },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct JobsArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<JobsCommand>,
+    /// Whose jobs: a peer, or a target expression (`all`, `tag:web`); default every peer.
+    pub(crate) target: Option<String>,
+    /// One JSON object per job.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum JobsCommand {
+    /// Print a job's output (what is kept of it: the newest 8 MiB at most).
+    Logs {
+        /// The job, `SEQ@PEER`.
+        id: String,
+        /// Keep printing as the job writes, until it ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Start this many bytes before the end.
+        #[arg(long, value_name = "BYTES", conflicts_with = "since")]
+        tail: Option<u64>,
+        /// Start at this byte offset (as a previous read ended).
+        #[arg(long, value_name = "OFFSET")]
+        since: Option<u64>,
+    },
+    /// Wait for a job to end; exits with its exit code (124 if the wait timed out).
+    Wait {
+        id: String,
+        /// Give up waiting after this many seconds (the job runs on).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+    },
+    /// Stop a job and everything it started (SIGTERM, then SIGKILL after 5 s).
+    Cancel { id: String },
 }
 
 #[derive(Subcommand)]
@@ -414,6 +456,12 @@ pub(crate) struct ExecArgs {
     /// Cut stdout and stderr after this many bytes each.
     #[arg(long, value_name = "BYTES")]
     pub(crate) max_output: Option<u64>,
+    /// Run it as a job on the peer and print the job's id at once (`tunnel jobs` follows it).
+    #[arg(long, conflicts_with = "job_after")]
+    pub(crate) detach: bool,
+    /// If it still runs after this many seconds, leave it running as a job and print its id.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) job_after: Option<f64>,
     /// The command and its arguments, run directly (never through a shell).
     #[arg(last = true, value_name = "ARGV")]
     pub(crate) argv: Vec<String>,

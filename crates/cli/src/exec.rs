@@ -10,6 +10,7 @@ use std::io::{IsTerminal, Write};
 use anyhow::bail;
 use tokio::io::AsyncReadExt;
 use tunnel_node::control::{read_frame, write_frame, ControlRequest, ControlResponse};
+use tunnel_proto::job::JobStart;
 use tunnel_proto::message::{ByteBuf, ExecCommand, ExecEvent, ExecSpec};
 
 use crate::args::{ExecArgs, Global};
@@ -65,9 +66,23 @@ pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
         output_cap: args.max_output.unwrap_or(u64::MAX),
         stdin: forward_stdin,
     };
+    let job_after = match (args.detach, args.job_after) {
+        (true, _) => Some(0),
+        (false, Some(secs)) => {
+            Some(millis_of(secs).map_err(|_| anyhow::anyhow!("--job-after must be a positive number of seconds"))?)
+        }
+        (false, None) => None,
+    };
+    let request = match job_after {
+        Some(after_ms) => {
+            let job = JobStart { after_ms, label: args.peer.clone() };
+            ControlRequest::ExecJob { target: args.peer, spec, job }
+        }
+        None => ControlRequest::Exec { target: args.peer, spec },
+    };
     let client = global.control().await?;
     let (mut rd, mut wr) = client.into_split();
-    write_frame(&mut wr, &ControlRequest::Exec { target: args.peer, spec }).await?;
+    write_frame(&mut wr, &request).await?;
     // The connection stays open until the answer: closing it would cancel the command.
     let (_input, _open) = if forward_stdin {
         (Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(forward_input(wr)))), None)
@@ -107,6 +122,14 @@ pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
                     (None, Some(sig)) => 128 + sig,
                     (None, None) => 1,
                 });
+            }
+            ControlResponse::Exec(ExecEvent::Detached(job)) => {
+                let id = job.reference();
+                if !args.detach {
+                    eprintln!("tunnel: still running; it goes on as job {id} (`tunnel jobs logs -f {id}`)");
+                }
+                outln!("{id}");
+                return Ok(0);
             }
             ControlResponse::Error(e) => bail!(e),
             other => bail!("unexpected answer from the node: {other:?}"),

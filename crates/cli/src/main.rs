@@ -30,6 +30,7 @@ mod fleet;
 mod forward;
 mod install;
 mod install_mcp;
+mod jobs;
 mod malloc;
 mod mapreduce;
 mod mcp;
@@ -106,6 +107,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Fleet(cmd) => fleet::run(global, cmd).await,
         Command::Mapreduce(args) => mapreduce::run(global, args).await,
         Command::Audit(cmd) => audit::run(global, cmd).await,
+        Command::Jobs(args) => jobs::run(global, args).await,
         Command::Ssh(args::SshCommand::Hosts(args)) => query::ssh_hosts(global, args).await,
         Command::Forward(args) => forward::run(global, args).await,
         Command::Backups(cmd) => audit::backups(global, cmd).await,

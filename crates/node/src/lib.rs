@@ -17,6 +17,7 @@ pub mod control;
 pub mod fleet;
 pub mod forward;
 mod identity;
+mod jobs;
 pub mod mapreduce;
 mod node;
 pub mod policy;

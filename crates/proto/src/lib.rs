@@ -16,6 +16,7 @@
 mod base32;
 pub mod forward;
 pub mod framing;
+pub mod job;
 pub mod join;
 pub mod keys;
 pub mod message;

@@ -191,6 +191,12 @@ pub enum StreamKind {
         host: String,
         spec: ListenSpec,
     },
+    /// [`StreamKind::Exec`] that becomes a job after `job.after_ms`: the same frames flow,
+    /// then [`ExecEvent::Detached`] if the command is still running, and it runs on.
+    Job {
+        spec: ExecSpec,
+        job: crate::job::JobStart,
+    },
 }
 
 /// A command to run, as the caller sends it.
@@ -237,6 +243,16 @@ pub enum ExecEvent {
     /// It could not run (program missing, spawn failed) or was already run for this id.
     Failed(String),
     Exit(ExecExit),
+    /// On a [`StreamKind::Job`] stream: the command runs on as this job (`SEQ@NODE`); the
+    /// stream ends here, and its output so far is the start of the job's output.
+    Detached(crate::job::JobInfo),
+}
+
+impl ExecEvent {
+    /// Whether the stream ends with this event.
+    pub fn is_last(&self) -> bool {
+        matches!(self, Self::Exit(_) | Self::Refused(_) | Self::Failed(_) | Self::Detached(_))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,6 +302,28 @@ pub enum Op {
         limit: u32,
         event_prefix: String,
     },
+    /// The receiving node's jobs, newest first, at most `limit`: the caller's own, and
+    /// everyone's for its admins (and allow-listed nodes when an allow list is set).
+    Jobs {
+        limit: u32,
+    },
+    /// One job's state, after waiting up to `wait_ms` for it to end.
+    JobWait {
+        id: u64,
+        wait_ms: u32,
+    },
+    /// Up to `max` bytes of a job's output from `from`, after waiting up to `wait_ms` for
+    /// output past it (or the job's end) when there is none yet.
+    JobOutput {
+        id: u64,
+        from: crate::job::OutputFrom,
+        max: u32,
+        wait_ms: u32,
+    },
+    /// Stops a job (its whole process group): `SIGTERM`, then `SIGKILL` if it lingers.
+    JobCancel {
+        id: u64,
+    },
 }
 
 impl Op {
@@ -299,6 +337,10 @@ impl Op {
             Self::Mkdir { .. } => "mkdir",
             Self::Ssh { .. } => "ssh",
             Self::AuditTail { .. } => "audit_tail",
+            Self::Jobs { .. } => "jobs",
+            Self::JobWait { .. } => "job_wait",
+            Self::JobOutput { .. } => "job_output",
+            Self::JobCancel { .. } => "job_cancel",
         }
     }
 }
@@ -321,6 +363,12 @@ pub enum Reply {
         lines: Vec<String>,
         truncated: bool,
     },
+    Jobs {
+        jobs: Vec<crate::job::JobInfo>,
+        truncated: bool,
+    },
+    Job(crate::job::JobInfo),
+    JobOutput(crate::job::JobOutput),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

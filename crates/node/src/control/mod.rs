@@ -117,6 +117,13 @@ pub enum ControlRequest {
     ConnectTimeout {
         ms: u64,
     },
+    /// `Exec` that becomes a job on the node that runs it after `job.after_ms`; its last
+    /// event is then `Detached` with the job.
+    ExecJob {
+        target: String,
+        spec: ExecSpec,
+        job: tunnel_proto::job::JobStart,
+    },
 }
 
 /// The longest connect timeout a caller may ask for.
@@ -499,7 +506,10 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node, yielder: Yielder) {
                 continue;
             }
             ControlRequest::Exec { target, spec } => {
-                return with_connect_timeout(bound, serve_exec(stream, node, target, spec)).await
+                return with_connect_timeout(bound, serve_exec(stream, node, target, spec, None)).await
+            }
+            ControlRequest::ExecJob { target, spec, job } => {
+                return with_connect_timeout(bound, serve_exec(stream, node, target, spec, Some(job))).await
             }
             ControlRequest::Read { target, spec } => {
                 let serve = crate::control::files::serve_read(stream, node, target, spec, operator);
@@ -602,6 +612,7 @@ async fn handle(node: &Node, req: ControlRequest, operator: bool) -> ControlResp
             Err(e) => ControlResponse::Error(e),
         },
         ControlRequest::Exec { .. }
+        | ControlRequest::ExecJob { .. }
         | ControlRequest::Read { .. }
         | ControlRequest::Write { .. }
         | ControlRequest::Fleet { .. }
@@ -638,7 +649,13 @@ async fn hold_forward<S: ControlStream>(mut stream: S, node: Node, spec: crate::
 
 /// Relays one exec between the control client and the peer. The client going away (its
 /// end closing before the command finished) cancels the command.
-async fn serve_exec<S: ControlStream>(stream: S, node: Node, target: String, spec: ExecSpec) {
+async fn serve_exec<S: ControlStream>(
+    stream: S,
+    node: Node,
+    target: String,
+    spec: ExecSpec,
+    job: Option<tunnel_proto::job::JobStart>,
+) {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let peer = match node.find_dest(&target).await {
         Ok(p) => p,
@@ -656,7 +673,11 @@ async fn serve_exec<S: ControlStream>(stream: S, node: Node, target: String, spe
     let (events_tx, mut events) = mpsc::channel(64);
     let runner = node.clone();
     let run = tokio::spawn(crate::node::lookup::inherit(async move {
-        if let Err(e) = runner.exec(peer, spec, stdin_rx, events_tx.clone()).await {
+        let ran = match job {
+            Some(job) => runner.exec_as_job(peer, spec, job, stdin_rx, events_tx.clone()).await,
+            None => runner.exec(peer, spec, stdin_rx, events_tx.clone()).await,
+        };
+        if let Err(e) = ran {
             let _ = events_tx.send(ExecEvent::Failed(e.to_string())).await;
         }
     }));
@@ -682,7 +703,7 @@ async fn serve_exec<S: ControlStream>(stream: S, node: Node, target: String, spe
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { return };
-                let last = matches!(event, ExecEvent::Exit(_) | ExecEvent::Refused(_) | ExecEvent::Failed(_));
+                let last = event.is_last();
                 if write_frame(&mut wr, &ControlResponse::Exec(event)).await.is_err() || last {
                     return;
                 }

@@ -2,6 +2,7 @@
 //! that reaches it. The same exec and file frames flow either way; only the stream kind
 //! that opens the operation differs.
 
+use tunnel_proto::job::JobStart;
 use tunnel_proto::message::{ExecSpec, ReadSpec, StreamKind, WriteSpec};
 use tunnel_proto::NodeId;
 
@@ -23,6 +24,14 @@ impl Dest {
         match &self.ssh {
             None => StreamKind::Exec(spec),
             Some(host) => StreamKind::SshExec { host: host.clone(), spec },
+        }
+    }
+
+    /// An exec that becomes a job on the node that runs it.
+    pub fn job_kind(&self, spec: ExecSpec, job: JobStart) -> Result<StreamKind, String> {
+        match &self.ssh {
+            None => Ok(StreamKind::Job { spec, job }),
+            Some(host) => Err(format!("ssh:{host}: jobs run on peers; SSH hosts do not keep jobs yet")),
         }
     }
 

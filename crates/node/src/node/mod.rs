@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tunnel_net::{ConnectError, Endpoint, EndpointConfig, NetEvent, Stream};
 use tunnel_proto::framing::FrameDecoder;
+use tunnel_proto::job::JobStart;
 use tunnel_proto::message::{
     ByteBuf, ExecEvent, ExecSpec, Hello, Op, PeerMessage, RemoteError, RemoteErrorKind, Reply, StreamKind,
 };
@@ -164,6 +165,7 @@ struct Inner {
     /// The SSH client and inventory, when this node has SSH hosts configured.
     ssh: Option<ssh::SshArm>,
     forwards: crate::forward::Forwards,
+    jobs: crate::jobs::Jobs,
     operator: operator::OperatorMarks,
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -216,6 +218,7 @@ impl Node {
             peer_idle: tunnel_net::PEER_IDLE_DEFAULT,
         })
         .await?;
+        let jobs = crate::jobs::Jobs::open(endpoint.id(), config.state_dir.as_deref());
         let node = Self {
             inner: Arc::new(Inner {
                 endpoint,
@@ -236,6 +239,7 @@ impl Node {
                 state_dir: config.state_dir,
                 ssh,
                 forwards: crate::forward::Forwards::default(),
+                jobs,
                 operator: operator::OperatorMarks::default(),
                 cancel: CancellationToken::new(),
                 task: Mutex::new(None),
@@ -410,8 +414,32 @@ impl Node {
         events: mpsc::Sender<ExecEvent>,
     ) -> Result<(), RpcError> {
         let dest = dest.into();
-        let peer = dest.peer;
-        let stream = self.open_stream(peer, dest.exec_kind(spec)).await?;
+        self.exec_stream(dest.peer, dest.exec_kind(spec), stdin, events).await
+    }
+
+    /// [`Node::exec`] that becomes a job on the node that runs it after `job.after_ms`: the
+    /// last event is then `Detached`, and the command runs on.
+    pub async fn exec_as_job(
+        &self,
+        dest: impl Into<Dest>,
+        spec: ExecSpec,
+        job: JobStart,
+        stdin: Option<mpsc::Receiver<Vec<u8>>>,
+        events: mpsc::Sender<ExecEvent>,
+    ) -> Result<(), RpcError> {
+        let dest = dest.into();
+        let kind = dest.job_kind(spec, job).map_err(|reason| RpcError::Lost { peer: dest.peer.short(), reason })?;
+        self.exec_stream(dest.peer, kind, stdin, events).await
+    }
+
+    async fn exec_stream(
+        &self,
+        peer: NodeId,
+        kind: StreamKind,
+        stdin: Option<mpsc::Receiver<Vec<u8>>>,
+        events: mpsc::Sender<ExecEvent>,
+    ) -> Result<(), RpcError> {
+        let stream = self.open_stream(peer, kind).await?;
         let Stream { mut reader, mut writer, .. } = stream;
         let feeder = tokio::spawn(async move {
             if let Some(mut stdin) = stdin {
@@ -444,7 +472,7 @@ impl Node {
                         Err(e) => return Err(self.lost(peer, format!("bad exec frame from the peer: {e}"))),
                     };
                     for event in batch {
-                        let last = matches!(event, ExecEvent::Exit(_) | ExecEvent::Refused(_) | ExecEvent::Failed(_));
+                        let last = event.is_last();
                         if events.send(event).await.is_err() {
                             return Ok(()); // the caller went away: dropping the reader cancels
                         }
@@ -473,8 +501,14 @@ impl Node {
         &self.inner.forwards
     }
 
+    /// The jobs this node runs and keeps.
+    pub(crate) fn jobs(&self) -> &crate::jobs::Jobs {
+        &self.inner.jobs
+    }
+
     /// Leaves the room and stops the node's tasks.
     pub async fn shutdown(&self) {
+        self.inner.jobs.stop_all();
         self.inner.forwards.close_all().await;
         self.inner.endpoint.shutdown();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.inner.endpoint.closed()).await;

@@ -80,6 +80,9 @@ impl Node {
     async fn answer(&self, from: NodeId, op: Op, operator: bool) -> Result<Reply, RemoteError> {
         match op {
             Op::AuditTail { limit, event_prefix } => self.audit_tail(from, limit, event_prefix, operator).await,
+            op @ (Op::Jobs { .. } | Op::JobWait { .. } | Op::JobOutput { .. } | Op::JobCancel { .. }) => {
+                crate::jobs::answer::answer(self, from, op, operator).await
+            }
             op => self.answer_now(from, op, operator),
         }
     }
@@ -127,7 +130,11 @@ impl Node {
             Op::Ping { payload } => Ok(Reply::Pong { payload }),
             Op::Ssh { .. } => Err(failed("operations on SSH hosts go to the node that reaches them".into())),
             // `answer` reads the audit log before calling here.
-            Op::AuditTail { .. } => Err(failed("the audit log is read off the runtime's threads".into())),
+            Op::AuditTail { .. }
+            | Op::Jobs { .. }
+            | Op::JobWait { .. }
+            | Op::JobOutput { .. }
+            | Op::JobCancel { .. } => Err(failed(format!("{} is answered asynchronously", op.name()))),
             Op::SetMode { mode } => {
                 let mode: Mode = mode.parse().map_err(|e: String| failed(e))?;
                 // From our own id means from a local front-end: the local operator.

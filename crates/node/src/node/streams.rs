@@ -15,6 +15,7 @@ impl Node {
         let node = self.clone();
         let task = match stream.kind.clone() {
             StreamKind::Exec(spec) => work.spawn(crate::services::exec::serve(node, stream, spec)),
+            StreamKind::Job { spec, job } => work.spawn(crate::services::exec::serve_job(node, stream, spec, job)),
             StreamKind::ReadFile(spec) => work.spawn(crate::services::fs::serve_read(node, stream, spec)),
             StreamKind::WriteFile(spec) => work.spawn(crate::services::fs::serve_write(node, stream, spec)),
             StreamKind::SshExec { host, spec } => work.spawn(crate::ssh::serve_exec(node, stream, host, spec)),

@@ -186,12 +186,22 @@ impl Policy {
     /// allow list when it has one. Without one, every room member may operate here, but what
     /// each did is for the admins to see.
     pub fn check_audit_reader(&self, caller: &NodeId) -> Result<(), Refusal> {
+        self.check_overseer(caller, "read this node's audit log")
+    }
+
+    /// Whether `caller` may see and stop jobs other nodes started here.
+    pub fn check_jobs_of_others(&self, caller: &NodeId) -> Result<(), Refusal> {
+        self.check_overseer(caller, "see or stop jobs other nodes started here")
+    }
+
+    /// What only this node's admins, and its allow list when it has one, may do.
+    fn check_overseer(&self, caller: &NodeId, what: &str) -> Result<(), Refusal> {
         let listed = self.allow.as_ref().is_some_and(|ids| ids.contains(caller));
         if self.admins.contains(caller) || listed {
             return Ok(());
         }
         let who = if self.allow.is_some() { "its admins and allow list" } else { "its admins" };
-        Err(Refusal::new(format!("node {} may not read this node's audit log: only {who} may", caller.short())))
+        Err(Refusal::new(format!("node {} may not {what}: only {who} may", caller.short())))
     }
 
     pub fn check_set_mode(&self, caller: Option<&NodeId>) -> Result<(), Refusal> {

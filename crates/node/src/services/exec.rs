@@ -14,8 +14,10 @@ use rustix::process::{kill_process_group, Pid, Signal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnel_net::{Stream, StreamReader, StreamWriter};
 use tunnel_proto::framing;
+use tunnel_proto::job::JobStart;
 use tunnel_proto::message::{cap_output, ByteBuf, ExecCommand, ExecEvent, ExecExit, ExecSpec};
 
+use crate::jobs::JobRun;
 use crate::policy::{resolve_program, CommandLine, PathAccess};
 
 /// After the command exits, how long output from anything still holding its pipes is read.
@@ -49,7 +51,16 @@ pub(crate) fn audit_detail(spec: &ExecSpec) -> serde_json::Value {
 
 /// Serves one exec stream from a peer: policy, at-most-once, run, audit.
 pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
-    let Stream { peer, mut reader, mut writer, .. } = stream;
+    serve_maybe_job(node, stream, spec, None).await
+}
+
+/// Serves an exec stream that becomes a job after `start.after_ms` (see `crate::jobs`).
+pub(crate) async fn serve_job(node: crate::Node, stream: Stream, spec: ExecSpec, start: JobStart) {
+    serve_maybe_job(node, stream, spec, Some(start)).await
+}
+
+async fn serve_maybe_job(node: crate::Node, stream: Stream, spec: ExecSpec, start: Option<JobStart>) {
+    let Stream { peer, mut reader, writer, .. } = stream;
     let cmd = command_line(&spec.command);
     let detail = audit_detail(&spec);
     if !node.begin_request(peer, spec.request_id) {
@@ -81,8 +92,65 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, spec: ExecSpec) {
         Err(refusal) => return refuse(&node, peer, "exec", refusal, detail, writer, ExecEvent::Refused).await,
     };
     let started = Instant::now();
-    let result = run(&spec, &cmd, mode == crate::policy::Mode::Plan, sandbox, &mut reader, &mut writer).await;
-    conclude(&node, peer, "exec", detail, started, result, writer).await;
+    let mut job = start.map(|s| Detach {
+        run: JobRun::new(s, peer, command_text(&spec.command)),
+        node: &node,
+        caller: peer,
+        detail: &detail,
+    });
+    let mut writer = Some(writer);
+    let plan = mode == crate::policy::Mode::Plan;
+    let result = run(&spec, &cmd, plan, sandbox, &mut reader, &mut writer, job.as_mut()).await;
+    match writer {
+        Some(writer) => conclude(&node, peer, "exec", detail, started, result, writer).await,
+        None => {
+            let Some(job) = job.and_then(|j| j.run.finish(node.jobs(), &result)) else { return };
+            let record = crate::audit::Entry {
+                exit_code: job.exit_code,
+                bytes: Some(job.output_bytes),
+                duration_ms: Some(started.elapsed().as_millis() as u64),
+                ..Default::default()
+            };
+            let detail = serde_json::json!({ "job": job.id, "state": job.state.as_str(), "reason": job.reason });
+            node.audit_op(peer, "job.end", "allowed", None, detail, Some(record));
+        }
+    }
+}
+
+/// An exec that becomes a job: the job, and what detaching it needs.
+struct Detach<'a> {
+    run: JobRun,
+    node: &'a crate::Node,
+    caller: tunnel_proto::NodeId,
+    detail: &'a serde_json::Value,
+}
+
+impl Detach<'_> {
+    /// Makes the exec a job and tells the caller, whose stream ends here.
+    async fn detach(
+        &mut self,
+        pid: Option<u32>,
+        started_ms: i64,
+        writer: &mut Option<StreamWriter>,
+    ) -> Result<(), String> {
+        let info = self.run.detach(self.node.jobs(), pid, started_ms)?;
+        let mut detail = self.detail.clone();
+        detail["job"] = info.id.into();
+        detail["label"] = info.label.clone().into();
+        self.node.audit_op(self.caller, "job.start", "allowed", None, detail, None);
+        if let Some(writer) = writer.take() {
+            send_last(writer, &ExecEvent::Detached(info)).await;
+        }
+        Ok(())
+    }
+}
+
+/// A command as one line, for job listings (secrets redacted as in the audit log).
+fn command_text(cmd: &ExecCommand) -> String {
+    match cmd {
+        ExecCommand::Argv(a) => a.iter().map(|s| crate::audit::redact(s)).collect::<Vec<_>>().join(" "),
+        ExecCommand::Shell(s) => crate::audit::redact(s),
+    }
 }
 
 /// Audits a refusal and sends the caller its one answer, the stream's own `Refused` frame.
@@ -160,13 +228,16 @@ fn plan_git_check(
 }
 
 /// Spawns and supervises the command. Returns its exit (with the output bytes it produced).
+/// With `job`, the command is detached as a job at its time: `writer` is then taken (the
+/// caller's stream ends) and the command runs on, its output kept by the job.
 async fn run(
     spec: &ExecSpec,
     cmd: &CommandLine,
     plan: bool,
     sandbox: Option<tunnel_sandbox::Prepared>,
     reader: &mut StreamReader,
-    writer: &mut StreamWriter,
+    writer: &mut Option<StreamWriter>,
+    mut job: Option<&mut Detach<'_>>,
 ) -> Result<ExecExit, String> {
     let mut command = match cmd {
         CommandLine::Argv(argv) => {
@@ -208,6 +279,7 @@ async fn run(
         .process_group(0)
         .kill_on_drop(true);
     let started = Instant::now();
+    let started_ms = crate::jobs::store::now_ms();
     let spawned = match sandbox {
         Some(sandbox) => {
             let runtime = tokio::runtime::Handle::current();
@@ -236,8 +308,21 @@ async fn run(
     let mut status = None;
     let mut drain_until: Option<tokio::time::Instant> = None;
     let mut input_open = true;
-    let caller_gone = writer.stopped();
+    let caller_gone = writer.as_ref().ok_or("the caller's stream is gone")?.stopped();
     tokio::pin!(caller_gone);
+    let mut detach_at = job.as_ref().map(|j| tokio::time::Instant::now() + j.run.after());
+    if let Some(job) = job.as_mut().filter(|j| j.run.after().is_zero()) {
+        // Detached from the start: the caller gets the job and none of the output.
+        detach_at = None;
+        if let Err(e) = job.detach(child.id(), started_ms, writer).await {
+            // Asked to run detached and cannot: it does not run attached instead.
+            kill_group();
+            return Err(e);
+        }
+        input_open = false;
+        stdin = None;
+    }
+    let mut kill_at: Option<tokio::time::Instant> = None;
     loop {
         if status.is_some()
             && (stdout.is_none() && stderr.is_none() || drain_until.is_some_and(|t| tokio::time::Instant::now() >= t))
@@ -248,6 +333,9 @@ async fn run(
             n = read_some(&mut stdout, &mut out_buf) => match n {
                 Some(n) => {
                     exit.stdout_bytes += n as u64;
+                    if let Some(job) = job.as_mut() {
+                        job.run.record(&out_buf[..n]);
+                    }
                     let keep = cap_output(&mut out_sent, n, spec.output_cap, &mut exit.stdout_truncated);
                     if !forward(writer, ExecEvent::Stdout, &out_buf[..keep]).await {
                         exit.cancelled = true;
@@ -259,6 +347,9 @@ async fn run(
             n = read_some(&mut stderr, &mut err_buf) => match n {
                 Some(n) => {
                     exit.stderr_bytes += n as u64;
+                    if let Some(job) = job.as_mut() {
+                        job.run.record(&err_buf[..n]);
+                    }
                     let keep = cap_output(&mut err_sent, n, spec.output_cap, &mut exit.stderr_truncated);
                     if !forward(writer, ExecEvent::Stderr, &err_buf[..keep]).await {
                         exit.cancelled = true;
@@ -267,6 +358,28 @@ async fn run(
                 }
                 None => stderr = None,
             },
+            _ = sleep_until(detach_at), if detach_at.is_some() && status.is_none() => {
+                detach_at = None;
+                let job = job.as_mut().expect("a detach time comes with a job");
+                if let Err(e) = job.detach(child.id(), started_ms, writer).await {
+                    tracing::warn!(error = %e, "an exec could not become a job; it goes on attached");
+                }
+                if writer.is_none() {
+                    input_open = false;
+                    stdin = None;
+                }
+            }
+            _ = async { job.as_ref().expect("guarded").run.cancelled().await }, if job.as_ref().is_some_and(|j| j.run.detached()) && kill_at.is_none() && status.is_none() => {
+                exit.cancelled = true;
+                if let Some(pgid) = group {
+                    let _ = kill_process_group(pgid, Signal::Term);
+                }
+                kill_at = Some(tokio::time::Instant::now() + crate::jobs::CANCEL_GRACE);
+            }
+            _ = sleep_until(kill_at), if kill_at.is_some() && status.is_none() => {
+                kill_at = None;
+                kill_group();
+            }
             input = reader.read(), if input_open => match input {
                 Ok(Some(bytes)) => {
                     if let Some(pipe) = stdin.as_mut() {
@@ -295,7 +408,7 @@ async fn run(
                 kill_group();
             }
             _ = sleep_until(drain_until), if drain_until.is_some() => {}
-            _ = &mut caller_gone, if !exit.cancelled => {
+            _ = &mut caller_gone, if !exit.cancelled && writer.is_some() => {
                 // The caller reset the stream after its input ended: cancel.
                 exit.cancelled = true;
                 kill_group();
@@ -313,9 +426,13 @@ async fn run(
     Ok(exit)
 }
 
-/// Sends output to the caller; false if the caller is gone. Nothing to send is a success.
-async fn forward(writer: &mut StreamWriter, event: fn(ByteBuf) -> ExecEvent, bytes: &[u8]) -> bool {
-    bytes.is_empty() || send(writer, &event(ByteBuf::copy_from(bytes))).await
+/// Sends output to the caller; false if the caller is gone. Nothing to send, or nobody to
+/// send it to (a detached job), is a success.
+async fn forward(writer: &mut Option<StreamWriter>, event: fn(ByteBuf) -> ExecEvent, bytes: &[u8]) -> bool {
+    match writer {
+        Some(w) => bytes.is_empty() || send(w, &event(ByteBuf::copy_from(bytes))).await,
+        None => true,
+    }
 }
 
 async fn read_some<R: tokio::io::AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -> Option<usize> {
