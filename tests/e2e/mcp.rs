@@ -60,6 +60,19 @@ fn stdio_client_attached_to_a_running_node() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A 90 s command through MCP: a job id at the job-after bound, the job outliving the session,
+/// its whole output afterwards (`jobs` scenario of drive.py).
+#[test]
+fn long_commands_become_jobs_an_agent_follows_across_sessions() -> anyhow::Result<()> {
+    let (relay, token) = (RelayProc::start("127.0.0.1:0", &[])?, token());
+    let op = NodeProc::start(&relay.url, "r", &token, "op", "")?;
+    let room = Room::start_with(relay, token, None)?;
+    op.wait_for_peers(&["target"], Duration::from_secs(15))?;
+    let out = drive("jobs", &room.env(op.dir.path()))?;
+    assert!(out.contains("ok: its whole output is kept"), "{out}");
+    Ok(())
+}
+
 /// `tunnel mcp --transport http` with its own node, and the stderr line naming its address.
 fn start_http(room: &Room, dir: &Path, token: &str) -> anyhow::Result<(Proc, String)> {
     let mut child = Command::new(bin("tunnel"))

@@ -19,8 +19,10 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 
 const TUNNEL = process.env.TUNNEL_BIN ?? "tunnel";
+// The default tool groups: core, jobs, fleet, ssh, forward.
 const EXPECTED = ["peers", "exec", "read_file", "write_file", "list_dir", "get_info", "set_mode", "audit_tail",
-  "fleet_exec", "fleet_read", "fleet_write", "mapreduce", "ssh_hosts", "tunnel_open", "tunnel_list", "tunnel_close"];
+  "jobs", "job_status", "job_output", "job_wait", "job_cancel",
+  "fleet_exec", "fleet_read", "fleet_write", "ssh_hosts", "tunnel_open", "tunnel_list", "tunnel_close"];
 
 function check(cond, what, detail = "") {
   if (!cond) throw new Error(`${what}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
@@ -34,7 +36,7 @@ const textOf = (result) => result.content.filter((c) => c.type === "text").map((
 async function session(client, transportName) {
   const { tools } = await client.listTools();
   const names = tools.map((t) => t.name).sort();
-  check(JSON.stringify(names) === JSON.stringify([...EXPECTED].sort()), `${transportName}: tools/list has the 16 tools`, names);
+  check(JSON.stringify(names) === JSON.stringify([...EXPECTED].sort()), `${transportName}: tools/list has the ${EXPECTED.length} default tools`, names);
   const bytes = JSON.stringify(tools).length;
   check(bytes <= 20 * 1024, `${transportName}: the tool list is ${bytes} bytes, within 20 KB`);
 

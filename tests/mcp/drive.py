@@ -34,14 +34,18 @@ from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 TUNNEL = os.environ.get("TUNNEL_BIN", "tunnel")
+# The default tool groups (core, jobs, fleet, ssh, forward); `--tools all` adds mapreduce.
 EXPECTED_TOOLS = {"peers", "exec", "read_file", "write_file", "list_dir", "get_info", "set_mode", "audit_tail",
-                  "fleet_exec", "fleet_read", "fleet_write", "mapreduce", "ssh_hosts",
+                  "jobs", "job_status", "job_output", "job_wait", "job_cancel",
+                  "fleet_exec", "fleet_read", "fleet_write", "ssh_hosts",
                   "tunnel_open", "tunnel_list", "tunnel_close"}
+ALL_TOOLS = EXPECTED_TOOLS | {"mapreduce"}
 # Tools whose answer only confirms the request: no outputSchema (structured content all the same).
-CONFIRMING = {"write_file", "set_mode", "tunnel_close"}
+CONFIRMING = {"write_file", "set_mode", "tunnel_close", "job_cancel"}
 # Tools that change things but destroy nothing.
 ADDITIVE = {"set_mode", "tunnel_open"}
-READ_ONLY = {"peers", "read_file", "list_dir", "get_info", "audit_tail", "fleet_read", "ssh_hosts", "tunnel_list"}
+READ_ONLY = {"peers", "read_file", "list_dir", "get_info", "audit_tail", "fleet_read", "ssh_hosts", "tunnel_list",
+             "jobs", "job_status", "job_output", "job_wait"}
 
 
 def ok(what):
@@ -100,12 +104,12 @@ class Client:
         raise AssertionError(f"{name}({args}) was accepted")
 
 
-async def check_tool_list(c):
+async def check_tool_list(c, expected=EXPECTED_TOOLS, budget_kib=20):
     tools = await c.list_tools()
     names = {t.name for t in tools}
-    check(names == EXPECTED_TOOLS, "tools/list has exactly the core, fleet, ssh and forward tools", names)
+    check(names == expected, "tools/list has exactly the tools of the groups asked for", names ^ expected)
     listed = json.dumps([t.model_dump(by_alias=True, exclude_none=True) for t in tools], separators=(",", ":"))
-    check(len(listed) <= 20 * 1024, "the tool list a client receives fits in 20 KB", len(listed))
+    check(len(listed) <= budget_kib * 1024, f"the tool list a client receives fits in {budget_kib} KB", len(listed))
     for t in tools:
         jsonschema.Draft202012Validator.check_schema(t.input_schema)
         check((t.output_schema is None) == (t.name in CONFIRMING), f"{t.name} has an outputSchema unless it only confirms")
@@ -301,13 +305,13 @@ async def check_fleet_tools(c, scratch):
 
 
 async def stdio_attached():
-    params = StdioServerParameters(command=TUNNEL, args=["mcp"], env=dict(os.environ))
+    params = StdioServerParameters(command=TUNNEL, args=["mcp", "--tools", "all"], env=dict(os.environ))
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:
             init = await session.initialize()
             check(init.server_info.name == "tunnel", "initialize names the server")
             c = Client(session)
-            await check_tool_list(c)
+            await check_tool_list(c, ALL_TOOLS, 24)
             await check_core_tools(c, os.environ["SCRATCH"])
             await check_fleet_tools(c, os.environ["SCRATCH"])
 
@@ -648,7 +652,66 @@ async def shared_sessions():
         check(says_why, "a failed call says why", why)
 
 
+async def jobs_scenario():
+    """A command that outlives the call: `exec` answers at its job-after bound with the output so
+    far and a job id; the job survives the MCP session's end; a new session waits for it (with
+    progress) and reads all of its output; `job_cancel` stops another; bad ids are invalid."""
+    long_cmd = "echo begin; sleep 90; echo end"
+    params = StdioServerParameters(command=TUNNEL, args=["mcp", "--job-after", "3"], env=dict(os.environ))
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            c = Client(session)
+            await check_tool_list(c)
+            start = time.monotonic()
+            out = await c.ok("exec", {"target": "target", "shell": long_cmd})
+            took = time.monotonic() - start
+            check(out["job"] and out["exit_code"] is None and out["stdout"] == "begin\n",
+                  "a long exec answers with its output so far and a job id", out)
+            check(3 <= took < 15, "it answers at the job-after bound, long before the command ends", took)
+            job = out["job"]
+            status = await c.ok("job_status", {"job": job})
+            check(status["state"] == "running" and status["command"] == long_cmd, "job_status: it runs on", status)
+            listed = await c.ok("jobs", {"target": "target"})
+            check(any(j["job"] == job for j in listed["jobs"]) and not listed["errors"], "jobs lists it", listed)
+            part = await c.ok("job_output", {"job": job})
+            check(part["output"] == "begin\n" and part["next_offset"] == 6 and not part["more"],
+                  "job_output reads what it wrote so far", part)
+            # Per call, a shorter bound; then cancel that job.
+            out = await c.ok("exec", {"target": "target", "shell": "sleep 300.5151", "job_after_secs": 0.5})
+            doomed = out["job"]
+            check(doomed and processes_with("sleep 300.5151"), "job_after_secs sets the bound per call", out)
+            cancelled = await c.call("job_cancel", {"job": doomed})
+            check(not cancelled.is_error and cancelled.structured_content["state"] == "cancelled",
+                  "job_cancel stops a job", text_of(cancelled))
+            check(not processes_with("sleep 300.5151"), "and everything it ran")
+            await c.invalid_params("job_status", {"job": "not-a-job"}, "job")
+            await c.invalid_params("job_wait", {"job": job, "timeout_secs": -1}, "timeout_secs")
+            why = await c.tool_error("job_status", {"job": job.split("@")[0] + "9999@" + job.split("@")[1]})
+            check("no job" in why, "an unknown job says so", why)
+    # The session ended; the job did not. A new session follows it to its end.
+    params = StdioServerParameters(command=TUNNEL, args=["mcp"], env=dict(os.environ))
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            c = Client(session)
+            await c.list_tools()
+            updates = []
+
+            async def on_progress(progress, total, message):
+                updates.append((progress, message))
+
+            ended = await c.ok("job_wait", {"job": job, "timeout_secs": 150}, progress_callback=on_progress)
+            check(ended["state"] == "exited" and ended["exit_code"] == 0, "job_wait waits for its end", ended)
+            check(len(updates) >= 2, "progress arrives while job_wait waits", updates)
+            whole = await c.ok("job_output", {"job": job})
+            check(whole["output"] == "begin\nend\n", "its whole output is kept", whole)
+            tail = await c.ok("job_output", {"job": job, "tail": 4})
+            check(tail["output"] == "end\n" and tail["offset"] == 6, "job_output reads a tail", tail)
+
+
 SCENARIOS = {
+    "jobs": jobs_scenario,
     "shared-sessions": shared_sessions,
     "escapes": escapes,
     "secrets": secrets,

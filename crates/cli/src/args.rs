@@ -414,9 +414,14 @@ pub(crate) struct McpArgs {
     /// The certificate's private key (PEM: PKCS#8, RSA or EC).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(crate) tls_key: Option<std::path::PathBuf>,
-    /// Tool groups to offer: a comma-separated list (core, fleet, ssh, forward), or all.
+    /// Tool groups to offer: a comma-separated list (core, jobs, fleet, mapreduce, ssh,
+    /// forward), or all.
     #[arg(long, default_value = tunnel_mcp::DEFAULT_TOOLS)]
     pub(crate) tools: String,
+    /// Seconds `exec` waits for a command before it answers with the output so far and a job
+    /// id, leaving the command running (a call may set `job_after_secs`).
+    #[arg(long, default_value_t = 25.0, value_name = "SECS", value_parser = positive_secs)]
+    pub(crate) job_after: f64,
     /// Default cap, in bytes, on what one tool call returns per output (a call may ask for another).
     #[arg(long, default_value_t = 65536, value_name = "BYTES")]
     pub(crate) max_output: u64,
@@ -635,4 +640,12 @@ pub(crate) struct MapreduceArgs {
     /// Print the answer and per-partition statistics as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// A number of seconds more than 0 and at most a day.
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("{s:?}: give seconds, more than 0 and at most 86400")),
+    }
 }

@@ -38,6 +38,7 @@ pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
         max_output: args.max_output,
         state_dir: settings.state_dir.clone(),
         local_only,
+        job_after: std::time::Duration::from_secs_f64(args.job_after),
     });
     let served = match args.transport {
         Transport::Stdio => tokio::select! {

@@ -16,8 +16,12 @@ use crate::schema::{compact, Side};
 pub enum ToolGroup {
     /// Peers, commands, files, info, modes and the audit log.
     Core,
-    /// One operation on many nodes with grouped answers, and mapreduce.
+    /// Commands left running as jobs (an `exec` past its `job_after_secs`).
+    Jobs,
+    /// One operation on many nodes with grouped answers.
     Fleet,
+    /// Mapreduce over many nodes (not offered by default: few agents need it).
+    Mapreduce,
     /// The SSH hosts reachable through the mesh (`ssh:HOST` targets work in every tool).
     Ssh,
     /// Port forwards through peers and SSH hosts.
@@ -25,15 +29,18 @@ pub enum ToolGroup {
 }
 
 /// The groups `tunnel mcp` offers unless told otherwise.
-pub const DEFAULT_TOOLS: &str = "core,fleet,ssh,forward";
+pub const DEFAULT_TOOLS: &str = "core,jobs,fleet,ssh,forward";
 
 impl ToolGroup {
-    const ALL: [ToolGroup; 4] = [ToolGroup::Core, ToolGroup::Fleet, ToolGroup::Ssh, ToolGroup::Forward];
+    const ALL: [ToolGroup; 6] =
+        [ToolGroup::Core, ToolGroup::Jobs, ToolGroup::Fleet, ToolGroup::Mapreduce, ToolGroup::Ssh, ToolGroup::Forward];
 
     fn name(self) -> &'static str {
         match self {
             ToolGroup::Core => "core",
+            ToolGroup::Jobs => "jobs",
             ToolGroup::Fleet => "fleet",
+            ToolGroup::Mapreduce => "mapreduce",
             ToolGroup::Ssh => "ssh",
             ToolGroup::Forward => "forward",
         }
@@ -148,7 +155,7 @@ pub(crate) fn tools(groups: &[ToolGroup]) -> Vec<Arc<Tool>> {
             tool::<ExecParams, ExecOut>(
                 "exec",
                 "Run a command",
-                "Runs a command on a node; returns exit code, stdout and stderr. The node's safety mode decides (plan: read-only argv only) and audits it.",
+                "Runs a command on a node; returns exit code, stdout and stderr (if it outlasts `job_after_secs`: the output so far and a `job` id). The node's safety mode decides (plan: read-only argv only).",
                 Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
             ),
             tool::<ReadParams, ReadOut>(
@@ -189,8 +196,19 @@ pub(crate) fn tools(groups: &[ToolGroup]) -> Vec<Arc<Tool>> {
             ),
         ]);
     }
+    if groups.contains(&ToolGroup::Jobs) {
+        out.extend(job_tools());
+    }
     if groups.contains(&ToolGroup::Fleet) {
         out.extend(fleet_tools());
+    }
+    if groups.contains(&ToolGroup::Mapreduce) {
+        out.push(tool::<MapreduceParams, MapreduceOut>(
+            "mapreduce",
+            "Map and reduce across nodes",
+            "Splits `input` by lines, pipes the parts through `map` on the nodes (retrying failures elsewhere), then all output through `reduce`.",
+            Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
+        ));
     }
     if groups.contains(&ToolGroup::Ssh) {
         out.push(tool::<NoParams, crate::ops_ssh::SshHostsOut>(
@@ -212,7 +230,7 @@ fn forward_tools() -> [Tool; 3] {
         tool::<OpenParams, ForwardOut>(
             "tunnel_open",
             "Open a port forward",
-            "Opens a TCP port forward through a peer or SSH host, with no inbound port opened; it runs until `tunnel_close`.",
+            "Opens a TCP port forward through a peer or SSH host (no inbound port needed); it runs until `tunnel_close`.",
             Hints { read_only: false, destructive: false, idempotent: false, open_world: true },
         ),
         tool::<NoParams, ForwardsOut>(
@@ -230,12 +248,38 @@ fn forward_tools() -> [Tool; 3] {
     ]
 }
 
-fn fleet_tools() -> [Tool; 4] {
+fn job_tools() -> [Tool; 5] {
+    use crate::params_jobs::*;
+    [
+        tool::<JobsParams, JobsOut>("jobs", "List jobs", "Lists the jobs (commands left running) on nodes.", READS),
+        tool::<JobParams, JobOut>("job_status", "Show a job", "Shows a job's state, exit code and output size.", READS),
+        tool::<JobOutputParams, JobOutputOut>(
+            "job_output",
+            "Read a job's output",
+            "Reads a job's output (stdout and stderr as written) from `offset`, or its `tail`.",
+            READS,
+        ),
+        tool::<JobWaitParams, JobOut>(
+            "job_wait",
+            "Wait for a job",
+            "Waits for a job to end, with progress, up to `timeout_secs`.",
+            READS,
+        ),
+        confirming::<JobParams>(
+            "job_cancel",
+            "Stop a job",
+            "Stops a job and every process it started.",
+            Hints { read_only: false, destructive: true, idempotent: true, open_world: false },
+        ),
+    ]
+}
+
+fn fleet_tools() -> [Tool; 3] {
     [
         tool::<FleetExecParams, FleetOut>(
             "fleet_exec",
             "Run a command on many nodes",
-            "Runs one command on many nodes; identical results are grouped (count, sample, members), failures counted and listed, so thousands of nodes fit a short answer.",
+            "Runs one command on many nodes; identical results come grouped, failures counted, so thousands of nodes fit a short answer.",
             Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
         ),
         tool::<FleetReadParams, FleetOut>(
@@ -249,12 +293,6 @@ fn fleet_tools() -> [Tool; 4] {
             "Write a file on many nodes",
             "Writes one file on many nodes, atomically on each (edit or bypass mode); answers grouped by outcome.",
             Hints { read_only: false, destructive: true, idempotent: true, open_world: false },
-        ),
-        tool::<MapreduceParams, MapreduceOut>(
-            "mapreduce",
-            "Map and reduce across nodes",
-            "Splits `input` by lines, pipes the parts through `map` on the nodes (retrying failures elsewhere), then all output through `reduce`.",
-            Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
         ),
     ]
 }

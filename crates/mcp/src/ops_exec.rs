@@ -7,6 +7,7 @@ use rmcp::model::CallToolResult;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
 use tunnel_node::control::{read_frame, write_frame, ControlRequest, ControlResponse};
+use tunnel_proto::job::{JobInfo, JobStart};
 use tunnel_proto::message::{ByteBuf, ExecCommand, ExecEvent, ExecExit, ExecSpec};
 
 use crate::ops_node::next_step;
@@ -14,7 +15,9 @@ use crate::params::{ExecOut, ExecParams};
 use crate::progress::{human_bytes, Progress};
 use crate::server::{check_target, failure, invalid, success, TunnelMcp};
 
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// A command runs this long at most unless the call says otherwise. Long: past `job_after`
+/// it goes on as a job, so it never holds the call.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 const STDIN_CHUNK: usize = 64 * 1024;
 /// How often a running command reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -68,8 +71,27 @@ pub(crate) async fn exec(
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, McpError> {
     let spec = spec(srv, &p)?;
+    let job_after = match p.job_after_secs {
+        None => srv.opts.job_after,
+        Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => Duration::from_secs_f64(t),
+        Some(_) => {
+            return Err(invalid(
+                "exec",
+                "job_after_secs",
+                "field `job_after_secs` must be more than 0 and at most 86400",
+            ))
+        }
+    };
+    let target = p.target.clone();
+    let request = if target.starts_with(tunnel_node::fleet::targets::SSH_PREFIX) {
+        // SSH hosts keep no jobs: the command runs attached, within its timeout.
+        ControlRequest::Exec { target, spec }
+    } else {
+        let job = JobStart { after_ms: job_after.as_millis() as u64, label: target.clone() };
+        ControlRequest::ExecJob { target, spec, job }
+    };
     let mut progress = Progress::new(ctx);
-    let conn = match srv.backend().open(&ControlRequest::Exec { target: p.target.clone(), spec }).await {
+    let conn = match srv.backend().open(&request).await {
         Ok(c) => c,
         Err(e) => return failure(e),
     };
@@ -105,6 +127,9 @@ pub(crate) async fn exec(
                 Ok(Some(ControlResponse::Exec(ExecEvent::Stdout(b)))) => stdout.extend_from_slice(&b.0),
                 Ok(Some(ControlResponse::Exec(ExecEvent::Stderr(b)))) => stderr.extend_from_slice(&b.0),
                 Ok(Some(ControlResponse::Exec(ExecEvent::Exit(exit)))) => break exit,
+                Ok(Some(ControlResponse::Exec(ExecEvent::Detached(job)))) => {
+                    return detached(p.target, stdout, stderr, &job, started.elapsed());
+                }
                 Ok(Some(ControlResponse::Exec(ExecEvent::Refused(why)))) => {
                     return failure(format!(
                         "refused by {}'s policy: {why}. Call `get_info` on it to see its mode and rules; \
@@ -127,6 +152,44 @@ pub(crate) async fn exec(
     respond(p.target, stdout, stderr, outcome)
 }
 
+/// The answer for a command that went on as a job: its output so far, and the job.
+fn detached(
+    target: String,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    job: &JobInfo,
+    ran: Duration,
+) -> Result<CallToolResult, McpError> {
+    let id = job.reference().to_string();
+    let out = ExecOut {
+        target,
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        stdout_bytes: stdout.len() as u64,
+        stderr_bytes: stderr.len() as u64,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        truncated: false,
+        duration_ms: ran.as_millis() as u64,
+        job: Some(id.clone()),
+    };
+    let mut text = format!(
+        "still running after {} s on {}; it goes on as job {id}. Call `job_wait` with job {id} to wait for its end, \
+         `job_output` for its output (offset {} continues after what is below), `job_cancel` to stop it.",
+        ran.as_secs(),
+        out.target,
+        job.output_bytes,
+    );
+    for (name, body) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        if !body.is_empty() {
+            text.push('\n');
+            text.push_str(&crate::fence::fenced(&format!("{name} of {} so far", out.target), body));
+        }
+    }
+    success(&out, text)
+}
+
 fn respond(target: String, stdout: Vec<u8>, stderr: Vec<u8>, exit: ExecExit) -> Result<CallToolResult, McpError> {
     let out = ExecOut {
         target,
@@ -139,6 +202,7 @@ fn respond(target: String, stdout: Vec<u8>, stderr: Vec<u8>, exit: ExecExit) -> 
         stderr_bytes: exit.stderr_bytes,
         truncated: exit.stdout_truncated || exit.stderr_truncated,
         duration_ms: exit.duration_ms,
+        job: None,
     };
     let status = match (exit.timed_out, out.exit_code, out.signal) {
         (true, _, _) => "timed out; the command and everything it started were killed".to_owned(),

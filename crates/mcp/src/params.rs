@@ -33,7 +33,7 @@ pub(crate) struct ExecParams {
     pub(crate) cwd: Option<String>,
     #[serde(default)]
     pub(crate) env: Option<BTreeMap<String, String>>,
-    /// Seconds before it is killed, with its children (default 120).
+    /// Seconds before it is killed, with its children (default 3600).
     #[serde(default)]
     #[schemars(range(min = 0.001, max = 86400))]
     pub(crate) timeout_secs: Option<f64>,
@@ -41,6 +41,9 @@ pub(crate) struct ExecParams {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub(crate) max_output_bytes: Option<u64>,
+    /// Seconds until a command still running goes on as a job (default 25).
+    #[serde(default)]
+    pub(crate) job_after_secs: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -186,6 +189,8 @@ pub(crate) struct ExecOut {
     /// Some output was cut at the cap; the byte counts say how much there was.
     pub(crate) truncated: bool,
     pub(crate) duration_ms: u64,
+    /// Set when the command still runs, as this job: follow it with the job tools.
+    pub(crate) job: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

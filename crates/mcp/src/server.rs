@@ -35,6 +35,9 @@ pub struct McpOptions {
     pub state_dir: std::path::PathBuf,
     /// No relay configured: only this machine can be targeted.
     pub local_only: bool,
+    /// How long `exec` waits for a command before it leaves it running as a job (a call may
+    /// ask for another time).
+    pub job_after: std::time::Duration,
 }
 
 /// One MCP session's handler. Cheap to clone; sessions share nothing mutable, so two
@@ -169,6 +172,11 @@ impl ServerHandler for TunnelMcp {
                 "set_mode" => crate::ops_node::set_mode(self, parse(name, args)?).await,
                 "audit_tail" => crate::ops_node::audit_tail(self, parse(name, args)?).await,
                 "exec" => crate::ops_exec::exec(self, parse(name, args)?, &context).await,
+                "jobs" => crate::ops_jobs::jobs(self, parse(name, args)?).await,
+                "job_status" => crate::ops_jobs::job_status(self, parse(name, args)?).await,
+                "job_output" => crate::ops_jobs::job_output(self, parse(name, args)?).await,
+                "job_wait" => crate::ops_jobs::job_wait(self, parse(name, args)?, &context).await,
+                "job_cancel" => crate::ops_jobs::job_cancel(self, parse(name, args)?).await,
                 "read_file" => crate::ops_files::read_file(self, parse(name, args)?, &context).await,
                 "write_file" => crate::ops_files::write_file(self, parse(name, args)?, &context).await,
                 "list_dir" => crate::ops_files::list_dir(self, parse(name, args)?).await,
