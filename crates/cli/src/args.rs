@@ -102,6 +102,10 @@ pub(crate) enum Command {
     /// Commands left running as jobs (`tunnel exec --detach`): list them, read their output,
     /// wait for them, cancel them. A job lives on the peer that runs it: `SEQ@PEER`.
     Jobs(JobsArgs),
+    /// Commands a peer runs by itself on a cron schedule, each run a job: `tunnel schedule add
+    /// web-1 --cron "*/15 * * * *" -- backup.sh`. A schedule lives on its peer: `NAME@PEER`.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Files this node saved before peers overwrote them (edit mode).
     #[command(subcommand)]
     Backups(BackupsCommand),
@@ -211,6 +215,57 @@ pub(crate) enum JobsCommand {
     },
     /// Stop a job and everything it started (SIGTERM, then SIGKILL after 5 s).
     Cancel { id: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ScheduleCommand {
+    /// Store a schedule on a peer, which runs it from then on (under its policy at each run).
+    Add {
+        /// The peer that stores and runs it.
+        target: String,
+        /// When: five fields (minute hour day month weekday), or six with seconds first.
+        #[arg(long)]
+        cron: String,
+        /// Its name on the peer (default: the program's name and a random suffix).
+        #[arg(long)]
+        name: Option<String>,
+        /// The time zone the cron times are in (an IANA name; default the peer's own).
+        #[arg(long, value_name = "TZ")]
+        timezone: Option<String>,
+        /// After the peer was down through run times, run once when it is back (default:
+        /// skip them; either way they are reported).
+        #[arg(long)]
+        catch_up: bool,
+        /// Kill each run after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// Working directory on the peer.
+        #[arg(long, value_name = "DIR")]
+        cwd: Option<String>,
+        /// Run this string with `sh -c` instead of an argv after `--`.
+        #[arg(long, value_name = "STRING")]
+        shell: Option<String>,
+        #[arg(last = true, value_name = "ARGV")]
+        argv: Vec<String>,
+    },
+    /// The schedules of every peer `TARGET` selects (default all).
+    List {
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a schedule (`NAME@PEER`); runs already started go on as jobs.
+    Rm { id: String },
+    /// A schedule's newest runs: when, the job, its exit, the end of its output.
+    Runs {
+        id: String,
+        #[arg(short = 'n', default_value_t = 10)]
+        n: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a schedule now, as if it came due; prints the job.
+    RunNow { id: String },
 }
 
 #[derive(Subcommand)]

@@ -38,6 +38,7 @@ mod progress_bar;
 mod query;
 mod remote;
 mod run;
+mod schedule;
 mod status;
 
 use clap::Parser;
@@ -108,6 +109,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Mapreduce(args) => mapreduce::run(global, args).await,
         Command::Audit(cmd) => audit::run(global, cmd).await,
         Command::Jobs(args) => jobs::run(global, args).await,
+        Command::Schedule(cmd) => schedule::run(global, cmd).await,
         Command::Ssh(args::SshCommand::Hosts(args)) => query::ssh_hosts(global, args).await,
         Command::Forward(args) => forward::run(global, args).await,
         Command::Backups(cmd) => audit::backups(global, cmd).await,

@@ -21,6 +21,7 @@ mod jobs;
 pub mod mapreduce;
 mod node;
 pub mod policy;
+mod schedules;
 pub mod services;
 pub mod settings;
 pub mod ssh;

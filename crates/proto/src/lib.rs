@@ -25,6 +25,7 @@ pub mod packet;
 pub mod relay;
 pub mod replay;
 pub mod room;
+pub mod schedule;
 pub mod session;
 pub mod stun;
 

@@ -324,6 +324,24 @@ pub enum Op {
     JobCancel {
         id: u64,
     },
+    /// Stores a schedule on the receiving node, which runs it from then on.
+    ScheduleAdd {
+        spec: crate::schedule::ScheduleSpec,
+    },
+    /// The receiving node's schedules (the caller's own, or all for its overseers).
+    Schedules,
+    ScheduleRemove {
+        name: String,
+    },
+    /// A schedule's newest runs, at most `limit`, newest first.
+    ScheduleRuns {
+        name: String,
+        limit: u32,
+    },
+    /// Runs a schedule now, as if it came due.
+    ScheduleRunNow {
+        name: String,
+    },
 }
 
 impl Op {
@@ -341,6 +359,11 @@ impl Op {
             Self::JobWait { .. } => "job_wait",
             Self::JobOutput { .. } => "job_output",
             Self::JobCancel { .. } => "job_cancel",
+            Self::ScheduleAdd { .. } => "schedule_add",
+            Self::Schedules => "schedules",
+            Self::ScheduleRemove { .. } => "schedule_remove",
+            Self::ScheduleRuns { .. } => "schedule_runs",
+            Self::ScheduleRunNow { .. } => "schedule_run_now",
         }
     }
 }
@@ -368,7 +391,10 @@ pub enum Reply {
         truncated: bool,
     },
     Job(crate::job::JobInfo),
-    JobOutput(crate::job::JobOutput),
+    JobOutput(Box<crate::job::JobOutput>),
+    Schedule(Box<crate::schedule::ScheduleInfo>),
+    Schedules(Vec<crate::schedule::ScheduleInfo>),
+    ScheduleRuns(Vec<crate::schedule::ScheduleRun>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -49,7 +49,7 @@ pub(crate) async fn answer(node: &Node, from: NodeId, op: Op, operator: bool) ->
         }
         Op::JobOutput { id, from: start, max, wait_ms } => {
             check(&jobs.info(id).await.map_err(failed)?)?;
-            Ok(Reply::JobOutput(jobs.output(id, start, max, wait_of(wait_ms)).await.map_err(failed)?))
+            Ok(Reply::JobOutput(Box::new(jobs.output(id, start, max, wait_of(wait_ms)).await.map_err(failed)?)))
         }
         Op::JobCancel { id } => {
             let detail = serde_json::json!({ "job": id });

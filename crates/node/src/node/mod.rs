@@ -166,6 +166,7 @@ struct Inner {
     ssh: Option<ssh::SshArm>,
     forwards: crate::forward::Forwards,
     jobs: crate::jobs::Jobs,
+    schedules: crate::schedules::Schedules,
     operator: operator::OperatorMarks,
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -219,6 +220,8 @@ impl Node {
         })
         .await?;
         let jobs = crate::jobs::Jobs::open(endpoint.id(), config.state_dir.as_deref());
+        let mut due_now = Vec::new();
+        let schedules = crate::schedules::Schedules::open(config.state_dir.as_deref(), &mut due_now);
         let node = Self {
             inner: Arc::new(Inner {
                 endpoint,
@@ -240,6 +243,7 @@ impl Node {
                 ssh,
                 forwards: crate::forward::Forwards::default(),
                 jobs,
+                schedules,
                 operator: operator::OperatorMarks::default(),
                 cancel: CancellationToken::new(),
                 task: Mutex::new(None),
@@ -247,6 +251,7 @@ impl Node {
         };
         let task = tokio::spawn(node.clone().event_loop(events));
         tokio::spawn(node.clone().watch_ssh_inventory());
+        tokio::spawn(crate::schedules::run_loop(node.clone(), due_now));
         *node.inner.task.lock().expect("task lock") = Some(task);
         info!(id = %node.id(), name = %node.name(), "joined the room");
         node.audit(info_event("node.start", serde_json::Value::Null));
@@ -504,6 +509,16 @@ impl Node {
     /// The jobs this node runs and keeps.
     pub(crate) fn jobs(&self) -> &crate::jobs::Jobs {
         &self.inner.jobs
+    }
+
+    /// The schedules this node runs.
+    pub(crate) fn schedules(&self) -> &crate::schedules::Schedules {
+        &self.inner.schedules
+    }
+
+    /// Resolves when the node is shutting down.
+    pub(crate) async fn stopping(&self) {
+        self.inner.cancel.cancelled().await
     }
 
     /// Leaves the room and stops the node's tasks.

@@ -83,6 +83,11 @@ impl Node {
             op @ (Op::Jobs { .. } | Op::JobWait { .. } | Op::JobOutput { .. } | Op::JobCancel { .. }) => {
                 crate::jobs::answer::answer(self, from, op, operator).await
             }
+            op @ (Op::ScheduleAdd { .. }
+            | Op::Schedules
+            | Op::ScheduleRemove { .. }
+            | Op::ScheduleRuns { .. }
+            | Op::ScheduleRunNow { .. }) => crate::schedules::answer::answer(self, from, op, operator).await,
             op => self.answer_now(from, op, operator),
         }
     }
@@ -134,7 +139,12 @@ impl Node {
             | Op::Jobs { .. }
             | Op::JobWait { .. }
             | Op::JobOutput { .. }
-            | Op::JobCancel { .. } => Err(failed(format!("{} is answered asynchronously", op.name()))),
+            | Op::JobCancel { .. }
+            | Op::ScheduleAdd { .. }
+            | Op::Schedules
+            | Op::ScheduleRemove { .. }
+            | Op::ScheduleRuns { .. }
+            | Op::ScheduleRunNow { .. } => Err(failed(format!("{} is answered asynchronously", op.name()))),
             Op::SetMode { mode } => {
                 let mode: Mode = mode.parse().map_err(|e: String| failed(e))?;
                 // From our own id means from a local front-end: the local operator.

@@ -39,14 +39,19 @@ pub(crate) async fn send(writer: &mut StreamWriter, event: &ExecEvent) -> bool {
 pub(crate) fn audit_detail(spec: &ExecSpec) -> serde_json::Value {
     serde_json::json!({
         "request_id": spec.request_id,
-        "command": match &spec.command {
-            ExecCommand::Argv(a) => serde_json::json!(a.iter().map(|s| crate::audit::redact(s)).collect::<Vec<_>>()),
-            ExecCommand::Shell(s) => serde_json::json!({ "shell": crate::audit::redact(s) }),
-        },
+        "command": audit_command(&spec.command),
         "cwd": spec.cwd,
         "env": spec.env.iter().map(|(k, _)| format!("{k}=<redacted>")).collect::<Vec<_>>(),
         "timeout_ms": spec.timeout_ms,
     })
+}
+
+/// A command as the audit log records it: secrets in it redacted.
+pub(crate) fn audit_command(cmd: &ExecCommand) -> serde_json::Value {
+    match cmd {
+        ExecCommand::Argv(a) => serde_json::json!(a.iter().map(|s| crate::audit::redact(s)).collect::<Vec<_>>()),
+        ExecCommand::Shell(s) => serde_json::json!({ "shell": crate::audit::redact(s) }),
+    }
 }
 
 /// Serves one exec stream from a peer: policy, at-most-once, run, audit.
