@@ -39,7 +39,7 @@ EXPECTED_TOOLS = {"peers", "exec", "read_file", "write_file", "list_dir", "get_i
                   "jobs", "job_status", "job_output", "job_wait", "job_cancel",
                   "fleet_exec", "fleet_read", "fleet_write", "ssh_hosts",
                   "tunnel_open", "tunnel_list", "tunnel_close"}
-ALL_TOOLS = EXPECTED_TOOLS | {"mapreduce"}
+ALL_TOOLS = EXPECTED_TOOLS | {"mapreduce", "schedules"}
 # Tools whose answer only confirms the request: no outputSchema (structured content all the same).
 CONFIRMING = {"write_file", "set_mode", "tunnel_close", "job_cancel"}
 # Tools that change things but destroy nothing.
@@ -304,6 +304,29 @@ async def check_fleet_tools(c, scratch):
     check("refused" in why and "plan" in why, "the reduce on this (plan-mode) machine follows its policy", why)
 
 
+async def check_schedules(c):
+    added = await c.ok("schedules", {"action": "add", "target": "target", "name": "mcp-tick",
+                                     "cron": "* * * * * *", "argv": ["echo", "scheduled"]})
+    sched = added["schedules"][0]["schedule"]
+    check(sched.startswith("mcp-tick@") and added["schedules"][0]["next_ms"], "schedules add stores one", added)
+    runs = []
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        runs = (await c.ok("schedules", {"action": "runs", "name": sched}))["runs"]
+        if any(r["job"] and r["job"]["state"] == "exited" for r in runs):
+            break
+        await anyio.sleep(0.5)
+    done = [r for r in runs if r["job"] and r["job"]["state"] == "exited"]
+    check(done and done[0]["tail"] == "scheduled\n", "its runs are jobs with their output", runs)
+    listed = await c.ok("schedules", {"action": "list", "target": "target"})
+    check(any(s["schedule"] == sched for s in listed["schedules"]), "schedules list shows it", listed)
+    await c.ok("schedules", {"action": "rm", "name": sched})
+    listed = await c.ok("schedules", {"action": "list", "target": "target"})
+    check(all(s["schedule"] != sched for s in listed["schedules"]), "schedules rm removes it", listed)
+    await c.invalid_params("schedules", {"action": "runs", "name": "no-node"}, "name")
+    await c.invalid_params("schedules", {"action": "add", "target": "target", "argv": ["true"]}, "cron")
+
+
 async def stdio_attached():
     params = StdioServerParameters(command=TUNNEL, args=["mcp", "--tools", "all"], env=dict(os.environ))
     async with stdio_client(params) as (read, write):
@@ -311,9 +334,10 @@ async def stdio_attached():
             init = await session.initialize()
             check(init.server_info.name == "tunnel", "initialize names the server")
             c = Client(session)
-            await check_tool_list(c, ALL_TOOLS, 24)
+            await check_tool_list(c, ALL_TOOLS, 26)
             await check_core_tools(c, os.environ["SCRATCH"])
             await check_fleet_tools(c, os.environ["SCRATCH"])
+            await check_schedules(c)
 
 
 async def stdio_session(body):

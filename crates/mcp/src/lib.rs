@@ -22,6 +22,7 @@ mod ops_fleet;
 mod ops_forward;
 mod ops_jobs;
 mod ops_node;
+mod ops_schedules;
 mod ops_ssh;
 mod params;
 mod params_fleet;

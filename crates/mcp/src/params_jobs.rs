@@ -90,3 +90,63 @@ pub(crate) struct JobOutputOut {
     /// More output is kept past `next_offset`.
     pub(crate) more: bool,
 }
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ScheduleAction {
+    Add,
+    List,
+    Rm,
+    Runs,
+    RunNow,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScheduleParams {
+    pub(crate) action: ScheduleAction,
+    /// add: the node to run it; list: whose (default all).
+    #[serde(default)]
+    pub(crate) target: Option<String>,
+    /// `NAME@NODE` (add: just a name, optional).
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    /// add: cron, 5 fields or 6 with seconds first.
+    #[serde(default)]
+    pub(crate) cron: Option<String>,
+    #[serde(default)]
+    pub(crate) argv: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) shell: Option<String>,
+    /// add: IANA time zone (default the node's).
+    #[serde(default)]
+    pub(crate) timezone: Option<String>,
+    /// add: run once after missed times (default: skip).
+    #[serde(default)]
+    pub(crate) catch_up: Option<bool>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct ScheduleOut {
+    pub(crate) schedule: String,
+    pub(crate) cron: String,
+    pub(crate) timezone: Option<String>,
+    pub(crate) command: String,
+    pub(crate) next_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct ScheduleRunOut {
+    pub(crate) at_ms: i64,
+    pub(crate) job: Option<JobOut>,
+    pub(crate) error: Option<String>,
+    pub(crate) missed: u32,
+    pub(crate) tail: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct SchedulesOut {
+    pub(crate) schedules: Vec<ScheduleOut>,
+    pub(crate) runs: Vec<ScheduleRunOut>,
+    pub(crate) errors: Vec<String>,
+}
