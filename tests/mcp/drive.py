@@ -39,7 +39,7 @@ EXPECTED_TOOLS = {"peers", "exec", "read_file", "write_file", "list_dir", "get_i
                   "jobs", "job_status", "job_output", "job_wait", "job_cancel",
                   "fleet_exec", "fleet_read", "fleet_write", "ssh_hosts",
                   "tunnel_open", "tunnel_list", "tunnel_close"}
-ALL_TOOLS = EXPECTED_TOOLS | {"mapreduce", "schedules"}
+ALL_TOOLS = EXPECTED_TOOLS | {"mapreduce", "schedules", "git"}
 # Tools whose answer only confirms the request: no outputSchema (structured content all the same).
 CONFIRMING = {"write_file", "set_mode", "tunnel_close", "job_cancel"}
 # Tools that change things but destroy nothing.
@@ -327,6 +327,20 @@ async def check_schedules(c):
     await c.invalid_params("schedules", {"action": "add", "target": "target", "argv": ["true"]}, "cron")
 
 
+async def check_git(c, scratch):
+    repo = os.path.join(scratch, "repo")
+    subprocess.run(["git", "init", "-q", "-b", "main", repo], check=True)
+    with open(os.path.join(repo, "a.txt"), "w") as f:
+        f.write("a\n")
+    out = await c.ok("git", {"target": "target", "path": repo, "verb": "status"})
+    check(out["branch"] == "main" and out["files"] == [{"path": "a.txt", "status": "??"}],
+          "git status comes back structured", out)
+    why = await c.tool_error("git", {"target": "target", "path": scratch + "/nowhere", "verb": "log"})
+    check("git" in why, "a failing git verb is an operational error with git's words", why)
+    await c.invalid_params("git", {"target": "target", "path": repo, "verb": "log", "args": ["-c", "x=y"]}, "args")
+    await c.invalid_params("git", {"target": "target", "path": repo, "verb": "rebase"}, "verb")
+
+
 async def stdio_attached():
     params = StdioServerParameters(command=TUNNEL, args=["mcp", "--tools", "all"], env=dict(os.environ))
     async with stdio_client(params) as (read, write):
@@ -338,6 +352,7 @@ async def stdio_attached():
             await check_core_tools(c, os.environ["SCRATCH"])
             await check_fleet_tools(c, os.environ["SCRATCH"])
             await check_schedules(c)
+            await check_git(c, os.environ["SCRATCH"])
 
 
 async def stdio_session(body):

@@ -106,6 +106,9 @@ pub(crate) enum Command {
     /// web-1 --cron "*/15 * * * *" -- backup.sh`. A schedule lives on its peer: `NAME@PEER`.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// git in a repository on a peer or SSH host: `tunnel git web-1:/srv/app status`. Verbs:
+    /// status, log, diff, show (plan mode allows these), fetch, pull, commit, push.
+    Git(GitArgs),
     /// Files this node saved before peers overwrote them (edit mode).
     #[command(subcommand)]
     Backups(BackupsCommand),
@@ -215,6 +218,19 @@ pub(crate) enum JobsCommand {
     },
     /// Stop a job and everything it started (SIGTERM, then SIGKILL after 5 s).
     Cancel { id: String },
+}
+
+#[derive(Args)]
+pub(crate) struct GitArgs {
+    /// Print the structured answer as JSON (branch, ahead/behind, files, commits, text).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// PEER:PATH (or ssh:HOST:PATH) of the repository.
+    pub(crate) repo: String,
+    pub(crate) verb: String,
+    /// git's own arguments for the verb (`-m MESSAGE`, `origin main`, ...).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub(crate) args: Vec<String>,
 }
 
 #[derive(Subcommand)]

@@ -28,6 +28,7 @@ mod demo;
 mod exec;
 mod fleet;
 mod forward;
+mod git;
 mod install;
 mod install_mcp;
 mod jobs;
@@ -110,6 +111,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(cmd) => audit::run(global, cmd).await,
         Command::Jobs(args) => jobs::run(global, args).await,
         Command::Schedule(cmd) => schedule::run(global, cmd).await,
+        Command::Git(args) => git::run(global, args).await,
         Command::Ssh(args::SshCommand::Hosts(args)) => query::ssh_hosts(global, args).await,
         Command::Forward(args) => forward::run(global, args).await,
         Command::Backups(cmd) => audit::backups(global, cmd).await,

@@ -24,6 +24,8 @@ pub enum ToolGroup {
     Mapreduce,
     /// Commands nodes run on a cron schedule (not offered by default).
     Schedules,
+    /// git in repositories on nodes and SSH hosts (not offered by default).
+    Git,
     /// The SSH hosts reachable through the mesh (`ssh:HOST` targets work in every tool).
     Ssh,
     /// Port forwards through peers and SSH hosts.
@@ -34,12 +36,13 @@ pub enum ToolGroup {
 pub const DEFAULT_TOOLS: &str = "core,jobs,fleet,ssh,forward";
 
 impl ToolGroup {
-    const ALL: [ToolGroup; 7] = [
+    const ALL: [ToolGroup; 8] = [
         ToolGroup::Core,
         ToolGroup::Jobs,
         ToolGroup::Fleet,
         ToolGroup::Mapreduce,
         ToolGroup::Schedules,
+        ToolGroup::Git,
         ToolGroup::Ssh,
         ToolGroup::Forward,
     ];
@@ -51,6 +54,7 @@ impl ToolGroup {
             ToolGroup::Fleet => "fleet",
             ToolGroup::Mapreduce => "mapreduce",
             ToolGroup::Schedules => "schedules",
+            ToolGroup::Git => "git",
             ToolGroup::Ssh => "ssh",
             ToolGroup::Forward => "forward",
         }
@@ -228,6 +232,14 @@ pub(crate) fn tools(groups: &[ToolGroup]) -> Vec<Arc<Tool>> {
             Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
         ));
     }
+    if groups.contains(&ToolGroup::Git) {
+        out.push(tool::<crate::ops_git::GitParams, crate::ops_git::GitOut>(
+            "git",
+            "Run git",
+            "Runs a git verb in a repository on a node: branch, ahead/behind, changed files and commits come back structured.",
+            Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
+        ));
+    }
     if groups.contains(&ToolGroup::Ssh) {
         out.push(tool::<NoParams, crate::ops_ssh::SshHostsOut>(
             "ssh_hosts",
@@ -339,7 +351,7 @@ mod tests {
     }
 
     /// An agent pays for the tool list in every session. The default groups are held to
-    /// 20 KB (10 KB shown to a model); `all` (every group: mapreduce and schedules too) to
+    /// 20 KB (10 KB shown to a model); `all` (every group: mapreduce, schedules, git too) to
     /// 26 KB (13 KB).
     #[test]
     fn tool_lists_fit_their_budgets() {

@@ -20,6 +20,7 @@ mod ops_exec;
 mod ops_files;
 mod ops_fleet;
 mod ops_forward;
+mod ops_git;
 mod ops_jobs;
 mod ops_node;
 mod ops_schedules;

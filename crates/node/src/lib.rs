@@ -16,6 +16,7 @@ pub mod audit;
 pub mod control;
 pub mod fleet;
 pub mod forward;
+pub mod git;
 mod identity;
 mod jobs;
 pub mod mapreduce;

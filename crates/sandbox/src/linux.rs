@@ -105,11 +105,17 @@ fn build_ruleset(spec: &Spec, stamps: &mut Vec<tree::Stamp>) -> Result<RulesetCr
         Writes::Beneath { .. } => AccessFs::from_write(TARGET_ABI) & !AccessFs::IoctlDev,
     };
     handled |= write_rights;
-    if handled.is_empty() {
-        // A ruleset must handle something for Landlock to refuse mount and umount (what keeps
-        // a shield in place): block-device nodes, granted everywhere below.
-        handled = AccessFs::MakeBlock.into();
-    }
+    // Rights handled only to be granted on `/`. Where writes are free: linking or renaming a
+    // file into another directory, which every Landlock ruleset refuses (EXDEV) unless it
+    // handles and grants it (`git push` to a local repository, `mv` between directories); and
+    // block-device nodes, so that the ruleset handles something even on a kernel without the
+    // former: a ruleset that handles nothing does not refuse mount and umount (what keeps a
+    // shield in place).
+    let everywhere = match &spec.writes {
+        Writes::Anywhere => AccessFs::Refer | AccessFs::MakeBlock,
+        Writes::Nothing | Writes::Beneath { .. } => BitFlags::EMPTY,
+    };
+    handled |= everywhere;
     if spec.exec_only.is_some() {
         handled |= AccessFs::Execute;
     }
@@ -137,8 +143,8 @@ fn build_ruleset(spec: &Spec, stamps: &mut Vec<tree::Stamp>) -> Result<RulesetCr
             created = add(created, dev_null(stamps), null_rights)?;
         }
     }
-    if handled == AccessFs::MakeBlock {
-        created = add(created, tree::grants(&slash(), &[], stamps), AccessFs::MakeBlock.into())?;
+    if !everywhere.is_empty() {
+        created = add(created, tree::grants(&slash(), &[], stamps), everywhere)?;
     }
     for program in spec.exec_only.iter().flatten() {
         let interp = crate::elf::interpreter(program).map_err(|why| SandboxError::Program(program.clone(), why))?;

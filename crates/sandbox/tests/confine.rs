@@ -121,12 +121,16 @@ fn a_shield_hides_and_freezes_exactly_its_paths() {
         &spec,
         &format!(
             "mkdir {d}/work && echo ok > {d}/work/file; echo new > {d}/fresh; echo bypass > {d}/config.toml; \
+             mkdir {d}/other && ln {d}/work/file {d}/other/linked; \
              rm -f {d}/config.toml; : > {d}/state/audit.jsonl; rm -f {d}/state/audit.jsonl; cat {d}/state/node.key; \
              umount {d}/config.toml; umount -l {d}/state; echo again > {d}/config.toml; cat {d}/state/node.key"
         ),
     );
     assert_eq!(std::fs::read(dir.join("work/file")).unwrap(), b"ok\n", "beside protected paths: {out:?}");
     assert_eq!(std::fs::read(dir.join("fresh")).unwrap(), b"new\n", "in their directory: {out:?}");
+    // Linking (and renaming) into another directory, which Landlock refuses unless granted
+    // (git moves objects so): free where writes are.
+    assert!(dir.join("other/linked").exists(), "a link across directories: {out:?}");
     assert_eq!(std::fs::read(dir.join("config.toml")).unwrap(), b"mode = \"edit\"");
     assert_eq!(std::fs::read(dir.join("state/audit.jsonl")).unwrap(), b"evidence");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("CANARY"), "the state is hidden: {out:?}");
@@ -138,8 +142,11 @@ fn a_shield_hides_and_freezes_exactly_its_paths() {
         writes: Writes::Beneath { roots: vec![dir.join("work")], except: vec![dir.join("config.toml")] },
         ..Spec::default()
     };
-    let out = sh(&beneath, &format!("echo a > {d}/work/in; echo b > {d}/outside; echo c > /dev/null"));
-    assert!(dir.join("work/in").exists(), "{out:?}");
+    let out = sh(
+        &beneath,
+        &format!("echo a > {d}/work/in; echo b > {d}/outside; echo c > /dev/null; mkdir {d}/work/sub; mv {d}/work/in {d}/work/sub/in"),
+    );
+    assert!(dir.join("work/sub/in").exists(), "renamed across directories beneath the roots: {out:?}");
     assert!(!dir.join("outside").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

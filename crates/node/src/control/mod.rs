@@ -124,6 +124,8 @@ pub enum ControlRequest {
         spec: ExecSpec,
         job: tunnel_proto::job::JobStart,
     },
+    /// git on a peer or SSH host: one `Git` answer.
+    Git(crate::git::GitRequest),
 }
 
 /// The longest connect timeout a caller may ask for.
@@ -173,6 +175,7 @@ pub enum ControlResponse {
     Forward(crate::forward::ForwardInfo),
     Forwards(Vec<crate::forward::ForwardInfo>),
     Status(Box<crate::node::NodeStatus>),
+    Git(Box<crate::git::GitResult>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -575,6 +578,10 @@ async fn handle(node: &Node, req: ControlRequest, operator: bool) -> ControlResp
                 Err(e) => ControlResponse::Error(e.to_string()),
             }
         }
+        ControlRequest::Git(req) => match crate::git::run(node, &req).await {
+            Ok(result) => ControlResponse::Git(Box::new(result)),
+            Err(e) => ControlResponse::Error(e),
+        },
         ControlRequest::SshHosts => {
             node.discover(PEERS_DISCOVER_WAIT).await;
             ControlResponse::SshHosts(node.ssh_hosts())
