@@ -90,6 +90,17 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
         err(&o)
     );
 
+    // git on an SSH host, read into structure like on a peer.
+    let repo = dir.path().join("repo");
+    let made = std::process::Command::new("git").args(["init", "-q", "-b", "main"]).arg(&repo).status()?;
+    assert!(made.success());
+    std::fs::write(repo.join("new.txt"), "x")?;
+    let repo_on_h0 = format!("ssh:h0:{}", repo.display());
+    let o = op.cli(&["git", "--json", &repo_on_h0, "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(status["branch"], "main", "{}{}", out(&o), err(&o));
+    assert_eq!(status["files"][0]["path"], "new.txt", "{status}");
+
     // fleet: tags select hosts, mixed with peers; the answer is grouped.
     let o = op.cli(&["fleet", "exec", "ssh:tag:web,jump", "--json", "--", "uname", "-s"]);
     assert!(o.status.success(), "{}{}", out(&o), err(&o));
@@ -284,6 +295,12 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
     assert!(o.status.code() != Some(0) && err(&o).contains("mode plan does not allow shell"), "{}", err(&o));
     let o = op.cli(&["exec", "ssh:h0", "--", "rm", "-f", "/tmp/x"]);
     assert!(err(&o).contains("read-only system programs on SSH hosts"), "{}", err(&o));
+    // git is not run on SSH hosts in plan mode: their repositories' config cannot be checked
+    // for programs first, as it is on peers.
+    for verb in ["status", "commit"] {
+        let o = op.cli(&["git", &repo_on_h0, verb]);
+        assert!(!o.status.success() && err(&o).contains("does not run git on SSH hosts"), "{verb}: {}", err(&o));
+    }
     let o = op.cli(&["cp", local_src.to_str().unwrap(), &dst]);
     assert!(o.status.code() != Some(0) && err(&o).contains("mode plan does not allow writes"), "{}", err(&o));
     let o = op.cli(&["ls", &format!("ssh:h0:{}", dir.path().display())]);

@@ -269,7 +269,13 @@ pub(crate) fn plan_allows_remote(cmd: &CommandLine) -> Result<(), Refusal> {
     let trusted = !first.contains('/')
         || Path::new(first).parent().is_some_and(|dir| TRUSTED_DIRS.iter().any(|t| dir == Path::new(t)));
     let name = basename(first);
-    if !trusted || !super::args::PLAN_PROGRAMS.contains(&name) || name == "git" {
+    if name == "git" {
+        return Err(Refusal::new(
+            "mode plan does not run git on SSH hosts: a repository's config can make even `git status` run \
+             programs, and the jump node cannot check that config there first",
+        ));
+    }
+    if !trusted || !super::args::PLAN_PROGRAMS.contains(&name) {
         return Err(Refusal::new(format!("mode plan allows only read-only system programs on SSH hosts; not {first}")));
     }
     super::args::check(name, &argv[1..]).map_err(|why| Refusal::new(format!("mode plan: {name} {why}")))
