@@ -191,3 +191,55 @@ fn a_caller_sees_and_stops_only_its_own_jobs_and_a_disabled_node_starts_none() -
     assert!(!std::path::Path::new("/tmp/never-7322").exists());
     Ok(())
 }
+
+#[test]
+fn a_task_runs_the_node_s_configured_agent_as_a_job_under_its_mode() -> anyhow::Result<()> {
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let t = token();
+    // A stand-in for an AI command-line agent (no real one can run offline): it says how it
+    // was invoked and where.
+    let bin = tunnel_tests::TempDir::new("fake-agent");
+    let agent = bin.path().join("fake-agent");
+    std::fs::write(&agent, "#!/bin/sh\necho \"invoked: $*\"\necho \"in: $(pwd)\"\n")?;
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let config = "task_agent = [\"fake-agent\", \"-p\"]\ntask_agent_plan = [\"fake-agent\", \"--read-only\", \"-p\"]\n";
+    let env = [("TUNNEL_MODE", "edit"), ("PATH", path.as_str())];
+    let target = NodeProc::start_configured(&relay.url, "r", &t, "target", &env, Some(config))?;
+    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
+    op.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    target.wait_for_peers(&["op"], Duration::from_secs(10))?;
+
+    let prompt = "fix the flaky build, please";
+    let o = op.cli(&["task", "target", prompt, "--cwd", "/tmp"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let id = out(&o).trim().to_owned();
+    let o = op.cli(&["jobs", "wait", &id, "--timeout", "20"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let o = op.cli(&["jobs", "logs", &id]);
+    assert_eq!(out(&o), format!("invoked: -p {prompt}\nin: /tmp\n"), "the prompt is the agent's last argument");
+    // Listings and the audit log carry the prompt's hash and length, never the prompt.
+    let listed = jobs(&op, "target");
+    let command = job(&listed, &id).unwrap()["command"].as_str().unwrap().to_owned();
+    assert!(command.starts_with("fake-agent -p <prompt: 27 bytes, sha256 "), "{command}");
+    let audit = std::fs::read_to_string(target.dir.path().join("state/audit.jsonl"))?;
+    assert!(audit.contains("\"task.start\"") && audit.contains("\"prompt_bytes\":27"), "{audit}");
+    assert!(!audit.contains("flaky"), "the prompt leaked into the audit log");
+
+    // Plan mode: only the agent's read-only invocation runs.
+    assert!(target.cli(&["mode", "local", "plan"]).status.success());
+    let o = op.cli(&["task", "target", "look around"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let id = out(&o).trim().to_owned();
+    assert_eq!(op.cli(&["jobs", "wait", &id, "--timeout", "20"]).status.code(), Some(0));
+    assert!(out(&op.cli(&["jobs", "logs", &id])).starts_with("invoked: --read-only -p look around\n"));
+    // A node in plan mode that names no read-only invocation, and a disabled node, refuse.
+    let o = target.cli(&["task", "op", "anything"]);
+    assert_eq!(o.status.code(), Some(126), "{}", err(&o));
+    assert!(err(&o).contains("task_agent_plan"), "{}", err(&o));
+    assert!(target.cli(&["mode", "local", "disabled"]).status.success());
+    let o = op.cli(&["task", "target", "anything"]);
+    assert_eq!(o.status.code(), Some(126), "{}", err(&o));
+    assert!(err(&o).contains("disabled"), "{}", err(&o));
+    Ok(())
+}

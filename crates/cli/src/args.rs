@@ -109,6 +109,9 @@ pub(crate) enum Command {
     /// git in a repository on a peer or SSH host: `tunnel git web-1:/srv/app status`. Verbs:
     /// status, log, diff, show (plan mode allows these), fetch, pull, commit, push.
     Git(GitArgs),
+    /// Hand a prompt to the AI agent a peer is configured with (`task_agent`), run as a job
+    /// there; prints the job's id (`tunnel jobs logs -f ID` follows it).
+    Task(TaskArgs),
     /// Files this node saved before peers overwrote them (edit mode).
     #[command(subcommand)]
     Backups(BackupsCommand),
@@ -218,6 +221,17 @@ pub(crate) enum JobsCommand {
     },
     /// Stop a job and everything it started (SIGTERM, then SIGKILL after 5 s).
     Cancel { id: String },
+}
+
+#[derive(Args)]
+pub(crate) struct TaskArgs {
+    /// The peer whose agent does the work.
+    pub(crate) target: String,
+    /// What to do, in words.
+    pub(crate) prompt: String,
+    /// Where the agent works on the peer (absolute).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cwd: Option<String>,
 }
 
 #[derive(Args)]

@@ -10,7 +10,7 @@ use tunnel_node::control::{ControlRequest, ControlResponse};
 use tunnel_proto::job::{JobInfo, JobRef, JobState, OutputFrom};
 use tunnel_proto::message::{Op, Reply};
 
-use crate::args::{Global, JobsArgs, JobsCommand};
+use crate::args::{Global, JobsArgs, JobsCommand, TaskArgs};
 
 /// How long one request waits for news; the CLI asks again until it is done.
 const POLL_MS: u32 = 10_000;
@@ -190,5 +190,35 @@ async fn wait(global: &Global, job: &JobRef, timeout: Option<Duration>) -> anyho
             eprintln!("tunnel: {job} still runs; stopped waiting");
             return Ok(124);
         }
+    }
+}
+
+/// `tunnel task PEER PROMPT`: the peer's agent, as a job there; prints the job's id.
+pub(crate) async fn task(global: Global, args: TaskArgs) -> anyhow::Result<i32> {
+    if args.prompt.trim().is_empty() {
+        bail!("the prompt is empty");
+    }
+    let task = tunnel_proto::job::TaskSpec {
+        request_id: rand::random(),
+        prompt: args.prompt,
+        cwd: args.cwd,
+        label: args.target.clone(),
+    };
+    let mut client = global.control().await?;
+    let first = client.request(&ControlRequest::Task { target: args.target.clone(), task }).await?;
+    match first {
+        ControlResponse::Exec(tunnel_proto::message::ExecEvent::Detached(job)) => {
+            outln!("{}", job.reference());
+            Ok(0)
+        }
+        ControlResponse::Exec(tunnel_proto::message::ExecEvent::Refused(why)) => {
+            eprintln!("tunnel: {why}");
+            Ok(126)
+        }
+        ControlResponse::Exec(tunnel_proto::message::ExecEvent::Failed(why)) => {
+            eprintln!("tunnel: {why}");
+            Ok(127)
+        }
+        other => Err(crate::query::unexpected(other)),
     }
 }

@@ -112,6 +112,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Jobs(args) => jobs::run(global, args).await,
         Command::Schedule(cmd) => schedule::run(global, cmd).await,
         Command::Git(args) => git::run(global, args).await,
+        Command::Task(args) => jobs::task(global, args).await,
         Command::Ssh(args::SshCommand::Hosts(args)) => query::ssh_hosts(global, args).await,
         Command::Forward(args) => forward::run(global, args).await,
         Command::Backups(cmd) => audit::backups(global, cmd).await,

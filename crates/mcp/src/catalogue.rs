@@ -26,6 +26,8 @@ pub enum ToolGroup {
     Schedules,
     /// git in repositories on nodes and SSH hosts (not offered by default).
     Git,
+    /// Prompts handed to the AI agent a node is configured with (not offered by default).
+    Tasks,
     /// The SSH hosts reachable through the mesh (`ssh:HOST` targets work in every tool).
     Ssh,
     /// Port forwards through peers and SSH hosts.
@@ -36,13 +38,14 @@ pub enum ToolGroup {
 pub const DEFAULT_TOOLS: &str = "core,jobs,fleet,ssh,forward";
 
 impl ToolGroup {
-    const ALL: [ToolGroup; 8] = [
+    const ALL: [ToolGroup; 9] = [
         ToolGroup::Core,
         ToolGroup::Jobs,
         ToolGroup::Fleet,
         ToolGroup::Mapreduce,
         ToolGroup::Schedules,
         ToolGroup::Git,
+        ToolGroup::Tasks,
         ToolGroup::Ssh,
         ToolGroup::Forward,
     ];
@@ -55,6 +58,7 @@ impl ToolGroup {
             ToolGroup::Mapreduce => "mapreduce",
             ToolGroup::Schedules => "schedules",
             ToolGroup::Git => "git",
+            ToolGroup::Tasks => "tasks",
             ToolGroup::Ssh => "ssh",
             ToolGroup::Forward => "forward",
         }
@@ -236,7 +240,15 @@ pub(crate) fn tools(groups: &[ToolGroup]) -> Vec<Arc<Tool>> {
         out.push(tool::<crate::ops_git::GitParams, crate::ops_git::GitOut>(
             "git",
             "Run git",
-            "Runs a git verb in a repository on a node: branch, ahead/behind, changed files and commits come back structured.",
+            "Runs git in a repository on a node; status and log come back structured.",
+            Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
+        ));
+    }
+    if groups.contains(&ToolGroup::Tasks) {
+        out.push(tool::<crate::params_jobs::TaskParams, crate::params_jobs::JobOut>(
+            "task",
+            "Delegate a task",
+            "Hands a prompt to a node's configured AI agent, run as a job.",
             Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
         ));
     }
@@ -351,7 +363,7 @@ mod tests {
     }
 
     /// An agent pays for the tool list in every session. The default groups are held to
-    /// 20 KB (10 KB shown to a model); `all` (every group: mapreduce, schedules, git too) to
+    /// 20 KB (10 KB shown to a model); `all` (every group: mapreduce, schedules, git, tasks too) to
     /// 26 KB (13 KB).
     #[test]
     fn tool_lists_fit_their_budgets() {

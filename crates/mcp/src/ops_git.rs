@@ -32,7 +32,7 @@ pub(crate) struct GitParams {
     /// The repository's absolute path on the target.
     pub(crate) path: String,
     pub(crate) verb: Verb,
-    /// git's arguments for the verb, such as ["-m", "message"].
+    /// git's arguments, such as ["-m", "msg"].
     #[serde(default)]
     pub(crate) args: Vec<String>,
 }

@@ -204,3 +204,31 @@ pub(crate) async fn jobs(srv: &TunnelMcp, p: JobsParams) -> Result<CallToolResul
     }
     success(&out, text)
 }
+
+/// `task`: the target's configured AI agent with the prompt, as a job there.
+pub(crate) async fn task(srv: &TunnelMcp, p: TaskParams) -> Result<CallToolResult, McpError> {
+    crate::server::check_target("task", &p.target)?;
+    if p.prompt.trim().is_empty() {
+        return Err(invalid("task", "prompt", "field `prompt` is empty"));
+    }
+    let task = tunnel_proto::job::TaskSpec {
+        request_id: rand::random(),
+        prompt: p.prompt,
+        cwd: p.cwd,
+        label: p.target.clone(),
+    };
+    let request = ControlRequest::Task { target: p.target.clone(), task };
+    match srv.backend().request(&request).await {
+        Ok(ControlResponse::Exec(tunnel_proto::message::ExecEvent::Detached(job))) => {
+            success(&JobOut::from(&job), summary(&job))
+        }
+        Ok(ControlResponse::Exec(tunnel_proto::message::ExecEvent::Refused(why))) => {
+            failure(format!("refused by {}'s policy: {why}", p.target))
+        }
+        Ok(ControlResponse::Exec(tunnel_proto::message::ExecEvent::Failed(why))) => {
+            failure(format!("the task could not start on {}: {why}", p.target))
+        }
+        Ok(other) => failure(format!("unexpected answer from the local node: {other:?}")),
+        Err(e) => failure(next_step(&p.target, &e)),
+    }
+}

@@ -150,3 +150,12 @@ pub(crate) struct SchedulesOut {
     pub(crate) runs: Vec<ScheduleRunOut>,
     pub(crate) errors: Vec<String>,
 }
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TaskParams {
+    pub(crate) target: String,
+    pub(crate) prompt: String,
+    #[serde(default)]
+    pub(crate) cwd: Option<String>,
+}

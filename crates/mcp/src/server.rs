@@ -179,6 +179,7 @@ impl ServerHandler for TunnelMcp {
                 "job_cancel" => crate::ops_jobs::job_cancel(self, parse(name, args)?).await,
                 "schedules" => crate::ops_schedules::schedules(self, parse(name, args)?).await,
                 "git" => crate::ops_git::git(self, parse(name, args)?).await,
+                "task" => crate::ops_jobs::task(self, parse(name, args)?).await,
                 "read_file" => crate::ops_files::read_file(self, parse(name, args)?, &context).await,
                 "write_file" => crate::ops_files::write_file(self, parse(name, args)?, &context).await,
                 "list_dir" => crate::ops_files::list_dir(self, parse(name, args)?).await,

@@ -31,7 +31,7 @@ pub use identity::{load_or_create_identity, IdentityError};
 pub use node::lookup::{with_connect_timeout, CONNECT_TIMEOUT_DEFAULT};
 pub use node::membership::PeerInfo;
 pub use node::rpc::RpcError;
-pub use node::{Dest, Node, NodeConfig, NodeError, NodeStatus, RelayLine, LOCAL_TARGET};
+pub use node::{Dest, JobLaunch, Node, NodeConfig, NodeError, NodeStatus, RelayLine, LOCAL_TARGET};
 pub use services::os_info::detect as detect_os;
 pub use settings::{Flags, Settings, SettingsError};
 

@@ -70,6 +70,8 @@ struct FileConfig {
     #[serde(default)]
     plan_requires_sandbox: bool,
     edit_sandbox: Option<Vec<PathBuf>>,
+    task_agent: Option<Vec<String>>,
+    task_agent_plan: Option<Vec<String>>,
     #[serde(default)]
     ssh: crate::ssh::SshFileConfig,
 }
@@ -230,6 +232,8 @@ impl Settings {
             .map_err(|reason| SettingsError::BadConfig { path: config_path.clone().unwrap_or_default(), reason })?,
             plan_requires_sandbox: file.plan_requires_sandbox,
             edit_sandbox: file.edit_sandbox.as_deref().map(|d| canonical_dirs(d, "edit_sandbox")).transpose()?,
+            task_agent: agent_argv(file.task_agent, "task_agent", &config_path)?,
+            task_agent_plan: agent_argv(file.task_agent_plan, "task_agent_plan", &config_path)?,
         };
         let config_dir = config_path.as_deref().and_then(Path::parent);
         let ssh =
@@ -481,5 +485,20 @@ mod tests {
         let err =
             Settings::resolve(Flags { config: Some(unknown), ..Default::default() }, &env).unwrap_err().to_string();
         assert!(err.contains("relya"), "{err}");
+    }
+}
+
+/// A task agent's invocation: a program and its first arguments; the prompt is added last.
+fn agent_argv(
+    argv: Option<Vec<String>>,
+    key: &str,
+    config_path: &Option<PathBuf>,
+) -> Result<Option<Vec<String>>, SettingsError> {
+    match argv {
+        Some(a) if a.first().is_none_or(|p| p.trim().is_empty()) => Err(SettingsError::BadConfig {
+            path: config_path.clone().unwrap_or_default(),
+            reason: format!("{key} needs at least the program, as in {key} = [\"claude\", \"-p\"]"),
+        }),
+        other => Ok(other),
     }
 }

@@ -25,6 +25,17 @@ pub struct JobStart {
     pub label: String,
 }
 
+/// A delegated task: the AI agent the receiving node is configured with, run as a job with
+/// this prompt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub request_id: u64,
+    pub prompt: String,
+    /// Where the agent works; default the node's working directory.
+    pub cwd: Option<String>,
+    pub label: String,
+}
+
 /// A job's state. `Lost`: the node stopped while the job ran; its process is gone and its
 /// end is unknown. Never reported as `Running` after that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

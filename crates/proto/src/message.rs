@@ -197,6 +197,9 @@ pub enum StreamKind {
         spec: ExecSpec,
         job: crate::job::JobStart,
     },
+    /// A delegated task: the node's configured AI agent with the prompt, detached as a job at
+    /// once; [`ExecEvent`] frames flow back as for [`StreamKind::Job`].
+    Task(crate::job::TaskSpec),
 }
 
 /// A command to run, as the caller sends it.

@@ -126,6 +126,11 @@ pub enum ControlRequest {
     },
     /// git on a peer or SSH host: one `Git` answer.
     Git(crate::git::GitRequest),
+    /// A delegated task on a peer: `Exec` events as for `ExecJob`, the last `Detached`.
+    Task {
+        target: String,
+        task: tunnel_proto::job::TaskSpec,
+    },
 }
 
 /// The longest connect timeout a caller may ask for.
@@ -509,10 +514,15 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node, yielder: Yielder) {
                 continue;
             }
             ControlRequest::Exec { target, spec } => {
-                return with_connect_timeout(bound, serve_exec(stream, node, target, spec, None)).await
+                return with_connect_timeout(bound, serve_exec(stream, node, target, Launch::Exec(spec))).await
             }
             ControlRequest::ExecJob { target, spec, job } => {
-                return with_connect_timeout(bound, serve_exec(stream, node, target, spec, Some(job))).await
+                let launch = Launch::Job(crate::JobLaunch::Exec { spec, job });
+                return with_connect_timeout(bound, serve_exec(stream, node, target, launch)).await;
+            }
+            ControlRequest::Task { target, task } => {
+                let launch = Launch::Job(crate::JobLaunch::Task(task));
+                return with_connect_timeout(bound, serve_exec(stream, node, target, launch)).await;
             }
             ControlRequest::Read { target, spec } => {
                 let serve = crate::control::files::serve_read(stream, node, target, spec, operator);
@@ -620,6 +630,7 @@ async fn handle(node: &Node, req: ControlRequest, operator: bool) -> ControlResp
         },
         ControlRequest::Exec { .. }
         | ControlRequest::ExecJob { .. }
+        | ControlRequest::Task { .. }
         | ControlRequest::Read { .. }
         | ControlRequest::Write { .. }
         | ControlRequest::Fleet { .. }
@@ -654,15 +665,15 @@ async fn hold_forward<S: ControlStream>(mut stream: S, node: Node, spec: crate::
     let _ = node.forwards().close(info.id).await;
 }
 
+/// What a control client starts on a peer.
+enum Launch {
+    Exec(ExecSpec),
+    Job(crate::JobLaunch),
+}
+
 /// Relays one exec between the control client and the peer. The client going away (its
 /// end closing before the command finished) cancels the command.
-async fn serve_exec<S: ControlStream>(
-    stream: S,
-    node: Node,
-    target: String,
-    spec: ExecSpec,
-    job: Option<tunnel_proto::job::JobStart>,
-) {
+async fn serve_exec<S: ControlStream>(stream: S, node: Node, target: String, launch: Launch) {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let peer = match node.find_dest(&target).await {
         Ok(p) => p,
@@ -671,7 +682,11 @@ async fn serve_exec<S: ControlStream>(
             return;
         }
     };
-    let (stdin_tx, stdin_rx) = if spec.stdin {
+    let wants_stdin = match &launch {
+        Launch::Exec(spec) | Launch::Job(crate::JobLaunch::Exec { spec, .. }) => spec.stdin,
+        Launch::Job(crate::JobLaunch::Task(_)) => false,
+    };
+    let (stdin_tx, stdin_rx) = if wants_stdin {
         let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
         (Some(tx), Some(rx))
     } else {
@@ -680,9 +695,9 @@ async fn serve_exec<S: ControlStream>(
     let (events_tx, mut events) = mpsc::channel(64);
     let runner = node.clone();
     let run = tokio::spawn(crate::node::lookup::inherit(async move {
-        let ran = match job {
-            Some(job) => runner.exec_as_job(peer, spec, job, stdin_rx, events_tx.clone()).await,
-            None => runner.exec(peer, spec, stdin_rx, events_tx.clone()).await,
+        let ran = match launch {
+            Launch::Job(launch) => runner.exec_as_job(peer, launch, stdin_rx, events_tx.clone()).await,
+            Launch::Exec(spec) => runner.exec(peer, spec, stdin_rx, events_tx.clone()).await,
         };
         if let Err(e) = ran {
             let _ = events_tx.send(ExecEvent::Failed(e.to_string())).await;

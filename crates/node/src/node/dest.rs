@@ -2,9 +2,16 @@
 //! that reaches it. The same exec and file frames flow either way; only the stream kind
 //! that opens the operation differs.
 
-use tunnel_proto::job::JobStart;
+use tunnel_proto::job::{JobStart, TaskSpec};
 use tunnel_proto::message::{ExecSpec, ReadSpec, StreamKind, WriteSpec};
 use tunnel_proto::NodeId;
+
+/// What becomes a job: a command (after `job.after_ms`), or a delegated task (at once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobLaunch {
+    Exec { spec: ExecSpec, job: JobStart },
+    Task(TaskSpec),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dest {
@@ -27,11 +34,12 @@ impl Dest {
         }
     }
 
-    /// An exec that becomes a job on the node that runs it.
-    pub fn job_kind(&self, spec: ExecSpec, job: JobStart) -> Result<StreamKind, String> {
-        match &self.ssh {
-            None => Ok(StreamKind::Job { spec, job }),
-            Some(host) => Err(format!("ssh:{host}: jobs run on peers; SSH hosts do not keep jobs yet")),
+    /// Work that becomes a job on the node that runs it.
+    pub fn job_kind(&self, launch: JobLaunch) -> Result<StreamKind, String> {
+        match (&self.ssh, launch) {
+            (None, JobLaunch::Exec { spec, job }) => Ok(StreamKind::Job { spec, job }),
+            (None, JobLaunch::Task(task)) => Ok(StreamKind::Task(task)),
+            (Some(host), _) => Err(format!("ssh:{host}: jobs run on peers; SSH hosts do not keep jobs yet")),
         }
     }
 

@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tunnel_net::{ConnectError, Endpoint, EndpointConfig, NetEvent, Stream};
 use tunnel_proto::framing::FrameDecoder;
-use tunnel_proto::job::JobStart;
 use tunnel_proto::message::{
     ByteBuf, ExecEvent, ExecSpec, Hello, Op, PeerMessage, RemoteError, RemoteErrorKind, Reply, StreamKind,
 };
@@ -37,7 +36,7 @@ use crate::node::recent::{Recent, Seen};
 use crate::node::rpc::{Rpc, RpcError};
 use crate::policy::{Mode, Policy, Refusal};
 use crate::settings::{Settings, SettingsError};
-pub use dest::Dest;
+pub use dest::{Dest, JobLaunch};
 pub(crate) use gather::ReadEnd;
 pub use status::{NodeStatus, RelayLine};
 
@@ -422,18 +421,17 @@ impl Node {
         self.exec_stream(dest.peer, dest.exec_kind(spec), stdin, events).await
     }
 
-    /// [`Node::exec`] that becomes a job on the node that runs it after `job.after_ms`: the
-    /// last event is then `Detached`, and the command runs on.
+    /// [`Node::exec`] that becomes a job on the node that runs it (a command after
+    /// `job.after_ms`, a task at once): the last event is then `Detached`, and it runs on.
     pub async fn exec_as_job(
         &self,
         dest: impl Into<Dest>,
-        spec: ExecSpec,
-        job: JobStart,
+        launch: JobLaunch,
         stdin: Option<mpsc::Receiver<Vec<u8>>>,
         events: mpsc::Sender<ExecEvent>,
     ) -> Result<(), RpcError> {
         let dest = dest.into();
-        let kind = dest.job_kind(spec, job).map_err(|reason| RpcError::Lost { peer: dest.peer.short(), reason })?;
+        let kind = dest.job_kind(launch).map_err(|reason| RpcError::Lost { peer: dest.peer.short(), reason })?;
         self.exec_stream(dest.peer, kind, stdin, events).await
     }
 

@@ -16,6 +16,7 @@ impl Node {
         let task = match stream.kind.clone() {
             StreamKind::Exec(spec) => work.spawn(crate::services::exec::serve(node, stream, spec)),
             StreamKind::Job { spec, job } => work.spawn(crate::services::exec::serve_job(node, stream, spec, job)),
+            StreamKind::Task(task) => work.spawn(crate::services::task::serve(node, stream, task)),
             StreamKind::ReadFile(spec) => work.spawn(crate::services::fs::serve_read(node, stream, spec)),
             StreamKind::WriteFile(spec) => work.spawn(crate::services::fs::serve_write(node, stream, spec)),
             StreamKind::SshExec { host, spec } => work.spawn(crate::ssh::serve_exec(node, stream, host, spec)),

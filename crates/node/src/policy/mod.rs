@@ -99,6 +99,10 @@ pub struct Policy {
     pub plan_requires_sandbox: bool,
     /// In `edit`, commands may write only beneath these (when set).
     pub edit_sandbox: Option<Vec<PathBuf>>,
+    /// The AI agent `tunnel task` runs here with a prompt as its last argument (edit, bypass).
+    pub task_agent: Option<Vec<String>>,
+    /// Its read-only invocation, the only one run in plan mode.
+    pub task_agent_plan: Option<Vec<String>>,
 }
 
 impl Default for Policy {
@@ -116,6 +120,8 @@ impl Default for Policy {
             secrets: Secrets::default(),
             plan_requires_sandbox: false,
             edit_sandbox: None,
+            task_agent: None,
+            task_agent_plan: None,
         }
     }
 }

@@ -314,7 +314,7 @@ pub(crate) async fn fire(node: &Node, name: &str, missed: u32, checked_ms: Optio
             };
             let start = JobStart { after_ms: 0, label: format!("schedule:{name}") };
             let (tx, mut events) = mpsc::channel(8);
-            let exec = node.exec_as_job(node.id(), spec, start, None, tx);
+            let exec = node.exec_as_job(node.id(), crate::JobLaunch::Exec { spec, job: start }, None, tx);
             let read = async {
                 let mut run = StoredRun { at_ms, job: None, error: None, missed };
                 while let Some(event) = events.recv().await {

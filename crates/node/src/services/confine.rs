@@ -33,6 +33,12 @@ impl Plan {
         self.mode
     }
 
+    /// The same, confined as in edit mode: for a program the operator vouched for in plan
+    /// mode (a task agent's read-only invocation), which must write its own state.
+    pub(crate) fn as_edit(self) -> Self {
+        Self { mode: Mode::Edit, ..self }
+    }
+
     pub(crate) fn of(policy: &Policy) -> Self {
         Self {
             mode: policy.mode,

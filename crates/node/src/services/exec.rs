@@ -65,7 +65,7 @@ pub(crate) async fn serve_job(node: crate::Node, stream: Stream, spec: ExecSpec,
 }
 
 async fn serve_maybe_job(node: crate::Node, stream: Stream, spec: ExecSpec, start: Option<JobStart>) {
-    let Stream { peer, mut reader, writer, .. } = stream;
+    let Stream { peer, reader, writer, .. } = stream;
     let cmd = command_line(&spec.command);
     let detail = audit_detail(&spec);
     if !node.begin_request(peer, spec.request_id) {
@@ -82,32 +82,54 @@ async fn serve_maybe_job(node: crate::Node, stream: Stream, spec: ExecSpec, star
             Ok(crate::services::confine::Plan::of(p))
         })
         .and_then(|plan| plan_git_check(plan.mode(), &cmd, spec.cwd.as_deref()).map(|()| plan));
-    // The command runs under the mode it was checked against, even if the mode changes now.
     let plan = match decision {
         Ok(plan) => plan,
         Err(refusal) => return refuse(&node, peer, "exec", refusal, detail, writer, ExecEvent::Refused).await,
     };
-    let mode = plan.mode();
+    let plan_env = plan.mode() == crate::policy::Mode::Plan;
+    let title = command_text(&spec.command);
+    let decided = Decided { peer, reader, writer, spec, cmd, plan, plan_env, detail, event: "exec", title, start };
+    run_decided(node, decided).await
+}
+
+/// A command the policy allowed, with what it needs to run: the caller's stream, the mode it
+/// was allowed under, how the audit log and a job listing describe it.
+pub(crate) struct Decided {
+    pub(crate) peer: tunnel_proto::NodeId,
+    pub(crate) reader: StreamReader,
+    pub(crate) writer: StreamWriter,
+    pub(crate) spec: ExecSpec,
+    pub(crate) cmd: CommandLine,
+    /// The command runs under the mode it was checked against, even if the mode changes now.
+    pub(crate) plan: crate::services::confine::Plan,
+    /// Whether it gets plan mode's fixed environment.
+    pub(crate) plan_env: bool,
+    pub(crate) detail: serde_json::Value,
+    /// The audit event of a refusal or an attached end (`exec`, `task`).
+    pub(crate) event: &'static str,
+    /// The command as a job lists it.
+    pub(crate) title: String,
+    pub(crate) start: Option<JobStart>,
+}
+
+/// Sandboxes and runs a decided command, attached or as a job, and audits how it ended.
+pub(crate) async fn run_decided(node: crate::Node, d: Decided) {
+    let Decided { peer, mut reader, writer, spec, cmd, plan, plan_env, detail, event, title, start } = d;
     let for_sandbox = cmd.clone();
     let sandbox = tokio::task::spawn_blocking(move || crate::services::confine::prepare(&plan, &for_sandbox))
         .await
         .unwrap_or_else(|e| Err(crate::policy::Refusal::new(format!("building the sandbox failed: {e}"))));
     let sandbox = match sandbox {
         Ok(s) => s,
-        Err(refusal) => return refuse(&node, peer, "exec", refusal, detail, writer, ExecEvent::Refused).await,
+        Err(refusal) => return refuse(&node, peer, event, refusal, detail, writer, ExecEvent::Refused).await,
     };
     let started = Instant::now();
-    let mut job = start.map(|s| Detach {
-        run: JobRun::new(s, peer, command_text(&spec.command)),
-        node: &node,
-        caller: peer,
-        detail: &detail,
-    });
+    let mut job =
+        start.map(|s| Detach { run: JobRun::new(s, peer, title), node: &node, caller: peer, detail: &detail });
     let mut writer = Some(writer);
-    let plan = mode == crate::policy::Mode::Plan;
-    let result = run(&spec, &cmd, plan, sandbox, &mut reader, &mut writer, job.as_mut()).await;
+    let result = run(&spec, &cmd, plan_env, sandbox, &mut reader, &mut writer, job.as_mut()).await;
     match writer {
-        Some(writer) => conclude(&node, peer, "exec", detail, started, result, writer).await,
+        Some(writer) => conclude(&node, peer, event, detail, started, result, writer).await,
         None => {
             let Some(job) = job.and_then(|j| j.run.finish(node.jobs(), &result)) else { return };
             let record = crate::audit::Entry {

@@ -8,3 +8,4 @@ pub(crate) mod exec;
 pub(crate) mod file_client;
 pub(crate) mod fs;
 pub(crate) mod os_info;
+pub(crate) mod task;
