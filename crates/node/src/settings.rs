@@ -415,6 +415,21 @@ fn check_tag(tag: &str) -> Result<(), SettingsError> {
     Ok(())
 }
 
+/// A task agent's invocation: a program and its first arguments; the prompt is added last.
+fn agent_argv(
+    argv: Option<Vec<String>>,
+    key: &str,
+    config_path: &Option<PathBuf>,
+) -> Result<Option<Vec<String>>, SettingsError> {
+    match argv {
+        Some(a) if a.first().is_none_or(|p| p.trim().is_empty()) => Err(SettingsError::BadConfig {
+            path: config_path.clone().unwrap_or_default(),
+            reason: format!("{key} needs at least the program, as in {key} = [\"claude\", \"-p\"]"),
+        }),
+        other => Ok(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,20 +500,5 @@ mod tests {
         let err =
             Settings::resolve(Flags { config: Some(unknown), ..Default::default() }, &env).unwrap_err().to_string();
         assert!(err.contains("relya"), "{err}");
-    }
-}
-
-/// A task agent's invocation: a program and its first arguments; the prompt is added last.
-fn agent_argv(
-    argv: Option<Vec<String>>,
-    key: &str,
-    config_path: &Option<PathBuf>,
-) -> Result<Option<Vec<String>>, SettingsError> {
-    match argv {
-        Some(a) if a.first().is_none_or(|p| p.trim().is_empty()) => Err(SettingsError::BadConfig {
-            path: config_path.clone().unwrap_or_default(),
-            reason: format!("{key} needs at least the program, as in {key} = [\"claude\", \"-p\"]"),
-        }),
-        other => Ok(other),
     }
 }

@@ -35,7 +35,7 @@ impl Plan {
 
     /// The same, confined as in edit mode: for a program the operator vouched for in plan
     /// mode (a task agent's read-only invocation), which must write its own state.
-    pub(crate) fn as_edit(self) -> Self {
+    pub(crate) fn confined_as_edit(self) -> Self {
         Self { mode: Mode::Edit, ..self }
     }
 

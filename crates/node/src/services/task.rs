@@ -34,7 +34,7 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, task: TaskSpec) {
         let (agent, plan) = match p.mode {
             Mode::Disabled => return Err(Refusal::new("mode disabled runs nothing")),
             Mode::Plan => match &p.task_agent_plan {
-                Some(agent) => (agent.clone(), Plan::of(p).as_edit()),
+                Some(agent) => (agent.clone(), Plan::of(p).confined_as_edit()),
                 None => {
                     return Err(Refusal::new(
                         "mode plan runs a task agent only through its read-only invocation, and this node \
