@@ -39,7 +39,7 @@ EXPECTED_TOOLS = {"peers", "exec", "read_file", "write_file", "list_dir", "get_i
                   "jobs", "job_status", "job_output", "job_wait", "job_cancel",
                   "fleet_exec", "fleet_read", "fleet_write", "ssh_hosts",
                   "tunnel_open", "tunnel_list", "tunnel_close"}
-ALL_TOOLS = EXPECTED_TOOLS | {"mapreduce", "schedules", "git"}
+ALL_TOOLS = EXPECTED_TOOLS | {"mapreduce", "schedules", "git", "task"}
 # Tools whose answer only confirms the request: no outputSchema (structured content all the same).
 CONFIRMING = {"write_file", "set_mode", "tunnel_close", "job_cancel"}
 # Tools that change things but destroy nothing.
@@ -353,6 +353,9 @@ async def stdio_attached():
             await check_fleet_tools(c, os.environ["SCRATCH"])
             await check_schedules(c)
             await check_git(c, os.environ["SCRATCH"])
+            why = await c.tool_error("task", {"target": "target", "prompt": "tidy up"})
+            check("task_agent" in why, "task on a node with no agent configured says which setting", why)
+            await c.invalid_params("task", {"target": "target", "prompt": "  "}, "prompt")
 
 
 async def stdio_session(body):

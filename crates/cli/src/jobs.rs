@@ -48,24 +48,9 @@ async fn job_reply(global: &Global, job: &JobRef, op: Op) -> anyhow::Result<JobI
 
 /// The jobs of every peer `target` selects, newest first per peer.
 async fn list(global: &Global, target: &str, json: bool) -> anyhow::Result<i32> {
-    let mut client = global.control().await?;
-    let targets = match client.request(&ControlRequest::Select { target: target.to_owned() }).await? {
-        ControlResponse::Targets(t) => t,
-        other => return Err(crate::query::unexpected(other)),
-    };
-    let mut asks = tokio::task::JoinSet::new();
-    for (i, t) in targets.into_iter().filter(|t| t.ssh.is_none()).enumerate() {
-        let global = global.clone();
-        asks.spawn(async move {
-            let answer = crate::remote::request(&global, &t.id, Op::Jobs { limit: 200 }).await;
-            (i, t.name, answer)
-        });
-    }
-    let mut answers = asks.join_all().await;
-    answers.sort_by_key(|(i, ..)| *i);
     let mut failed = 0;
     let mut rows = Vec::new();
-    for (_, name, answer) in answers {
+    for (name, answer) in crate::remote::ask_each(global, target, Op::Jobs { limit: 200 }).await? {
         match answer {
             Ok(Reply::Jobs { jobs, truncated }) => {
                 if truncated {

@@ -20,6 +20,27 @@ pub(crate) async fn request(global: &Global, target: &str, op: Op) -> anyhow::Re
     }
 }
 
+/// `op` on every peer `target` selects (SSH hosts left out), in parallel: each peer's name and
+/// answer, in the selection's order.
+pub(crate) async fn ask_each(
+    global: &Global,
+    target: &str,
+    op: Op,
+) -> anyhow::Result<Vec<(String, anyhow::Result<Reply>)>> {
+    let targets = match client(global).await?.request(&ControlRequest::Select { target: target.to_owned() }).await? {
+        ControlResponse::Targets(t) => t,
+        other => return Err(crate::query::unexpected(other)),
+    };
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, t) in targets.into_iter().filter(|t| t.ssh.is_none()).enumerate() {
+        let (global, op) = (global.clone(), op.clone());
+        asks.spawn(async move { (i, t.name, request(&global, &t.id, op).await) });
+    }
+    let mut answers = asks.join_all().await;
+    answers.sort_by_key(|(i, ..)| *i);
+    Ok(answers.into_iter().map(|(_, name, answer)| (name, answer)).collect())
+}
+
 pub(crate) async fn info(global: Global, args: InfoArgs) -> anyhow::Result<i32> {
     let Reply::Info(info) = request(&global, &args.peer, Op::Info).await? else { bail!("unexpected answer") };
     if args.json {

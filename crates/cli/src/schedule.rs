@@ -2,7 +2,6 @@
 //! its peer (`NAME@PEER`), which answers every operation under its own policy.
 
 use anyhow::{bail, Context};
-use tunnel_node::control::{ControlRequest, ControlResponse};
 use tunnel_proto::message::{ExecCommand, Op, Reply};
 use tunnel_proto::schedule::{ScheduleInfo, ScheduleRun, ScheduleSpec};
 
@@ -87,29 +86,10 @@ fn when(ms: Option<i64>) -> String {
     }
 }
 
-fn command_text(c: &ExecCommand) -> String {
-    match c {
-        ExecCommand::Argv(a) => a.join(" "),
-        ExecCommand::Shell(s) => format!("sh -c {s:?}"),
-    }
-}
-
 async fn list(global: &Global, target: &str, json: bool) -> anyhow::Result<i32> {
-    let mut client = global.control().await?;
-    let targets = match client.request(&ControlRequest::Select { target: target.to_owned() }).await? {
-        ControlResponse::Targets(t) => t,
-        other => return Err(crate::query::unexpected(other)),
-    };
-    let mut asks = tokio::task::JoinSet::new();
-    for (i, t) in targets.into_iter().filter(|t| t.ssh.is_none()).enumerate() {
-        let global = global.clone();
-        asks.spawn(async move { (i, t.name, crate::remote::request(&global, &t.id, Op::Schedules).await) });
-    }
-    let mut answers = asks.join_all().await;
-    answers.sort_by_key(|(i, ..)| *i);
     let mut failed = 0;
     let mut rows: Vec<ScheduleInfo> = Vec::new();
-    for (_, name, answer) in answers {
+    for (name, answer) in crate::remote::ask_each(global, target, Op::Schedules).await? {
         match answer {
             Ok(Reply::Schedules(list)) => rows.extend(list),
             Ok(other) => {
@@ -128,7 +108,7 @@ async fn list(global: &Global, target: &str, json: bool) -> anyhow::Result<i32> 
         if json {
             let v = serde_json::json!({
                 "id": id, "cron": s.spec.cron, "timezone": s.spec.timezone, "catch_up": s.spec.catch_up,
-                "command": command_text(&s.spec.command), "next_ms": s.next_ms, "last": last,
+                "command": s.spec.command.to_line(), "next_ms": s.next_ms, "last": last,
                 "last_job": s.last.as_ref().and_then(|r| r.job.as_ref()).map(|j| j.reference().to_string()),
             });
             outln!("{v}");
@@ -138,7 +118,7 @@ async fn list(global: &Global, target: &str, json: bool) -> anyhow::Result<i32> 
                 "{id:<24} {:<16} {tz:<14} next {}  last {last}  {}",
                 s.spec.cron,
                 when(s.next_ms),
-                command_text(&s.spec.command)
+                s.spec.command.to_line()
             );
         }
     }

@@ -168,23 +168,14 @@ pub(crate) async fn job_output(srv: &TunnelMcp, p: JobOutputParams) -> Result<Ca
 
 pub(crate) async fn jobs(srv: &TunnelMcp, p: JobsParams) -> Result<CallToolResult, McpError> {
     let target = p.target.unwrap_or_else(|| "all".into());
-    let targets = match srv.backend().request(&ControlRequest::Select { target: target.clone() }).await {
-        Ok(ControlResponse::Targets(t)) => t,
-        Ok(other) => return failure(format!("unexpected answer from the local node: {other:?}")),
-        Err(e) => return failure(next_step(&target, &e)),
+    let answers = match crate::ops_node::ask_each(srv, &target, Op::Jobs { limit: 50 }).await {
+        Ok(a) => a,
+        Err(e) => return failure(e),
     };
-    let mut asks = tokio::task::JoinSet::new();
-    for t in targets.into_iter().filter(|t| t.ssh.is_none()) {
-        let backend = srv.backend().clone();
-        asks.spawn(async move {
-            let request = ControlRequest::Request { target: t.id.clone(), op: Op::Jobs { limit: 50 } };
-            (t.name, backend.request(&request).await)
-        });
-    }
     let mut out = JobsOut { jobs: Vec::new(), errors: Vec::new() };
-    for (name, answer) in asks.join_all().await {
+    for (name, answer) in answers {
         match answer {
-            Ok(ControlResponse::Reply(Reply::Jobs { jobs, .. })) => out.jobs.extend(jobs.iter().map(JobOut::from)),
+            Ok(Reply::Jobs { jobs, .. }) => out.jobs.extend(jobs.iter().map(JobOut::from)),
             Ok(other) => out.errors.push(format!("{name}: unexpected answer {other:?}")),
             Err(e) => out.errors.push(format!("{name}: {e}")),
         }

@@ -236,3 +236,32 @@ pub(crate) fn next_step(target: &str, error: &str) -> String {
         error.to_owned()
     }
 }
+
+/// `op` on every peer `target` selects (SSH hosts left out), in parallel: each peer's name and
+/// answer, in the selection's order.
+pub(crate) async fn ask_each(
+    srv: &TunnelMcp,
+    target: &str,
+    op: Op,
+) -> Result<Vec<(String, Result<Reply, String>)>, String> {
+    let targets = match srv.backend().request(&ControlRequest::Select { target: target.to_owned() }).await {
+        Ok(ControlResponse::Targets(t)) => t,
+        Ok(other) => return Err(format!("unexpected answer from the local node: {other:?}")),
+        Err(e) => return Err(next_step(target, &e)),
+    };
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, t) in targets.into_iter().filter(|t| t.ssh.is_none()).enumerate() {
+        let (backend, op) = (srv.backend().clone(), op.clone());
+        asks.spawn(async move {
+            let answer = match backend.request(&ControlRequest::Request { target: t.id.clone(), op }).await {
+                Ok(ControlResponse::Reply(reply)) => Ok(reply),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e),
+            };
+            (i, t.name, answer)
+        });
+    }
+    let mut answers = asks.join_all().await;
+    answers.sort_by_key(|(i, ..)| *i);
+    Ok(answers.into_iter().map(|(_, name, answer)| (name, answer)).collect())
+}

@@ -5,7 +5,7 @@
 use rmcp::model::CallToolResult;
 use rmcp::ErrorData as McpError;
 use tunnel_node::control::{ControlRequest, ControlResponse};
-use tunnel_proto::message::{ExecCommand, Op, Reply};
+use tunnel_proto::message::{Op, Reply};
 use tunnel_proto::schedule::{ScheduleInfo, ScheduleRun, ScheduleSpec};
 
 use crate::ops_node::next_step;
@@ -14,19 +14,12 @@ use crate::server::{failure, invalid, success, TunnelMcp};
 
 const TOOL: &str = "schedules";
 
-fn command_text(c: &ExecCommand) -> String {
-    match c {
-        ExecCommand::Argv(a) => a.join(" "),
-        ExecCommand::Shell(s) => format!("sh -c {s:?}"),
-    }
-}
-
 fn schedule_out(s: &ScheduleInfo) -> ScheduleOut {
     ScheduleOut {
         schedule: format!("{}@{}", s.spec.name, s.node.short()),
         cron: s.spec.cron.clone(),
         timezone: s.spec.timezone.clone(),
-        command: command_text(&s.spec.command),
+        command: s.spec.command.to_line(),
         next_ms: s.next_ms,
     }
 }
@@ -94,16 +87,15 @@ pub(crate) async fn schedules(srv: &TunnelMcp, p: ScheduleParams) -> Result<Call
         }
         ScheduleAction::List => {
             let target = p.target.clone().unwrap_or_else(|| "all".into());
-            let targets = match srv.backend().request(&ControlRequest::Select { target: target.clone() }).await {
-                Ok(ControlResponse::Targets(t)) => t,
-                Ok(other) => return failure(format!("unexpected answer from the local node: {other:?}")),
-                Err(e) => return failure(next_step(&target, &e)),
+            let answers = match crate::ops_node::ask_each(srv, &target, Op::Schedules).await {
+                Ok(a) => a,
+                Err(e) => return failure(e),
             };
-            for t in targets.iter().filter(|t| t.ssh.is_none()) {
-                match ask(srv, &t.id, Op::Schedules).await {
+            for (name, answer) in answers {
+                match answer {
                     Ok(Reply::Schedules(list)) => out.schedules.extend(list.iter().map(schedule_out)),
-                    Ok(other) => out.errors.push(format!("{}: unexpected answer {other:?}", t.name)),
-                    Err(e) => out.errors.push(format!("{}: {e}", t.name)),
+                    Ok(other) => out.errors.push(format!("{name}: unexpected answer {other:?}")),
+                    Err(e) => out.errors.push(format!("{name}: {e}")),
                 }
             }
             let mut text = format!("{} schedules", out.schedules.len());

@@ -211,6 +211,16 @@ pub enum ExecCommand {
     Shell(String),
 }
 
+impl ExecCommand {
+    /// The command on one line, for listings.
+    pub fn to_line(&self) -> String {
+        match self {
+            Self::Argv(a) => a.join(" "),
+            Self::Shell(s) => format!("sh -c {s:?}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecSpec {
     /// Unique per request; a resend with the same id never runs the command twice.
