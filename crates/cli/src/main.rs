@@ -22,6 +22,7 @@ impl std::fmt::Display for StdoutClosed {
 impl std::error::Error for StdoutClosed {}
 
 mod args;
+mod args_work;
 mod audit;
 mod cp;
 mod demo;

@@ -23,6 +23,7 @@ use crate::node::Node;
 use crate::with_connect_timeout;
 
 pub mod call;
+mod exec;
 mod files;
 pub(crate) mod fleet;
 pub(crate) mod job;
@@ -514,15 +515,15 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node, yielder: Yielder) {
                 continue;
             }
             ControlRequest::Exec { target, spec } => {
-                return with_connect_timeout(bound, serve_exec(stream, node, target, Launch::Exec(spec))).await
+                return with_connect_timeout(bound, exec::serve(stream, node, target, exec::Launch::Exec(spec))).await
             }
             ControlRequest::ExecJob { target, spec, job } => {
-                let launch = Launch::Job(crate::JobLaunch::Exec { spec, job });
-                return with_connect_timeout(bound, serve_exec(stream, node, target, launch)).await;
+                let launch = exec::Launch::Job(crate::JobLaunch::Exec { spec, job });
+                return with_connect_timeout(bound, exec::serve(stream, node, target, launch)).await;
             }
             ControlRequest::Task { target, task } => {
-                let launch = Launch::Job(crate::JobLaunch::Task(task));
-                return with_connect_timeout(bound, serve_exec(stream, node, target, launch)).await;
+                let launch = exec::Launch::Job(crate::JobLaunch::Task(task));
+                return with_connect_timeout(bound, exec::serve(stream, node, target, launch)).await;
             }
             ControlRequest::Read { target, spec } => {
                 let serve = crate::control::files::serve_read(stream, node, target, spec, operator);
@@ -663,75 +664,4 @@ async fn hold_forward<S: ControlStream>(mut stream: S, node: Node, spec: crate::
         }
     }
     let _ = node.forwards().close(info.id).await;
-}
-
-/// What a control client starts on a peer.
-enum Launch {
-    Exec(ExecSpec),
-    Job(crate::JobLaunch),
-}
-
-/// Relays one exec between the control client and the peer. The client going away (its
-/// end closing before the command finished) cancels the command.
-async fn serve_exec<S: ControlStream>(stream: S, node: Node, target: String, launch: Launch) {
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let peer = match node.find_dest(&target).await {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = write_frame(&mut wr, &ControlResponse::Error(e.to_string())).await;
-            return;
-        }
-    };
-    let wants_stdin = match &launch {
-        Launch::Exec(spec) | Launch::Job(crate::JobLaunch::Exec { spec, .. }) => spec.stdin,
-        Launch::Job(crate::JobLaunch::Task(_)) => false,
-    };
-    let (stdin_tx, stdin_rx) = if wants_stdin {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
-    let (events_tx, mut events) = mpsc::channel(64);
-    let runner = node.clone();
-    let run = tokio::spawn(crate::node::lookup::inherit(async move {
-        let ran = match launch {
-            Launch::Job(launch) => runner.exec_as_job(peer, launch, stdin_rx, events_tx.clone()).await,
-            Launch::Exec(spec) => runner.exec(peer, spec, stdin_rx, events_tx.clone()).await,
-        };
-        if let Err(e) = ran {
-            let _ = events_tx.send(ExecEvent::Failed(e.to_string())).await;
-        }
-    }));
-    let _run = tokio_util::task::AbortOnDropHandle::new(run);
-    let client = tokio::spawn(async move {
-        let mut stdin_tx = stdin_tx;
-        loop {
-            match read_frame::<ControlRequest, _>(&mut rd).await {
-                Ok(Some(ControlRequest::Input(bytes))) => {
-                    if let Some(tx) = &stdin_tx {
-                        let _ = tx.send(bytes.0.into()).await;
-                    }
-                }
-                Ok(Some(ControlRequest::InputEnd)) => stdin_tx = None,
-                // The client closed its end: it is gone.
-                Ok(None) | Err(_) => return,
-                Ok(Some(_)) => {}
-            }
-        }
-    });
-    let mut client = tokio_util::task::AbortOnDropHandle::new(client);
-    loop {
-        tokio::select! {
-            event = events.recv() => {
-                let Some(event) = event else { return };
-                let last = event.is_last();
-                if write_frame(&mut wr, &ControlResponse::Exec(event)).await.is_err() || last {
-                    return;
-                }
-            }
-            // Returning drops `events`, which cancels the command on the peer.
-            _ = &mut client => return,
-        }
-    }
 }
