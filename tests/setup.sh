@@ -23,6 +23,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # `tunnel exec` from a terminal is tested under script(1).
 command -v script >/dev/null 2>&1 || need+=(bsdutils)
+# `tunnel git` is tested against real repositories.
+command -v git >/dev/null 2>&1 || need+=(git)
 # Schedules in named time zones read the system's zoneinfo.
 [ -e /usr/share/zoneinfo/Europe/Berlin ] || need+=(tzdata)
 if [ "${#need[@]}" -gt 0 ]; then
