@@ -137,3 +137,31 @@ fn bad_schedules_are_refused_naming_what_is_wrong() -> anyhow::Result<()> {
     assert!(!o.status.success() && err(&o).contains("NAME@PEER"), "{}", err(&o));
     Ok(())
 }
+
+#[test]
+fn a_schedule_stops_when_its_creator_loses_access_to_the_node() -> anyhow::Result<()> {
+    let (relay, t, op, target) = tunnel_tests::op_and_target("edit")?;
+    let scratch = TempDir::new("schedules-revoked");
+    let ticks = scratch.path().join("ticks");
+    let script = format!("echo tick >> {}", ticks.display());
+    let o = op.cli(&["schedule", "add", "target", "--cron", "* * * * * *", "--name", "ticker", "--shell", &script]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(eventually(Duration::from_secs(10), || lines_in(&ticks) >= 1), "it runs while its creator may");
+    // The operator of `target` drops `op` from the allow list (only the node itself remains).
+    let own_id = out(&target.cli(&["id"])).split_whitespace().next().unwrap_or_default().to_owned();
+    let mut target = target;
+    target.proc.kill();
+    let config = target.dir.path().join("config/tunnel/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap())?;
+    std::fs::write(&config, format!("allow = [\"{own_id}\"]\n"))?;
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let target = target.restart(&relay.url, "r", &t, &[("TUNNEL_MODE", "edit")])?;
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = lines_in(&ticks);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lines_in(&ticks), before, "the schedule of a node no longer allowed still ran");
+    let runs = json_lines(&target.cli(&["schedule", "runs", "ticker@local", "-n", "1", "--json"]));
+    let why = runs[0]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("creator may no longer run commands here"), "{runs:?}");
+    Ok(())
+}

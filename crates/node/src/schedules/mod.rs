@@ -300,8 +300,22 @@ fn count_between_record(record: &Record) -> u32 {
 /// `missed` run times passed before this one unrun.
 pub(crate) async fn fire(node: &Node, name: &str, missed: u32, checked_ms: Option<i64>) -> StoredRun {
     let at_ms = now_ms();
-    let run = match node.schedules().get(name) {
+    let found = node.schedules().get(name);
+    let created_by = found.as_ref().ok().map(|(r, _)| r.created_by.to_string());
+    // The node runs the command as itself, so the schedule must still be its creator's to
+    // have: a node dropped from the allow list stops its schedules with it.
+    let creator_allowed = |r: &Record| node.policy_check(|p| p.check_caller(&r.created_by));
+    let run = match found {
         Err(e) => StoredRun { at_ms, job: None, error: Some(e), missed },
+        Ok((record, _)) if creator_allowed(&record).is_err() => {
+            let why = creator_allowed(&record).err().map(|r| r.to_string()).unwrap_or_default();
+            StoredRun {
+                at_ms,
+                job: None,
+                error: Some(format!("refused: its creator may no longer run commands here ({why})")),
+                missed,
+            }
+        }
         Ok((record, _)) => {
             let spec = ExecSpec {
                 request_id: rand::random(),
@@ -335,7 +349,9 @@ pub(crate) async fn fire(node: &Node, name: &str, missed: u32, checked_ms: Optio
             run
         }
     };
-    let detail = serde_json::json!({ "schedule": name, "job": run.job, "error": run.error, "missed": missed });
+    let detail = serde_json::json!({
+        "schedule": name, "created_by": created_by, "job": run.job, "error": run.error, "missed": missed,
+    });
     let decision = if run.error.is_some() { "refused" } else { "allowed" };
     node.audit(crate::audit::Entry {
         event: "schedule.run".into(),
