@@ -48,26 +48,18 @@ async fn job_reply(global: &Global, job: &JobRef, op: Op) -> anyhow::Result<JobI
 
 /// The jobs of every peer `target` selects, newest first per peer.
 async fn list(global: &Global, target: &str, json: bool) -> anyhow::Result<i32> {
-    let mut failed = 0;
     let mut rows = Vec::new();
-    for (name, answer) in crate::remote::ask_each(global, target, Op::Jobs { limit: 200 }).await? {
-        match answer {
-            Ok(Reply::Jobs { jobs, truncated }) => {
-                if truncated {
-                    eprintln!("{name}: only its newest {} jobs are listed", jobs.len());
-                }
-                rows.extend(jobs.into_iter().map(|j| (name.clone(), j)));
+    let failed = crate::remote::ask_each(global, target, Op::Jobs { limit: 200 }, |name, reply| match reply {
+        Reply::Jobs { jobs, truncated } => {
+            if truncated {
+                eprintln!("{name}: only its newest {} jobs are listed", jobs.len());
             }
-            Ok(other) => {
-                failed += 1;
-                eprintln!("{name}: unexpected answer {other:?}");
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("{name}: {e:#}");
-            }
+            rows.extend(jobs.into_iter().map(|j| (name.to_owned(), j)));
+            None
         }
-    }
+        other => Some(other),
+    })
+    .await?;
     if json {
         for (peer, j) in &rows {
             let mut v = serde_json::json!({

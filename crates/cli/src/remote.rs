@@ -20,13 +20,15 @@ pub(crate) async fn request(global: &Global, target: &str, op: Op) -> anyhow::Re
     }
 }
 
-/// `op` on every peer `target` selects (SSH hosts left out), in parallel: each peer's name and
-/// answer, in the selection's order.
+/// `op` on every peer `target` selects (SSH hosts left out), in parallel, each answer handed
+/// to `take` in the selection's order; `take` gives back an answer it did not expect. Peers
+/// that failed or answered otherwise are reported on stderr; returns how many there were.
 pub(crate) async fn ask_each(
     global: &Global,
     target: &str,
     op: Op,
-) -> anyhow::Result<Vec<(String, anyhow::Result<Reply>)>> {
+    mut take: impl FnMut(&str, Reply) -> Option<Reply>,
+) -> anyhow::Result<usize> {
     let targets = match client(global).await?.request(&ControlRequest::Select { target: target.to_owned() }).await? {
         ControlResponse::Targets(t) => t,
         other => return Err(crate::query::unexpected(other)),
@@ -38,7 +40,17 @@ pub(crate) async fn ask_each(
     }
     let mut answers = asks.join_all().await;
     answers.sort_by_key(|(i, ..)| *i);
-    Ok(answers.into_iter().map(|(_, name, answer)| (name, answer)).collect())
+    let mut failed = 0;
+    for (_, name, answer) in answers {
+        let why = match answer.map(|reply| take(&name, reply)) {
+            Ok(None) => continue,
+            Ok(Some(other)) => format!("unexpected answer {other:?}"),
+            Err(e) => format!("{e:#}"),
+        };
+        failed += 1;
+        eprintln!("{name}: {why}");
+    }
+    Ok(failed)
 }
 
 pub(crate) async fn info(global: Global, args: InfoArgs) -> anyhow::Result<i32> {

@@ -87,21 +87,15 @@ fn when(ms: Option<i64>) -> String {
 }
 
 async fn list(global: &Global, target: &str, json: bool) -> anyhow::Result<i32> {
-    let mut failed = 0;
     let mut rows: Vec<ScheduleInfo> = Vec::new();
-    for (name, answer) in crate::remote::ask_each(global, target, Op::Schedules).await? {
-        match answer {
-            Ok(Reply::Schedules(list)) => rows.extend(list),
-            Ok(other) => {
-                failed += 1;
-                eprintln!("{name}: unexpected answer {other:?}");
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("{name}: {e:#}");
-            }
+    let failed = crate::remote::ask_each(global, target, Op::Schedules, |_, reply| match reply {
+        Reply::Schedules(list) => {
+            rows.extend(list);
+            None
         }
-    }
+        other => Some(other),
+    })
+    .await?;
     for s in &rows {
         let id = format!("{}@{}", s.spec.name, s.node.short());
         let last = s.last.as_ref().map(run_summary).unwrap_or_else(|| "-".into());

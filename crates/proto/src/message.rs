@@ -483,6 +483,12 @@ pub struct RemoteError {
     pub message: String,
 }
 
+impl RemoteError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self { kind: RemoteErrorKind::Failed, message: message.into() }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RemoteErrorKind {
     Unsupported,

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,7 +40,12 @@ pub(crate) struct Jobs {
     root: Option<PathBuf>,
     next: AtomicU64,
     live: Mutex<HashMap<u64, Arc<Live>>>,
+    /// When pruning last started (ms since the epoch).
+    pruned_ms: AtomicI64,
 }
+
+/// Pruning reads every job's record: at most this often.
+const PRUNE_EVERY_MS: i64 = 60_000;
 
 /// A detached job whose command still runs.
 pub(crate) struct Live {
@@ -63,9 +68,27 @@ impl Jobs {
                 tracing::warn!(dir = %root.display(), error = %e, "cannot keep jobs");
             }
             highest = store::recover(root);
-            store::prune(root, store::now_ms(), store::RETENTION, store::TOTAL_BYTES);
         }
-        Self { node, root, next: AtomicU64::new(highest + 1), live: Mutex::new(HashMap::new()) }
+        let jobs = Self {
+            node,
+            root,
+            next: AtomicU64::new(highest + 1),
+            live: Mutex::new(HashMap::new()),
+            pruned_ms: AtomicI64::new(i64::MIN),
+        };
+        jobs.prune_soon();
+        jobs
+    }
+
+    /// Prunes old jobs off the runtime's threads, unless that was done within the last minute.
+    fn prune_soon(&self) {
+        let Some(root) = self.root.clone() else { return };
+        let now = store::now_ms();
+        let last = self.pruned_ms.load(Ordering::Relaxed);
+        let due = now.saturating_sub(last) >= PRUNE_EVERY_MS;
+        if due && self.pruned_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            tokio::task::spawn_blocking(move || store::prune(&root, now, store::RETENTION, store::TOTAL_BYTES));
+        }
     }
 
     fn live(&self, id: u64) -> Option<Arc<Live>> {
@@ -166,15 +189,8 @@ impl Jobs {
             if let Some(group) = live.group {
                 let _ = rustix::process::kill_process_group(group, rustix::process::Signal::Kill);
             }
-            live.info.send_modify(|i| {
-                i.state = JobState::Lost;
-                i.ended_ms = Some(store::now_ms());
-                i.reason = Some("the node stopped while the job ran; the job was killed".into());
-            });
-            let record = Record { info: live.info.borrow().clone(), pid: None, pid_start: None };
-            if let Err(e) = store::write_record(&live.dir, &record) {
-                tracing::warn!(job = record.info.id, error = %e, "could not record a job as lost");
-            }
+            live.info.send_modify(|i| store::mark_lost(i, "the node stopped while the job ran; the job was killed"));
+            store::save_lost(&live.dir, Record { info: live.info.borrow().clone(), pid: None, pid_start: None });
         }
     }
 }
@@ -204,10 +220,6 @@ impl JobRun {
 
     pub(crate) fn after(&self) -> Duration {
         Duration::from_millis(self.start.after_ms)
-    }
-
-    pub(crate) fn detached(&self) -> bool {
-        self.live.is_some()
     }
 
     /// Keeps output, in memory and (once detached) on disk.
@@ -318,11 +330,7 @@ impl JobRun {
         if let Err(e) = store::write_record(&live.dir, &record) {
             tracing::warn!(job = info.id, error = %e, "could not record a job's end");
         }
-        if let Some(root) = jobs.root.clone() {
-            tokio::task::spawn_blocking(move || {
-                store::prune(&root, store::now_ms(), store::RETENTION, store::TOTAL_BYTES)
-            });
-        }
+        jobs.prune_soon();
         Some(info)
     }
 }

@@ -75,20 +75,33 @@ pub(crate) fn recover(root: &Path) -> u64 {
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::Kill);
         }
         let (kept_from, total) = crate::jobs::output::extent(&dir).unwrap_or((0, record.info.output_bytes));
-        record.info.state = JobState::Lost;
-        record.info.ended_ms = Some(now_ms());
         record.info.kept_from = kept_from;
         record.info.output_bytes = total;
-        record.info.reason = Some(match survivor {
-            Some(_) => "the node stopped while the job ran; its process was still running and was killed".into(),
-            None => "the node stopped while the job ran; its process ended with it, exit status unknown".into(),
-        });
+        mark_lost(
+            &mut record.info,
+            match survivor {
+                Some(_) => "the node stopped while the job ran; its process was still running and was killed",
+                None => "the node stopped while the job ran; its process ended with it, exit status unknown",
+            },
+        );
         record.pid = None;
-        if let Err(e) = write_record(&dir, &record) {
-            tracing::warn!(job = seq, error = %e, "could not mark a job lost");
-        }
+        save_lost(&dir, record);
     }
     highest
+}
+
+/// A job whose end nobody saw: `lost`, now, and why.
+pub(crate) fn mark_lost(info: &mut JobInfo, reason: &str) {
+    info.state = JobState::Lost;
+    info.ended_ms = Some(now_ms());
+    info.reason = Some(reason.to_owned());
+}
+
+/// Writes a lost job's record; a failure is logged (there is nobody else to tell).
+pub(crate) fn save_lost(dir: &Path, record: Record) {
+    if let Err(e) = write_record(dir, &record) {
+        tracing::warn!(job = record.info.id, error = %e, "could not record a job as lost");
+    }
 }
 
 fn dir_bytes(dir: &Path) -> u64 {

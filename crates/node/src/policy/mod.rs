@@ -62,6 +62,12 @@ impl std::str::FromStr for Mode {
     }
 }
 
+impl From<Refusal> for tunnel_proto::message::RemoteError {
+    fn from(r: Refusal) -> Self {
+        Self { kind: tunnel_proto::message::RemoteErrorKind::Refused, message: r.to_string() }
+    }
+}
+
 /// A refusal: which rule said no, and about what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("refused by policy: {rule}")]

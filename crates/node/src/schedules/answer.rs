@@ -4,37 +4,20 @@
 //! others' only as one of this node's admins (or its allow list, when set). All audited.
 
 use tunnel_proto::job::OutputFrom;
-use tunnel_proto::message::{ByteBuf, Op, RemoteError, RemoteErrorKind, Reply};
+use tunnel_proto::message::{ByteBuf, Op, RemoteError, Reply};
 use tunnel_proto::schedule::{ScheduleInfo, ScheduleRun};
 use tunnel_proto::NodeId;
 
 use super::{Record, StoredRun};
-use crate::policy::Refusal;
 use crate::Node;
 
 /// Bytes of each run's output `schedule runs` shows.
 const TAIL_BYTES: u32 = 1024;
 const RUNS_MAX: u32 = 50;
 
-fn failed(message: String) -> RemoteError {
-    RemoteError { kind: RemoteErrorKind::Failed, message }
-}
-
-fn refused(r: Refusal) -> RemoteError {
-    RemoteError { kind: RemoteErrorKind::Refused, message: r.to_string() }
-}
-
 pub(crate) async fn answer(node: &Node, from: NodeId, op: Op, operator: bool) -> Result<Reply, RemoteError> {
-    if !operator {
-        node.policy_check(|p| p.check_caller(&from)).map_err(refused)?;
-    }
-    let others = if operator { Ok(()) } else { node.policy_check(|p| p.check_jobs_of_others(&from)) };
-    let mine = |r: &Record| -> Result<(), RemoteError> {
-        match &others {
-            Err(e) if r.created_by != from => Err(refused(e.clone())),
-            _ => Ok(()),
-        }
-    };
+    let rights = crate::jobs::answer::Rights::of(node, from, operator)?;
+    let mine = |r: &Record| rights.check(&r.created_by);
     let schedules = node.schedules();
     match op {
         Op::ScheduleAdd { spec } => {
@@ -52,35 +35,35 @@ pub(crate) async fn answer(node: &Node, from: NodeId, op: Op, operator: bool) ->
             });
             if let Err(r) = allowed {
                 node.audit_op(from, "schedule.add", "refused", Some(r.rule.clone()), detail, None);
-                return Err(refused(r));
+                return Err(r.into());
             }
-            let record = schedules.add(spec, from).map_err(failed)?;
+            let record = schedules.add(spec, from).map_err(RemoteError::failed)?;
             node.audit_op(from, "schedule.add", "allowed", None, detail, None);
-            let (record, next) = schedules.get(&record.spec.name).map_err(failed)?;
+            let (record, next) = schedules.get(&record.spec.name).map_err(RemoteError::failed)?;
             Ok(Reply::Schedule(Box::new(info(node, record, next).await)))
         }
         Op::Schedules => {
             let mut out = Vec::new();
             for (record, next) in schedules.list() {
-                if mine(&record).is_ok() {
+                if rights.sees(&record.created_by) {
                     out.push(info(node, record, next).await);
                 }
             }
             Ok(Reply::Schedules(out))
         }
         Op::ScheduleRemove { name } => {
-            let (record, _) = schedules.get(&name).map_err(failed)?;
+            let (record, _) = schedules.get(&name).map_err(RemoteError::failed)?;
             let detail = serde_json::json!({ "schedule": name });
             if let Err(e) = mine(&record) {
                 node.audit_op(from, "schedule.rm", "refused", Some(e.message.clone()), detail, None);
                 return Err(e);
             }
-            let record = schedules.remove(&name).map_err(failed)?;
+            let record = schedules.remove(&name).map_err(RemoteError::failed)?;
             node.audit_op(from, "schedule.rm", "allowed", None, detail, None);
             Ok(Reply::Schedule(Box::new(info(node, record, None).await)))
         }
         Op::ScheduleRuns { name, limit } => {
-            let (record, _) = schedules.get(&name).map_err(failed)?;
+            let (record, _) = schedules.get(&name).map_err(RemoteError::failed)?;
             mine(&record)?;
             let mut runs = Vec::new();
             for run in record.runs.iter().rev().take(limit.clamp(1, RUNS_MAX) as usize) {
@@ -89,7 +72,7 @@ pub(crate) async fn answer(node: &Node, from: NodeId, op: Op, operator: bool) ->
             Ok(Reply::ScheduleRuns(runs))
         }
         Op::ScheduleRunNow { name } => {
-            let (record, _) = schedules.get(&name).map_err(failed)?;
+            let (record, _) = schedules.get(&name).map_err(RemoteError::failed)?;
             let detail = serde_json::json!({ "schedule": name });
             if let Err(e) = mine(&record) {
                 node.audit_op(from, "schedule.run_now", "refused", Some(e.message.clone()), detail, None);
@@ -99,7 +82,7 @@ pub(crate) async fn answer(node: &Node, from: NodeId, op: Op, operator: bool) ->
             let run = super::fire(node, &name, 0, None).await;
             Ok(Reply::ScheduleRuns(vec![run_of(node, &run).await]))
         }
-        other => Err(failed(format!("{} is not a schedule operation", other.name()))),
+        other => Err(RemoteError::failed(format!("{} is not a schedule operation", other.name()))),
     }
 }
 

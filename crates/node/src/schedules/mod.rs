@@ -114,8 +114,8 @@ fn save(root: &Path, record: &Record) -> std::io::Result<()> {
 
 impl Schedules {
     /// Loads the schedules under `state_dir`. Run times that passed while the node was down
-    /// are counted now; `due_now` gets the names of those that catch up with one run.
-    pub(crate) fn open(state_dir: Option<&Path>, due_now: &mut Vec<String>) -> Self {
+    /// are counted now; `due_now` gets those that catch up with one run, and how many passed.
+    pub(crate) fn open(state_dir: Option<&Path>, due_now: &mut Vec<(String, u32)>) -> Self {
         let root = state_dir.map(|d| d.join("schedules"));
         let mut entries = BTreeMap::new();
         if let Some(root) = &root {
@@ -142,7 +142,7 @@ impl Schedules {
                 let missed = count_between(&entry, entry.record.checked_ms, now);
                 if missed > 0 {
                     if entry.record.spec.catch_up {
-                        due_now.push(entry.record.spec.name.clone());
+                        due_now.push((entry.record.spec.name.clone(), missed));
                     } else {
                         let why = format!("{missed} run time(s) passed while the node was down; skipped (no catch-up)");
                         push_run(&mut entry.record, StoredRun { at_ms: now, job: None, error: Some(why), missed });
@@ -263,9 +263,8 @@ fn count_between(e: &Entry, from_ms: i64, to_ms: i64) -> u32 {
 }
 
 /// Runs the schedules until the node stops. `due_now` are those catching up after a restart.
-pub(crate) async fn run_loop(node: Node, due_now: Vec<String>) {
-    for name in due_now {
-        let missed = node.schedules().get(&name).map(|(r, _)| count_between_record(&r)).unwrap_or(0);
+pub(crate) async fn run_loop(node: Node, due_now: Vec<(String, u32)>) {
+    for (name, missed) in due_now {
         fire(&node, &name, missed, Some(now_ms())).await;
     }
     loop {
@@ -285,15 +284,6 @@ pub(crate) async fn run_loop(node: Node, due_now: Vec<String>) {
             tokio::spawn(async move { fire(&node, &name, times.saturating_sub(1), None).await });
         }
     }
-}
-
-fn count_between_record(record: &Record) -> u32 {
-    times_of(&record.spec)
-        .map(|(cron, tz)| {
-            let e = Entry { record: record.clone(), cron, tz };
-            count_between(&e, record.checked_ms, now_ms())
-        })
-        .unwrap_or(0)
 }
 
 /// Runs a schedule once, now: an exec of this node on itself, detached as a job at once.

@@ -124,8 +124,7 @@ pub(crate) async fn run_decided(node: crate::Node, d: Decided) {
         Err(refusal) => return refuse(&node, peer, event, refusal, detail, writer, ExecEvent::Refused).await,
     };
     let started = Instant::now();
-    let mut job =
-        start.map(|s| Detach { run: JobRun::new(s, peer, title), node: &node, caller: peer, detail: &detail });
+    let mut job = start.map(|s| Detach { run: JobRun::new(s, peer, title), node: &node, detail: &detail });
     let mut writer = Some(writer);
     let result = run(&spec, &cmd, plan_env, sandbox, &mut reader, &mut writer, job.as_mut()).await;
     match writer {
@@ -148,7 +147,6 @@ pub(crate) async fn run_decided(node: crate::Node, d: Decided) {
 struct Detach<'a> {
     run: JobRun,
     node: &'a crate::Node,
-    caller: tunnel_proto::NodeId,
     detail: &'a serde_json::Value,
 }
 
@@ -164,7 +162,7 @@ impl Detach<'_> {
         let mut detail = self.detail.clone();
         detail["job"] = info.id.into();
         detail["label"] = info.label.clone().into();
-        self.node.audit_op(self.caller, "job.start", "allowed", None, detail, None);
+        self.node.audit_op(info.caller, "job.start", "allowed", None, detail, None);
         if let Some(writer) = writer.take() {
             send_last(writer, &ExecEvent::Detached(info)).await;
         }
@@ -396,7 +394,7 @@ async fn run(
                     stdin = None;
                 }
             }
-            _ = async { job.as_ref().expect("guarded").run.cancelled().await }, if job.as_ref().is_some_and(|j| j.run.detached()) && kill_at.is_none() && status.is_none() => {
+            _ = job_cancelled(job.as_deref()), if kill_at.is_none() && status.is_none() => {
                 exit.cancelled = true;
                 if let Some(pgid) = group {
                     let _ = kill_process_group(pgid, Signal::Term);
@@ -459,6 +457,14 @@ async fn forward(writer: &mut Option<StreamWriter>, event: fn(ByteBuf) -> ExecEv
     match writer {
         Some(w) => bytes.is_empty() || send(w, &event(ByteBuf::copy_from(bytes))).await,
         None => true,
+    }
+}
+
+/// Resolves when someone cancels the detached job; never for an attached command.
+async fn job_cancelled(job: Option<&Detach<'_>>) {
+    match job {
+        Some(job) => job.run.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 
