@@ -238,3 +238,32 @@ fn keepalives_hold_nat_mappings_and_a_rebinding_nat_loses_nothing() {
     let now = peer(&b, "lan-a").unwrap()["addr"].clone();
     assert_ne!(now, seen, "the NAT did not rebind: lan-b still sees lan-a at {now}");
 }
+
+/// A path that loses 5% of its packets (both ways, at random) stays direct, and exec and files
+/// cross it intact; at 30% the work still completes, over whichever path serves.
+#[test]
+fn a_lossy_path_loses_nothing() {
+    let Some(lab) = lab() else { return };
+    let room = relay(&lab).unwrap();
+    let a = node(&lab, &room, "lan-a").unwrap();
+    let b = node(&lab, &room, "lan-b").unwrap();
+    go_direct(&a, &b, Duration::from_secs(5)).unwrap();
+    let work = TempDir::new("nat-lossy");
+
+    lab.lossy(5).unwrap();
+    let started = Instant::now();
+    exercise(&a, &b, work.path()).expect("exec and files over a path losing 5%");
+    eprintln!("lossy 5%: exec and 10 MB both ways in {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(peer(&a, "lan-b").unwrap()["path"], "direct", "5% loss must not cost the direct path");
+    assert_eq!(paths_lost(&a, "lan-b") + paths_lost(&b, "lan-a"), 0, "the path dropped under 5% loss");
+
+    lab.lossy(15).unwrap();
+    let started = Instant::now();
+    exercise(&a, &b, work.path()).expect("exec and files over a path losing 15%");
+    eprintln!(
+        "lossy 15%: exec and 10 MB both ways in {:.1} s, now on {}",
+        started.elapsed().as_secs_f64(),
+        peer(&a, "lan-b").unwrap()["path"]
+    );
+    lab.lossy(0).unwrap();
+}

@@ -212,6 +212,22 @@ impl NatLab {
         }
     }
 
+    /// Drops `percent` of the UDP packets the core forwards, at random, both ways (0: none).
+    /// The kernel here has no `netem`, so loss is what the lab can impair, not delay.
+    pub fn lossy(&self, percent: u8) -> anyhow::Result<()> {
+        let _ = self.exec("inet", "nft", &["delete", "table", "ip", "lossy"]);
+        if percent == 0 {
+            return Ok(());
+        }
+        self.nft(
+            "inet",
+            &format!(
+                "table ip lossy {{\n chain drop_some {{ type filter hook forward priority -10; policy accept; \
+                 meta l4proto udp numgen random mod 100 < {percent} drop; }}\n}}\n"
+            ),
+        )
+    }
+
     fn ip(&self, host: &str, args: &[&str]) -> anyhow::Result<()> {
         let mut all = vec!["-n", &self.ns(host)].into_iter().map(str::to_owned).collect::<Vec<_>>();
         all.extend(args.iter().map(|a| (*a).to_owned()));

@@ -436,6 +436,10 @@ impl Router {
                     if let Ok(id) = ended {
                         if self.actors.get(&id).is_some_and(|a| a.cmd.is_closed()) {
                             self.actors.remove(&id);
+                            // After talking to thousands, an idle node returns to idle memory.
+                            if self.actors.capacity() > 64 && self.actors.len() < self.actors.capacity() / 4 {
+                                self.actors.shrink_to(self.actors.len() * 2);
+                            }
                         }
                     }
                 }
