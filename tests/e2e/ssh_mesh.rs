@@ -317,6 +317,114 @@ fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Processes whose command line has `needle` (test commands run on the SSH hosts, which are
+/// this machine's sshd).
+fn running(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).replace('\0', " ").contains(needle))
+        .count()
+}
+
+fn gone(needle: &str) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while running(needle) > 0 {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// Jobs on SSH hosts are kept by the jump peer: detached or after `--job-after`, followed,
+/// waited for and cancelled (the command on the host stopped) by id from the operator, and
+/// reported `lost` when the jump peer restarts under them.
+#[test]
+fn jobs_on_ssh_hosts_are_kept_by_the_jump_peer() -> anyhow::Result<()> {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return Ok(());
+    }
+    let dir = TempDir::new("ssh-jobs");
+    let key = keygen(dir.path(), "id_ed25519", "ed25519", "")?;
+    let servers: Vec<Sshd> = (0..2).map(|_| Sshd::start(&[public_key(&key)])).collect::<Result<_, _>>()?;
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let t = token();
+    let config = jump_config(&dir, &servers, &key);
+    let env = [("TUNNEL_MODE", "edit")];
+    let jump = NodeProc::start_configured(&relay.url, "r", &t, "jump", &env, Some(&config))?;
+    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
+    op.wait_for_peers(&["jump"], Duration::from_secs(10))?;
+    let detach = |host: &str, script: &str| {
+        let o = op.cli(&["exec", "--detach", host, "--shell", script]);
+        assert_eq!(o.status.code(), Some(0), "exec --detach {host}: {}", err(&o));
+        let id = out(&o).trim().to_owned();
+        assert!(id.split('@').next().unwrap_or_default().parse::<u64>().is_ok(), "job id {id:?}");
+        id
+    };
+    let listed = |id: &str| -> serde_json::Value {
+        let o = op.cli(&["jobs", "jump", "--json"]);
+        out(&o)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|j| j["id"] == id)
+            .unwrap_or_default()
+    };
+
+    // Detached at once, followed by its id to the end, its exit code kept.
+    let id = detach("ssh:h0", "echo start; sleep 1; echo done; exit 3");
+    // The jump peer keeps it.
+    let j = listed(&id);
+    assert_eq!((j["state"].as_str(), j["target"].as_str()), (Some("running"), Some("ssh:h0")), "{j}");
+    assert!(j["command"].as_str().unwrap_or_default().starts_with("ssh:h0: "), "{j}");
+    let o = op.cli(&["jobs", "wait", &id, "--timeout", "20"]);
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    let o = op.cli(&["jobs", "logs", &id]);
+    assert_eq!(out(&o), "start\ndone\n", "{}", err(&o));
+
+    // --job-after: output streams, then the command goes on as a job; a quick one leaves none.
+    let o = op.cli(&["exec", "--job-after", "1", "ssh:h1", "--shell", "echo before; sleep 2; echo after"]);
+    assert_eq!((o.status.code(), out(&o).lines().next()), (Some(0), Some("before")), "{}", err(&o));
+    let later = out(&o).lines().last().unwrap_or_default().to_owned();
+    let o = op.cli(&["jobs", "logs", "--follow", &later]);
+    assert_eq!(out(&o), "before\nafter\n", "{}", err(&o));
+    let o = op.cli(&["exec", "--job-after", "5", "ssh:h1", "--shell", "echo quick; exit 4"]);
+    assert_eq!((o.status.code(), out(&o).as_str()), (Some(4), "quick\n"), "{}", err(&o));
+
+    // Cancel stops the command on the host.
+    let id = detach("ssh:h0", "sleep 300; echo cancel-marker-7331");
+    assert!(running("cancel-marker-7331") > 0, "the job runs on the host");
+    let o = op.cli(&["jobs", "cancel", &id]);
+    assert!(o.status.success() && out(&o).contains("cancelled"), "{}{}", out(&o), err(&o));
+    assert!(gone("cancel-marker-7331"), "cancel stopped the command on the host");
+    let o = jump.cli(&["audit", "tail", "-n", "50", "--event", "job."]);
+    assert!(out(&o).contains("job.start") && out(&o).contains("job.end"), "{}", out(&o));
+
+    // The jump peer restarts under a running job: the job is lost, with what it wrote kept.
+    let id = detach("ssh:h1", "echo partial; sleep 300; echo lost-marker-7332");
+    std::thread::sleep(Duration::from_millis(500));
+    let jump = jump.restart(&relay.url, "r", &t, &env)?;
+    op.wait_for_peers(&["jump"], Duration::from_secs(15))?;
+    let j = listed(&id);
+    assert_eq!(j["state"], "lost", "{j}");
+    assert!(j["reason"].as_str().unwrap_or_default().contains("SSH channel"), "{j}");
+    // (A runner holds a line's last newline until it knows no end marker follows.)
+    let o = op.cli(&["jobs", "logs", &id]);
+    assert_eq!(out(&o).trim_end(), "partial", "{}", err(&o));
+    // (The host hangs up a command whose channel closed, at its next write at the latest.)
+    let _ = std::process::Command::new("pkill").args(["-f", "lost-marker-7332"]).status();
+
+    // Delegated tasks run a peer's agent: an SSH host has none, and says so.
+    let o = op.cli(&["task", "ssh:h0", "do something"]);
+    assert!(!o.status.success() && err(&o).contains("an SSH host runs none of ours"), "{}", err(&o));
+    drop(jump);
+    Ok(())
+}
+
 #[test]
 fn a_lan_is_reached_only_through_its_jump_peer() -> anyhow::Result<()> {
     if let Some(why) = unavailable().or_else(tunnel_tests::netns::unavailable) {

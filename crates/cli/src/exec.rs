@@ -90,6 +90,8 @@ pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
         (None, Some(wr))
     };
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
+    // Whether stdout ends a line: a job's id goes on a line of its own.
+    let mut line_ended = true;
     loop {
         let Some(resp) = read_frame::<ControlResponse, _>(&mut rd).await? else {
             bail!("the node closed the connection before the command finished");
@@ -97,6 +99,7 @@ pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
         match resp {
             ControlResponse::Exec(ExecEvent::Stdout(b)) => {
                 out.write_all(&b.0).and_then(|()| out.flush()).map_err(|_| crate::StdoutClosed)?;
+                line_ended = b.0.last().map_or(line_ended, |&last| last == b'\n');
             }
             ControlResponse::Exec(ExecEvent::Stderr(b)) => {
                 err.write_all(&b.0)?;
@@ -125,6 +128,9 @@ pub(crate) async fn run(global: Global, args: ExecArgs) -> anyhow::Result<i32> {
             }
             ControlResponse::Exec(ExecEvent::Detached(job)) => {
                 let id = job.reference();
+                if !line_ended {
+                    outln!();
+                }
                 if !args.detach {
                     eprintln!("tunnel: still running; it goes on as job {id} (`tunnel jobs logs -f {id}`)");
                 }

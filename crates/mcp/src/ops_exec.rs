@@ -83,13 +83,9 @@ pub(crate) async fn exec(
         }
     };
     let target = p.target.clone();
-    let request = if target.starts_with(tunnel_node::fleet::targets::SSH_PREFIX) {
-        // SSH hosts keep no jobs: the command runs attached, within its timeout.
-        ControlRequest::Exec { target, spec }
-    } else {
-        let job = JobStart { after_ms: job_after.as_millis() as u64, label: target.clone() };
-        ControlRequest::ExecJob { target, spec, job }
-    };
+    // (On an SSH host, the job is its jump node's.)
+    let job = JobStart { after_ms: job_after.as_millis() as u64, label: target.clone() };
+    let request = ControlRequest::ExecJob { target, spec, job };
     let mut progress = Progress::new(ctx);
     let conn = match srv.backend().open(&request).await {
         Ok(c) => c,

@@ -28,6 +28,7 @@ pub mod room;
 pub mod schedule;
 pub mod session;
 pub mod stun;
+mod wire_bytes;
 
 pub use keys::{NodeId, ParseNodeIdError, SecretKey};
 pub use room::RoomKeys;

@@ -189,7 +189,13 @@ impl Jobs {
             if let Some(group) = live.group {
                 let _ = rustix::process::kill_process_group(group, rustix::process::Signal::Kill);
             }
-            live.info.send_modify(|i| store::mark_lost(i, "the node stopped while the job ran; the job was killed"));
+            live.info.send_modify(|i| {
+                let reason = match store::on_ssh_host(i) {
+                    true => store::SSH_CHANNEL_CLOSED,
+                    false => "the node stopped while the job ran; the job was killed",
+                };
+                store::mark_lost(i, reason)
+            });
             store::save_lost(&live.dir, Record { info: live.info.borrow().clone(), pid: None, pid_start: None });
         }
     }

@@ -77,17 +77,25 @@ pub(crate) fn recover(root: &Path) -> u64 {
         let (kept_from, total) = crate::jobs::output::extent(&dir).unwrap_or((0, record.info.output_bytes));
         record.info.kept_from = kept_from;
         record.info.output_bytes = total;
-        mark_lost(
-            &mut record.info,
-            match survivor {
-                Some(_) => "the node stopped while the job ran; its process was still running and was killed",
-                None => "the node stopped while the job ran; its process ended with it, exit status unknown",
-            },
-        );
+        let reason = match survivor {
+            Some(_) => "the node stopped while the job ran; its process was still running and was killed",
+            None if on_ssh_host(&record.info) => SSH_CHANNEL_CLOSED,
+            None => "the node stopped while the job ran; its process ended with it, exit status unknown",
+        };
+        mark_lost(&mut record.info, reason);
         record.pid = None;
         save_lost(&dir, record);
     }
     highest
+}
+
+/// Why a job on an SSH host is lost: its channel closed with this node.
+pub(crate) const SSH_CHANNEL_CLOSED: &str = "the node stopped while the job ran; the SSH channel the command ran on \
+     closed with it (the host hangs the command up, or it runs on unwatched), exit status unknown";
+
+/// Whether the job ran on an SSH host through this node (`ssh::serve_job` titles it so).
+pub(crate) fn on_ssh_host(info: &JobInfo) -> bool {
+    info.command.starts_with("ssh:")
 }
 
 /// A job whose end nobody saw: `lost`, now, and why.

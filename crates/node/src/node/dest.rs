@@ -39,7 +39,10 @@ impl Dest {
         match (&self.ssh, launch) {
             (None, JobLaunch::Exec { spec, job }) => Ok(StreamKind::Job { spec, job }),
             (None, JobLaunch::Task(task)) => Ok(StreamKind::Task(task)),
-            (Some(host), _) => Err(format!("ssh:{host}: jobs run on peers; SSH hosts do not keep jobs yet")),
+            (Some(host), JobLaunch::Exec { spec, job }) => Ok(StreamKind::SshJob { host: host.clone(), spec, job }),
+            (Some(host), JobLaunch::Task(_)) => {
+                Err(format!("ssh:{host}: tasks run the AI agent of a peer; an SSH host runs none of ours"))
+            }
         }
     }
 

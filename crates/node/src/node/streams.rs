@@ -20,6 +20,7 @@ impl Node {
             StreamKind::ReadFile(spec) => work.spawn(crate::services::fs::serve_read(node, stream, spec)),
             StreamKind::WriteFile(spec) => work.spawn(crate::services::fs::serve_write(node, stream, spec)),
             StreamKind::SshExec { host, spec } => work.spawn(crate::ssh::serve_exec(node, stream, host, spec)),
+            StreamKind::SshJob { host, spec, job } => work.spawn(crate::ssh::serve_job(node, stream, host, spec, job)),
             StreamKind::SshRead { host, spec } => work.spawn(crate::ssh::serve_read(node, stream, host, spec)),
             StreamKind::SshWrite { host, spec } => work.spawn(crate::ssh::serve_write(node, stream, host, spec)),
             StreamKind::Connect(spec) => work.spawn(crate::forward::serve_connect(node, stream, spec)),

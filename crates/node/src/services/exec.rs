@@ -130,29 +130,36 @@ pub(crate) async fn run_decided(node: crate::Node, d: Decided) {
     match writer {
         Some(writer) => conclude(&node, peer, event, detail, started, result, writer).await,
         None => {
-            let Some(job) = job.and_then(|j| j.run.finish(node.jobs(), &result)) else { return };
-            let record = crate::audit::Entry {
-                exit_code: job.exit_code,
-                bytes: Some(job.output_bytes),
-                duration_ms: Some(started.elapsed().as_millis() as u64),
-                ..Default::default()
-            };
-            let detail = serde_json::json!({ "job": job.id, "state": job.state.as_str(), "reason": job.reason });
-            node.audit_op(peer, "job.end", "allowed", None, detail, Some(record));
+            if let Some(job) = job {
+                job.finish(&result, started);
+            }
         }
     }
 }
 
 /// An exec that becomes a job: the job, and what detaching it needs.
-struct Detach<'a> {
-    run: JobRun,
-    node: &'a crate::Node,
-    detail: &'a serde_json::Value,
+pub(crate) struct Detach<'a> {
+    pub(crate) run: JobRun,
+    pub(crate) node: &'a crate::Node,
+    pub(crate) detail: &'a serde_json::Value,
 }
 
 impl Detach<'_> {
+    /// Records how the detached job ended and audits it (nothing, if it never detached).
+    pub(crate) fn finish(self, result: &Result<ExecExit, String>, started: Instant) {
+        let Some(job) = self.run.finish(self.node.jobs(), result) else { return };
+        let record = crate::audit::Entry {
+            exit_code: job.exit_code,
+            bytes: Some(job.output_bytes),
+            duration_ms: Some(started.elapsed().as_millis() as u64),
+            ..Default::default()
+        };
+        let detail = serde_json::json!({ "job": job.id, "state": job.state.as_str(), "reason": job.reason });
+        self.node.audit_op(job.caller, "job.end", "allowed", None, detail, Some(record));
+    }
+
     /// Makes the exec a job and tells the caller, whose stream ends here.
-    async fn detach(
+    pub(crate) async fn detach(
         &mut self,
         pid: Option<u32>,
         started_ms: i64,
@@ -171,7 +178,7 @@ impl Detach<'_> {
 }
 
 /// A command as one line, for job listings (secrets redacted as in the audit log).
-fn command_text(cmd: &ExecCommand) -> String {
+pub(crate) fn command_text(cmd: &ExecCommand) -> String {
     match cmd {
         ExecCommand::Argv(a) => a.iter().map(|s| crate::audit::redact(s)).collect::<Vec<_>>().join(" "),
         ExecCommand::Shell(s) => crate::audit::redact(s),
@@ -461,7 +468,7 @@ async fn forward(writer: &mut Option<StreamWriter>, event: fn(ByteBuf) -> ExecEv
 }
 
 /// Resolves when someone cancels the detached job; never for an attached command.
-async fn job_cancelled(job: Option<&Detach<'_>>) {
+pub(crate) async fn job_cancelled(job: Option<&Detach<'_>>) {
     match job {
         Some(job) => job.run.cancelled().await,
         None => std::future::pending().await,
@@ -478,7 +485,7 @@ async fn read_some<R: tokio::io::AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,

@@ -1,11 +1,13 @@
 //! The SSH arm inside the node: which hosts it announces to the mesh, what peers announce,
 //! and the services that run operations on this node's SSH hosts for peers.
 
+mod job;
 mod requests;
 mod serve;
 mod settings;
 pub(crate) mod targets;
 
+pub(crate) use job::serve_job;
 pub(crate) use requests::answer as answer_request;
 pub(crate) use serve::{pool_or_refuse, serve_exec, serve_read, serve_write};
 pub(crate) use settings::SshFileConfig;

@@ -26,7 +26,7 @@ pub(crate) fn pool_or_refuse(node: &crate::Node, host: &str) -> Result<tunnel_ss
 /// What the host runs: argv words quoted so the host's shell rebuilds them as given; a shell
 /// command goes to `/bin/sh -c`. In `plan` the command starts from an empty environment with
 /// a trusted `PATH` (`env -i`), plus the locale and terminal variables the caller may set.
-fn remote_command(spec: &ExecSpec, plan: bool) -> Result<RemoteCommand, String> {
+pub(crate) fn remote_command(spec: &ExecSpec, plan: bool) -> Result<RemoteCommand, String> {
     let argv = match &spec.command {
         ExecCommand::Argv(argv) => argv.clone(),
         ExecCommand::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
@@ -40,6 +40,24 @@ fn remote_command(spec: &ExecSpec, plan: bool) -> Result<RemoteCommand, String> 
     RemoteCommand::argv(argv, spec.env.clone(), spec.cwd.clone())
 }
 
+/// Whether `peer` may run `spec` on `host` through this node: under plan mode (true) or not,
+/// and the pool that reaches the host.
+pub(crate) fn decide(
+    node: &crate::Node,
+    peer: tunnel_proto::NodeId,
+    host: &str,
+    spec: &ExecSpec,
+) -> Result<(bool, tunnel_ssh::Pool), Refusal> {
+    let cmd: CommandLine = command_line(&spec.command);
+    let plan = node.policy_check(|p| {
+        p.check_caller(&peer)?;
+        p.check_remote_command(&cmd, spec.cwd.as_deref())?;
+        crate::policy::check_env(p.mode, &spec.env)?;
+        Ok(p.mode == crate::policy::Mode::Plan)
+    })?;
+    Ok((plan, pool_or_refuse(node, host)?))
+}
+
 pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, spec: ExecSpec) {
     // The reader lives to the end: dropping it early would reset the stream under the answer.
     let Stream { peer, mut reader, mut writer, .. } = stream;
@@ -48,14 +66,7 @@ pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, 
     if !node.begin_request(peer, spec.request_id) {
         return crate::services::exec::send_last(writer, &crate::services::exec::already_ran(spec.request_id)).await;
     }
-    let cmd: CommandLine = command_line(&spec.command);
-    let checked = node.policy_check(|p| {
-        p.check_caller(&peer)?;
-        p.check_remote_command(&cmd, spec.cwd.as_deref())?;
-        crate::policy::check_env(p.mode, &spec.env)?;
-        Ok(p.mode == crate::policy::Mode::Plan)
-    });
-    let (plan, pool) = match checked.and_then(|plan| Ok((plan, pool_or_refuse(&node, &host)?))) {
+    let (plan, pool) = match decide(&node, peer, &host, &spec) {
         Ok(found) => found,
         Err(refusal) => {
             return crate::services::exec::refuse(&node, peer, "ssh.exec", refusal, detail, writer, ExecEvent::Refused)
