@@ -243,3 +243,67 @@ fn a_task_runs_the_node_s_configured_agent_as_a_job_under_its_mode() -> anyhow::
     assert!(err(&o).contains("disabled"), "{}", err(&o));
     Ok(())
 }
+
+/// A fleet exec past `--job-after` on 10 peers: the quick targets answer, the slow ones run on
+/// as jobs, and one fleet job on the caller's node follows them to the end and reduces what
+/// they did; cancelling a fleet job stops every child.
+#[test]
+fn a_fleet_job_follows_ten_peers_to_their_end() -> anyhow::Result<()> {
+    let _reap = Reap(&["sleep 7341"]);
+    let relay = RelayProc::start("127.0.0.1:0", &[])?;
+    let t = token();
+    let names: Vec<String> = (0..10).map(|i| format!("w{i}")).collect();
+    let _peers: Vec<NodeProc> = names
+        .iter()
+        .map(|n| NodeProc::start_with(&relay.url, "r", &t, n, &[("TUNNEL_MODE", "edit")]))
+        .collect::<Result<_, _>>()?;
+    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
+    op.wait_for_peers(&names.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(20))?;
+    let all = names.join(",");
+
+    // Each peer's HOME is its own directory, named after it: w0-w4 are quick, w5-w9 slow.
+    let script = r#"case "$HOME" in *tunnel-e2e-w[0-4]-*) echo quick;; *) echo slow; sleep 3; echo done;; esac"#;
+    let o = op.cli(&["fleet", "exec", &all, "--job-after", "1", "--json", "--shell", script]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(doc["reduction"]["by_status"], serde_json::json!({ "ok": 5, "running": 5 }), "{doc}");
+    let running: Vec<&serde_json::Value> =
+        doc["targets"].as_array().unwrap().iter().filter(|t| t["status"] == "running").collect();
+    assert!(running.iter().all(|t| t["job"].as_str().is_some_and(|j| j.contains('@'))), "{doc}");
+    let fleet = doc["job"].as_str().expect("a fleet job").to_owned();
+
+    let o = op.cli(&["jobs", "wait", &fleet, "--timeout", "30"]);
+    assert_eq!(o.status.code(), Some(0), "every target succeeded: {}", err(&o));
+    let o = op.cli(&["jobs", "logs", &fleet]);
+    let log = out(&o);
+    for t in &running {
+        assert!(log.contains(t["job"].as_str().unwrap()), "the log names each child job: {log}");
+        assert!(log.contains(&format!("{}: ok exit 0", t["name"].as_str().unwrap())), "{log}");
+    }
+    assert!(log.contains("5 ok exit 0: w[0-4]") && log.contains("5 ok exit 0: w[5-9]"), "{log}");
+    assert!(log.contains("    done"), "the slow ones' output is in the summary: {log}");
+    let o = op.cli(&["jobs", "local", "--json"]);
+    let listed: Vec<serde_json::Value> = out(&o).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let j = job(&listed, &fleet).expect("the fleet job is the caller's node's");
+    assert_eq!((j["state"].as_str(), j["exit_code"].as_i64()), (Some("exited"), Some(0)), "{j}");
+    assert!(j["command"].as_str().unwrap().starts_with("fleet: "), "{j}");
+
+    // --detach: every target runs it as a job; cancelling the fleet job stops them all.
+    let o = op.cli(&["fleet", "exec", &all, "--detach", "--shell", "sleep 7341"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let fleet = out(&o).lines().last().unwrap_or_default().to_owned();
+    assert!(err(&o).contains("10 still running as jobs"), "{}", err(&o));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with("sleep 7341").len() < 10 {
+        assert!(Instant::now() < deadline, "the 10 jobs run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = op.cli(&["jobs", "cancel", &fleet]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(gone("sleep 7341"), "cancelling the fleet job stopped every child");
+    let o = op.cli(&["jobs", "wait", &fleet, "--timeout", "30"]);
+    assert_ne!(o.status.code(), Some(0));
+    let o = op.cli(&["jobs", "logs", &fleet]);
+    assert!(out(&o).contains("10 failed") && out(&o).contains("cancelled"), "{}", out(&o));
+    Ok(())
+}

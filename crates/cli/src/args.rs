@@ -549,6 +549,13 @@ pub(crate) struct FleetExecArgs {
     /// Working directory on each peer (absolute).
     #[arg(long, value_name = "DIR")]
     pub(crate) cwd: Option<String>,
+    /// Run it as a job on every target and print the fleet job's id at once.
+    #[arg(long, conflicts_with = "job_after")]
+    pub(crate) detach: bool,
+    /// Targets still running it after this many seconds leave it running as jobs, followed
+    /// by one fleet job whose id is printed (`tunnel jobs wait ID`).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) job_after: Option<f64>,
     /// The command and its arguments, run directly (never through a shell).
     #[arg(last = true, value_name = "ARGV")]
     pub(crate) argv: Vec<String>,

@@ -29,7 +29,16 @@ pub(crate) async fn run(global: Global, cmd: FleetCommand) -> anyhow::Result<i32
                 output_cap: args.common.max_output,
                 stdin: false,
             };
-            fan_out(&global, args.common, FleetAction::Exec(spec), None).await
+            let action = match (args.detach, args.job_after) {
+                (true, _) => FleetAction::ExecJob { spec, after_ms: 0 },
+                (false, Some(secs)) => {
+                    let after_ms = millis_of(secs)
+                        .map_err(|_| anyhow::anyhow!("--job-after must be a positive number of seconds"))?;
+                    FleetAction::ExecJob { spec, after_ms }
+                }
+                (false, None) => FleetAction::Exec(spec),
+            };
+            fan_out(&global, args.common, action, None).await
         }
         FleetCommand::Read(args) => {
             let action = FleetAction::Read { path: args.path, max_bytes: args.common.max_output };
@@ -99,11 +108,13 @@ async fn fan_out(
     let mut bar = ProgressBar::new();
     let (mut total, mut failed) = (0, 0);
     let mut results: Vec<TargetResult> = Vec::new();
+    let mut fleet_job = None;
     loop {
         match call.next().await.map_err(anyhow::Error::msg)? {
             ControlResponse::Targets(t) => total = t.len(),
+            ControlResponse::FleetJob(job) => fleet_job = Some(job.reference()),
             ControlResponse::FleetResult(r) => {
-                failed += usize::from(r.status != Status::Ok);
+                failed += usize::from(!matches!(r.status, Status::Ok | Status::Running));
                 if common.stream {
                     outln!("{}", serde_json::to_string(&r)?);
                 }
@@ -121,20 +132,30 @@ async fn fan_out(
         bail!("the node answered for {} of {total} targets", results.len());
     }
     let reduction = reduce(&results, &group_by, Limits::default());
+    let job = fleet_job.map(|j| j.to_string());
     if common.stream {
-        outln!("{}", serde_json::json!({ "duration_ms": elapsed.as_millis() as u64, "reduction": reduction }));
+        let doc = serde_json::json!({ "duration_ms": elapsed.as_millis() as u64, "reduction": reduction, "job": job });
+        outln!("{doc}");
     } else if common.json {
         results.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
         let doc = serde_json::json!({
             "duration_ms": elapsed.as_millis() as u64,
             "reduction": reduction,
             "targets": results,
+            "job": job,
         });
         outln!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print_reduction(&reduction, elapsed)?;
+        if let Some(id) = &job {
+            let running = reduction.by_status.get(&Status::Running).copied().unwrap_or(0);
+            eprintln!("tunnel: {running} still running as jobs, followed by fleet job {id} (`tunnel jobs wait {id}`)");
+            outln!("{id}");
+        }
     }
-    Ok(if reduction.all_ok() { 0 } else { 1 })
+    // Targets running on are not failures (yet): the fleet job reports how they end.
+    let failed = reduction.by_status.keys().any(|s| !matches!(s, Status::Ok | Status::Running));
+    Ok(if failed { 1 } else { 0 })
 }
 
 fn print_reduction(red: &Reduction, elapsed: std::time::Duration) -> anyhow::Result<()> {

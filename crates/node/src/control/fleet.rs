@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::control::{read_frame, write_frame, ControlRequest, ControlResponse, ControlStream, FleetAction};
-use crate::fleet::{FleetOp, FleetOptions};
+use crate::fleet::{FleetOp, FleetOptions, Status, TargetResult};
 use crate::Node;
 
 /// Largest file a fleet write carries (it is held in memory while it fans out).
@@ -20,8 +20,14 @@ pub(crate) async fn serve<S: ControlStream>(
     options: FleetOptions,
 ) {
     let (mut rd, mut wr) = tokio::io::split(stream);
+    // For a fleet that may become a job: what it runs, and every result.
+    let mut as_job = None;
     let op = match action {
         FleetAction::Exec(spec) => FleetOp::Exec(spec),
+        FleetAction::ExecJob { spec, after_ms } => {
+            as_job = Some((spec.command.to_line(), Vec::new()));
+            FleetOp::ExecJob { spec, after_ms }
+        }
         FleetAction::Read { path, max_bytes } => FleetOp::Read { path, max_bytes },
         FleetAction::Write { path, mode, size } => match receive(&mut rd, size).await {
             Ok(content) => FleetOp::Write { path, mode, content: Arc::new(content) },
@@ -32,6 +38,7 @@ pub(crate) async fn serve<S: ControlStream>(
         },
     };
     let Some(targets) = announce_targets(&node, &target, &mut wr).await else { return };
+    let label = target;
     let (tx, mut results) = mpsc::channel(256);
     let runner = node.clone();
     let run = tokio::spawn(crate::node::lookup::inherit(async move { runner.fleet(targets, op, options, tx).await }));
@@ -44,8 +51,20 @@ pub(crate) async fn serve<S: ControlStream>(
         tokio::select! {
             result = results.recv() => {
                 let frame = match result {
-                    Some(r) => ControlResponse::FleetResult(r),
-                    None => ControlResponse::Done,
+                    Some(r) => {
+                        if let Some((_, all)) = &mut as_job {
+                            all.push(r.clone());
+                        }
+                        ControlResponse::FleetResult(r)
+                    }
+                    None => {
+                        if let Some(job) = as_job.take().and_then(|(command, all)| fleet_job(&node, label.clone(), &command, all)) {
+                            if write_frame(&mut wr, &job).await.is_err() {
+                                return;
+                            }
+                        }
+                        ControlResponse::Done
+                    }
                 };
                 let last = frame == ControlResponse::Done;
                 if write_frame(&mut wr, &frame).await.is_err() || last {
@@ -53,6 +72,21 @@ pub(crate) async fn serve<S: ControlStream>(
                 }
             }
             _ = &mut gone => return,
+        }
+    }
+}
+
+/// The fleet job for `results`, if any target runs on as a job. Without one (no state
+/// directory), each target's result still names its own job.
+fn fleet_job(node: &Node, label: String, command: &str, results: Vec<TargetResult>) -> Option<ControlResponse> {
+    if !results.iter().any(|r| r.status == Status::Running) {
+        return None;
+    }
+    match crate::jobs::fleet::start(node, label, command, results) {
+        Ok(info) => Some(ControlResponse::FleetJob(Box::new(info))),
+        Err(e) => {
+            tracing::warn!(error = %e, "no fleet job kept; each target's job is followed on its own");
+            None
         }
     }
 }

@@ -150,6 +150,12 @@ pub enum JobInput {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FleetAction {
     Exec(ExecSpec),
+    /// `Exec` that goes on as a job on each target still running it after `after_ms`; if any
+    /// does, a `FleetJob` (this node's job standing for them all) comes before `Done`.
+    ExecJob {
+        spec: ExecSpec,
+        after_ms: u64,
+    },
     Read {
         path: String,
         max_bytes: u64,
@@ -174,6 +180,8 @@ pub enum ControlResponse {
     Error(String),
     Targets(Vec<Target>),
     FleetResult(TargetResult),
+    /// The fleet job following the targets that run on as jobs (see [`FleetAction::ExecJob`]).
+    FleetJob(Box<tunnel_proto::job::JobInfo>),
     JobProgress(JobProgress),
     JobOutput(ByteBuf),
     JobDone(JobReport),

@@ -39,6 +39,9 @@ pub enum FleetOp {
     Read { path: String, max_bytes: u64 },
     /// Write the same bytes to a file on every target.
     Write { path: String, mode: Option<u32>, content: Arc<Vec<u8>> },
+    /// Run a command that becomes a job on each target still running it after `after_ms`
+    /// (the per-target timeout then bounds only the wait for that answer).
+    ExecJob { spec: ExecSpec, after_ms: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +69,8 @@ pub enum Status {
     TimedOut,
     /// The peer could not be reached, or was lost before it answered.
     Unreachable,
+    /// It runs on as a job (`job`) on the node that runs it.
+    Running,
 }
 
 impl Status {
@@ -76,6 +81,7 @@ impl Status {
             Self::Refused => "refused",
             Self::TimedOut => "timed_out",
             Self::Unreachable => "unreachable",
+            Self::Running => "running",
         }
     }
 }
@@ -101,6 +107,9 @@ pub struct TargetResult {
     pub backup: Option<String>,
     pub duration_ms: u64,
     pub error: Option<String>,
+    /// The job it runs on as (`SEQ@NODE`), when `Running`. (Always written: the control
+    /// socket's postcard cannot skip fields.)
+    pub job: Option<String>,
 }
 
 impl TargetResult {
@@ -125,6 +134,7 @@ impl TargetResult {
             backup: None,
             duration_ms: 0,
             error: None,
+            job: None,
         }
     }
 
@@ -180,9 +190,15 @@ impl Node {
         let Some(peer) = target.dest() else {
             return TargetResult::errored(target, Status::Unreachable, "not a node id");
         };
+        // A job's target answers once the command ended or went on as a job.
+        let timeout = match &op {
+            FleetOp::ExecJob { after_ms, .. } => Duration::from_millis(*after_ms),
+            _ => timeout,
+        };
         let run = async {
             match op {
-                FleetOp::Exec(spec) => self.exec_on(target, peer, spec, timeout).await,
+                FleetOp::Exec(spec) => self.exec_on(target, peer, spec, timeout, None).await,
+                FleetOp::ExecJob { spec, after_ms } => self.exec_on(target, peer, spec, timeout, Some(after_ms)).await,
                 FleetOp::Read { path, max_bytes } => self.read_on(target, peer, path, max_bytes).await,
                 FleetOp::Write { path, mode, content } => self.write_on(target, peer, path, mode, &content).await,
             }
@@ -199,14 +215,28 @@ impl Node {
         result
     }
 
-    async fn exec_on(&self, target: &Target, peer: Dest, spec: ExecSpec, timeout: Duration) -> TargetResult {
-        let spec = ExecSpec {
-            request_id: rand::random(),
-            timeout_ms: Some(spec.timeout_ms.unwrap_or(u64::MAX).min(timeout.as_millis() as u64)),
-            stdin: false,
-            ..spec
+    /// Runs the command on one target; with `job_after` (ms), as a job after that long.
+    async fn exec_on(
+        &self,
+        target: &Target,
+        peer: Dest,
+        spec: ExecSpec,
+        timeout: Duration,
+        job_after: Option<u64>,
+    ) -> TargetResult {
+        let timeout_ms = match job_after {
+            // A job keeps the command's own timeout, however long.
+            Some(_) => spec.timeout_ms,
+            None => Some(spec.timeout_ms.unwrap_or(u64::MAX).min(timeout.as_millis() as u64)),
         };
-        let ran = self.exec_gathered(peer, spec, None, usize::MAX).await;
+        let spec = ExecSpec { request_id: rand::random(), timeout_ms, stdin: false, ..spec };
+        let ran = match job_after {
+            None => self.exec_gathered(peer, spec, None, usize::MAX).await,
+            Some(after_ms) => {
+                let job = tunnel_proto::job::JobStart { after_ms, label: target.name.clone() };
+                self.exec_job_gathered(peer, crate::JobLaunch::Exec { spec, job }, usize::MAX).await
+            }
+        };
         let mut result = TargetResult::new(target, Status::Failed);
         let last = match ran {
             Ok(gathered) => {
@@ -240,6 +270,10 @@ impl Node {
                 result.error = Some(why);
             }
             Ok(Some(ExecEvent::Failed(why))) => result.error = Some(why),
+            Ok(Some(ExecEvent::Detached(job))) => {
+                result.status = Status::Running;
+                result.job = Some(job.reference().to_string());
+            }
             Ok(_) => {
                 result.status = Status::Unreachable;
                 result.error = Some("the exec stream ended without an outcome".into());

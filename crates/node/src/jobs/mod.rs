@@ -20,6 +20,7 @@ use tunnel_proto::message::ExecExit;
 use tunnel_proto::NodeId;
 
 pub(crate) mod answer;
+pub(crate) mod fleet;
 pub(crate) mod output;
 pub(crate) mod store;
 

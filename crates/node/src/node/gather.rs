@@ -33,21 +33,18 @@ impl Node {
         stdin: Option<mpsc::Receiver<Vec<u8>>>,
         stderr_max: usize,
     ) -> Result<Gathered, RpcError> {
-        let (tx, mut events) = mpsc::channel(64);
-        let gather = async {
-            let mut out = Gathered { stdout: Vec::new(), stderr: Vec::new(), last: None };
-            while let Some(event) = events.recv().await {
-                match event {
-                    ExecEvent::Stdout(b) => out.stdout.extend_from_slice(&b.0),
-                    ExecEvent::Stderr(b) if out.stderr.len() < stderr_max => out.stderr.extend_from_slice(&b.0),
-                    ExecEvent::Stderr(_) => {}
-                    other => out.last = Some(other),
-                }
-            }
-            out
-        };
-        let (ran, gathered) = tokio::join!(self.exec(peer, spec, stdin, tx), gather);
-        ran.map(|()| gathered)
+        let peer = peer.into();
+        gathered(stderr_max, |tx| self.exec(peer, spec, stdin, tx)).await
+    }
+
+    /// [`Node::exec_as_job`] with the events gathered, up to its end or its `Detached`.
+    pub(crate) async fn exec_job_gathered(
+        &self,
+        dest: super::Dest,
+        launch: super::JobLaunch,
+        stderr_max: usize,
+    ) -> Result<Gathered, RpcError> {
+        gathered(stderr_max, |tx| self.exec_as_job(dest, launch, None, tx)).await
     }
 
     /// Reads a whole file on `peer`, handing each chunk to `on_data`; an `Err` from it stops
@@ -73,4 +70,26 @@ impl Node {
             }
         }
     }
+}
+
+/// Runs `exec` with an event channel, gathering what comes.
+async fn gathered<F>(stderr_max: usize, exec: impl FnOnce(mpsc::Sender<ExecEvent>) -> F) -> Result<Gathered, RpcError>
+where
+    F: std::future::Future<Output = Result<(), RpcError>>,
+{
+    let (tx, mut events) = mpsc::channel(64);
+    let gather = async {
+        let mut out = Gathered { stdout: Vec::new(), stderr: Vec::new(), last: None };
+        while let Some(event) = events.recv().await {
+            match event {
+                ExecEvent::Stdout(b) => out.stdout.extend_from_slice(&b.0),
+                ExecEvent::Stderr(b) if out.stderr.len() < stderr_max => out.stderr.extend_from_slice(&b.0),
+                ExecEvent::Stderr(_) => {}
+                other => out.last = Some(other),
+            }
+        }
+        out
+    };
+    let (ran, gathered) = tokio::join!(exec(tx), gather);
+    ran.map(|()| gathered)
 }
