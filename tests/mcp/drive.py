@@ -727,6 +727,16 @@ async def jobs_scenario():
             check(not cancelled.is_error and cancelled.structured_content["state"] == "cancelled",
                   "job_cancel stops a job", text_of(cancelled))
             check(not processes_with("sleep 300.5151"), "and everything it ran")
+            # A slow fleet_exec answers at its bound too, with a fleet job following the nodes.
+            out = await c.ok("fleet_exec", {"target": "target", "shell": "echo fleet-begin; sleep 2; echo fleet-end",
+                                            "job_after_secs": 0.5})
+            check(out["by_status"] == {"running": 1} and out["job"] and out["failures"] == [],
+                  "a slow fleet_exec answers with a fleet job", out)
+            ended = await c.ok("job_wait", {"job": out["job"], "timeout_secs": 30})
+            check(ended["state"] == "exited" and ended["exit_code"] == 0, "the fleet job ends when its nodes do", ended)
+            whole = await c.ok("job_output", {"job": out["job"]})
+            check("1 ok exit 0: target" in whole["output"] and "fleet-end" in whole["output"],
+                  "the fleet job's output reduces what the nodes did", whole)
             await c.invalid_params("job_status", {"job": "not-a-job"}, "job")
             await c.invalid_params("job_wait", {"job": job, "timeout_secs": -1}, "timeout_secs")
             why = await c.tool_error("job_status", {"job": job.split("@")[0] + "9999@" + job.split("@")[1]})

@@ -224,7 +224,7 @@ pub(crate) fn tools(groups: &[ToolGroup]) -> Vec<Arc<Tool>> {
         out.push(tool::<MapreduceParams, MapreduceOut>(
             "mapreduce",
             "Map and reduce across nodes",
-            "Splits `input` by lines, pipes the parts through `map` on the nodes (retrying failures elsewhere), then all output through `reduce`.",
+            "Splits `input` by lines, pipes parts through `map` on the nodes (failures retried elsewhere), then all output through `reduce`.",
             Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
         ));
     }
@@ -256,7 +256,7 @@ pub(crate) fn tools(groups: &[ToolGroup]) -> Vec<Arc<Tool>> {
         out.push(tool::<NoParams, crate::ops_ssh::SshHostsOut>(
             "ssh_hosts",
             "List SSH hosts",
-            "Lists SSH hosts reachable through the nodes, with tags and the node that reaches each. Target them as `ssh:NAME` in any tool.",
+            "Lists SSH hosts the nodes reach, with tags and the node that reaches each. Target them as `ssh:NAME` in any tool.",
             READS,
         ));
     }
@@ -272,7 +272,7 @@ fn forward_tools() -> [Tool; 3] {
         tool::<OpenParams, ForwardOut>(
             "tunnel_open",
             "Open a port forward",
-            "Opens a TCP port forward through a peer or SSH host (no inbound port needed); it runs until `tunnel_close`.",
+            "Opens a TCP port forward through a peer or SSH host (no inbound port needed) until `tunnel_close`.",
             Hints { read_only: false, destructive: false, idempotent: false, open_world: true },
         ),
         tool::<NoParams, ForwardsOut>(
@@ -318,10 +318,10 @@ fn job_tools() -> [Tool; 5] {
 
 fn fleet_tools() -> [Tool; 3] {
     [
-        tool::<FleetExecParams, FleetOut>(
+        tool::<FleetExecParams, FleetExecOut>(
             "fleet_exec",
             "Run a command on many nodes",
-            "Runs one command on many nodes; identical results come grouped, failures counted, so thousands of nodes fit a short answer.",
+            "Runs one command on many nodes; identical results grouped, failures counted; slow ones go on as a job, as in exec.",
             Hints { read_only: false, destructive: true, idempotent: false, open_world: true },
         ),
         tool::<FleetReadParams, FleetOut>(

@@ -19,7 +19,8 @@ const ERROR_CHARS: usize = 160;
 /// Failed nodes named.
 const FAILURES_NAMED: usize = 8;
 
-pub(crate) fn fleet_text(out: &FleetOut) -> String {
+/// `job`: the fleet job following nodes still running, if any.
+pub(crate) fn fleet_text(out: &FleetOut, job: Option<&str>) -> String {
     let counts: Vec<String> = out.by_status.iter().map(|(s, n)| format!("{n} {s}")).collect();
     let mut text = format!("{} targets ({}): {} in {} ms", out.total, out.target, counts.join(", "), out.duration_ms);
     for g in out.groups.iter().take(GROUPS) {
@@ -60,6 +61,12 @@ pub(crate) fn fleet_text(out: &FleetOut) -> String {
         let rest = failed - named.len() as u64;
         let rest = if rest > 0 { format!(", and {rest} more") } else { String::new() };
         text.push_str(&format!("\n\nfailed: {}{rest}; each is in `failures`", named.join(", ")));
+    }
+    if let Some(job) = job {
+        let running = out.by_status.get("running").copied().unwrap_or(0);
+        text.push_str(&format!(
+            "\n\n{running} still running as jobs, followed by fleet job {job}: call job_wait (or job_output) with it"
+        ));
     }
     text
 }
@@ -104,7 +111,7 @@ mod tests {
         }
         let reduction = reduce(&results, &GroupBy::Output, Limits::default());
         let out = crate::ops_fleet::fleet_out("all".into(), &reduction, &results, 20, Duration::from_millis(812));
-        let text = fleet_text(&out);
+        let text = fleet_text(&out, None);
         println!("{text}\n({} bytes)", text.len());
         assert!(text.len() <= 2048, "{} bytes", text.len());
         assert!(text.starts_with("1000 targets (all): 10 failed, 980 ok, 10 unreachable"), "{text}");

@@ -17,7 +17,7 @@ use crate::server::{check_target, failure, invalid, success, TunnelMcp};
 
 /// A command runs this long at most unless the call says otherwise. Long: past `job_after`
 /// it goes on as a job, so it never holds the call.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(crate) const EXEC_TIMEOUT: Duration = Duration::from_secs(3600);
 const STDIN_CHUNK: usize = 64 * 1024;
 /// How often a running command reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -53,7 +53,7 @@ pub(crate) fn timeout_of(tool: &str, secs: Option<f64>, default: Duration) -> Re
 fn spec(srv: &TunnelMcp, p: &ExecParams) -> Result<ExecSpec, McpError> {
     check_target("exec", &p.target)?;
     let command = command_of("exec", &p.argv, &p.shell)?;
-    let timeout = timeout_of("exec", p.timeout_secs, DEFAULT_TIMEOUT)?;
+    let timeout = timeout_of("exec", p.timeout_secs, EXEC_TIMEOUT)?;
     Ok(ExecSpec {
         request_id: rand::random(),
         command,
@@ -65,23 +65,22 @@ fn spec(srv: &TunnelMcp, p: &ExecParams) -> Result<ExecSpec, McpError> {
     })
 }
 
+/// A call's `job_after_secs`, or the server's `--job-after`.
+pub(crate) fn job_after_of(tool: &str, srv: &TunnelMcp, secs: Option<f64>) -> Result<Duration, McpError> {
+    match secs {
+        None => Ok(srv.opts.job_after),
+        Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => Ok(Duration::from_secs_f64(t)),
+        Some(_) => Err(invalid(tool, "job_after_secs", "field `job_after_secs` must be more than 0 and at most 86400")),
+    }
+}
+
 pub(crate) async fn exec(
     srv: &TunnelMcp,
     p: ExecParams,
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, McpError> {
     let spec = spec(srv, &p)?;
-    let job_after = match p.job_after_secs {
-        None => srv.opts.job_after,
-        Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => Duration::from_secs_f64(t),
-        Some(_) => {
-            return Err(invalid(
-                "exec",
-                "job_after_secs",
-                "field `job_after_secs` must be more than 0 and at most 86400",
-            ))
-        }
-    };
+    let job_after = job_after_of("exec", srv, p.job_after_secs)?;
     let target = p.target.clone();
     // (On an SSH host, the job is its jump node's.)
     let job = JobStart { after_ms: job_after.as_millis() as u64, label: target.clone() };

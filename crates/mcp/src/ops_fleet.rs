@@ -67,7 +67,13 @@ pub(crate) async fn fleet_exec(
     let by = group_by(TOOL, p.group_by, &p.normalize)?;
     let opts = options(TOOL, p.concurrency, p.timeout_secs)?;
     let max_failures = p.max_failures.unwrap_or(DEFAULT_FAILURES);
-    fan_out(srv, ctx, p.target, FleetAction::Exec(spec), opts, None, by, max_failures).await
+    // A command may run long: past `job_after` it goes on as a job on each node still running
+    // it, killed only at its own timeout.
+    let after = crate::ops_exec::job_after_of(TOOL, srv, p.job_after_secs)?;
+    let timeout = timeout_of(TOOL, p.timeout_secs, crate::ops_exec::EXEC_TIMEOUT)?;
+    let spec = ExecSpec { timeout_ms: Some(timeout.as_millis() as u64), ..spec };
+    let action = FleetAction::ExecJob { spec, after_ms: after.as_millis() as u64 };
+    fan_out(srv, ctx, p.target, action, opts, None, by, max_failures).await
 }
 
 pub(crate) async fn fleet_read(
@@ -114,6 +120,7 @@ async fn fan_out(
     max_failures: u32,
 ) -> Result<CallToolResult, McpError> {
     let started = Instant::now();
+    let exec = matches!(action, FleetAction::ExecJob { .. });
     let request = ControlRequest::Fleet { target: target.clone(), action, options };
     let mut call = match srv.backend().call(&request, content.as_deref()).await {
         Ok(c) => c,
@@ -122,6 +129,7 @@ async fn fan_out(
     let mut progress = Progress::new(ctx);
     let (mut total, mut failed) = (0usize, 0usize);
     let mut results: Vec<TargetResult> = Vec::new();
+    let mut job = None;
     loop {
         let answer = tokio::select! {
             // Returning drops the call; the node cancels what still runs.
@@ -130,8 +138,9 @@ async fn fan_out(
         };
         match answer {
             Ok(ControlResponse::Targets(t)) => total = t.len(),
+            Ok(ControlResponse::FleetJob(info)) => job = Some(info.reference().to_string()),
             Ok(ControlResponse::FleetResult(r)) => {
-                failed += usize::from(r.status != Status::Ok);
+                failed += usize::from(!matches!(r.status, Status::Ok | Status::Running));
                 results.push(r);
                 let msg = format!("{}/{total} done, {failed} failed", results.len());
                 progress.report(results.len() as f64, Some(total as f64), msg).await;
@@ -143,9 +152,13 @@ async fn fan_out(
     }
     let reduction = reduce(&results, &by, Limits::default());
     let out = fleet_out(target, &reduction, &results, max_failures, started.elapsed());
-    let text = crate::fleet_text::fleet_text(&out);
-    let mut result = success(&out, text)?;
-    if !reduction.all_ok() && out.by_status.get("ok").copied().unwrap_or(0) == 0 {
+    let text = crate::fleet_text::fleet_text(&out, job.as_deref());
+    let mut result = match exec {
+        true => success(&FleetExecOut { fleet: out, job }, text)?,
+        false => success(&out, text)?,
+    };
+    let none_ok = [Status::Ok, Status::Running].iter().all(|s| !reduction.by_status.contains_key(s));
+    if !reduction.all_ok() && none_ok {
         result.is_error = Some(true);
     }
     Ok(result)
@@ -166,7 +179,8 @@ pub(crate) fn fleet_out(
     max_failures: u32,
     took: Duration,
 ) -> FleetOut {
-    let mut failed: Vec<&TargetResult> = results.iter().filter(|r| r.status != Status::Ok).collect();
+    let mut failed: Vec<&TargetResult> =
+        results.iter().filter(|r| !matches!(r.status, Status::Ok | Status::Running)).collect();
     failed.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     let shown = failed.len().min(max_failures as usize);
     FleetOut {

@@ -170,9 +170,16 @@ pub enum FleetAction {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlResponse {
-    Id { id: String, name: String },
+    Id {
+        id: String,
+        name: String,
+    },
     Peers(Vec<PeerInfo>),
-    Pong { name: String, id: String, rtt_us: u64 },
+    Pong {
+        name: String,
+        id: String,
+        rtt_us: u64,
+    },
     Exec(ExecEvent),
     Reply(Reply),
     File(FileEvent),

@@ -39,7 +39,8 @@ pub(crate) fn start(node: &Node, label: String, command: &str, results: Vec<Targ
         head.push_str(&format!("  {:<24} {}\n", r.name, r.job.as_deref().unwrap_or("?")));
     }
     run.record(head.as_bytes());
-    let detail = serde_json::json!({ "job": info.id, "fleet": info.label, "targets": results.len(), "running": running });
+    let detail =
+        serde_json::json!({ "job": info.id, "fleet": info.label, "targets": results.len(), "running": running });
     node.audit_op(node.id(), "job.start", "allowed", None, detail, None);
     tokio::spawn(watch(node.clone(), run, results));
     Ok(info)
