@@ -41,21 +41,39 @@ fn jump_config(dir: &TempDir, servers: &[Sshd], key: &std::path::Path) -> String
     format!("[ssh]\nhosts_files = [\"{}\"]\nknown_hosts = [\"{}\"]\n", hosts_file.display(), known.display())
 }
 
+/// Two sshd hosts, a relay, a jump peer in edit mode that reaches them, and an operator peer.
+struct JumpRoom {
+    dir: TempDir,
+    servers: Vec<Sshd>,
+    relay: RelayProc,
+    token: String,
+    jump: NodeProc,
+    op: NodeProc,
+}
+
+impl JumpRoom {
+    fn start(label: &str) -> anyhow::Result<Self> {
+        let dir = TempDir::new(label);
+        let key = keygen(dir.path(), "id_ed25519", "ed25519", "")?;
+        let servers: Vec<Sshd> = (0..2).map(|_| Sshd::start(&[public_key(&key)])).collect::<Result<_, _>>()?;
+        let relay = RelayProc::start("127.0.0.1:0", &[])?;
+        let token = token();
+        let config = jump_config(&dir, &servers, &key);
+        let env = [("TUNNEL_MODE", "edit")];
+        let jump = NodeProc::start_configured(&relay.url, "r", &token, "jump", &env, Some(&config))?;
+        let op = NodeProc::start(&relay.url, "r", &token, "op", "")?;
+        op.wait_for_peers(&["jump"], Duration::from_secs(10))?;
+        Ok(Self { dir, servers, relay, token, jump, op })
+    }
+}
+
 #[test]
 fn operators_reach_ssh_hosts_through_a_jump_peer() -> anyhow::Result<()> {
     if let Some(why) = unavailable() {
         eprintln!("SKIPPED: {why}");
         return Ok(());
     }
-    let dir = TempDir::new("ssh-mesh");
-    let key = keygen(dir.path(), "id_ed25519", "ed25519", "")?;
-    let servers: Vec<Sshd> = (0..2).map(|_| Sshd::start(&[public_key(&key)])).collect::<Result<_, _>>()?;
-    let relay = RelayProc::start("127.0.0.1:0", &[])?;
-    let t = token();
-    let config = jump_config(&dir, &servers, &key);
-    let jump = NodeProc::start_configured(&relay.url, "r", &t, "jump", &[("TUNNEL_MODE", "edit")], Some(&config))?;
-    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
-    op.wait_for_peers(&["jump"], Duration::from_secs(10))?;
+    let JumpRoom { dir, servers, relay: _relay, token: _t, jump, op } = JumpRoom::start("ssh-mesh")?;
 
     // The operator sees the hosts by name and tag, through the jump peer, without addresses.
     let o = op.cli(&["ssh", "hosts", "--json"]);
@@ -349,16 +367,8 @@ fn jobs_on_ssh_hosts_are_kept_by_the_jump_peer() -> anyhow::Result<()> {
         eprintln!("SKIPPED: {why}");
         return Ok(());
     }
-    let dir = TempDir::new("ssh-jobs");
-    let key = keygen(dir.path(), "id_ed25519", "ed25519", "")?;
-    let servers: Vec<Sshd> = (0..2).map(|_| Sshd::start(&[public_key(&key)])).collect::<Result<_, _>>()?;
-    let relay = RelayProc::start("127.0.0.1:0", &[])?;
-    let t = token();
-    let config = jump_config(&dir, &servers, &key);
+    let JumpRoom { dir: _dir, servers: _servers, relay, token: t, jump, op } = JumpRoom::start("ssh-jobs")?;
     let env = [("TUNNEL_MODE", "edit")];
-    let jump = NodeProc::start_configured(&relay.url, "r", &t, "jump", &env, Some(&config))?;
-    let op = NodeProc::start(&relay.url, "r", &t, "op", "")?;
-    op.wait_for_peers(&["jump"], Duration::from_secs(10))?;
     let detach = |host: &str, script: &str| {
         let o = op.cli(&["exec", "--detach", host, "--shell", script]);
         assert_eq!(o.status.code(), Some(0), "exec --detach {host}: {}", err(&o));

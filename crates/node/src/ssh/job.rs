@@ -6,15 +6,14 @@
 //! command went on on the host is the host's affair (without a terminal, sshd does not hang it
 //! up), and the reason says so.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tunnel_net::{Stream, StreamReader, StreamWriter};
 use tunnel_proto::job::JobStart;
 use tunnel_proto::message::{cap_output, ExecEvent, ExecExit, ExecSpec};
-use tunnel_ssh::ExecRequest;
 
-use super::serve::{decide, remote_command};
+use super::serve::{decide, exec_request, remote_command};
 use crate::jobs::JobRun;
 use crate::services::exec::{
     already_ran, audit_detail, command_text, conclude, job_cancelled, refuse, send, send_last, sleep_until, Detach,
@@ -43,19 +42,8 @@ pub(crate) async fn serve_job(node: crate::Node, stream: Stream, host: String, s
     let title = format!("ssh:{host}: {}", command_text(&spec.command));
     let mut job = Detach { run: JobRun::new(start, peer, title), node: &node, detail: &detail };
     let (events_tx, events_rx) = mpsc::channel(EVENTS);
-    let (stdin_tx, stdin_rx) = if spec.stdin {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
-    let request = ExecRequest {
-        command,
-        timeout: spec.timeout_ms.map(Duration::from_millis),
-        // The job keeps all of it (within its own cap); the caller gets `output_cap`.
-        output_cap: u64::MAX,
-        stdin: stdin_rx,
-    };
+    // The job keeps all of the output (within its own cap); the caller gets `output_cap`.
+    let (request, stdin_tx) = exec_request(&spec, command, u64::MAX);
     let exec = async {
         let exit = pool.exec(&host, request, &events_tx).await;
         drop(events_tx);

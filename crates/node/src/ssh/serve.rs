@@ -81,6 +81,22 @@ pub(crate) async fn serve_exec(node: crate::Node, stream: Stream, host: String, 
     crate::services::exec::conclude(&node, peer, "ssh.exec", detail, started, outcome, writer).await;
 }
 
+/// The request for the pool, and where the command's input goes if it takes any.
+pub(crate) fn exec_request(
+    spec: &ExecSpec,
+    command: RemoteCommand,
+    output_cap: u64,
+) -> (ExecRequest, Option<mpsc::Sender<Vec<u8>>>) {
+    let (stdin_tx, stdin_rx) = if spec.stdin {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let timeout = spec.timeout_ms.map(Duration::from_millis);
+    (ExecRequest { command, timeout, output_cap, stdin: stdin_rx }, stdin_tx)
+}
+
 /// Runs the command, forwarding stdin from the peer and output to it.
 async fn run(
     pool: &tunnel_ssh::Pool,
@@ -91,18 +107,7 @@ async fn run(
     writer: &mut StreamWriter,
 ) -> Result<tunnel_proto::message::ExecExit, String> {
     let (events_tx, mut events_rx) = mpsc::channel(EVENTS);
-    let (stdin_tx, stdin_rx) = if spec.stdin {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
-    let request = ExecRequest {
-        command,
-        timeout: spec.timeout_ms.map(Duration::from_millis),
-        output_cap: spec.output_cap,
-        stdin: stdin_rx,
-    };
+    let (request, stdin_tx) = exec_request(spec, command, spec.output_cap);
     let exec = async {
         let exit = pool.exec(host, request, &events_tx).await;
         drop(events_tx);
