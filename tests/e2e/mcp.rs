@@ -57,6 +57,9 @@ fn stdio_client_attached_to_a_running_node() -> anyhow::Result<()> {
     env.push(("AUDIT_ADMIN_OF".into(), "plain".into()));
     let out = drive("stdio-attached", &env)?;
     assert!(out.contains("ok: notifications/cancelled killed the remote command"), "{out}");
+    // The session was handed to `tunnel run` and served in its process, with no hop between.
+    let status: serde_json::Value = serde_json::from_slice(&op.cli(&["status", "--json"]).stdout)?;
+    assert!(status["mcp_sessions"].as_u64() >= Some(1), "served in tunnel run's process: {status}");
     Ok(())
 }
 

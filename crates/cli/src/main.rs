@@ -36,6 +36,7 @@ mod jobs;
 mod malloc;
 mod mapreduce;
 mod mcp;
+mod mcp_handoff;
 mod progress_bar;
 mod query;
 mod remote;

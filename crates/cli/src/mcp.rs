@@ -2,7 +2,8 @@
 //! (one identity per machine) or, with none running, hosts it for every session on the
 //! machine: in the configured room, or local-only (acting on this machine) when no relay is
 //! configured. When the hosting session ends another takes over (`tunnel_mcp::shared`).
-//! Nothing but MCP messages ever goes to stdout; logs go to stderr.
+//! A running `tunnel run` takes a stdio session over and serves it in its own process
+//! (`crate::mcp_handoff`). Nothing but MCP messages ever goes to stdout; logs go to stderr.
 
 use tokio_util::sync::CancellationToken;
 use tunnel_mcp::http::{HttpOptions, HttpServer};
@@ -16,6 +17,17 @@ pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
     let groups = ToolGroup::parse_list(&args.tools).map_err(anyhow::Error::msg)?;
     let settings = Settings::resolve(args.node.flags(&global), |k| std::env::var(k).ok())?;
     let socket = settings.socket_path();
+    if matches!(args.transport, Transport::Stdio) {
+        let options = crate::mcp_handoff::HandoffOptions {
+            tools: args.tools.clone(),
+            max_output: args.max_output,
+            job_after_secs: args.job_after,
+            state_dir: settings.state_dir.clone(),
+        };
+        if crate::mcp_handoff::hand_off(&socket, &options).await.is_some() {
+            return Ok(0);
+        }
+    }
     let for_config = settings.clone();
     let make_config: tunnel_mcp::shared::MakeConfig = Box::new(move || {
         match for_config.relay {

@@ -17,6 +17,8 @@ pub(crate) async fn run(global: Global, args: RunArgs) -> anyhow::Result<i32> {
     let relay = config.relay_url.clone().unwrap_or_default();
     let control = BoundControl::bind(&settings.socket_path()).await?;
     let node = Node::start(config).await.context("joining the room")?;
+    // `tunnel mcp` sessions on this machine are served here, with no hop to the node.
+    tunnel_node::control::handoff::host_mcp_sessions(std::sync::Arc::new(crate::mcp_handoff::serve));
     let control = control.serve(node.clone());
     outln!("tunnel: {} ({}) joined room {room:?} on {relay}", node.name(), node.id());
     outln!("tunnel: control socket {}", settings.socket_path().display());

@@ -88,6 +88,9 @@ fn print_text(s: &NodeStatus, socket: &Path) -> anyhow::Result<()> {
     }
     outln!("forwards: {}", s.forwards);
     outln!("ssh:      {} hosts", s.ssh_hosts);
+    if s.mcp_sessions > 0 {
+        outln!("mcp:      {} tunnel mcp sessions served in this process", s.mcp_sessions);
+    }
     outln!("control:  {}", socket.display());
     Ok(())
 }

@@ -34,10 +34,23 @@ pub struct SharedNode {
 
 struct Hosted {
     node: Node,
-    _control: ControlServer,
+    /// `None` for a node this session only uses (a session handed to `tunnel run`): it
+    /// neither serves the socket nor stops the node.
+    control: Option<ControlServer>,
 }
 
 impl SharedNode {
+    /// The node of the process this session is served in (a session `tunnel mcp` handed to
+    /// `tunnel run`); the session never stops it.
+    pub fn of(node: Node) -> Arc<Self> {
+        Arc::new(Self {
+            socket: PathBuf::new(),
+            make_config: Box::new(|| Err("a handed-over session never hosts the node".into())),
+            hosted: Mutex::new(Some(Hosted { node, control: None })),
+            took_over: Notify::new(),
+        })
+    }
+
     /// Hosts the node if no process does, else attaches and waits to take over.
     pub async fn start(socket: PathBuf, make_config: MakeConfig) -> Result<Arc<Self>, String> {
         let shared = Arc::new(Self { socket, make_config, hosted: Mutex::new(None), took_over: Notify::new() });
@@ -86,7 +99,7 @@ impl SharedNode {
         let node = Node::start(config).await.map_err(|e| format!("starting this machine's node: {e}"))?;
         let (yield_tx, mut yield_rx) = tokio::sync::mpsc::channel(1);
         let control = bound.serve_yielding(node.clone(), yield_tx);
-        *self.hosted.lock().expect("hosted lock") = Some(Hosted { node, _control: control });
+        *self.hosted.lock().expect("hosted lock") = Some(Hosted { node, control: Some(control) });
         self.took_over.notify_waiters();
         // A `tunnel run` starting here (the service, say) gets the node; this session then
         // attaches to it like the others.
@@ -150,12 +163,18 @@ impl SharedNode {
 
     /// Leaves the room if this session hosts the node.
     pub async fn shutdown(&self) {
-        let hosted = self.hosted.lock().expect("hosted lock").take();
+        let hosted = {
+            let mut hosted = self.hosted.lock().expect("hosted lock");
+            if hosted.as_ref().is_some_and(|h| h.control.is_none()) {
+                return; // not ours to stop
+            }
+            hosted.take()
+        };
         if let Some(h) = hosted {
             // Leave the room before letting go of the host lock: the next host joins with the
             // same node id, and the relay would count that as displacing a live connection.
             h.node.shutdown().await;
-            drop(h._control);
+            drop(h.control);
         }
     }
 }

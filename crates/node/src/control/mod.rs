@@ -26,6 +26,7 @@ pub mod call;
 mod exec;
 mod files;
 pub(crate) mod fleet;
+pub mod handoff;
 pub(crate) mod job;
 
 const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -131,6 +132,13 @@ pub enum ControlRequest {
     Task {
         target: String,
         task: tunnel_proto::job::TaskSpec,
+    },
+    /// From `tunnel mcp` over stdio: the node's process serves the session itself. `Done`,
+    /// then the front-end sends its stdin and stdout (see [`handoff`]); or `Error`, and the
+    /// front-end relays calls itself. `options` are the front-end's, for the process that
+    /// serves them.
+    McpHandoff {
+        options: String,
     },
 }
 
@@ -508,7 +516,9 @@ async fn accept_loop(listener: UnixListener, node: Node, cancel: CancellationTok
     }
 }
 
-async fn serve<S: ControlStream>(mut stream: S, node: Node, yielder: Yielder) {
+/// Serves one control connection (a session handed over comes with descriptors on its Unix
+/// socket: see [`handoff`]).
+async fn serve<S: ControlStream + handoff::Socket>(mut stream: S, node: Node, yielder: Yielder) {
     let mut operator = true;
     let mut bound = crate::CONNECT_TIMEOUT_DEFAULT;
     loop {
@@ -557,6 +567,9 @@ async fn serve<S: ControlStream>(mut stream: S, node: Node, yielder: Yielder) {
             }
             ControlRequest::ForwardOpen { spec, hold: true } => {
                 return with_connect_timeout(bound, hold_forward(stream, node, spec)).await
+            }
+            ControlRequest::McpHandoff { options } if operator => {
+                return handoff::serve(stream, node, options).await;
             }
             ControlRequest::Yield => {
                 let resp = match &yielder {
@@ -654,6 +667,7 @@ async fn handle(node: &Node, req: ControlRequest, operator: bool) -> ControlResp
         | ControlRequest::Agent
         | ControlRequest::ConnectTimeout { .. }
         | ControlRequest::Yield
+        | ControlRequest::McpHandoff { .. }
         | ControlRequest::Input(_)
         | ControlRequest::InputEnd => ControlResponse::Error("input without an operation under way".into()),
     }

@@ -30,6 +30,9 @@ pub struct NodeStatus {
     pub forwards: usize,
     pub ssh_hosts: usize,
     pub uptime_secs: u64,
+    /// `tunnel mcp` sessions handed to this process and served in it, since it started.
+    #[serde(default)]
+    pub mcp_sessions: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +77,7 @@ impl Node {
             forwards: inner.forwards.list().len(),
             ssh_hosts: self.own_ssh_hosts().len(),
             uptime_secs: SystemTime::now().duration_since(inner.started).unwrap_or_default().as_secs(),
+            mcp_sessions: crate::control::handoff::sessions_served(),
         }
     }
 }

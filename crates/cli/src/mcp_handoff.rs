@@ -1,0 +1,122 @@
+//! `tunnel mcp` over stdio hands its session to a running `tunnel run`, which serves it in its
+//! own process: no hop between the client's calls and the node (see
+//! `tunnel_node::control::handoff`). Both sides are here: the front-end that hands over, and
+//! what `tunnel run` runs for a session it takes.
+
+use std::future::Future;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tunnel_mcp::shared::SharedNode;
+use tunnel_mcp::{Backend, McpOptions, ToolGroup, TunnelMcp};
+use tunnel_node::control::{read_frame, write_frame, ControlClient, ControlRequest, ControlResponse};
+use tunnel_node::Node;
+
+/// What a handed-over session takes of `tunnel mcp`'s flags.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct HandoffOptions {
+    pub(crate) tools: String,
+    pub(crate) max_output: u64,
+    pub(crate) job_after_secs: f64,
+    pub(crate) state_dir: PathBuf,
+}
+
+/// Whether a descriptor is one the node can serve a session on: a pipe or a socket (what MCP
+/// clients give their servers), not a terminal or a file.
+fn servable(fd: BorrowedFd<'_>) -> bool {
+    use rustix::fs::FileType;
+    rustix::fs::fstat(fd)
+        .map(|st| matches!(FileType::from_raw_mode(st.st_mode), FileType::Fifo | FileType::Socket))
+        .unwrap_or(false)
+}
+
+/// Hands this process's stdin and stdout to the node behind `socket` and waits for the
+/// session to end. `None` when the node does not take it (none runs, its host serves no
+/// sessions, an older node): the caller then serves the session itself.
+pub(crate) async fn hand_off(socket: &Path, options: &HandoffOptions) -> Option<()> {
+    let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+    if !servable(stdin.as_fd()) || !servable(stdout.as_fd()) {
+        return None;
+    }
+    let mut stream = ControlClient::connect(socket).await.ok()?.into_stream();
+    let options = serde_json::to_string(options).ok()?;
+    write_frame(&mut stream, &ControlRequest::McpHandoff { options }).await.ok()?;
+    match read_frame::<ControlResponse, _>(&mut stream).await {
+        Ok(Some(ControlResponse::Done)) => {}
+        _ => return None,
+    }
+    if let Err(e) = tunnel_node::control::handoff::send_fds(&stream, stdin.as_fd(), stdout.as_fd()) {
+        tracing::warn!(error = %e, "could not hand the session to the node; serving it here");
+        return None;
+    }
+    tracing::info!("this session is served by the running node's process");
+    // The node closes the connection when the session ends; a signal ends it from here.
+    let ended = async {
+        let mut stream = stream;
+        let _ = read_frame::<ControlResponse, _>(&mut stream).await;
+    };
+    tokio::select! {
+        () = ended => {}
+        _ = crate::run::shutdown_signal() => {}
+    }
+    Some(())
+}
+
+/// What `tunnel run` runs for a session handed to it.
+pub(crate) fn serve(
+    node: Node,
+    options: String,
+    input: OwnedFd,
+    output: OwnedFd,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        if let Err(e) = serve_session(node, &options, input, output).await {
+            tracing::warn!(error = %format!("{e:#}"), "a handed-over MCP session ended with an error");
+        }
+    })
+}
+
+async fn serve_session(node: Node, options: &str, input: OwnedFd, output: OwnedFd) -> anyhow::Result<()> {
+    let opts: HandoffOptions = serde_json::from_str(options)?;
+    let groups = ToolGroup::parse_list(&opts.tools).map_err(anyhow::Error::msg)?;
+    let local_only = node.status().relay.is_none();
+    let server = TunnelMcp::new(McpOptions {
+        backend: Backend::new(SharedNode::of(node)),
+        groups,
+        max_output: opts.max_output,
+        state_dir: opts.state_dir,
+        local_only,
+        job_after: Duration::from_secs_f64(opts.job_after_secs),
+    });
+    tunnel_mcp::serve_lines(server, reader(input)?, writer(output)?).await?;
+    Ok(())
+}
+
+fn reader(fd: OwnedFd) -> std::io::Result<Box<dyn AsyncRead + Unpin + Send>> {
+    Ok(match is_socket(&fd) {
+        true => Box::new(socket(fd)?),
+        false => Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?),
+    })
+}
+
+fn writer(fd: OwnedFd) -> std::io::Result<Box<dyn AsyncWrite + Unpin + Send>> {
+    Ok(match is_socket(&fd) {
+        true => Box::new(socket(fd)?),
+        false => Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(fd)?),
+    })
+}
+
+fn is_socket(fd: &OwnedFd) -> bool {
+    rustix::fs::fstat(fd)
+        .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket)
+}
+
+fn socket(fd: OwnedFd) -> std::io::Result<tokio::net::UnixStream> {
+    let stream = std::os::unix::net::UnixStream::from(fd);
+    stream.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(stream)
+}
