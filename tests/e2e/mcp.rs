@@ -272,3 +272,58 @@ fn typescript_sdk_and_inspector_clients() -> anyhow::Result<()> {
     assert!(out.contains("ok: http: exec runs argv on a peer"), "{out}");
     Ok(())
 }
+
+/// Speaks MCP over a `tunnel mcp` process's stdio: initialize, then `tools/list`; returns how
+/// many tools it lists, then closes stdin and waits (bounded) for the process to exit.
+fn one_session(node: &NodeProc, extra: &[&str]) -> anyhow::Result<usize> {
+    use std::io::Write;
+    let mut child = Command::new(bin("tunnel"))
+        .arg("mcp")
+        .args(extra)
+        .envs(NodeProc::env_of(node.dir.path()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    writeln!(stdin, "{init}")?;
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#)?;
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#)?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let tools = loop {
+        let line = lines.next().context("tunnel mcp ended early")??;
+        let msg: serde_json::Value = serde_json::from_str(&line)?;
+        if msg["id"] == 2 {
+            break msg["result"]["tools"].as_array().map_or(0, Vec::len);
+        }
+    };
+    drop(stdin);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait()?.is_none() {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "tunnel mcp did not exit after its client closed stdin");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(tools)
+}
+
+fn sessions_served(node: &NodeProc) -> anyhow::Result<u64> {
+    let status: serde_json::Value = serde_json::from_slice(&node.cli(&["status", "--json"]).stdout)?;
+    status["mcp_sessions"].as_u64().context("mcp_sessions in tunnel status")
+}
+
+/// With `tunnel run` on the machine, a stdio session is handed to it and ends with its client;
+/// `--no-handoff` serves the same session by relaying calls instead.
+#[test]
+fn stdio_sessions_are_handed_to_tunnel_run_unless_told_not_to() -> anyhow::Result<()> {
+    let (relay, token) = (RelayProc::start("127.0.0.1:0", &[])?, token());
+    let node = NodeProc::start(&relay.url, "r", &token, "op", "")?;
+    assert_eq!(sessions_served(&node)?, 0);
+    let handed = one_session(&node, &[])?;
+    assert!(handed >= 10, "a handed-over session lists the tools: {handed}");
+    assert_eq!(sessions_served(&node)?, 1, "served in tunnel run's process");
+    let relayed = one_session(&node, &["--no-handoff"])?;
+    assert_eq!(relayed, handed, "both ways serve the same tools");
+    assert_eq!(sessions_served(&node)?, 1, "--no-handoff relays instead");
+    Ok(())
+}

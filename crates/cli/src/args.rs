@@ -398,6 +398,11 @@ pub(crate) struct McpArgs {
     /// Default cap, in bytes, on what one tool call returns per output (a call may ask for another).
     #[arg(long, default_value_t = 65536, value_name = "BYTES")]
     pub(crate) max_output: u64,
+    /// With a `tunnel run` on this machine, relay each call to it over its socket instead of
+    /// handing it the session to serve in its process: a little slower, but the session then
+    /// outlives a restart of `tunnel run`.
+    #[arg(long)]
+    pub(crate) no_handoff: bool,
     #[command(flatten)]
     pub(crate) node: NodeArgs,
 }

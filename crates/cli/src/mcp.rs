@@ -17,7 +17,7 @@ pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
     let groups = ToolGroup::parse_list(&args.tools).map_err(anyhow::Error::msg)?;
     let settings = Settings::resolve(args.node.flags(&global), |k| std::env::var(k).ok())?;
     let socket = settings.socket_path();
-    if matches!(args.transport, Transport::Stdio) {
+    if matches!(args.transport, Transport::Stdio) && !args.no_handoff {
         let options = crate::mcp_handoff::HandoffOptions {
             tools: args.tools.clone(),
             max_output: args.max_output,
