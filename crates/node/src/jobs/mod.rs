@@ -191,9 +191,12 @@ impl Jobs {
                 let _ = rustix::process::kill_process_group(group, rustix::process::Signal::Kill);
             }
             live.info.send_modify(|i| {
-                let reason = match store::on_ssh_host(i) {
-                    true => store::SSH_CHANNEL_CLOSED,
-                    false => "the node stopped while the job ran; the job was killed",
+                let reason = if store::on_ssh_host(i) {
+                    store::SSH_CHANNEL_CLOSED
+                } else if store::is_fleet(i) {
+                    store::FLEET_UNFOLLOWED
+                } else {
+                    "the node stopped while the job ran; the job was killed"
                 };
                 store::mark_lost(i, reason)
             });

@@ -80,6 +80,7 @@ pub(crate) fn recover(root: &Path) -> u64 {
         let reason = match survivor {
             Some(_) => "the node stopped while the job ran; its process was still running and was killed",
             None if on_ssh_host(&record.info) => SSH_CHANNEL_CLOSED,
+            None if is_fleet(&record.info) => FLEET_UNFOLLOWED,
             None => "the node stopped while the job ran; its process ended with it, exit status unknown",
         };
         mark_lost(&mut record.info, reason);
@@ -92,6 +93,15 @@ pub(crate) fn recover(root: &Path) -> u64 {
 /// Why a job on an SSH host is lost: its channel closed with this node.
 pub(crate) const SSH_CHANNEL_CLOSED: &str = "the node stopped while the job ran; the SSH channel the command ran on \
      closed with it (the host hangs the command up, or it runs on unwatched), exit status unknown";
+
+/// Why a fleet job is lost: this node stopped following its children, which run on.
+pub(crate) const FLEET_UNFOLLOWED: &str = "the node stopped while it followed this fleet's child jobs; they run on \
+     where they are (their ids are in this job's output)";
+
+/// Whether the job stands for a fleet's child jobs (`jobs::fleet` titles it so).
+pub(crate) fn is_fleet(info: &JobInfo) -> bool {
+    info.command.starts_with("fleet: ")
+}
 
 /// Whether the job ran on an SSH host through this node (`ssh::serve_job` titles it so).
 pub(crate) fn on_ssh_host(info: &JobInfo) -> bool {
@@ -193,6 +203,24 @@ mod tests {
             assert_eq!(r.info.state, JobState::Lost);
             assert_eq!(r.info.output_bytes, 7);
             assert!(r.info.reason.as_deref().unwrap().contains(word), "{:?}", r.info.reason);
+        }
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// Jobs with no process of their own say what became of the work they stood for.
+    #[test]
+    fn ssh_and_fleet_jobs_left_running_say_where_their_work_went() {
+        let root = scratch();
+        for (id, command) in [(1, "ssh:db-1: backup"), (2, "fleet: apt-get -y upgrade")] {
+            let dir = job_dir(&root, id);
+            std::fs::create_dir(&dir).unwrap();
+            let info = JobInfo { command: command.into(), ..info(id, JobState::Running, None) };
+            write_record(&dir, &Record { info, pid: None, pid_start: None }).unwrap();
+        }
+        recover(&root);
+        for (id, reason) in [(1, SSH_CHANNEL_CLOSED), (2, FLEET_UNFOLLOWED)] {
+            let r = read_record(&job_dir(&root, id)).unwrap();
+            assert_eq!((r.info.state, r.info.reason.as_deref()), (JobState::Lost, Some(reason)));
         }
         std::fs::remove_dir_all(root).unwrap();
     }
