@@ -114,7 +114,7 @@ async fn fan_out(
             ControlResponse::Targets(t) => total = t.len(),
             ControlResponse::FleetJob(job) => fleet_job = Some(job.reference()),
             ControlResponse::FleetResult(r) => {
-                failed += usize::from(!matches!(r.status, Status::Ok | Status::Running));
+                failed += usize::from(r.status.is_failure());
                 if common.stream {
                     outln!("{}", serde_json::to_string(&r)?);
                 }
@@ -154,7 +154,7 @@ async fn fan_out(
         }
     }
     // Targets running on are not failures (yet): the fleet job reports how they end.
-    let failed = reduction.by_status.keys().any(|s| !matches!(s, Status::Ok | Status::Running));
+    let failed = reduction.by_status.keys().any(|s| s.is_failure());
     Ok(if failed { 1 } else { 0 })
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
+use rustix::fs::FileType;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tunnel_mcp::shared::SharedNode;
@@ -25,13 +26,15 @@ pub(crate) struct HandoffOptions {
     pub(crate) state_dir: PathBuf,
 }
 
+/// What kind of file a descriptor is.
+fn kind(fd: impl AsFd) -> Option<FileType> {
+    rustix::fs::fstat(fd).ok().map(|st| FileType::from_raw_mode(st.st_mode))
+}
+
 /// Whether a descriptor is one the node can serve a session on: a pipe or a socket (what MCP
 /// clients give their servers), not a terminal or a file.
 fn servable(fd: BorrowedFd<'_>) -> bool {
-    use rustix::fs::FileType;
-    rustix::fs::fstat(fd)
-        .map(|st| matches!(FileType::from_raw_mode(st.st_mode), FileType::Fifo | FileType::Socket))
-        .unwrap_or(false)
+    matches!(kind(fd), Some(FileType::Fifo | FileType::Socket))
 }
 
 /// Hands this process's stdin and stdout to the node behind `socket` and waits for the
@@ -111,8 +114,7 @@ fn writer(fd: OwnedFd) -> std::io::Result<Box<dyn AsyncWrite + Unpin + Send>> {
 }
 
 fn is_socket(fd: &OwnedFd) -> bool {
-    rustix::fs::fstat(fd)
-        .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket)
+    kind(fd) == Some(FileType::Socket)
 }
 
 fn socket(fd: OwnedFd) -> std::io::Result<tokio::net::UnixStream> {

@@ -140,7 +140,7 @@ async fn fan_out(
             Ok(ControlResponse::Targets(t)) => total = t.len(),
             Ok(ControlResponse::FleetJob(info)) => job = Some(info.reference().to_string()),
             Ok(ControlResponse::FleetResult(r)) => {
-                failed += usize::from(!matches!(r.status, Status::Ok | Status::Running));
+                failed += usize::from(r.status.is_failure());
                 results.push(r);
                 let msg = format!("{}/{total} done, {failed} failed", results.len());
                 progress.report(results.len() as f64, Some(total as f64), msg).await;
@@ -179,8 +179,7 @@ pub(crate) fn fleet_out(
     max_failures: u32,
     took: Duration,
 ) -> FleetOut {
-    let mut failed: Vec<&TargetResult> =
-        results.iter().filter(|r| !matches!(r.status, Status::Ok | Status::Running)).collect();
+    let mut failed: Vec<&TargetResult> = results.iter().filter(|r| r.status.is_failure()).collect();
     failed.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     let shown = failed.len().min(max_failures as usize);
     FleetOut {

@@ -119,12 +119,26 @@ impl Socket for tokio::io::DuplexStream {
 
 /// Serves a `McpHandoff` request: takes the session if this process hosts sessions and the
 /// connection is the Unix socket, else says no (the front-end then relays calls itself).
-pub(crate) async fn serve<S: super::ControlStream + Socket>(mut stream: S, node: Node, options: String) {
+/// `operator`: the connection is the machine's operator's (a front-end serving an agent may not
+/// hand sessions on).
+pub(crate) async fn serve<S: super::ControlStream + Socket>(
+    mut stream: S,
+    node: Node,
+    options: String,
+    operator: bool,
+) {
     use tokio::io::AsyncReadExt;
-    let (Some(host), true) = (host(), stream.socket().is_some()) else {
-        let no = super::ControlResponse::Error("this node's host does not serve MCP sessions itself".into());
-        let _ = super::write_frame(&mut stream, &no).await;
-        return;
+    let host = match (host(), stream.socket().is_some()) {
+        _ if !operator => Err("an agent's connection cannot hand over a session"),
+        (Some(host), true) => Ok(host),
+        _ => Err("this node's host does not serve MCP sessions itself"),
+    };
+    let host = match host {
+        Ok(host) => host,
+        Err(why) => {
+            let _ = super::write_frame(&mut stream, &super::ControlResponse::Error(why.into())).await;
+            return;
+        }
     };
     if super::write_frame(&mut stream, &super::ControlResponse::Done).await.is_err() {
         return;

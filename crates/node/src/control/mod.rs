@@ -568,8 +568,8 @@ async fn serve<S: ControlStream + handoff::Socket>(mut stream: S, node: Node, yi
             ControlRequest::ForwardOpen { spec, hold: true } => {
                 return with_connect_timeout(bound, hold_forward(stream, node, spec)).await
             }
-            ControlRequest::McpHandoff { options } if operator => {
-                return handoff::serve(stream, node, options).await;
+            ControlRequest::McpHandoff { options } => {
+                return handoff::serve(stream, node, options, operator).await;
             }
             ControlRequest::Yield => {
                 let resp = match &yielder {

@@ -74,6 +74,11 @@ pub enum Status {
 }
 
 impl Status {
+    /// It ended, and not well (a target still running as a job has not failed).
+    pub fn is_failure(self) -> bool {
+        !matches!(self, Self::Ok | Self::Running)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",

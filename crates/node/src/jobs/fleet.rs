@@ -20,6 +20,10 @@ use crate::fleet::{Status, TargetResult};
 use crate::node::rpc::RpcError;
 use crate::Node;
 
+/// Why a fleet job is lost: this node stopped following its children, which run on.
+pub(crate) const FLEET_UNFOLLOWED: &str = "the node stopped while it followed this fleet's child jobs; they run on \
+     where they are (their ids are in this job's output)";
+
 /// How much of each child's output its result keeps (the tail).
 const CHILD_OUTPUT_TAIL: u32 = 4096;
 /// Each request to a child's node: a long poll, plus the way there and back.
@@ -31,7 +35,7 @@ const ASK_RETRIES: u32 = 5;
 /// from here until every child ended. `label` is the target expression.
 pub(crate) fn start(node: &Node, label: String, command: &str, results: Vec<TargetResult>) -> Result<JobInfo, String> {
     let start = JobStart { after_ms: 0, label };
-    let mut run = JobRun::new(start, node.id(), format!("fleet: {command}"));
+    let mut run = JobRun::new(start, node.id(), format!("fleet: {command}")).orphaned_as(FLEET_UNFOLLOWED);
     let info = run.detach(node.jobs(), None, store::now_ms())?;
     let running = results.iter().filter(|r| r.status == Status::Running).count();
     let mut head = format!("fleet job over {} targets; {running} run on as jobs:\n", results.len());

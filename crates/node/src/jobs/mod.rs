@@ -56,6 +56,8 @@ pub(crate) struct Live {
     /// The command's process group.
     group: Option<rustix::process::Pid>,
     dir: PathBuf,
+    /// See [`JobRun::orphaned_as`].
+    orphaned: Option<&'static str>,
 }
 
 impl Jobs {
@@ -190,17 +192,10 @@ impl Jobs {
             if let Some(group) = live.group {
                 let _ = rustix::process::kill_process_group(group, rustix::process::Signal::Kill);
             }
-            live.info.send_modify(|i| {
-                let reason = if store::on_ssh_host(i) {
-                    store::SSH_CHANNEL_CLOSED
-                } else if store::is_fleet(i) {
-                    store::FLEET_UNFOLLOWED
-                } else {
-                    "the node stopped while the job ran; the job was killed"
-                };
-                store::mark_lost(i, reason)
-            });
-            store::save_lost(&live.dir, Record { info: live.info.borrow().clone(), pid: None, pid_start: None });
+            let reason = live.orphaned.unwrap_or("the node stopped while the job ran; the job was killed");
+            live.info.send_modify(|i| store::mark_lost(i, reason));
+            let info = live.info.borrow().clone();
+            store::save_lost(&live.dir, Record { info, pid: None, pid_start: None, orphaned: None });
         }
     }
 }
@@ -214,6 +209,7 @@ pub(crate) struct JobRun {
     pending: Option<OutputLog>,
     live: Option<Arc<Live>>,
     write_failed: bool,
+    orphaned: Option<&'static str>,
 }
 
 impl JobRun {
@@ -225,7 +221,14 @@ impl JobRun {
             pending: Some(OutputLog::new(output::OUTPUT_CAP)),
             live: None,
             write_failed: false,
+            orphaned: None,
         }
+    }
+
+    /// For a job with no process of its own: why it is lost if its node stops while it runs
+    /// (said at a graceful stop and at the restart after a crash).
+    pub(crate) fn orphaned_as(self, reason: &'static str) -> Self {
+        Self { orphaned: Some(reason), ..self }
     }
 
     pub(crate) fn after(&self) -> Duration {
@@ -281,7 +284,12 @@ impl JobRun {
             output_cap: log.cap(),
         };
         let pid = pid.map(|p| p as i32);
-        let record = Record { info: info.clone(), pid, pid_start: pid.and_then(store::process_start) };
+        let record = Record {
+            info: info.clone(),
+            pid,
+            pid_start: pid.and_then(store::process_start),
+            orphaned: self.orphaned.map(str::to_owned),
+        };
         let made = std::fs::create_dir(&dir)
             .and_then(|()| log.mirror_to(&dir))
             .and_then(|()| store::write_record(&dir, &record));
@@ -296,6 +304,7 @@ impl JobRun {
             cancel: CancellationToken::new(),
             group: pid.and_then(rustix::process::Pid::from_raw),
             dir: dir.clone(),
+            orphaned: self.orphaned,
         });
         jobs.live.lock().expect("jobs lock").insert(id, live.clone());
         self.live = Some(live);
@@ -336,7 +345,7 @@ impl JobRun {
             }
         });
         let info = live.info.borrow().clone();
-        let record = Record { info: info.clone(), pid: None, pid_start: None };
+        let record = Record { info: info.clone(), pid: None, pid_start: None, orphaned: None };
         if let Err(e) = store::write_record(&live.dir, &record) {
             tracing::warn!(job = info.id, error = %e, "could not record a job's end");
         }

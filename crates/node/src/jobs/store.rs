@@ -25,6 +25,10 @@ pub(crate) struct Record {
     /// When that process started (`/proc/PID/stat` field 22), so that a recycled pid is never
     /// mistaken for it.
     pub pid_start: Option<u64>,
+    /// For a job with no process of its own (an SSH host's command, a fleet's children): why
+    /// it is lost if found running after its node stopped, set while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orphaned: Option<String>,
 }
 
 pub(crate) fn job_dir(root: &Path, id: u64) -> PathBuf {
@@ -79,33 +83,18 @@ pub(crate) fn recover(root: &Path) -> u64 {
         record.info.output_bytes = total;
         let reason = match survivor {
             Some(_) => "the node stopped while the job ran; its process was still running and was killed",
-            None if on_ssh_host(&record.info) => SSH_CHANNEL_CLOSED,
-            None if is_fleet(&record.info) => FLEET_UNFOLLOWED,
-            None => "the node stopped while the job ran; its process ended with it, exit status unknown",
+            None => match &record.orphaned {
+                Some(why) => why.as_str(),
+                None => "the node stopped while the job ran; its process ended with it, exit status unknown",
+            },
         };
-        mark_lost(&mut record.info, reason);
+        let reason = reason.to_owned();
+        mark_lost(&mut record.info, &reason);
+        record.orphaned = None;
         record.pid = None;
         save_lost(&dir, record);
     }
     highest
-}
-
-/// Why a job on an SSH host is lost: its channel closed with this node.
-pub(crate) const SSH_CHANNEL_CLOSED: &str = "the node stopped while the job ran; the SSH channel the command ran on \
-     closed with it (the host hangs the command up, or it runs on unwatched), exit status unknown";
-
-/// Why a fleet job is lost: this node stopped following its children, which run on.
-pub(crate) const FLEET_UNFOLLOWED: &str = "the node stopped while it followed this fleet's child jobs; they run on \
-     where they are (their ids are in this job's output)";
-
-/// Whether the job stands for a fleet's child jobs (`jobs::fleet` titles it so).
-pub(crate) fn is_fleet(info: &JobInfo) -> bool {
-    info.command.starts_with("fleet: ")
-}
-
-/// Whether the job ran on an SSH host through this node (`ssh::serve_job` titles it so).
-pub(crate) fn on_ssh_host(info: &JobInfo) -> bool {
-    info.command.starts_with("ssh:")
 }
 
 /// A job whose end nobody saw: `lost`, now, and why.
@@ -193,7 +182,8 @@ mod tests {
             let dir = job_dir(&root, id);
             std::fs::create_dir(&dir).unwrap();
             std::fs::write(dir.join("out-0"), b"partial").unwrap();
-            write_record(&dir, &Record { info: info(id, JobState::Running, None), pid, pid_start }).unwrap();
+            write_record(&dir, &Record { info: info(id, JobState::Running, None), pid, pid_start, orphaned: None })
+                .unwrap();
         }
         assert_eq!(recover(&root), 5);
         let status = child.wait().unwrap();
@@ -211,14 +201,20 @@ mod tests {
     #[test]
     fn ssh_and_fleet_jobs_left_running_say_where_their_work_went() {
         let root = scratch();
-        for (id, command) in [(1, "ssh:db-1: backup"), (2, "fleet: apt-get -y upgrade")] {
+        let (ssh, fleet) = (crate::ssh::job::SSH_CHANNEL_CLOSED, crate::jobs::fleet::FLEET_UNFOLLOWED);
+        for (id, reason) in [(1, ssh), (2, fleet)] {
             let dir = job_dir(&root, id);
             std::fs::create_dir(&dir).unwrap();
-            let info = JobInfo { command: command.into(), ..info(id, JobState::Running, None) };
-            write_record(&dir, &Record { info, pid: None, pid_start: None }).unwrap();
+            let record = Record {
+                info: info(id, JobState::Running, None),
+                pid: None,
+                pid_start: None,
+                orphaned: Some(reason.into()),
+            };
+            write_record(&dir, &record).unwrap();
         }
         recover(&root);
-        for (id, reason) in [(1, SSH_CHANNEL_CLOSED), (2, FLEET_UNFOLLOWED)] {
+        for (id, reason) in [(1, ssh), (2, fleet)] {
             let r = read_record(&job_dir(&root, id)).unwrap();
             assert_eq!((r.info.state, r.info.reason.as_deref()), (JobState::Lost, Some(reason)));
         }
@@ -240,7 +236,8 @@ mod tests {
             let dir = job_dir(&root, id);
             std::fs::create_dir(&dir).unwrap();
             std::fs::write(dir.join("out-0"), vec![b'x'; 1000]).unwrap();
-            write_record(&dir, &Record { info: info(id, state, ended), pid: None, pid_start: None }).unwrap();
+            write_record(&dir, &Record { info: info(id, state, ended), pid: None, pid_start: None, orphaned: None })
+                .unwrap();
         }
         prune(&root, now, RETENTION, 1 << 20);
         let left = |root: &Path| {

@@ -19,6 +19,10 @@ use crate::services::exec::{
     already_ran, audit_detail, command_text, conclude, job_cancelled, refuse, send, send_last, sleep_until, Detach,
 };
 
+/// Why a job on an SSH host is lost: its channel closed with this node.
+pub(crate) const SSH_CHANNEL_CLOSED: &str = "the node stopped while the job ran; the SSH channel the command ran on \
+     closed with it (the host hangs the command up, or it runs on unwatched), exit status unknown";
+
 /// Events buffered between the SSH channel and the job.
 const EVENTS: usize = 64;
 
@@ -40,7 +44,8 @@ pub(crate) async fn serve_job(node: crate::Node, stream: Stream, host: String, s
         Err(e) => return conclude(&node, peer, "ssh.exec", detail, started, Err(e), writer).await,
     };
     let title = format!("ssh:{host}: {}", command_text(&spec.command));
-    let mut job = Detach { run: JobRun::new(start, peer, title), node: &node, detail: &detail };
+    let run = JobRun::new(start, peer, title).orphaned_as(SSH_CHANNEL_CLOSED);
+    let mut job = Detach { run, node: &node, detail: &detail };
     let (events_tx, events_rx) = mpsc::channel(EVENTS);
     // The job keeps all of the output (within its own cap); the caller gets `output_cap`.
     let (request, stdin_tx) = exec_request(&spec, command, u64::MAX);

@@ -1,7 +1,7 @@
 //! The SSH arm inside the node: which hosts it announces to the mesh, what peers announce,
 //! and the services that run operations on this node's SSH hosts for peers.
 
-mod job;
+pub(crate) mod job;
 mod requests;
 mod serve;
 mod settings;
