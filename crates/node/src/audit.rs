@@ -57,11 +57,15 @@ struct Tail {
     file: File,
     seq: u64,
     last_hash: String,
+    /// `audit.head`, kept open and overwritten in place: replacing its contents by truncation
+    /// makes ext4 flush the file when it is closed (`auto_da_alloc`), which cost 0.2 ms per
+    /// record, more than a whole `exec true`.
+    head: File,
+    head_len: u64,
 }
 
 pub struct AuditLog {
     path: PathBuf,
-    head: PathBuf,
     tail: Mutex<Tail>,
 }
 
@@ -94,7 +98,15 @@ impl AuditLog {
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let mut file = opts.open(&path).map_err(io)?;
         let (seq, last_hash) = last_record(&mut file).map_err(io)?;
-        Ok(Self { head: state_dir.join("audit.head"), path, tail: Mutex::new(Tail { file, seq, last_hash }) })
+        let head_path = state_dir.join("audit.head");
+        let mut opts = OpenOptions::new();
+        opts.create(true).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        // Not truncated here: until the next record, it still says how far the log went.
+        let head = opts.open(&head_path).map_err(|source| AuditError::Io { path: head_path.clone(), source })?;
+        let head_len = head.metadata().map_err(|source| AuditError::Io { path: head_path, source })?.len();
+        Ok(Self { path, tail: Mutex::new(Tail { file, seq, last_hash, head, head_len }) })
     }
 
     pub fn path(&self) -> &Path {
@@ -110,7 +122,15 @@ impl AuditLog {
         tail.file.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
         tail.seq = record.seq;
         tail.last_hash = hash_line(&line);
-        std::fs::write(&self.head, format!("{} {}\n", tail.seq, tail.last_hash)).map_err(io)?;
+        let head = format!("{} {}\n", tail.seq, tail.last_hash);
+        let len = head.len() as u64;
+        std::os::unix::fs::FileExt::write_all_at(&tail.head, head.as_bytes(), 0).map_err(io)?;
+        // Sequence numbers only grow, so the text only lengthens; it is shorter only after the
+        // log was cut, and then what is left of the old text goes.
+        if len < tail.head_len {
+            tail.head.set_len(len).map_err(io)?;
+        }
+        tail.head_len = len;
         Ok(record)
     }
 
@@ -287,6 +307,25 @@ mod tests {
         assert_eq!(broken_at(&d), 5, "cut off the end");
         put(&d, &good);
         assert_eq!(verify(&d).unwrap(), 5);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_head_is_rewritten_in_place_and_never_keeps_stale_text() {
+        let d = dir("head");
+        write(&d, 10);
+        let head = || std::fs::read_to_string(d.join("audit.head")).unwrap();
+        assert!(head().starts_with("10 ") && head().lines().count() == 1, "{}", head());
+        // Opening the log does not touch the head: a cut log still shows as cut.
+        put(&d, &lines(&d)[..5]);
+        drop(AuditLog::open(&d).unwrap());
+        assert!(head().starts_with("10 "));
+        assert!(matches!(verify(&d), Err(AuditError::Broken { line: 6, .. })));
+        // The next record (seq 6) has a shorter head line than "10 ...": nothing of it is left.
+        write(&d, 1);
+        let last = hash_line(lines(&d).last().unwrap());
+        assert_eq!(head(), format!("6 {last}\n"));
+        assert_eq!(verify(&d).unwrap(), 6);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
