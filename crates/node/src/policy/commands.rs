@@ -7,6 +7,7 @@
 //! deny lists; in plan mode they are not allowed at all.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::Refusal;
 
@@ -14,10 +15,47 @@ use super::Refusal;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandLine {
     /// Run directly, never through a shell.
-    Argv(Vec<String>),
+    Argv(Argv),
     /// Run as `sh -c STRING`.
     Shell(String),
 }
+
+impl CommandLine {
+    pub fn argv(words: Vec<String>) -> Self {
+        Self::Argv(Argv { words, program: OnceLock::new() })
+    }
+}
+
+/// A command's words, and the file its program resolves to, found once (when first asked):
+/// every check and the spawn then judge and run the same file, whatever `PATH` or the file
+/// system do meanwhile, and the lookup costs its syscalls once per request.
+#[derive(Debug, Clone)]
+pub struct Argv {
+    words: Vec<String>,
+    program: OnceLock<Option<PathBuf>>,
+}
+
+impl Argv {
+    /// The program's file, as [`resolve_program`] finds it; `None` if there is none.
+    pub fn program(&self) -> Option<&Path> {
+        self.program.get_or_init(|| self.words.first().and_then(|w| resolve_program(w))).as_deref()
+    }
+}
+
+impl std::ops::Deref for Argv {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.words
+    }
+}
+
+impl PartialEq for Argv {
+    fn eq(&self, other: &Self) -> bool {
+        self.words == other.words
+    }
+}
+
+impl Eq for Argv {}
 
 /// Directories plan mode trusts to hold the real system tools.
 const TRUSTED_DIRS: &[&str] = &["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/local/sbin"];
@@ -68,19 +106,20 @@ pub(super) fn basename(s: &str) -> &str {
 /// and the same for every command a wrapper runs. Shell form is `sh`.
 pub(crate) fn program_names(cmd: &CommandLine) -> Vec<String> {
     let mut names = Vec::new();
-    let mut argv: &[String] = match cmd {
+    let (mut argv, mut program): (&[String], Option<PathBuf>) = match cmd {
         CommandLine::Shell(_) => return vec!["sh".into()],
-        CommandLine::Argv(a) => a,
+        CommandLine::Argv(a) => (a, a.program().map(Path::to_owned)),
     };
     while let Some(first) = argv.first() {
         names.push(basename(first).to_owned());
-        if let Some(resolved) = resolve_program(first) {
-            if let Some(name) = resolved.file_name().and_then(|n| n.to_str()) {
-                names.push(name.to_owned());
-            }
+        if let Some(name) = program.as_deref().and_then(|p| p.file_name()).and_then(|n| n.to_str()) {
+            names.push(name.to_owned());
         }
         match wrapped(argv) {
-            Some(rest) => argv = rest,
+            Some(rest) => {
+                argv = rest;
+                program = rest.first().and_then(|w| resolve_program(w));
+            }
             None => break,
         }
     }
@@ -138,14 +177,13 @@ pub(crate) fn hard_deny(cmd: &CommandLine) -> Result<(), Refusal> {
     match cmd {
         CommandLine::Shell(script) => hard_deny_script(script),
         CommandLine::Argv(argv) => {
-            let mut argv: &[String] = argv;
-            loop {
-                hard_deny_argv(argv)?;
-                match wrapped(argv) {
-                    Some(rest) => argv = rest,
-                    None => return Ok(()),
-                }
+            hard_deny_argv(argv, argv.program())?;
+            let mut rest: &[String] = argv;
+            while let Some(inner) = wrapped(rest) {
+                hard_deny_argv(inner, resolved(inner).as_deref())?;
+                rest = inner;
             }
+            Ok(())
         }
     }
 }
@@ -156,10 +194,16 @@ fn deny(what: &str) -> Refusal {
 
 const BLOCK_DEVICES: &[&str] = &["sd", "hd", "vd", "xvd", "nvme", "mmcblk", "md", "dm-", "loop", "disk", "mapper/"];
 
-fn hard_deny_argv(argv: &[String]) -> Result<(), Refusal> {
+/// The program `argv` would run, looked up now (for commands inside wrappers and scripts).
+fn resolved(argv: &[String]) -> Option<PathBuf> {
+    argv.first().and_then(|w| resolve_program(w))
+}
+
+/// `argv` against the hard deny list, `program` being the file its first word resolves to.
+fn hard_deny_argv(argv: &[String], program: Option<&Path>) -> Result<(), Refusal> {
     let Some(first) = argv.first() else { return Ok(()) };
     let names: Vec<String> = std::iter::once(basename(first).to_owned())
-        .chain(resolve_program(first).and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned)))
+        .chain(program.and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned)))
         .collect();
     let args = &argv[1..];
     for name in &names {
@@ -220,11 +264,11 @@ fn hard_deny_script(script: &str) -> Result<(), Refusal> {
         if words.is_empty() {
             continue;
         }
-        hard_deny_argv(&words)?;
+        hard_deny_argv(&words, resolved(&words).as_deref())?;
         // `sudo rm -rf /` and friends.
         let mut rest: &[String] = &words;
         while let Some(inner) = wrapped(rest) {
-            hard_deny_argv(inner)?;
+            hard_deny_argv(inner, resolved(inner).as_deref())?;
             rest = inner;
         }
     }
@@ -241,7 +285,7 @@ pub(crate) fn plan_allows(cmd: &CommandLine) -> Result<(), Refusal> {
         CommandLine::Argv(argv) => argv,
     };
     let Some(first) = argv.first() else { return Err(Refusal::new("empty command")) };
-    let Some(program) = resolve_program(first) else {
+    let Some(program) = argv.program() else {
         return Err(Refusal::new(format!("mode plan: program {first:?} not found")));
     };
     let trusted = program.parent().is_some_and(|dir| TRUSTED_DIRS.iter().any(|t| dir == Path::new(t)));

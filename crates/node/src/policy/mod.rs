@@ -448,7 +448,7 @@ mod tests {
     use super::*;
 
     fn argv(words: &[&str]) -> CommandLine {
-        CommandLine::Argv(words.iter().map(|w| w.to_string()).collect())
+        CommandLine::argv(words.iter().map(|w| w.to_string()).collect())
     }
 
     fn plan() -> Policy {
@@ -546,6 +546,23 @@ mod tests {
         let _ = std::fs::remove_file(&fake);
         std::os::unix::fs::symlink(resolve_program("sh").unwrap(), &fake).unwrap();
         refused(&plan(), argv(&[fake.to_str().unwrap(), "-c", "id"]), "only read-only system programs");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_command_is_judged_and_run_as_the_file_it_named_when_it_arrived() {
+        let dir = crate::test_dirs::scratch("policy-swap");
+        let link = dir.join("cat");
+        std::os::unix::fs::symlink(resolve_program("cat").unwrap(), &link).unwrap();
+        let cmd = argv(&[link.to_str().unwrap(), "/etc/hostname"]);
+        assert_eq!(plan().check_command(&cmd), Ok(()));
+        // Swapped for a shell after the check: the command still names the file checked.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(resolve_program("sh").unwrap(), &link).unwrap();
+        let CommandLine::Argv(words) = &cmd else { unreachable!() };
+        assert_eq!(words.program(), resolve_program("cat").as_deref());
+        assert_eq!(plan().check_command(&cmd), Ok(()), "judged again, the same file");
+        refused(&plan(), argv(&[link.to_str().unwrap(), "-c", "id"]), "only read-only system programs");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tunnel_sandbox::{Prepared, SandboxError, Shield, Spec, Writes};
 
-use crate::policy::{resolve_program, CommandLine, Mode, Policy, Refusal};
+use crate::policy::{CommandLine, Mode, Policy, Refusal};
 
 /// What confinement needs from the policy, taken out of its lock.
 pub(crate) struct Plan {
@@ -57,14 +57,13 @@ pub(crate) fn prepare(plan: &Plan, cmd: &CommandLine) -> Result<Option<Prepared>
             let CommandLine::Argv(argv) = cmd else {
                 return Err(Refusal::new("mode plan does not allow shell commands; send the command as argv"));
             };
-            let program = argv.first().and_then(|a| resolve_program(a));
-            let program = program.ok_or_else(|| Refusal::new("mode plan: the program is not found"))?;
+            let program = argv.program().ok_or_else(|| Refusal::new("mode plan: the program is not found"))?;
             let mut unreadable = plan.secrets.unreadable();
             unreadable.extend(block_devices());
             Spec {
                 unreadable,
                 writes: Writes::Nothing,
-                exec_only: Some(vec![program]),
+                exec_only: Some(vec![program.to_owned()]),
                 isolate: true,
                 shield: Shield::default(),
             }
@@ -161,7 +160,7 @@ mod tests {
         if tunnel_sandbox::support() == Support::None {
             return;
         }
-        let cmd = CommandLine::Argv(vec!["cat".into(), "/etc/hostname".into()]);
+        let cmd = CommandLine::argv(vec!["cat".into(), "/etc/hostname".into()]);
         assert!(prepare(&plan(Mode::Plan, false), &cmd).unwrap().is_some());
         assert!(prepare(&plan(Mode::Bypass, false), &cmd).unwrap().is_none());
         let state = crate::test_dirs::scratch("confine-state");

@@ -18,7 +18,7 @@ use tunnel_proto::job::JobStart;
 use tunnel_proto::message::{cap_output, ByteBuf, ExecCommand, ExecEvent, ExecExit, ExecSpec};
 
 use crate::jobs::JobRun;
-use crate::policy::{resolve_program, CommandLine, PathAccess};
+use crate::policy::{CommandLine, PathAccess};
 
 /// After the command exits, how long output from anything still holding its pipes is read.
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
@@ -26,7 +26,7 @@ const READ_CHUNK: usize = 16 * 1024;
 
 pub(crate) fn command_line(cmd: &ExecCommand) -> CommandLine {
     match cmd {
-        ExecCommand::Argv(a) => CommandLine::Argv(a.clone()),
+        ExecCommand::Argv(a) => CommandLine::argv(a.clone()),
         ExecCommand::Shell(s) => CommandLine::Shell(s.clone()),
     }
 }
@@ -251,12 +251,12 @@ fn plan_git_check(
     cwd: Option<&str>,
 ) -> Result<(), crate::policy::Refusal> {
     let CommandLine::Argv(argv) = cmd else { return Ok(()) };
-    let Some(program) = argv.first().and_then(|a| resolve_program(a)) else { return Ok(()) };
+    let Some(program) = argv.program() else { return Ok(()) };
     if mode != crate::policy::Mode::Plan || program.file_name().and_then(|n| n.to_str()) != Some("git") {
         return Ok(());
     }
     let cwd = cwd.map(std::path::PathBuf::from).or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| "/".into());
-    crate::policy::git_guard::check(&program, &crate::policy::git_guard::effective_dir(argv, &cwd))
+    crate::policy::git_guard::check(program, &crate::policy::git_guard::effective_dir(argv, &cwd))
 }
 
 /// Spawns and supervises the command. Returns its exit (with the output bytes it produced).
@@ -275,7 +275,7 @@ async fn run(
         CommandLine::Argv(argv) => {
             let first = argv.first().ok_or("empty command")?;
             // Run the very file policy judged, not whatever PATH finds a moment later.
-            let program = resolve_program(first).ok_or_else(|| format!("program {first:?} not found"))?;
+            let program = argv.program().ok_or_else(|| format!("program {first:?} not found"))?;
             let mut c = tokio::process::Command::new(program);
             c.arg0(first).args(&argv[1..]);
             c

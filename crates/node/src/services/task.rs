@@ -71,7 +71,7 @@ pub(crate) async fn serve(node: crate::Node, stream: Stream, task: TaskSpec) {
         stdin: false,
     };
     let start = Some(JobStart { after_ms: 0, label: task.label });
-    let cmd = CommandLine::Argv(argv);
+    let cmd = CommandLine::argv(argv);
     node.audit_op(peer, "task.start", "allowed", None, detail.clone(), None);
     let decided =
         Decided { peer, reader, writer, spec, cmd, plan, plan_env: false, detail, event: "task", title, start };
