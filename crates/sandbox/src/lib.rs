@@ -3,13 +3,15 @@
 //! A [`Spec`] says what the command may do: which files it must not read, where it may write,
 //! which programs it may execute, whether it may use TCP. [`prepare`] turns it into a Landlock
 //! ruleset in the node (opening the paths, resolving the program's ELF interpreter) and
-//! [`confine`] makes the child apply it between `fork` and `exec`, so the node itself is never
-//! restricted and the command cannot shed the rules (`PR_SET_NO_NEW_PRIVS` is set first, so a
-//! setuid program cannot regain rights either).
+//! [`spawn`] starts the command under it: from a thread of the node confined by that ruleset
+//! and by nothing else, or, when the spec has a shield, from a forked child that confines
+//! itself before `exec`. The node itself is never restricted, and the command cannot shed the
+//! rules (`PR_SET_NO_NEW_PRIVS` is set first, so a setuid program cannot regain rights either).
 //!
 //! Landlock rules only grant. "Everything but these paths" is built by granting the right on
-//! every sibling at each level of the excluded paths ([`tree`]), so the excluded paths and
-//! nothing else stay out of reach. Rules are computed afresh for every command.
+//! every sibling at each level of the excluded paths (`tree`), so the excluded paths and
+//! nothing else stay out of reach. A ruleset, and the thread confined by it, is kept for the
+//! next command with the same spec while every directory it was computed from is unchanged.
 //!
 //! Where the kernel has no Landlock (not Linux, or an old or unconfigured kernel),
 //! [`support`] says so and [`prepare`] fails with [`SandboxError::Unsupported`]; the node
@@ -19,6 +21,8 @@
 mod elf;
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "linux")]
+mod spawner;
 #[cfg(target_os = "linux")]
 mod tree;
 
@@ -159,14 +163,16 @@ pub fn prepare(spec: &Spec) -> Result<Prepared, SandboxError> {
 }
 
 /// Starts a process confined by `prepared`: `spawn(command)` runs where whatever it starts
-/// inherits the confinement (a thread confined for the purpose, or, for a shield, the usual
-/// fork with `confine`'s hook). `std_of` reaches the std command inside `command`. If the
-/// kernel refuses the confinement, nothing starts and the error says so.
-pub fn spawn<C: Send, T: Send>(
+/// inherits the confinement (the thread kept confined for this ruleset, or, for a shield, the
+/// usual fork with a hook that confines the child). `std_of` reaches the std command inside
+/// `command`. If the kernel refuses the confinement, nothing starts and the error says so.
+/// `spawn` should only start the process: it holds the thread that starts every command
+/// confined alike.
+pub fn spawn<C: Send + 'static, T: Send + 'static>(
     prepared: Prepared,
-    command: &mut C,
+    command: C,
     std_of: fn(&mut C) -> &mut std::process::Command,
-    spawn: impl FnOnce(&mut C) -> std::io::Result<T> + Send,
+    spawn: impl FnOnce(C) -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     #[cfg(target_os = "linux")]
     {

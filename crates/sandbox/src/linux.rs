@@ -1,4 +1,4 @@
-//! Landlock on Linux: the ruleset built in the node, applied in the child.
+//! Landlock on Linux: the ruleset built in the node, applied by a thread kept confined for it or in a forked child.
 
 #![allow(unsafe_code)] // the kernel ABI probe and the pre-exec hook
 
@@ -6,13 +6,14 @@ use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use landlock::{
     Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, Ruleset as LlRuleset, RulesetAttr,
     RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 
+use crate::spawner::Spawner;
 use crate::{tree, SandboxError, Spec, Support, Writes};
 
 /// The newest ABI whose rights we use; older kernels get what they support of it.
@@ -21,14 +22,22 @@ const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
 /// `<linux/capability.h>`.
 const CAP_SYS_PTRACE: libc::c_ulong = 19;
 
-pub(crate) struct Ruleset {
-    landlock: RulesetCreated,
-    /// Mounts to make in a new mount namespace before the ruleset applies.
-    shield: Option<Mounts>,
-    /// Drop `CAP_SYS_PTRACE` from the bounding set: a root command then cannot read the memory
-    /// of a process that is not dumpable (the node, whose key is in it). `/proc/PID/environ`
-    /// stays readable to same-user commands: neither this nor Landlock scopes that read.
-    drop_ptrace: bool,
+/// A prepared confinement: how the command will be started confined.
+pub(crate) enum Ruleset {
+    /// By the thread kept for this ruleset (see `spawner`).
+    Thread(Arc<Spawner>),
+    /// In a forked child that applies it between fork and exec: a shield needs a mount
+    /// namespace of its own, which one thread of many cannot unshare.
+    Fork {
+        landlock: RulesetCreated,
+        /// Mounts to make in a new mount namespace before the ruleset applies.
+        shield: Mounts,
+        /// Drop `CAP_SYS_PTRACE` from the bounding set (an isolated command): a root command
+        /// then cannot read the memory of a process that is not dumpable (the node, whose key
+        /// is in it). `/proc/PID/environ` stays readable to same-user commands: neither this
+        /// nor Landlock scopes that read.
+        drop_ptrace: bool,
+    },
 }
 
 pub(crate) fn support() -> Support {
@@ -53,13 +62,22 @@ fn build(e: impl std::fmt::Display) -> SandboxError {
 }
 
 /// Rulesets built lately, reused while every path they were computed from is unchanged
-/// (building one walks directories and opens hundreds of paths; reusing one is a `dup`).
+/// (building one walks directories and opens hundreds of paths; reusing one costs a few
+/// `statx`).
 const CACHED_MAX: usize = 16;
 
 struct Cached {
     spec: Spec,
     stamps: Vec<tree::Stamp>,
-    ruleset: RulesetCreated,
+    kept: Kept,
+}
+
+/// What the cache keeps of a ruleset.
+enum Kept {
+    /// The thread confined by it, for a spec without a shield.
+    Thread(Arc<Spawner>),
+    /// The ruleset, duplicated for each forked child.
+    Ruleset(RulesetCreated),
 }
 
 static CACHE: Mutex<Vec<Cached>> = Mutex::new(Vec::new());
@@ -69,28 +87,45 @@ pub(crate) fn prepare(spec: &Spec) -> Result<Ruleset, SandboxError> {
     if kernel == Support::None {
         return Err(SandboxError::Unsupported(kernel));
     }
-    let drop_ptrace = spec.isolate;
     let shield = if spec.shield.is_empty() { None } else { Some(Mounts::new(&spec.shield)?) };
     {
         let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(at) = cache.iter().position(|c| c.spec == *spec) {
             if cache[at].stamps.iter().all(tree::Stamp::holds) {
-                let landlock = cache[at].ruleset.try_clone().map_err(build)?;
-                return Ok(Ruleset { landlock, shield, drop_ptrace });
+                return match (&cache[at].kept, shield) {
+                    (Kept::Thread(spawner), None) => Ok(Ruleset::Thread(spawner.clone())),
+                    (Kept::Ruleset(ruleset), Some(shield)) => {
+                        let landlock = ruleset.try_clone().map_err(build)?;
+                        Ok(Ruleset::Fork { landlock, shield, drop_ptrace: spec.isolate })
+                    }
+                    _ => unreachable!("the same spec, with or without a shield"),
+                };
             }
             cache.remove(at);
         }
     }
     let mut stamps = Vec::new();
     let landlock = build_ruleset(spec, &mut stamps)?;
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Ok(ruleset) = landlock.try_clone() {
+    let (ruleset, kept) = match shield {
+        Some(shield) => {
+            let kept = landlock.try_clone().ok().map(Kept::Ruleset);
+            (Ruleset::Fork { landlock, shield, drop_ptrace: spec.isolate }, kept)
+        }
+        None => {
+            let isolate = spec.isolate;
+            let spawner = Spawner::start(move || restrict_this_thread(landlock, isolate))
+                .map_err(|e| SandboxError::Build(format!("confining the spawning thread: {e}")))?;
+            (Ruleset::Thread(spawner.clone()), Some(Kept::Thread(spawner)))
+        }
+    };
+    if let Some(kept) = kept {
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() == CACHED_MAX {
             cache.remove(0);
         }
-        cache.push(Cached { spec: spec.clone(), stamps, ruleset });
+        cache.push(Cached { spec: spec.clone(), stamps, kept });
     }
-    Ok(Ruleset { landlock, shield, drop_ptrace })
+    Ok(ruleset)
 }
 
 fn build_ruleset(spec: &Spec, stamps: &mut Vec<tree::Stamp>) -> Result<RulesetCreated, SandboxError> {
@@ -160,7 +195,7 @@ fn build_ruleset(spec: &Spec, stamps: &mut Vec<tree::Stamp>) -> Result<RulesetCr
 }
 
 /// The shield's mounts, with their paths ready for the child (which must not allocate).
-struct Mounts {
+pub(crate) struct Mounts {
     hide: Vec<CString>,
     read_only: Vec<CString>,
     /// For a user other than root: the uid and gid maps of its own user namespace.
@@ -286,36 +321,21 @@ fn add(
     Ok(created)
 }
 
-/// Calls `spawn` on a thread of its own that is confined first (the bounding set, then
-/// Landlock: both belong to a thread, and a process it starts inherits them). With no pre-exec
-/// hook, std starts that process with `posix_spawn` (vfork semantics) instead of forking the
-/// whole node, whose page tables a fork copies: a plan-mode `exec` costs about a millisecond
-/// less. The thread ends with the call; no other thread is ever confined. A shield needs a
-/// mount namespace, which one thread of many cannot unshare: such a ruleset goes through
-/// [`confine`]'s hook in a forked child instead.
-pub(crate) fn spawn_confined<C: Send, T: Send>(
+/// Starts `command` confined by `ruleset`: on the ruleset's own thread, or for a shield from a
+/// forked child that confines itself (see [`Ruleset`]).
+pub(crate) fn spawn_confined<C: Send + 'static, T: Send + 'static>(
     ruleset: Ruleset,
-    command: &mut C,
+    mut command: C,
     std_of: fn(&mut C) -> &mut std::process::Command,
-    spawn: impl FnOnce(&mut C) -> std::io::Result<T> + Send,
+    spawn: impl FnOnce(C) -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
-    if ruleset.shield.is_some() {
-        confine(std_of(command), ruleset);
-        return spawn(command);
+    match ruleset {
+        Ruleset::Thread(spawner) => spawner.run(move || spawn(command)),
+        Ruleset::Fork { landlock, shield, drop_ptrace } => {
+            confine(std_of(&mut command), landlock, shield, drop_ptrace);
+            spawn(command)
+        }
     }
-    let Ruleset { landlock, drop_ptrace, .. } = ruleset;
-    let confined = move || -> std::io::Result<T> {
-        restrict_this_thread(landlock, drop_ptrace)?;
-        spawn(command)
-    };
-    std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .name("tunnel-spawn".into())
-            .spawn_scoped(s, confined)
-            .map_err(|e| std::io::Error::other(format!("cannot start the spawning thread: {e}")))?
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
-    })
 }
 
 /// Confines the calling thread and whatever it starts from now on: `CAP_SYS_PTRACE` out of
@@ -337,17 +357,13 @@ fn restrict_this_thread(landlock: RulesetCreated, drop_ptrace: bool) -> std::io:
     }
 }
 
-pub(crate) fn confine(command: &mut std::process::Command, ruleset: Ruleset) {
-    let drop_ptrace = ruleset.drop_ptrace;
-    let shield = ruleset.shield;
-    let mut slot = Some(ruleset.landlock);
+fn confine(command: &mut std::process::Command, landlock: RulesetCreated, shield: Mounts, drop_ptrace: bool) {
+    let mut slot = Some(landlock);
     let hook = move || -> std::io::Result<()> {
         // Between fork and exec only async-signal-safe work: plain syscalls (unshare, mount,
         // prctl, landlock_restrict_self), no allocation.
         let ruleset = slot.take().ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-        if let Some(mounts) = &shield {
-            mounts.apply()?;
-        }
+        shield.apply()?;
         restrict_this_thread(ruleset, drop_ptrace)
     };
     // SAFETY: the hook runs in the child between fork and exec and only makes syscalls.

@@ -33,7 +33,7 @@ fn run(spec: &Spec, program: &str, args: &[&str]) -> std::io::Result<Output> {
     cmd.args(args);
     // As the node starts commands: from a thread confined for the purpose, or with a shield,
     // from a forked child that confines itself.
-    spawn(prepare(spec).expect("sandbox builds"), &mut cmd, |c| c, |c| c.output())
+    spawn(prepare(spec).expect("sandbox builds"), cmd, |c| c, |mut c| c.output())
 }
 
 fn sh(spec: &Spec, script: &str) -> Output {
@@ -88,6 +88,33 @@ fn read_only_commands_cannot_write_execute_or_read_secrets() {
     assert!(run(&spec_cat, "/bin/sh", &["-c", "true"]).is_err(), "a program not allowed does not even start");
     let out = run(&spec_cat, "/bin/cat", &[&format!("{d}/open")]).unwrap();
     assert_eq!(out.stdout, b"fine");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn specs_taking_turns_each_keep_their_own_confinement() {
+    if !landlock() {
+        return;
+    }
+    let dir = scratch("turns");
+    std::fs::write(dir.join("a"), b"CANARY-A").unwrap();
+    std::fs::write(dir.join("b"), b"CANARY-B").unwrap();
+    let keeping = |secret: &str| Spec {
+        unreadable: vec![dir.join(secret)],
+        writes: Writes::Nothing,
+        exec_only: Some(vec![real("/bin/cat")]),
+        isolate: true,
+        ..Spec::default()
+    };
+    let read = |spec: &Spec, file: &str| {
+        let out = run(spec, "/bin/cat", &[dir.join(file).to_str().unwrap()]).unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Rulesets are kept with the thread that applies them: a spec must never get another's.
+    for _ in 0..3 {
+        assert_eq!((read(&keeping("a"), "a"), read(&keeping("a"), "b")), (String::new(), "CANARY-B".into()));
+        assert_eq!((read(&keeping("b"), "a"), read(&keeping("b"), "b")), ("CANARY-A".into(), String::new()));
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

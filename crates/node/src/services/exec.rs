@@ -315,11 +315,11 @@ async fn run(
     let spawned = match sandbox {
         Some(sandbox) => {
             let runtime = tokio::runtime::Handle::current();
-            let spawn = |c: &mut tokio::process::Command| {
+            let spawn = move |mut c: tokio::process::Command| {
                 let _in_runtime = runtime.enter();
                 c.spawn()
             };
-            tunnel_sandbox::spawn(sandbox, &mut command, tokio::process::Command::as_std_mut, spawn)
+            tunnel_sandbox::spawn(sandbox, command, tokio::process::Command::as_std_mut, spawn)
         }
         None => command.spawn(),
     };
