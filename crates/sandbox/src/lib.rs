@@ -162,6 +162,20 @@ pub fn prepare(spec: &Spec) -> Result<Prepared, SandboxError> {
     }
 }
 
+/// [`prepare`] for a spec whose ruleset is kept and still holds: quick (a few `statx`, no
+/// directory walk), so it may run where blocking is not welcome. `None` otherwise.
+pub fn prepare_kept(spec: &Spec) -> Option<Result<Prepared, SandboxError>> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::prepare_kept(spec).map(|r| r.map(|inner| Prepared { inner }))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = spec;
+        None
+    }
+}
+
 /// Starts a process confined by `prepared`: `spawn(command)` runs where whatever it starts
 /// inherits the confinement (the thread kept confined for this ruleset, or, for a shield, the
 /// usual fork with a hook that confines the child). `std_of` reaches the std command inside

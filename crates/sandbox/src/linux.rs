@@ -88,22 +88,49 @@ pub(crate) fn prepare(spec: &Spec) -> Result<Ruleset, SandboxError> {
         return Err(SandboxError::Unsupported(kernel));
     }
     let shield = if spec.shield.is_empty() { None } else { Some(Mounts::new(&spec.shield)?) };
-    {
-        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(at) = cache.iter().position(|c| c.spec == *spec) {
-            if cache[at].stamps.iter().all(tree::Stamp::holds) {
-                return match (&cache[at].kept, shield) {
-                    (Kept::Thread(spawner), None) => Ok(Ruleset::Thread(spawner.clone())),
-                    (Kept::Ruleset(ruleset), Some(shield)) => {
-                        let landlock = ruleset.try_clone().map_err(build)?;
-                        Ok(Ruleset::Fork { landlock, shield, drop_ptrace: spec.isolate })
-                    }
-                    _ => unreachable!("the same spec, with or without a shield"),
-                };
-            }
-            cache.remove(at);
-        }
+    match kept(spec, shield) {
+        Ok(ruleset) => ruleset,
+        Err(shield) => build_and_keep(spec, shield),
     }
+}
+
+/// The kept ruleset for `spec`, if there is one and every path it was computed from is
+/// unchanged (a few `statx`, no walk).
+pub(crate) fn prepare_kept(spec: &Spec) -> Option<Result<Ruleset, SandboxError>> {
+    if support() == Support::None {
+        return None;
+    }
+    let shield = if spec.shield.is_empty() {
+        None
+    } else {
+        match Mounts::new(&spec.shield) {
+            Ok(mounts) => Some(mounts),
+            Err(e) => return Some(Err(e)),
+        }
+    };
+    kept(spec, shield).ok()
+}
+
+/// The kept ruleset for `spec` while it holds (a stale one is dropped); else `shield` back, for
+/// a build.
+fn kept(spec: &Spec, shield: Option<Mounts>) -> Result<Result<Ruleset, SandboxError>, Option<Mounts>> {
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(at) = cache.iter().position(|c| c.spec == *spec) else { return Err(shield) };
+    if !cache[at].stamps.iter().all(tree::Stamp::holds) {
+        cache.remove(at);
+        return Err(shield);
+    }
+    Ok(match (&cache[at].kept, shield) {
+        (Kept::Thread(spawner), None) => Ok(Ruleset::Thread(spawner.clone())),
+        (Kept::Ruleset(ruleset), Some(shield)) => ruleset
+            .try_clone()
+            .map(|landlock| Ruleset::Fork { landlock, shield, drop_ptrace: spec.isolate })
+            .map_err(build),
+        _ => unreachable!("the same spec, with or without a shield"),
+    })
+}
+
+fn build_and_keep(spec: &Spec, shield: Option<Mounts>) -> Result<Ruleset, SandboxError> {
     let mut stamps = Vec::new();
     let landlock = build_ruleset(spec, &mut stamps)?;
     let (ruleset, kept) = match shield {

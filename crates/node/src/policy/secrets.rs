@@ -317,6 +317,12 @@ impl Secrets {
         found
     }
 
+    /// Whether the paths on disk are at hand, so that asking for them now walks no directory.
+    pub(crate) fn on_disk_is_fresh(&self) -> bool {
+        let cached = self.on_disk.lock().unwrap_or_else(|e| e.into_inner());
+        cached.as_ref().is_some_and(|(at, _)| at.elapsed() < ON_DISK_FOR)
+    }
+
     /// Whether `path` (canonical) may be read through the mesh.
     pub fn check_read(&self, path: &Path) -> Result<(), Refusal> {
         if let Some(rule) = self.guarding(path, Guard::blocks_read) {

@@ -14,7 +14,9 @@
 //! Where the kernel has no Landlock, `plan` falls back to the argument checks alone (or refuses,
 //! with `plan_requires_sandbox`) and `edit` runs unconfined; `tunnel info` says which.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use tunnel_sandbox::{Prepared, SandboxError, Shield, Spec, Writes};
 
@@ -25,7 +27,7 @@ pub(crate) struct Plan {
     mode: Mode,
     secrets: crate::policy::Secrets,
     plan_requires_sandbox: bool,
-    edit_sandbox: Option<Vec<std::path::PathBuf>>,
+    edit_sandbox: Option<Vec<PathBuf>>,
 }
 
 impl Plan {
@@ -52,6 +54,30 @@ impl Plan {
 /// The sandbox for `cmd` (already allowed by policy in `plan.mode`); `None` to run it as is.
 /// Blocking: it walks the directories around the protected paths.
 pub(crate) fn prepare(plan: &Plan, cmd: &CommandLine) -> Result<Option<Prepared>, Refusal> {
+    match spec_of(plan, cmd)? {
+        Some(spec) => decide(plan, tunnel_sandbox::prepare(&spec)),
+        None => Ok(None),
+    }
+}
+
+/// [`prepare`] when nothing needs a walk of the disk: the protected paths were looked up
+/// lately and the sandbox for them is kept. Quick enough for an async task (a few `statx`),
+/// and saves the hop to a blocking thread and back. `None` when [`prepare`] must run.
+pub(crate) fn prepare_kept(plan: &Plan, cmd: &CommandLine) -> Option<Result<Option<Prepared>, Refusal>> {
+    if matches!(plan.mode, Mode::Bypass | Mode::Disabled) {
+        return Some(Ok(None));
+    }
+    if !plan.secrets.on_disk_is_fresh() {
+        return None;
+    }
+    match spec_of(plan, cmd) {
+        Ok(Some(spec)) => tunnel_sandbox::prepare_kept(&spec).map(|prepared| decide(plan, prepared)),
+        other => Some(other.map(|_| None)),
+    }
+}
+
+/// What the kernel must confine `cmd` to; `None` for nothing.
+fn spec_of(plan: &Plan, cmd: &CommandLine) -> Result<Option<Spec>, Refusal> {
     let spec = match plan.mode {
         Mode::Plan => {
             let CommandLine::Argv(argv) = cmd else {
@@ -82,11 +108,8 @@ pub(crate) fn prepare(plan: &Plan, cmd: &CommandLine) -> Result<Option<Prepared>
         },
         Mode::Bypass | Mode::Disabled => return Ok(None),
     };
-    if spec == (Spec { writes: Writes::Anywhere, ..Spec::default() }) {
-        // edit, no shield possible, no edit_sandbox: nothing to confine (see the module doc).
-        return Ok(None);
-    }
-    decide(plan, tunnel_sandbox::prepare(&spec))
+    // edit, no shield possible, no edit_sandbox: nothing to confine (see the module doc).
+    Ok((spec != Spec { writes: Writes::Anywhere, ..Spec::default() }).then_some(spec))
 }
 
 /// What a command gets once the kernel answered: its sandbox, none (where the kernel has no
@@ -108,20 +131,38 @@ fn decide(plan: &Plan, prepared: Result<Prepared, SandboxError>) -> Result<Optio
 }
 
 /// Block devices: a raw disk holds every secret on it. From `/dev` and its directories one
-/// level down (the links in `/dev/disk/by-*` and `/dev/mapper` lead to these).
-fn block_devices() -> Vec<std::path::PathBuf> {
-    use std::os::unix::fs::FileTypeExt;
-    let list = |dir: &std::path::Path| {
+/// level down (the links in `/dev/disk/by-*` and `/dev/mapper` lead to these). Listed again
+/// only when one of those directories changed: a device appearing or going changes its
+/// directory, a directory appearing changes `/dev`.
+fn block_devices() -> Vec<PathBuf> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    type Stamp = (PathBuf, Option<(u64, u64, i64, i64)>);
+    static KEPT: Mutex<Option<(Vec<Stamp>, Vec<PathBuf>)>> = Mutex::new(None);
+    let stamp = |dir: &Path| -> Stamp {
+        let id = std::fs::symlink_metadata(dir).ok().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()));
+        (dir.to_owned(), id)
+    };
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((stamps, devices)) = kept.as_ref() {
+        if stamps.iter().all(|s| stamp(&s.0) == *s) {
+            return devices.clone();
+        }
+    }
+    let list = |dir: &Path| {
         std::fs::read_dir(dir).into_iter().flatten().flatten().filter_map(|e| Some((e.path(), e.file_type().ok()?)))
     };
+    // Stamped before listing: a change during the listing shows next time.
+    let mut stamps = vec![stamp(Path::new("/dev"))];
     let mut out = Vec::new();
-    for (path, kind) in list(std::path::Path::new("/dev")) {
+    for (path, kind) in list(Path::new("/dev")) {
         if kind.is_block_device() {
             out.push(path);
         } else if kind.is_dir() {
+            stamps.push(stamp(&path));
             out.extend(list(&path).filter(|(_, k)| k.is_block_device()).map(|(p, _)| p));
         }
     }
+    *kept = Some((stamps, out.clone()));
     out
 }
 
@@ -171,5 +212,28 @@ mod tests {
         std::fs::remove_dir_all(&state).unwrap();
         let shell = CommandLine::Shell("id".into());
         assert!(prepare(&plan(Mode::Plan, false), &shell).is_err());
+    }
+
+    #[test]
+    fn a_kept_sandbox_is_had_without_a_blocking_thread_and_only_then() {
+        if tunnel_sandbox::support() == Support::None {
+            return;
+        }
+        let state = crate::test_dirs::scratch("confine-kept");
+        let sources = crate::policy::SecretSources { state_dir: Some(state.clone()), ..Default::default() };
+        let planned = Plan { secrets: crate::policy::Secrets::new(&sources).unwrap(), ..plan(Mode::Plan, false) };
+        let cmd = CommandLine::argv(vec!["cat".into(), "/etc/hostname".into()]);
+        assert!(prepare_kept(&planned, &cmd).is_none(), "nothing looked up yet: the blocking path builds it");
+        // Other tests make and remove directories beside the state directory, which makes a
+        // kept sandbox stale (as it must): a few tries.
+        let kept = (0..20).any(|_| {
+            assert!(prepare(&planned, &cmd).unwrap().is_some());
+            matches!(prepare_kept(&planned, &cmd), Some(Ok(Some(_))))
+        });
+        assert!(kept, "once built, the sandbox is kept");
+        let shell = CommandLine::Shell("id".into());
+        assert!(matches!(prepare_kept(&planned, &shell), Some(Err(_))), "refused as by prepare");
+        assert!(matches!(prepare_kept(&plan(Mode::Bypass, false), &cmd), Some(Ok(None))));
+        std::fs::remove_dir_all(&state).unwrap();
     }
 }

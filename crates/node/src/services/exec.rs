@@ -115,10 +115,15 @@ pub(crate) struct Decided {
 /// Sandboxes and runs a decided command, attached or as a job, and audits how it ended.
 pub(crate) async fn run_decided(node: crate::Node, d: Decided) {
     let Decided { peer, mut reader, writer, spec, cmd, plan, plan_env, detail, event, title, start } = d;
-    let for_sandbox = cmd.clone();
-    let sandbox = tokio::task::spawn_blocking(move || crate::services::confine::prepare(&plan, &for_sandbox))
-        .await
-        .unwrap_or_else(|e| Err(crate::policy::Refusal::new(format!("building the sandbox failed: {e}"))));
+    let sandbox = match crate::services::confine::prepare_kept(&plan, &cmd) {
+        Some(kept) => kept,
+        None => {
+            let for_sandbox = cmd.clone();
+            tokio::task::spawn_blocking(move || crate::services::confine::prepare(&plan, &for_sandbox))
+                .await
+                .unwrap_or_else(|e| Err(crate::policy::Refusal::new(format!("building the sandbox failed: {e}"))))
+        }
+    };
     let sandbox = match sandbox {
         Ok(s) => s,
         Err(refusal) => return refuse(&node, peer, event, refusal, detail, writer, ExecEvent::Refused).await,
