@@ -107,7 +107,7 @@ fn main() -> anyhow::Result<()> {
     let figures = mcp_sessions(&[("attached", NodeProc::env_of(op.dir.path())), ("own", own_env)])?;
     let (attached, own) = (&figures[0], &figures[1]);
 
-    println!("exec `true` on a remote peer in {mode} mode through the relay, loopback, same run:");
+    println!("exec `true` on a remote peer in {mode} mode over loopback (relay or direct path), same run:");
     for (what, s) in [("attached to `tunnel run`", attached), ("with its own node", own)] {
         println!(
             "  MCP exec tool, {what:<25} {} calls  p50 {:>6.2} ms  p99 {:>6.2} ms  (client floor p50 {:.2} ms: +{:.2} ms)",
