@@ -327,3 +327,121 @@ fn stdio_sessions_are_handed_to_tunnel_run_unless_told_not_to() -> anyhow::Resul
     assert_eq!(sessions_served(&node)?, 1, "--no-handoff relays instead");
     Ok(())
 }
+
+/// A `tunnel mcp` process spoken to line by line: JSON-RPC out on its stdin, answers read off
+/// its stdout on a thread of their own (so a wait for one is bounded).
+struct RawSession {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl RawSession {
+    /// Starts `tunnel mcp` beside `node` and initializes the session.
+    fn start(node: &NodeProc) -> anyhow::Result<Self> {
+        let mut child = Command::new(bin("tunnel"))
+            .arg("mcp")
+            .envs(NodeProc::env_of(node.dir.path()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(msg) = serde_json::from_str(&line) else { continue };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut session = Self { stdin: child.stdin.take(), child, lines };
+        let params = serde_json::json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                                        "clientInfo": {"name": "t", "version": "1"}});
+        session.send(serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}))?;
+        session.answer(1, Duration::from_secs(10))?;
+        session.send(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))?;
+        Ok(session)
+    }
+
+    fn send(&mut self, msg: serde_json::Value) -> anyhow::Result<()> {
+        use std::io::Write;
+        writeln!(self.stdin.as_mut().context("stdin closed")?, "{msg}")?;
+        Ok(())
+    }
+
+    fn call(&mut self, id: u64, tool: &str, args: serde_json::Value) -> anyhow::Result<()> {
+        let params = serde_json::json!({"name": tool, "arguments": args});
+        self.send(serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}))
+    }
+
+    /// The answer to request `id` (other messages passed over), within `within`.
+    fn answer(&mut self, id: u64, within: Duration) -> anyhow::Result<serde_json::Value> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let msg = self.lines.recv_timeout(left).with_context(|| format!("no answer to request {id}"))?;
+            if msg["id"] == id {
+                return Ok(msg);
+            }
+        }
+    }
+
+    /// Closes stdin and waits (bounded) for a clean exit.
+    fn close(mut self) -> anyhow::Result<()> {
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::ensure!(status.success(), "tunnel mcp exited with {status}");
+                return Ok(());
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "tunnel mcp did not exit after its client closed stdin"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RawSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A session handed to `tunnel run` outlives a restart of it: the call in flight when it stops
+/// gets its own answer, a call made while it is away waits for it, and the session goes on,
+/// with no new handshake, once it is back (served by its `tunnel mcp` from then on).
+#[test]
+fn a_handed_over_session_outlives_a_restart_of_tunnel_run() -> anyhow::Result<()> {
+    let (relay, token) = (RelayProc::start("127.0.0.1:0", &[])?, token());
+    let _target = NodeProc::start_with(&relay.url, "r", &token, "target", &[("TUNNEL_MODE", "edit")])?;
+    let mut node = NodeProc::start(&relay.url, "r", &token, "op", "")?;
+    node.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    let mut session = RawSession::start(&node)?;
+    assert_eq!(sessions_served(&node)?, 1, "served in tunnel run's process");
+    let stdout_of = |answer: &serde_json::Value| answer["result"]["structuredContent"]["stdout"].clone();
+    session.call(2, "exec", serde_json::json!({"target": "target", "argv": ["echo", "before"]}))?;
+    assert_eq!(stdout_of(&session.answer(2, Duration::from_secs(10))?), "before\n");
+    // In flight while tunnel run stops: answered before the session goes back.
+    session.call(3, "exec", serde_json::json!({"target": "target", "argv": ["sh", "-c", "sleep 1; echo slow"]}))?;
+    std::thread::sleep(Duration::from_millis(300));
+    node.proc.terminate(Duration::from_secs(15))?;
+    let slow = session.answer(3, Duration::from_secs(10))?;
+    assert_eq!(stdout_of(&slow), "slow\n", "the call in flight got its own answer: {slow}");
+    // Asked while no tunnel run is there: it waits for the one coming back.
+    session.call(4, "peers", serde_json::json!({}))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let node = node.restart(&relay.url, "r", &token, &[])?;
+    let peers = session.answer(4, Duration::from_secs(20))?;
+    assert!(peers["result"]["isError"] != true, "{peers}");
+    node.wait_for_peers(&["target"], Duration::from_secs(10))?;
+    session.call(5, "exec", serde_json::json!({"target": "target", "argv": ["echo", "after"]}))?;
+    assert_eq!(stdout_of(&session.answer(5, Duration::from_secs(10))?), "after\n");
+    assert_eq!(sessions_served(&node)?, 0, "the session stays with its tunnel mcp now, relaying");
+    session.close()
+}

@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tunnel_mcp::shared::SharedNode;
 use tunnel_mcp::{Backend, McpOptions, ToolGroup, TunnelMcp};
+use tunnel_node::control::handoff::Link;
 use tunnel_node::control::{read_frame, write_frame, ControlClient, ControlRequest, ControlResponse};
 use tunnel_node::Node;
+use tunnel_proto::message::ByteBuf;
 
 /// What a handed-over session takes of `tunnel mcp`'s flags.
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,10 +39,19 @@ fn servable(fd: BorrowedFd<'_>) -> bool {
     matches!(kind(fd), Some(FileType::Fifo | FileType::Socket))
 }
 
-/// Hands this process's stdin and stdout to the node behind `socket` and waits for the
-/// session to end. `None` when the node does not take it (none runs, its host serves no
-/// sessions, an older node): the caller then serves the session itself.
-pub(crate) async fn hand_off(socket: &Path, options: &HandoffOptions) -> Option<()> {
+/// How a handed-over session ended.
+pub(crate) enum Handed {
+    /// With its client, or a signal to this process.
+    Ended,
+    /// The node's process stopped first and gave it back: serve the rest here. `unread` is
+    /// the input it read and did not serve.
+    Back { initialize: String, unread: Vec<u8> },
+}
+
+/// Hands this process's stdin and stdout to the node behind `socket` and waits until the
+/// session ends or comes back. `None` when the node does not take it (none runs, its host
+/// serves no sessions, an older node): the caller then serves the session itself.
+pub(crate) async fn hand_off(socket: &Path, options: &HandoffOptions) -> Option<Handed> {
     let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
     if !servable(stdin.as_fd()) || !servable(stdout.as_fd()) {
         return None;
@@ -58,15 +69,28 @@ pub(crate) async fn hand_off(socket: &Path, options: &HandoffOptions) -> Option<
     }
     tracing::info!("this session is served by the running node's process");
     // The node closes the connection when the session ends; a signal ends it from here.
-    let ended = async {
-        let mut stream = stream;
-        let _ = read_frame::<ControlResponse, _>(&mut stream).await;
+    let followed = async {
+        let (mut initialize, mut unread) = (None, Vec::new());
+        loop {
+            match read_frame::<ControlResponse, _>(&mut stream).await {
+                Ok(Some(ControlResponse::McpResumable { initialize: init })) => initialize = Some(init),
+                Ok(Some(ControlResponse::McpGiveBack { unread: bytes })) => unread = bytes.0.into(),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // Given back, or the node's process died: with the client's `initialize` the session
+        // goes on here (after a crash, a call in flight there is lost). Had the client ended
+        // the session, stdin is at its end and the rest ends at once.
+        match initialize {
+            Some(initialize) => Handed::Back { initialize, unread },
+            None => Handed::Ended,
+        }
     };
     tokio::select! {
-        () = ended => {}
-        _ = crate::run::shutdown_signal() => {}
+        handed = followed => Some(handed),
+        _ = crate::run::shutdown_signal() => Some(Handed::Ended),
     }
-    Some(())
 }
 
 /// What `tunnel run` runs for a session handed to it.
@@ -75,15 +99,16 @@ pub(crate) fn serve(
     options: String,
     input: OwnedFd,
     output: OwnedFd,
+    link: Link,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
-        if let Err(e) = serve_session(node, &options, input, output).await {
+        if let Err(e) = serve_session(node, &options, input, output, link).await {
             tracing::warn!(error = %format!("{e:#}"), "a handed-over MCP session ended with an error");
         }
     })
 }
 
-async fn serve_session(node: Node, options: &str, input: OwnedFd, output: OwnedFd) -> anyhow::Result<()> {
+async fn serve_session(node: Node, options: &str, input: OwnedFd, output: OwnedFd, link: Link) -> anyhow::Result<()> {
     let opts: HandoffOptions = serde_json::from_str(options)?;
     let groups = ToolGroup::parse_list(&opts.tools).map_err(anyhow::Error::msg)?;
     let local_only = node.status().relay.is_none();
@@ -95,7 +120,18 @@ async fn serve_session(node: Node, options: &str, input: OwnedFd, output: OwnedF
         local_only,
         job_after: Duration::from_secs_f64(opts.job_after_secs),
     });
-    tunnel_mcp::serve_lines(server, reader(input)?, writer(output)?).await?;
+    let Link { to_front, stopping } = link;
+    let tell = to_front.clone();
+    let initialized = move |initialize| {
+        let _ = tell.send(ControlResponse::McpResumable { initialize });
+    };
+    let stop = stopping.cancelled_owned();
+    let handed =
+        tunnel_mcp::serve_lines_handing_back(server, reader(input)?, writer(output)?, stop, initialized).await?;
+    if let Some(unread) = handed {
+        tracing::info!("this process is stopping: the MCP session goes back to its tunnel mcp");
+        let _ = to_front.send(ControlResponse::McpGiveBack { unread: ByteBuf(unread.into()) });
+    }
     Ok(())
 }
 

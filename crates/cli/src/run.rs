@@ -6,6 +6,10 @@ use tunnel_node::{Node, NodeConfig, Settings};
 
 use crate::args::{Global, RunArgs};
 
+/// How long a stop waits for the MCP sessions served here to go back to their `tunnel mcp`
+/// (each waits up to 5 s for the calls in flight).
+const GIVE_BACK_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
+
 pub(crate) async fn run(global: Global, args: RunArgs) -> anyhow::Result<i32> {
     let flags = args.node.flags(&global);
     let settings = Settings::resolve(flags, |k| std::env::var(k).ok())?;
@@ -39,6 +43,8 @@ pub(crate) async fn run(global: Global, args: RunArgs) -> anyhow::Result<i32> {
             },
         }
     }
+    // MCP sessions served here go back to their `tunnel mcp` first, their calls answered.
+    tunnel_node::control::handoff::give_back_sessions(GIVE_BACK_WAIT).await;
     eprintln!("tunnel: leaving the room");
     control.shutdown().await;
     node.shutdown().await;

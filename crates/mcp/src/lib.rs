@@ -37,4 +37,6 @@ mod stdio;
 pub use backend::Backend;
 pub use catalogue::{ToolGroup, DEFAULT_TOOLS};
 pub use server::{McpOptions, TunnelMcp, MAX_OUTPUT_CEILING};
-pub use stdio::{serve_lines, serve_stdio, MAX_LINE};
+pub use stdio::{
+    serve_lines, serve_lines_handing_back, serve_lines_resumed, serve_stdio, serve_stdio_resumed, MAX_LINE,
+};

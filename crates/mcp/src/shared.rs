@@ -51,6 +51,18 @@ impl SharedNode {
         })
     }
 
+    /// Attached to the node of the process behind `socket`, never hosting it: for a session
+    /// `tunnel run` handed back as it stopped. Hosting would keep `tunnel run` from starting
+    /// again; calls wait for it instead, bounded.
+    pub fn attached(socket: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            socket,
+            make_config: Box::new(|| Err("a session given back by tunnel run never hosts the node".into())),
+            hosted: Mutex::new(None),
+            took_over: Notify::new(),
+        })
+    }
+
     /// Hosts the node if no process does, else attaches and waits to take over.
     pub async fn start(socket: PathBuf, make_config: MakeConfig) -> Result<Arc<Self>, String> {
         let shared = Arc::new(Self { socket, make_config, hosted: Mutex::new(None), took_over: Notify::new() });

@@ -2,8 +2,10 @@
 //! client, passes its stdin and stdout over the control socket (`SCM_RIGHTS`), and `tunnel
 //! run` serves the session itself, in process: an attached session then costs no hop more
 //! than one with its own node. The control connection stays open for the session's life:
-//! `tunnel mcp` exits when the node closes it, and the node ends the session when `tunnel mcp`
-//! goes away.
+//! the node ends the session when `tunnel mcp` goes away, and tells `tunnel mcp` over it the
+//! client's `initialize` and, when this process stops first ([`give_back_sessions`]), the
+//! session itself: the input read and not served. `tunnel mcp` then serves the rest,
+//! relaying calls to the node once it is back, so a restart of `tunnel run` ends no session.
 //!
 //! Only a process that registered [`host_mcp_sessions`] (`tunnel run`) takes sessions; any
 //! other host answers with an error, and `tunnel mcp` relays calls over the socket instead.
@@ -12,16 +14,69 @@ use std::future::Future;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::ControlResponse;
 use crate::Node;
 
 /// What the hosting process runs for a handed-off session: the node, the session's options
 /// (the front-end's own, as it sent them), its input and output. Resolves when it ends.
 pub type McpHost =
-    Arc<dyn Fn(Node, String, OwnedFd, OwnedFd) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+    Arc<dyn Fn(Node, String, OwnedFd, OwnedFd, Link) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// What a session served here has of the `tunnel mcp` that handed it over.
+pub struct Link {
+    /// Frames for the front-end: [`ControlResponse::McpResumable`], then
+    /// [`ControlResponse::McpGiveBack`] if this process stops before the client is done.
+    pub to_front: mpsc::UnboundedSender<ControlResponse>,
+    /// Cancelled when this process is stopping: the session is to be handed back.
+    pub stopping: CancellationToken,
+}
+
+/// Cancelled by [`give_back_sessions`].
+static STOPPING: LazyLock<CancellationToken> = LazyLock::new(CancellationToken::new);
+/// Sessions being served now, and a wake-up when one ends.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+static ONE_ENDED: Notify = Notify::const_new();
+
+/// Asks every session served here to go back to its `tunnel mcp` (this process is stopping)
+/// and waits, up to `within`, until all have.
+pub async fn give_back_sessions(within: Duration) {
+    STOPPING.cancel();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let ended = ONE_ENDED.notified();
+        if ACTIVE.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, ended).await.is_err() {
+            let left = ACTIVE.load(Ordering::SeqCst);
+            return tracing::warn!(sessions = left, "MCP sessions not handed back in time; they end here");
+        }
+    }
+}
+
+/// Counts a session served here for its life.
+struct Active;
+
+impl Active {
+    fn new() -> Self {
+        ACTIVE.fetch_add(1, Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Ordering::SeqCst);
+        ONE_ENDED.notify_waiters();
+    }
+}
 
 static HOST: OnceLock<McpHost> = OnceLock::new();
 /// Sessions taken so far (`tunnel status`).
@@ -152,15 +207,30 @@ pub(crate) async fn serve<S: super::ControlStream + Socket>(
         Err(e) => return tracing::warn!(error = %e, "an MCP session handed to this node did not arrive"),
     };
     SERVED.fetch_add(1, Ordering::Relaxed);
+    let _active = Active::new();
     tracing::info!("serving an MCP session handed over by tunnel mcp");
-    let session = host(node, options, input, output);
-    // The front-end sends nothing more: a read that ends means it went away.
-    let gone = async {
-        let mut byte = [0u8; 1];
-        let _ = stream.read(&mut byte).await;
-    };
-    tokio::select! {
-        () = session => {}
-        () = gone => tracing::info!("the tunnel mcp that handed over a session exited; the session ends"),
+    let (to_front, mut frames) = mpsc::unbounded_channel();
+    let session = host(node, options, input, output, Link { to_front, stopping: STOPPING.child_token() });
+    tokio::pin!(session);
+    let (mut from_front, mut to_front) = tokio::io::split(stream);
+    let mut byte = [0u8; 1];
+    loop {
+        tokio::select! {
+            () = &mut session => break,
+            Some(frame) = frames.recv() => {
+                if super::write_frame(&mut to_front, &frame).await.is_err() {
+                    return tracing::info!("the tunnel mcp that handed over a session is gone; the session ends");
+                }
+            }
+            _ = from_front.read(&mut byte) => {
+                return tracing::info!("the tunnel mcp that handed over a session exited; the session ends");
+            }
+        }
+    }
+    // The session's last words (its hand-back) go before the connection closes.
+    while let Ok(frame) = frames.try_recv() {
+        if super::write_frame(&mut to_front, &frame).await.is_err() {
+            break;
+        }
     }
 }

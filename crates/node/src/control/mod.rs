@@ -205,6 +205,16 @@ pub enum ControlResponse {
     Forwards(Vec<crate::forward::ForwardInfo>),
     Status(Box<crate::node::NodeStatus>),
     Git(Box<crate::git::GitResult>),
+    /// To the `tunnel mcp` whose session this process serves: the client's `initialize`
+    /// params (JSON), with which it can serve the rest of the session if this process stops.
+    McpResumable {
+        initialize: String,
+    },
+    /// To the same, when this process stops before the client is done: the input it read and
+    /// did not serve. `tunnel mcp` serves the rest of the session.
+    McpGiveBack {
+        unread: ByteBuf,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
