@@ -365,3 +365,71 @@ fn still_due(due: &Due, line: &[u8]) -> bool {
         _ => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INIT: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"clientInfo":{"name":"t"}}}"#;
+
+    /// Reads whole lines from what the guard passed to rmcp until `n` came.
+    async fn passed(from_guard: &mut BufReader<tokio::io::DuplexStream>, n: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let mut line = String::new();
+            from_guard.read_line(&mut line).await.unwrap();
+            out.push(line);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_stop_hands_back_what_was_read_past_the_last_whole_line() {
+        let (to_rmcp, rmcp_in) = tokio::io::duplex(PIPE);
+        let (errors, _errors) = mpsc::channel(4);
+        let due = Arc::new(Due::default());
+        let mut guard = Guard { to_rmcp, errors, due: Some(due.clone()) };
+        let (mut client, input) = tokio::io::duplex(PIPE);
+        let partial = br#"{"jsonrpc":"2.0","id":3,"me"#;
+        client
+            .write_all(&[INIT, b"\n", br#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#, b"\n", partial].concat())
+            .await
+            .unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (told, initialize) = std::sync::mpsc::channel();
+        let handing = HandingBack {
+            stop: Box::pin(async move {
+                let _ = stopped.await;
+            }),
+            initialized: Box::new(move |init| told.send(init).unwrap()),
+        };
+        let run = tokio::spawn(async move { guard.run(input, Some(handing)).await });
+        let mut from_guard = BufReader::new(rmcp_in);
+        assert_eq!(passed(&mut from_guard, 2).await.len(), 2, "the whole lines went on");
+        assert_eq!(initialize.recv().unwrap(), r#"{"clientInfo":{"name":"t"}}"#);
+        // As rmcp answers them.
+        assert!(due.answered("1") && due.answered("2"));
+        stop.send(()).unwrap();
+        let unread = tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap();
+        assert_eq!(unread.as_deref(), Some(&partial[..]), "the part of a line goes back, nothing more");
+    }
+
+    #[tokio::test]
+    async fn requests_due_at_a_stop_are_named_and_late_answers_dropped() {
+        let due = Due::default();
+        due.add("7".into());
+        due.add(r#""s""#.into());
+        // A cancelled request is answered by nobody: it is no longer due.
+        assert!(due.answered(r#""s""#));
+        let left = due.settle(Duration::from_millis(50)).await;
+        assert_eq!(left, ["7"]);
+        assert!(!still_due(&due, br#"{"jsonrpc":"2.0","id":7,"result":{}}"#), "answered already: dropped");
+        assert!(still_due(&due, br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&error_line("7", INTERNAL_ERROR, "stopped \"now\"")).unwrap(),
+            serde_json::json!({"jsonrpc": "2.0", "id": 7, "error": {"code": INTERNAL_ERROR, "message": "stopped \"now\""}})
+        );
+        // Settling with nothing due returns at once.
+        assert!(tokio::time::timeout(Duration::from_millis(500), due.settle(STOP_GRACE)).await.unwrap().is_empty());
+    }
+}
