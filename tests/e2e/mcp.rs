@@ -276,34 +276,10 @@ fn typescript_sdk_and_inspector_clients() -> anyhow::Result<()> {
 /// Speaks MCP over a `tunnel mcp` process's stdio: initialize, then `tools/list`; returns how
 /// many tools it lists, then closes stdin and waits (bounded) for the process to exit.
 fn one_session(node: &NodeProc, extra: &[&str]) -> anyhow::Result<usize> {
-    use std::io::Write;
-    let mut child = Command::new(bin("tunnel"))
-        .arg("mcp")
-        .args(extra)
-        .envs(NodeProc::env_of(node.dir.path()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-    writeln!(stdin, "{init}")?;
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#)?;
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#)?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let tools = loop {
-        let line = lines.next().context("tunnel mcp ended early")??;
-        let msg: serde_json::Value = serde_json::from_str(&line)?;
-        if msg["id"] == 2 {
-            break msg["result"]["tools"].as_array().map_or(0, Vec::len);
-        }
-    };
-    drop(stdin);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while child.try_wait()?.is_none() {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "tunnel mcp did not exit after its client closed stdin");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut session = RawSession::start(node, extra)?;
+    session.send(serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))?;
+    let tools = session.answer(2, Duration::from_secs(10))?["result"]["tools"].as_array().map_or(0, Vec::len);
+    session.close()?;
     Ok(tools)
 }
 
@@ -337,10 +313,11 @@ struct RawSession {
 }
 
 impl RawSession {
-    /// Starts `tunnel mcp` beside `node` and initializes the session.
-    fn start(node: &NodeProc) -> anyhow::Result<Self> {
+    /// Starts `tunnel mcp EXTRA` beside `node` and initializes the session.
+    fn start(node: &NodeProc, extra: &[&str]) -> anyhow::Result<Self> {
         let mut child = Command::new(bin("tunnel"))
             .arg("mcp")
+            .args(extra)
             .envs(NodeProc::env_of(node.dir.path()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -422,7 +399,7 @@ fn a_handed_over_session_outlives_a_restart_of_tunnel_run() -> anyhow::Result<()
     let _target = NodeProc::start_with(&relay.url, "r", &token, "target", &[("TUNNEL_MODE", "edit")])?;
     let mut node = NodeProc::start(&relay.url, "r", &token, "op", "")?;
     node.wait_for_peers(&["target"], Duration::from_secs(10))?;
-    let mut session = RawSession::start(&node)?;
+    let mut session = RawSession::start(&node, &[])?;
     assert_eq!(sessions_served(&node)?, 1, "served in tunnel run's process");
     let stdout_of = |answer: &serde_json::Value| answer["result"]["structuredContent"]["stdout"].clone();
     session.call(2, "exec", serde_json::json!({"target": "target", "argv": ["echo", "before"]}))?;
