@@ -51,7 +51,10 @@ use crate::args::{Cli, Command};
 fn main() {
     malloc::keep_freed_memory();
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Run(_)) { "info" } else { "warn" };
+    // rmcp logs every error answer it sends (a client's bad arguments, say) as a warning: the
+    // client has the answer; the operator's log (tunnel run serves handed-over sessions) need not.
+    let default_level =
+        if matches!(cli.command, Command::Run(_)) { "info,rmcp::service=error" } else { "warn,rmcp::service=error" };
     tunnel_relay::logging::init(default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
