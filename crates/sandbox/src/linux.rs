@@ -1,4 +1,5 @@
-//! Landlock on Linux: the ruleset built in the node, applied by a thread kept confined for it or in a forked child.
+//! Landlock on Linux: the ruleset built in the node, applied by a thread kept confined for it
+//! or in a forked child.
 
 #![allow(unsafe_code)] // the kernel ABI probe and the pre-exec hook
 
