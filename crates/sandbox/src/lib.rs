@@ -23,11 +23,16 @@ mod elf;
 mod linux;
 #[cfg(target_os = "linux")]
 mod spawner;
+#[cfg(unix)]
+mod stamp;
 #[cfg(target_os = "linux")]
 mod tree;
 
 use std::fmt;
 use std::path::PathBuf;
+
+#[cfg(unix)]
+pub use stamp::Stamp;
 
 /// What a confined command may do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

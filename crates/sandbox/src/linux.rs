@@ -15,7 +15,7 @@ use landlock::{
 };
 
 use crate::spawner::Spawner;
-use crate::{tree, SandboxError, Spec, Support, Writes};
+use crate::{tree, SandboxError, Spec, Stamp, Support, Writes};
 
 /// The newest ABI whose rights we use; older kernels get what they support of it.
 const TARGET_ABI: ABI = ABI::V6;
@@ -69,7 +69,7 @@ const CACHED_MAX: usize = 16;
 
 struct Cached {
     spec: Spec,
-    stamps: Vec<tree::Stamp>,
+    stamps: Vec<Stamp>,
     kept: Kept,
 }
 
@@ -117,7 +117,7 @@ pub(crate) fn prepare_kept(spec: &Spec) -> Option<Result<Ruleset, SandboxError>>
 fn kept(spec: &Spec, shield: Option<Mounts>) -> Result<Result<Ruleset, SandboxError>, Option<Mounts>> {
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let Some(at) = cache.iter().position(|c| c.spec == *spec) else { return Err(shield) };
-    if !cache[at].stamps.iter().all(tree::Stamp::holds) {
+    if !cache[at].stamps.iter().all(Stamp::holds) {
         cache.remove(at);
         return Err(shield);
     }
@@ -156,7 +156,7 @@ fn build_and_keep(spec: &Spec, shield: Option<Mounts>) -> Result<Ruleset, Sandbo
     Ok(ruleset)
 }
 
-fn build_ruleset(spec: &Spec, stamps: &mut Vec<tree::Stamp>) -> Result<RulesetCreated, SandboxError> {
+fn build_ruleset(spec: &Spec, stamps: &mut Vec<Stamp>) -> Result<RulesetCreated, SandboxError> {
     let mut handled = BitFlags::<AccessFs>::EMPTY;
     if !spec.unreadable.is_empty() {
         handled |= AccessFs::ReadFile;
@@ -196,7 +196,7 @@ fn build_ruleset(spec: &Spec, stamps: &mut Vec<tree::Stamp>) -> Result<RulesetCr
     if !spec.unreadable.is_empty() {
         created = add(created, tree::grants(&slash(), &spec.unreadable, stamps), AccessFs::ReadFile.into())?;
     }
-    let dev_null = |stamps: &mut Vec<tree::Stamp>| tree::grants(&[PathBuf::from("/dev/null")], &[], stamps);
+    let dev_null = |stamps: &mut Vec<Stamp>| tree::grants(&[PathBuf::from("/dev/null")], &[], stamps);
     let null_rights = AccessFs::WriteFile | AccessFs::Truncate;
     match &spec.writes {
         Writes::Anywhere => {}

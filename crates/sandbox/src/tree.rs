@@ -9,8 +9,10 @@
 
 use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::Stamp;
 
 /// Most entries one walk opens; past it the sandbox cannot be built (and the command does not
 /// run), rather than leave part of the tree out.
@@ -20,26 +22,6 @@ const MAX_GRANTS: usize = 200_000;
 pub(crate) struct Grant {
     pub(crate) fd: OwnedFd,
     pub(crate) is_dir: bool,
-}
-
-/// What a path was when grants were computed from it: a directory that was listed (its entries
-/// decided the grants) or a path that was opened. While every stamp still holds, the same
-/// grants would be computed again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Stamp {
-    path: PathBuf,
-    id: Option<(u64, u64, i64, i64)>,
-}
-
-impl Stamp {
-    pub(crate) fn of(path: &Path) -> Self {
-        let id = std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()));
-        Self { path: path.to_owned(), id }
-    }
-
-    pub(crate) fn holds(&self) -> bool {
-        *self == Self::of(&self.path)
-    }
 }
 
 /// Grants covering `roots` and everything beneath them except `except` (canonical paths).

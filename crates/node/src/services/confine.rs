@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use tunnel_sandbox::{Prepared, SandboxError, Shield, Spec, Writes};
+use tunnel_sandbox::{Prepared, SandboxError, Shield, Spec, Stamp, Writes};
 
 use crate::policy::{CommandLine, Mode, Policy, Refusal};
 
@@ -135,16 +135,11 @@ fn decide(plan: &Plan, prepared: Result<Prepared, SandboxError>) -> Result<Optio
 /// only when one of those directories changed: a device appearing or going changes its
 /// directory, a directory appearing changes `/dev`.
 fn block_devices() -> Vec<PathBuf> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    type Stamp = (PathBuf, Option<(u64, u64, i64, i64)>);
+    use std::os::unix::fs::FileTypeExt;
     static KEPT: Mutex<Option<(Vec<Stamp>, Vec<PathBuf>)>> = Mutex::new(None);
-    let stamp = |dir: &Path| -> Stamp {
-        let id = std::fs::symlink_metadata(dir).ok().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()));
-        (dir.to_owned(), id)
-    };
     let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((stamps, devices)) = kept.as_ref() {
-        if stamps.iter().all(|s| stamp(&s.0) == *s) {
+        if stamps.iter().all(Stamp::holds) {
             return devices.clone();
         }
     }
@@ -152,13 +147,13 @@ fn block_devices() -> Vec<PathBuf> {
         std::fs::read_dir(dir).into_iter().flatten().flatten().filter_map(|e| Some((e.path(), e.file_type().ok()?)))
     };
     // Stamped before listing: a change during the listing shows next time.
-    let mut stamps = vec![stamp(Path::new("/dev"))];
+    let mut stamps = vec![Stamp::of(Path::new("/dev"))];
     let mut out = Vec::new();
     for (path, kind) in list(Path::new("/dev")) {
         if kind.is_block_device() {
             out.push(path);
         } else if kind.is_dir() {
-            stamps.push(stamp(&path));
+            stamps.push(Stamp::of(&path));
             out.extend(list(&path).filter(|(_, k)| k.is_block_device()).map(|(p, _)| p));
         }
     }
