@@ -84,32 +84,31 @@ enum Kept {
 static CACHE: Mutex<Vec<Cached>> = Mutex::new(Vec::new());
 
 pub(crate) fn prepare(spec: &Spec) -> Result<Ruleset, SandboxError> {
-    let kernel = support();
-    if kernel == Support::None {
-        return Err(SandboxError::Unsupported(kernel));
-    }
-    let shield = if spec.shield.is_empty() { None } else { Some(Mounts::new(&spec.shield)?) };
-    match kept(spec, shield) {
+    match kept(spec, shield_of(spec)?) {
         Ok(ruleset) => ruleset,
         Err(shield) => build_and_keep(spec, shield),
     }
 }
 
 /// The kept ruleset for `spec`, if there is one and every path it was computed from is
-/// unchanged (a few `statx`, no walk).
+/// unchanged (a few `statx`, no walk), or why there can be none.
 pub(crate) fn prepare_kept(spec: &Spec) -> Option<Result<Ruleset, SandboxError>> {
-    if support() == Support::None {
-        return None;
+    match shield_of(spec) {
+        Ok(shield) => kept(spec, shield).ok(),
+        Err(e) => Some(Err(e)),
     }
-    let shield = if spec.shield.is_empty() {
-        None
-    } else {
-        match Mounts::new(&spec.shield) {
-            Ok(mounts) => Some(mounts),
-            Err(e) => return Some(Err(e)),
-        }
-    };
-    kept(spec, shield).ok()
+}
+
+/// What every ruleset needs first: a kernel with Landlock, and the mounts of `spec`'s shield.
+fn shield_of(spec: &Spec) -> Result<Option<Mounts>, SandboxError> {
+    let kernel = support();
+    if kernel == Support::None {
+        return Err(SandboxError::Unsupported(kernel));
+    }
+    if spec.shield.is_empty() {
+        return Ok(None);
+    }
+    Mounts::new(&spec.shield).map(Some)
 }
 
 /// The kept ruleset for `spec` while it holds (a stale one is dropped); else `shield` back, for
