@@ -14,12 +14,13 @@ use std::future::Future;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::ControlResponse;
 use crate::Node;
@@ -40,41 +41,16 @@ pub struct Link {
 
 /// Cancelled by [`give_back_sessions`].
 static STOPPING: LazyLock<CancellationToken> = LazyLock::new(CancellationToken::new);
-/// Sessions being served now, and a wake-up when one ends.
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-static ONE_ENDED: Notify = Notify::const_new();
+/// The sessions being served here.
+static SESSIONS: LazyLock<TaskTracker> = LazyLock::new(TaskTracker::new);
 
 /// Asks every session served here to go back to its `tunnel mcp` (this process is stopping)
 /// and waits, up to `within`, until all have.
 pub async fn give_back_sessions(within: Duration) {
     STOPPING.cancel();
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let ended = ONE_ENDED.notified();
-        if ACTIVE.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        if tokio::time::timeout_at(deadline, ended).await.is_err() {
-            let left = ACTIVE.load(Ordering::SeqCst);
-            return tracing::warn!(sessions = left, "MCP sessions not handed back in time; they end here");
-        }
-    }
-}
-
-/// Counts a session served here for its life.
-struct Active;
-
-impl Active {
-    fn new() -> Self {
-        ACTIVE.fetch_add(1, Ordering::SeqCst);
-        Self
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        ACTIVE.fetch_sub(1, Ordering::SeqCst);
-        ONE_ENDED.notify_waiters();
+    SESSIONS.close();
+    if tokio::time::timeout(within, SESSIONS.wait()).await.is_err() {
+        tracing::warn!(sessions = SESSIONS.len(), "MCP sessions not handed back in time; they end here");
     }
 }
 
@@ -207,7 +183,7 @@ pub(crate) async fn serve<S: super::ControlStream + Socket>(
         Err(e) => return tracing::warn!(error = %e, "an MCP session handed to this node did not arrive"),
     };
     SERVED.fetch_add(1, Ordering::Relaxed);
-    let _active = Active::new();
+    let _serving = SESSIONS.token();
     tracing::info!("serving an MCP session handed over by tunnel mcp");
     let (to_front, mut frames) = mpsc::unbounded_channel();
     let session = host(node, options, input, output, Link { to_front, stopping: STOPPING.child_token() });
