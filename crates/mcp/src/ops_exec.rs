@@ -43,10 +43,15 @@ pub(crate) fn command_of(
 
 /// `timeout_secs` for `tool`, or `default`.
 pub(crate) fn timeout_of(tool: &str, secs: Option<f64>, default: Duration) -> Result<Duration, McpError> {
+    seconds_of(tool, "timeout_secs", secs, default)
+}
+
+/// A field of seconds (more than 0, at most a day) for `tool`, or `default`.
+fn seconds_of(tool: &str, field: &str, secs: Option<f64>, default: Duration) -> Result<Duration, McpError> {
     match secs {
         None => Ok(default),
         Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => Ok(Duration::from_secs_f64(t)),
-        Some(_) => Err(invalid(tool, "timeout_secs", "field `timeout_secs` must be more than 0 and at most 86400")),
+        Some(_) => Err(invalid(tool, field, &format!("field `{field}` must be more than 0 and at most 86400"))),
     }
 }
 
@@ -67,11 +72,7 @@ fn spec(srv: &TunnelMcp, p: &ExecParams) -> Result<ExecSpec, McpError> {
 
 /// A call's `job_after_secs`, or the server's `--job-after`.
 pub(crate) fn job_after_of(tool: &str, srv: &TunnelMcp, secs: Option<f64>) -> Result<Duration, McpError> {
-    match secs {
-        None => Ok(srv.opts.job_after),
-        Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => Ok(Duration::from_secs_f64(t)),
-        Some(_) => Err(invalid(tool, "job_after_secs", "field `job_after_secs` must be more than 0 and at most 86400")),
-    }
+    seconds_of(tool, "job_after_secs", secs, srv.opts.job_after)
 }
 
 pub(crate) async fn exec(
