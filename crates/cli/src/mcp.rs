@@ -8,36 +8,32 @@
 use tokio_util::sync::CancellationToken;
 use tunnel_mcp::http::{HttpOptions, HttpServer};
 use tunnel_mcp::shared::SharedNode;
-use tunnel_mcp::{Backend, McpOptions, ToolGroup, TunnelMcp};
+use tunnel_mcp::{Backend, ToolGroup};
 use tunnel_node::{NodeConfig, Settings};
 
 use crate::args::{Global, McpArgs, Transport};
-use crate::mcp_handoff::Handed;
+use crate::mcp_handoff::{Handed, SessionOptions};
 
 pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
-    let groups = ToolGroup::parse_list(&args.tools).map_err(anyhow::Error::msg)?;
+    // Checked here, before a session is handed anywhere.
+    ToolGroup::parse_list(&args.tools).map_err(anyhow::Error::msg)?;
     let settings = Settings::resolve(args.node.flags(&global), |k| std::env::var(k).ok())?;
     let socket = settings.socket_path();
+    let options = SessionOptions {
+        tools: args.tools.clone(),
+        max_output: args.max_output,
+        job_after_secs: args.job_after,
+        state_dir: settings.state_dir.clone(),
+    };
     if matches!(args.transport, Transport::Stdio) && !args.no_handoff {
-        let options = crate::mcp_handoff::HandoffOptions {
-            tools: args.tools.clone(),
-            max_output: args.max_output,
-            job_after_secs: args.job_after,
-            state_dir: settings.state_dir.clone(),
-        };
         match crate::mcp_handoff::hand_off(&socket, &options).await {
             None => {}
             Some(Handed::Ended) => return Ok(0),
             Some(Handed::Back { initialize, unread }) => {
                 // Attached, never hosting: the node is `tunnel run`'s, coming back. Calls wait
                 // for it, bounded.
-                let options = mcp_options(
-                    Backend::new(SharedNode::attached(socket)),
-                    &settings,
-                    (args.max_output, args.job_after),
-                    groups,
-                );
-                let resumed = tunnel_mcp::serve_stdio_resumed(TunnelMcp::new(options), &initialize, unread);
+                let server = options.server(Backend::new(SharedNode::attached(socket)), settings.relay.is_none())?;
+                let resumed = tunnel_mcp::serve_stdio_resumed(server, &initialize, unread);
                 return tokio::select! {
                     r = resumed => r.map(|()| 0).map_err(anyhow::Error::from),
                     r = crate::run::shutdown_signal() => r.map(|()| 0),
@@ -60,9 +56,7 @@ pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
         Some(status) => status.relay.is_none(),
         None => settings.relay.is_none(),
     };
-    let mut options = mcp_options(Backend::new(shared.clone()), &settings, (args.max_output, args.job_after), groups);
-    options.local_only = local_only;
-    let server = TunnelMcp::new(options);
+    let server = options.server(Backend::new(shared.clone()), local_only)?;
     let served = match args.transport {
         Transport::Stdio => tokio::select! {
             r = tunnel_mcp::serve_stdio(server) => r.map_err(anyhow::Error::from),
@@ -85,22 +79,4 @@ pub(crate) async fn run(global: Global, args: McpArgs) -> anyhow::Result<i32> {
     };
     shared.shutdown().await;
     served.map(|()| 0)
-}
-
-/// The server's options from the command line (`--max-output`, `--job-after`); local-only when
-/// no relay is configured here.
-fn mcp_options(
-    backend: Backend,
-    settings: &Settings,
-    (max_output, job_after): (u64, f64),
-    groups: Vec<ToolGroup>,
-) -> McpOptions {
-    McpOptions {
-        backend,
-        groups,
-        max_output,
-        state_dir: settings.state_dir.clone(),
-        local_only: settings.relay.is_none(),
-        job_after: std::time::Duration::from_secs_f64(job_after),
-    }
 }

@@ -19,13 +19,28 @@ use tunnel_node::control::{read_frame, write_frame, ControlClient, ControlReques
 use tunnel_node::Node;
 use tunnel_proto::message::ByteBuf;
 
-/// What a handed-over session takes of `tunnel mcp`'s flags.
+/// What a session takes of `tunnel mcp`'s flags, wherever it is served (here, or in the
+/// `tunnel run` it is handed to).
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct HandoffOptions {
+pub(crate) struct SessionOptions {
     pub(crate) tools: String,
     pub(crate) max_output: u64,
     pub(crate) job_after_secs: f64,
     pub(crate) state_dir: PathBuf,
+}
+
+impl SessionOptions {
+    /// The server these options make, reaching its node through `backend`.
+    pub(crate) fn server(&self, backend: Backend, local_only: bool) -> anyhow::Result<TunnelMcp> {
+        Ok(TunnelMcp::new(McpOptions {
+            backend,
+            groups: ToolGroup::parse_list(&self.tools).map_err(anyhow::Error::msg)?,
+            max_output: self.max_output,
+            state_dir: self.state_dir.clone(),
+            local_only,
+            job_after: Duration::from_secs_f64(self.job_after_secs),
+        }))
+    }
 }
 
 /// What kind of file a descriptor is.
@@ -51,7 +66,7 @@ pub(crate) enum Handed {
 /// Hands this process's stdin and stdout to the node behind `socket` and waits until the
 /// session ends or comes back. `None` when the node does not take it (none runs, its host
 /// serves no sessions, an older node): the caller then serves the session itself.
-pub(crate) async fn hand_off(socket: &Path, options: &HandoffOptions) -> Option<Handed> {
+pub(crate) async fn hand_off(socket: &Path, options: &SessionOptions) -> Option<Handed> {
     let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
     if !servable(stdin.as_fd()) || !servable(stdout.as_fd()) {
         return None;
@@ -109,17 +124,9 @@ pub(crate) fn serve(
 }
 
 async fn serve_session(node: Node, options: &str, input: OwnedFd, output: OwnedFd, link: Link) -> anyhow::Result<()> {
-    let opts: HandoffOptions = serde_json::from_str(options)?;
-    let groups = ToolGroup::parse_list(&opts.tools).map_err(anyhow::Error::msg)?;
+    let opts: SessionOptions = serde_json::from_str(options)?;
     let local_only = node.status().relay.is_none();
-    let server = TunnelMcp::new(McpOptions {
-        backend: Backend::new(SharedNode::of(node)),
-        groups,
-        max_output: opts.max_output,
-        state_dir: opts.state_dir,
-        local_only,
-        job_after: Duration::from_secs_f64(opts.job_after_secs),
-    });
+    let server = opts.server(Backend::new(SharedNode::of(node)), local_only)?;
     let Link { to_front, stopping } = link;
     let tell = to_front.clone();
     let initialized = move |initialize| {
