@@ -43,22 +43,23 @@ impl SharedNode {
     /// The node of the process this session is served in (a session `tunnel mcp` handed to
     /// `tunnel run`); the session never stops it.
     pub fn of(node: Node) -> Arc<Self> {
-        Arc::new(Self {
-            socket: PathBuf::new(),
-            make_config: Box::new(|| Err("a handed-over session never hosts the node".into())),
-            hosted: Mutex::new(Some(Hosted { node, control: None })),
-            took_over: Notify::new(),
-        })
+        Self::never_hosting(PathBuf::new(), Some(Hosted { node, control: None }))
     }
 
     /// Attached to the node of the process behind `socket`, never hosting it: for a session
     /// `tunnel run` handed back as it stopped. Hosting would keep `tunnel run` from starting
     /// again; calls wait for it instead, bounded.
     pub fn attached(socket: PathBuf) -> Arc<Self> {
+        Self::never_hosting(socket, None)
+    }
+
+    /// A session that uses a node it is never to host: `hosted` has it in this process, else
+    /// it is behind `socket`.
+    fn never_hosting(socket: PathBuf, hosted: Option<Hosted>) -> Arc<Self> {
         Arc::new(Self {
             socket,
-            make_config: Box::new(|| Err("a session given back by tunnel run never hosts the node".into())),
-            hosted: Mutex::new(None),
+            make_config: Box::new(|| Err("this session never hosts the node: its host is tunnel run".into())),
+            hosted: Mutex::new(hosted),
             took_over: Notify::new(),
         })
     }
