@@ -81,16 +81,14 @@ pub(crate) fn recover(root: &Path) -> u64 {
         let (kept_from, total) = crate::jobs::output::extent(&dir).unwrap_or((0, record.info.output_bytes));
         record.info.kept_from = kept_from;
         record.info.output_bytes = total;
+        let orphaned = record.orphaned.take();
         let reason = match survivor {
             Some(_) => "the node stopped while the job ran; its process was still running and was killed",
-            None => match &record.orphaned {
-                Some(why) => why.as_str(),
-                None => "the node stopped while the job ran; its process ended with it, exit status unknown",
-            },
+            None => orphaned
+                .as_deref()
+                .unwrap_or("the node stopped while the job ran; its process ended with it, exit status unknown"),
         };
-        let reason = reason.to_owned();
-        mark_lost(&mut record.info, &reason);
-        record.orphaned = None;
+        mark_lost(&mut record.info, reason);
         record.pid = None;
         save_lost(&dir, record);
     }
