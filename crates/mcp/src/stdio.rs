@@ -114,7 +114,7 @@ where
     let due = handing.as_ref().map(|_| Arc::new(Due::default()));
     let input = AsyncReadExt::chain(std::io::Cursor::new(unread), input);
     let mut guard = Guard { to_rmcp, errors: errors_tx, due: due.clone() };
-    let (unread_tx, unread_rx) = oneshot::channel();
+    let (unread_tx, mut unread_rx) = oneshot::channel();
     let guard = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let unread = guard.run(input, handing).await;
         let _ = unread_tx.send(unread);
@@ -124,21 +124,21 @@ where
     let writer = tokio::spawn(write_output(from_rmcp, errors_rx, output, due));
     let (rmcp_read, _) = tokio::io::split(rmcp_in);
     let (_, rmcp_write) = tokio::io::split(rmcp_out);
-    let served = match resumed {
-        Some(peer) => {
-            let running = rmcp::service::serve_directly(server, (rmcp_read, rmcp_write), Some(peer));
+    let running = match resumed {
+        Some(peer) => Ok(rmcp::service::serve_directly(server, (rmcp_read, rmcp_write), Some(peer))),
+        None => server
+            .serve((rmcp_read, rmcp_write))
+            .await
+            .map_err(|e| std::io::Error::other(format!("MCP session did not start: {e}"))),
+    };
+    let served = match running {
+        Ok(running) => {
             running.waiting().await.map(|_| ()).map_err(|e| std::io::Error::other(format!("MCP session: {e}")))
         }
-        None => match server.serve((rmcp_read, rmcp_write)).await {
-            Ok(running) => {
-                running.waiting().await.map(|_| ()).map_err(|e| std::io::Error::other(format!("MCP session: {e}")))
-            }
-            Err(e) => Err(std::io::Error::other(format!("MCP session did not start: {e}"))),
-        },
+        Err(e) => Err(e),
     };
     // rmcp ends when the guard lets go of its input (the client's end, or a hand-back), or on
     // an error of its own, when the guard may still be waiting for input: it is stopped.
-    let mut unread_rx = unread_rx;
     let unread = unread_rx.try_recv().ok().flatten();
     drop(guard);
     // rmcp is done; its pipe closes, and the writer ends after the last line.
