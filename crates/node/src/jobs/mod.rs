@@ -195,7 +195,7 @@ impl Jobs {
             let reason = live.orphaned.unwrap_or("the node stopped while the job ran; the job was killed");
             live.info.send_modify(|i| store::mark_lost(i, reason));
             let info = live.info.borrow().clone();
-            store::save_lost(&live.dir, Record { info, pid: None, pid_start: None, orphaned: None });
+            store::save_lost(&live.dir, Record::ended(info));
         }
     }
 }
@@ -345,7 +345,7 @@ impl JobRun {
             }
         });
         let info = live.info.borrow().clone();
-        let record = Record { info: info.clone(), pid: None, pid_start: None, orphaned: None };
+        let record = Record::ended(info.clone());
         if let Err(e) = store::write_record(&live.dir, &record) {
             tracing::warn!(job = info.id, error = %e, "could not record a job's end");
         }

@@ -31,6 +31,13 @@ pub(crate) struct Record {
     pub orphaned: Option<String>,
 }
 
+impl Record {
+    /// The record of a job that ended: no process left, nothing to say if found running.
+    pub(crate) fn ended(info: JobInfo) -> Self {
+        Self { info, pid: None, pid_start: None, orphaned: None }
+    }
+}
+
 pub(crate) fn job_dir(root: &Path, id: u64) -> PathBuf {
     root.join(id.to_string())
 }
@@ -234,8 +241,7 @@ mod tests {
             let dir = job_dir(&root, id);
             std::fs::create_dir(&dir).unwrap();
             std::fs::write(dir.join("out-0"), vec![b'x'; 1000]).unwrap();
-            write_record(&dir, &Record { info: info(id, state, ended), pid: None, pid_start: None, orphaned: None })
-                .unwrap();
+            write_record(&dir, &Record::ended(info(id, state, ended))).unwrap();
         }
         prune(&root, now, RETENTION, 1 << 20);
         let left = |root: &Path| {
