@@ -108,23 +108,41 @@ async fn until(within: Duration, what: &str, done: impl Fn() -> bool) {
 }
 
 /// A session and a stream with each peer, 64 at a time.
-async fn talk_to_all(hub: &Endpoint) {
+/// Opens an echo stream with every present peer and has each echo a greeting. The streams stay
+/// open (so no actor is idle, and none reaped, however long the whole takes) until
+/// [`finish_all`].
+async fn talk_to_all(hub: &Endpoint) -> Vec<Stream> {
     let peers = hub.peers();
     let mut work = tokio::task::JoinSet::new();
     for chunk in peers.chunks(peers.len().div_ceil(64).max(1)) {
         let (hub, chunk) = (hub.clone(), chunk.to_vec());
         work.spawn(async move {
+            let mut open = Vec::new();
             for peer in chunk {
-                let Stream { mut reader, mut writer, .. } =
-                    hub.open_stream(&peer, StreamKind::Echo).await.expect("open");
-                writer.write_all(b"hello").await.expect("write");
-                writer.finish().await.expect("finish");
-                assert_eq!(reader.read_to_end(64).await.expect("read"), b"hello");
+                let mut stream = hub.open_stream(&peer, StreamKind::Echo).await.expect("open");
+                stream.writer.write_all(b"hello").await.expect("write");
+                let mut echoed = Vec::new();
+                while echoed.len() < 5 {
+                    echoed.extend_from_slice(&stream.reader.read().await.expect("read").expect("echo"));
+                }
+                assert_eq!(echoed, b"hello");
+                open.push(stream);
             }
+            open
         });
     }
+    let mut open = Vec::new();
     while let Some(done) = work.join_next().await {
-        done.expect("talker");
+        open.extend(done.expect("talker"));
+    }
+    open
+}
+
+/// Ends the streams [`talk_to_all`] left open, both ways.
+async fn finish_all(streams: Vec<Stream>) {
+    for Stream { mut reader, writer, .. } in streams {
+        writer.finish().await.expect("finish");
+        assert!(reader.read_to_end(64).await.expect("read").is_empty());
     }
 }
 
@@ -165,9 +183,10 @@ async fn a_node_that_talked_to_thousands_of_peers_returns_to_its_idle_memory() {
         if talked == 0 {
             idle = settled_live().await;
         }
-        talk_to_all(&hub).await;
+        let talking = talk_to_all(&hub).await;
         assert_eq!(hub.active_peers(), wave, "one actor per peer talked to");
         busiest = busiest.max(LIVE.load(Relaxed));
+        finish_all(talking).await;
         // Quiet: every actor is reaped while the peers are still in the room.
         until(Duration::from_secs(60), "every actor reaped", || hub.active_peers() == 0).await;
         assert_eq!(hub.peers().len(), wave, "reaping forgets no peer");
@@ -234,11 +253,14 @@ async fn spokes() {
             tokio::spawn(async move {
                 while let Some(event) = events.recv().await {
                     if let NetEvent::Stream(Stream { mut reader, mut writer, .. }) = event {
+                        // Echoes as it comes, and ends when the hub ends its side.
                         tokio::spawn(async move {
-                            if let Ok(got) = reader.read_to_end(64).await {
-                                let _ = writer.write_all(&got).await;
-                                let _ = writer.finish().await;
+                            while let Ok(Some(got)) = reader.read().await {
+                                if writer.write_all(&got).await.is_err() {
+                                    return;
+                                }
                             }
+                            let _ = writer.finish().await;
                         });
                     }
                 }
